@@ -1,0 +1,32 @@
+/* hyserve: the command-line entry point. Dispatches to the subcommands in cmd_*.c. */
+#include <stdio.h>
+#include <string.h>
+
+#include "cmd.h"
+
+/* Each subcommand is declared next to its row; its file is src/cmd_<name>.c. */
+
+const cmd_t hs_commands[] = {
+    {NULL, NULL, NULL},
+};
+
+static void usage(FILE *f) {
+    fprintf(f, "usage: hyserve <command> [options]   (hyserve <command> --help for its options)\n\ncommands:\n");
+    for (const cmd_t *c = hs_commands; c->name; c++) fprintf(f, "  %-12s %s\n", c->name, c->summary);
+}
+
+int main(int argc, char **argv) {
+    if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") || !strcmp(argv[1], "help")) {
+        usage(argc < 2 ? stderr : stdout);
+        return argc < 2 ? 2 : 0;
+    }
+    if (!strcmp(argv[1], "--version")) {
+        printf("hyserve 0.1.0\n");
+        return 0;
+    }
+    for (const cmd_t *c = hs_commands; c->name; c++)
+        if (!strcmp(argv[1], c->name)) return c->run(argc - 1, argv + 1);
+    fprintf(stderr, "hyserve: unknown command '%s'\n", argv[1]);
+    usage(stderr);
+    return 2;
+}
