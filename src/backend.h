@@ -1,0 +1,159 @@
+/*
+ * backend: the table of operations the model code calls. One implementation per
+ * device: cpu/ (the fp32 reference, OpenBLAS GEMMs) and cuda/ (Hopper). The model
+ * never knows which one runs; parity tests run the same op on two backends.
+ *
+ * Conventions
+ *   - Buffers are `void *` in the backend's memory (host for cpu, device for cuda)
+ *     obtained from bk->alloc. Activations are in the backend's activation dtype
+ *     bk->act_dtype (HS_F32 on cpu, HS_BF16 on cuda); a few buffers are always fp32
+ *     and say so (logits, gates, router probabilities).
+ *   - Row-major. [T, n] means T rows of n contiguous elements. T = tokens of the
+ *     step (all sequences packed), S = sequences of the step.
+ *   - Weights are opaque handles made by bk->weight_load from host data of any
+ *     checkpoint dtype; the backend stores them as it likes (cpu: fp32 or bf16,
+ *     cuda: bf16). A linear weight has shape [N, K] (out, in) as in PyTorch.
+ *   - Every op is asynchronous on cuda (one stream); bk->sync waits. Ops cannot fail
+ *     once their inputs are valid (invariants are asserted); allocation failures at
+ *     start-up are reported by alloc returning NULL.
+ *   - The step's metadata (bk_batch_t) is handed over once per step with
+ *     bk->set_batch; ops that need it read the copy the backend made.
+ */
+#ifndef HS_BACKEND_H
+#define HS_BACKEND_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "layout.h"
+#include "util.h"
+
+typedef struct bk_weight bk_weight_t; /* opaque, owned by the backend */
+
+/* Host description of a weight to load (the loader's view of a tensor). */
+typedef struct {
+    const void *data;       /* host bytes (may be mmap'd) */
+    hs_dtype_t dtype;       /* HS_BF16, HS_F16, HS_F32 or HS_F8_E4M3 */
+    int64_t rows, cols;     /* [rows, cols]; a vector has rows = 1 */
+    const float *scale_inv; /* fp8 only: [ceil(rows/128), ceil(cols/128)] block scales, else NULL */
+} bk_host_tensor_t;
+
+/* One step's batch: S sequences, T tokens packed in sequence order. Host pointers;
+ * set_batch copies what the device needs. */
+typedef struct {
+    int n_seqs;                    /* S */
+    int n_tokens;                  /* T */
+    const int32_t *tok_start;      /* [S+1] cu_seqlens: tokens of seq s are [tok_start[s], tok_start[s+1]) */
+    const int32_t *n_past;         /* [S] tokens already in the cache before this step (0: fresh state) */
+    const int32_t *positions;      /* [T] absolute position of each token (n_past + i) */
+    const int32_t *block_tables;   /* [S][max_blocks] KV block (page) ids, -1 past the end */
+    int max_blocks;                /* row stride of block_tables */
+    const int32_t *state_pages;    /* [S][n_state_pages] state page ids (statemap ordinal order) */
+    int n_state_pages;             /* row stride of state_pages (E) */
+    const int32_t *logit_rows;     /* [n_logits] token rows whose logits are wanted */
+    int n_logits;
+} bk_batch_t;
+
+/* Where the KV blocks and recurrent state of all sequences live. */
+typedef struct {
+    void *base;                    /* backend memory: n_pages * page_bytes */
+    size_t page_bytes;
+    int64_t n_pages;
+    kv_layout_t kv;                /* KV block layout */
+    statemap_t sm;                 /* state map */
+} bk_pool_t;
+
+typedef struct backend backend_t;
+struct backend {
+    const char *name;              /* "cpu" or "cuda" */
+    hs_dtype_t act_dtype;          /* activation dtype of [T, n] buffers */
+    void *ctx;                     /* implementation state */
+
+    /* ---- memory ---- */
+    void *(*alloc)(backend_t *bk, size_t bytes);                 /* NULL on failure; zeroed */
+    void (*free)(backend_t *bk, void *p);
+    void (*upload)(backend_t *bk, void *dst, const void *src, size_t bytes);   /* host -> backend */
+    void (*download)(backend_t *bk, void *dst, const void *src, size_t bytes); /* backend -> host */
+    void (*copy)(backend_t *bk, void *dst, const void *src, size_t bytes);     /* within backend */
+    void (*sync)(backend_t *bk);
+    /* Convert [n] values between fp32 host arrays and act_dtype backend buffers. */
+    void (*act_upload)(backend_t *bk, void *dst, const float *src, size_t n);
+    void (*act_download)(backend_t *bk, float *dst, const void *src, size_t n);
+
+    /* ---- weights ---- */
+    bk_weight_t *(*weight_load)(backend_t *bk, const bk_host_tensor_t *t, char *err, size_t n);
+    void (*weight_free)(backend_t *bk, bk_weight_t *w);
+
+    /* ---- per step ---- */
+    void (*set_batch)(backend_t *bk, const bk_batch_t *b, const bk_pool_t *pool);
+
+    /* ---- ops ---- */
+    /* out[T, H] = embed[ids[t], :] ; ids is a host array. */
+    void (*embed)(backend_t *bk, const bk_weight_t *embed, const int32_t *ids, int T, void *out);
+    /* out[T, N] = x[T, K] @ W[N, K]^T */
+    void (*linear)(backend_t *bk, const void *x, const bk_weight_t *w, int T, void *out);
+    /* RMSNorm over rows of n: out = x * rsqrt(mean(x^2) + eps) * (plus_one ? 1 + w : w), fp32 math.
+     * When residual != NULL: residual[T, n] += x first and the norm reads the sum
+     * (residual is updated in place; x is untouched). out may alias x. */
+    void (*rmsnorm)(backend_t *bk, const void *x, void *residual, const bk_weight_t *w, float eps,
+                    bool plus_one, int T, int n, void *out);
+    /* y[T, n] += x[T, n] */
+    void (*add)(backend_t *bk, void *y, const void *x, int T, int n);
+
+    /* Gated attention, one full-attention layer `a` (index among attention layers).
+     * qg[T, Hq*2D]: per head [q (D) | gate (D)] as q_proj emits it; k[T, Hkv*D], v[T, Hkv*D].
+     * Applies q_norm / k_norm (1+w, eps), partial rotate-half RoPE on the first rope_dim
+     * dims (theta), writes k, v into the paged KV cache at each token's position, runs
+     * causal GQA attention over the cached prefix plus the new tokens (scale D^-1/2,
+     * softmax fp32) and multiplies by sigmoid(gate). out[T, Hq*D]. */
+    void (*attention)(backend_t *bk, int a, void *qg, void *k, const void *v, const bk_weight_t *q_norm,
+                      const bk_weight_t *k_norm, int Hq, int Hkv, int D, int rope_dim, float theta,
+                      float eps, void *out);
+
+    /* Gated DeltaNet mixer of GDN layer `g` (index among GDN layers), everything
+     * between the input projections and out_proj:
+     *   qkv[T, conv_dim] pre-conv channels [q | k | v] (this rank's shard),
+     *   z[T, Hv*dv], b[T, Hv], a[T, Hv] from the projections;
+     *   causal depthwise conv (Kc taps, weights conv_w [conv_dim, Kc]) with the conv state,
+     *   SiLU; beta = sigmoid(b); g = -exp(A_log) * softplus(a + dt_bias) (fp32);
+     *   L2-normalised q, k (eps 1e-6), q scaled by dk^-1/2; the gated delta rule with the
+     *   paged SSM state (chunked for prefill segments, recurrent for short ones; a
+     *   sequence with n_past == 0 starts from zero state); gated RMSNorm of the output
+     *   with plain weight norm_w[dv] times SiLU(z).
+     *   out[T, Hv*dv]. The conv and SSM states of every sequence are read and written
+     *   in place through the batch's state pages and the pool's state map. */
+    void (*gdn)(backend_t *bk, int g, const void *qkv, const void *z, const void *b, const void *a,
+                const bk_weight_t *conv_w, const bk_weight_t *A_log, const bk_weight_t *dt_bias,
+                const bk_weight_t *norm_w, int Hk, int Hv, int dk, int dv, int Kc, float eps, void *out);
+
+    /* out[T, I] = silu(gu[T, 0:I]) * gu[T, I:2I]   (gate first, then up) */
+    void (*swiglu)(backend_t *bk, const void *gu, int T, int I, void *out);
+
+    /* Sparse MoE FFN on x[T, H]: router logits = x @ router^T (fp32), softmax over E,
+     * top-k, renormalise when norm_topk; out = sum_k w_k * down_e(silu(gate_e x) * up_e x)
+     * + (shared_gate_up ? sigmoid(x . shared_gate) * shared(x) : 0). out[T, H].
+     * experts_gate_up[e]: [2*I, H] (gate rows first), experts_down[e]: [H, I]. */
+    void (*moe)(backend_t *bk, const void *x, const bk_weight_t *router, bk_weight_t *const *experts_gate_up,
+                bk_weight_t *const *experts_down, int n_experts, int top_k, bool norm_topk, int I,
+                const bk_weight_t *shared_gate_up, const bk_weight_t *shared_down, const bk_weight_t *shared_gate,
+                int I_shared, int T, int H, void *out);
+
+    /* Gather the batch's logit_rows of x[T, H] into out[n_logits, H]. */
+    void (*gather_rows)(backend_t *bk, const void *x, int H, void *out);
+    /* logits[n, V] fp32 = x[n, H] @ W[V, H]^T (backend buffer, always fp32). */
+    void (*logits)(backend_t *bk, const void *x, const bk_weight_t *lm_head, int n, void *out_f32);
+
+    /* Copy whole pages between the pool and host memory (swap out / in). */
+    void (*page_out)(backend_t *bk, const bk_pool_t *pool, int64_t page, void *host);
+    void (*page_in)(backend_t *bk, const bk_pool_t *pool, int64_t page, const void *host);
+
+    void (*destroy)(backend_t *bk);
+};
+
+/* Constructors. n_threads <= 0: all cores. */
+backend_t *backend_cpu_create(int n_threads);
+/* NULL (with a message) when built without CUDA or no device is present. */
+backend_t *backend_cuda_create(int device, char *err, size_t n);
+
+#endif
