@@ -60,8 +60,8 @@ typedef struct {
     bool has_seed;
     int max_tokens;               /* >= 1; default 16 */
     bool ignore_eos;
-    int logprobs;                 /* 0: none; 1: the chosen token's; >1: also top (logprobs-1) ... see top_logprobs */
-    int top_logprobs;             /* 0..HS_MAX_TOP_LOGPROBS alternatives per token */
+    bool logprobs;                /* report the sampled token's logprob */
+    int top_logprobs;             /* 0..HS_MAX_TOP_LOGPROBS most likely alternatives per token */
     int n_stop;                   /* token-id stop sequences */
     int32_t stop[HS_MAX_STOP_SEQS][HS_MAX_STOP_LEN];
     int stop_len[HS_MAX_STOP_SEQS];
