@@ -1,0 +1,1053 @@
+/*
+ * pool: page bookkeeping (see pool.h for the contract). Integer ids only.
+ *
+ * Data structures (all allocated in pool_create; block tables grow by doubling):
+ *   per page (struct of arrays, [n_pages]):
+ *     role      PG_FREE / PG_KV / PG_CACHED / PG_STATE / PG_RESERVED
+ *     ref       KV: number of block-table references (>= 1); 0 otherwise
+ *     owner     STATE: index of the owning sequence record; -1 otherwise
+ *     pflags    PF_REG: the page is in the prefix index under hash[page];
+ *               PF_ROOT: it was registered as block 0 (no parent)
+ *     hash, parent, tokens[B]   prefix-cache identity (prefix caching only)
+ *     lru_prev, lru_next        doubly linked LRU list of CACHED pages (head = oldest)
+ *   free stack  FREE pages (LIFO; initial order pops the lowest id first)
+ *   slots       slots layout: LIFO stack of free slot indices, slot_owner[n_slots]
+ *   host        LIFO stack of free host slots, host_owner[n_host_pages]
+ *   seq records [max_seqs] with a LIFO stack of free records, and an open-addressing
+ *               map id -> record (linear probing, backward-shift deletion)
+ *   index       open-addressing map block hash -> page (same scheme, <= n_pages keys)
+ *
+ * Invariants (pool_check verifies all of them):
+ *   - FREE pages are exactly the free stack; CACHED pages exactly the LRU list; both
+ *     have ref 0; a FREE page is never registered; a CACHED page always is.
+ *   - ref[pg] = number of entries equal to pg over the block tables of running seqs.
+ *   - A STATE page is listed exactly once, in its owner's state table; in the slots
+ *     layout slot s's pages are s*E .. s*E+E-1, RESERVED iff the slot is free.
+ *   - index[h] = pg  <=>  pflags[pg] & PF_REG and hash[pg] == h.
+ *   - A swapped sequence's block table and state table hold host slot ids; host slots
+ *     are owned by exactly those entries.
+ *   - counts: n_free + n_kv + n_cached + n_state + n_reserved == n_pages.
+ *
+ * A swapped record reuses its block table and state table to hold host slot ids, so
+ * swapping allocates nothing.
+ */
+#define XXH_STATIC_LINKING_ONLY
+#include "pool.h"
+
+#include <assert.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <xxhash.h>
+
+enum { PG_FREE = 0, PG_KV, PG_CACHED, PG_STATE, PG_RESERVED };
+enum { PF_REG = 1, PF_ROOT = 2 };
+
+typedef struct {
+    int64_t id;        /* caller's id; -1 when the record is unused */
+    int32_t *blocks;   /* [cap] page ids (host slot ids when swapped) */
+    uint64_t *hashes;  /* [cap] chained hashes of blocks [0, n_hashed) (prefix caching) */
+    int n_blocks, cap;
+    int n_hashed;      /* blocks whose hash is known; [0, n_hashed) processed by publish/hits */
+    int n_tokens;      /* committed tokens */
+    int n_cached_tokens;
+    int slot;          /* slots layout: slot index, else -1 */
+    bool swapped;
+} seq_t;
+
+struct pool {
+    pool_config_t cfg;
+    int E;             /* state pages per sequence */
+    int B;             /* block size */
+    bool shared_state; /* state pages come from the common free list (paged, coupled) */
+    int64_t n_kv_pages;/* pages KV may ever use: n_pages minus the slot pages */
+    bool debug;
+
+    /* pages */
+    uint8_t *role, *pflags;
+    int32_t *ref, *owner;
+    uint64_t *hash, *parent;
+    int32_t *tokens;   /* [n_pages][B] (prefix caching) */
+    int32_t *lru_prev, *lru_next;
+    int32_t lru_head, lru_tail;
+    int32_t *free_stack;
+    int64_t n_free, n_kv, n_cached, n_state, n_reserved;
+
+    /* slots layout */
+    int32_t *slot_stack, *slot_owner;
+    int n_slots_free;
+
+    /* host pool */
+    int32_t *host_stack, *host_owner;
+    int64_t n_host_free;
+
+    /* sequences */
+    seq_t *seqs;
+    int32_t *state_arena; /* [max_seqs][E] */
+    int32_t *rec_stack;
+    int n_rec_free;
+    int64_t *map_key;
+    int32_t *map_val;
+    uint64_t map_mask;
+    int n_swapped;
+
+    /* prefix index */
+    uint64_t *ix_key;
+    int32_t *ix_page;  /* -1 = empty */
+    uint64_t ix_mask;
+
+    pool_stats_t st;   /* cumulative counters (the count fields are filled on demand) */
+};
+
+/* ---- small helpers ---------------------------------------------------------------- */
+
+static void dbg(const pool_t *p, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void dbg(const pool_t *p, const char *fmt, ...) {
+    if (!p->debug) return;
+    va_list ap;
+    va_start(ap, fmt);
+    fputs("pool: ", stderr);
+    vfprintf(stderr, fmt, ap);
+    fputc('\n', stderr);
+    va_end(ap);
+}
+
+static uint64_t pow2_at_least(uint64_t x) {
+    uint64_t c = 1;
+    while (c < x) c <<= 1;
+    return c;
+}
+
+static inline uint64_t mix64(uint64_t x) {
+    x ^= x >> 33;
+    x *= 0xff51afd7ed558ccdULL;
+    x ^= x >> 33;
+    return x;
+}
+
+static inline int blocks_for(const pool_t *p, int64_t tokens) { return (int)((tokens + p->B - 1) / p->B); }
+static inline int32_t *state_of(const pool_t *p, int rec) { return p->state_arena + (size_t)rec * p->E; }
+
+/* ---- sequence map ------------------------------------------------------------------ */
+
+static int map_find(const pool_t *p, int64_t id) {
+    if (id < 0) return -1;
+    for (uint64_t i = mix64((uint64_t)id) & p->map_mask;; i = (i + 1) & p->map_mask) {
+        if (p->map_key[i] == id) return p->map_val[i];
+        if (p->map_key[i] < 0) return -1;
+    }
+}
+
+static void map_insert(pool_t *p, int64_t id, int rec) {
+    uint64_t i = mix64((uint64_t)id) & p->map_mask;
+    while (p->map_key[i] >= 0) i = (i + 1) & p->map_mask;
+    p->map_key[i] = id;
+    p->map_val[i] = rec;
+}
+
+static void map_remove(pool_t *p, int64_t id) {
+    uint64_t i = mix64((uint64_t)id) & p->map_mask;
+    while (p->map_key[i] != id) {
+        assert(p->map_key[i] >= 0);
+        i = (i + 1) & p->map_mask;
+    }
+    /* backward-shift deletion keeps every probe chain unbroken */
+    for (uint64_t j = (i + 1) & p->map_mask; p->map_key[j] >= 0; j = (j + 1) & p->map_mask) {
+        uint64_t home = mix64((uint64_t)p->map_key[j]) & p->map_mask;
+        if (((j - home) & p->map_mask) >= ((j - i) & p->map_mask)) {
+            p->map_key[i] = p->map_key[j];
+            p->map_val[i] = p->map_val[j];
+            i = j;
+        }
+    }
+    p->map_key[i] = -1;
+}
+
+/* ---- prefix index (hash -> page) ---------------------------------------------------- */
+
+static int32_t ix_find(const pool_t *p, uint64_t h) {
+    for (uint64_t i = h & p->ix_mask;; i = (i + 1) & p->ix_mask) {
+        if (p->ix_page[i] < 0) return -1;
+        if (p->ix_key[i] == h) return p->ix_page[i];
+    }
+}
+
+static void ix_insert(pool_t *p, uint64_t h, int32_t pg) {
+    uint64_t i = h & p->ix_mask;
+    while (p->ix_page[i] >= 0) i = (i + 1) & p->ix_mask;
+    p->ix_key[i] = h;
+    p->ix_page[i] = pg;
+}
+
+static void ix_remove(pool_t *p, uint64_t h) {
+    uint64_t i = h & p->ix_mask;
+    while (p->ix_key[i] != h || p->ix_page[i] < 0) {
+        assert(p->ix_page[i] >= 0);
+        i = (i + 1) & p->ix_mask;
+    }
+    for (uint64_t j = (i + 1) & p->ix_mask; p->ix_page[j] >= 0; j = (j + 1) & p->ix_mask) {
+        uint64_t home = p->ix_key[j] & p->ix_mask;
+        if (((j - home) & p->ix_mask) >= ((j - i) & p->ix_mask)) {
+            p->ix_key[i] = p->ix_key[j];
+            p->ix_page[i] = p->ix_page[j];
+            i = j;
+        }
+    }
+    p->ix_page[i] = -1;
+}
+
+/* Chained block hash (pool.h "Prefix caching" lists the bytes). */
+static uint64_t block_hash(const pool_t *p, bool root, uint64_t parent, const int32_t *tok) {
+    XXH64_state_t s;
+    XXH64_reset(&s, p->cfg.hash_seed);
+    if (!root) {
+        uint8_t b[8];
+        for (int i = 0; i < 8; i++) b[i] = (uint8_t)(parent >> (8 * i));
+        XXH64_update(&s, b, 8);
+    }
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+    XXH64_update(&s, tok, sizeof(int32_t) * (size_t)p->B);
+#else
+    for (int i = 0; i < p->B; i++) {
+        uint32_t v = (uint32_t)tok[i];
+        uint8_t b[4] = {(uint8_t)v, (uint8_t)(v >> 8), (uint8_t)(v >> 16), (uint8_t)(v >> 24)};
+        XXH64_update(&s, b, 4);
+    }
+#endif
+    return XXH64_digest(&s);
+}
+
+/* Does registered page pg hold block (root/parent, tok)? */
+static bool page_matches(const pool_t *p, int32_t pg, bool root, uint64_t parent, const int32_t *tok) {
+    if (!(p->pflags[pg] & PF_REG)) return false;
+    if (root != !!(p->pflags[pg] & PF_ROOT)) return false;
+    if (!root && p->parent[pg] != parent) return false;
+    return memcmp(p->tokens + (size_t)pg * p->B, tok, sizeof(int32_t) * (size_t)p->B) == 0;
+}
+
+static void page_register(pool_t *p, int32_t pg, uint64_t h, bool root, uint64_t parent, const int32_t *tok) {
+    assert(!(p->pflags[pg] & PF_REG));
+    p->pflags[pg] = (uint8_t)(PF_REG | (root ? PF_ROOT : 0));
+    p->hash[pg] = h;
+    p->parent[pg] = parent;
+    memcpy(p->tokens + (size_t)pg * p->B, tok, sizeof(int32_t) * (size_t)p->B);
+    ix_insert(p, h, pg);
+    p->st.published++;
+}
+
+static void page_unregister(pool_t *p, int32_t pg) {
+    assert(p->pflags[pg] & PF_REG);
+    ix_remove(p, p->hash[pg]);
+    p->pflags[pg] = 0;
+}
+
+/* ---- LRU of CACHED pages -------------------------------------------------------------- */
+
+static void lru_push_tail(pool_t *p, int32_t pg) {
+    p->lru_prev[pg] = p->lru_tail;
+    p->lru_next[pg] = -1;
+    if (p->lru_tail >= 0) p->lru_next[p->lru_tail] = pg;
+    else p->lru_head = pg;
+    p->lru_tail = pg;
+}
+
+static void lru_remove(pool_t *p, int32_t pg) {
+    int32_t a = p->lru_prev[pg], b = p->lru_next[pg];
+    if (a >= 0) p->lru_next[a] = b;
+    else p->lru_head = b;
+    if (b >= 0) p->lru_prev[b] = a;
+    else p->lru_tail = a;
+    p->lru_prev[pg] = p->lru_next[pg] = -1;
+}
+
+/* ---- page moves ------------------------------------------------------------------------ */
+
+/* Take a page with no content: the free list first, else evict the LRU cached page.
+ * Precondition (checked by every caller's check): n_free + n_cached >= 1. */
+static int32_t take_page(pool_t *p) {
+    int32_t pg;
+    if (p->n_free > 0) {
+        pg = p->free_stack[--p->n_free];
+        assert(p->role[pg] == PG_FREE);
+    } else {
+        pg = p->lru_head;
+        assert(pg >= 0 && p->role[pg] == PG_CACHED);
+        lru_remove(p, pg);
+        page_unregister(p, pg);
+        p->n_cached--;
+        p->st.evictions++;
+        dbg(p, "evict page %d", pg);
+    }
+    return pg;
+}
+
+static void put_free(pool_t *p, int32_t pg) {
+    p->role[pg] = PG_FREE;
+    p->ref[pg] = 0;
+    p->owner[pg] = -1;
+    p->free_stack[p->n_free++] = pg;
+}
+
+static void kv_take_new(pool_t *p, int32_t pg) {
+    p->role[pg] = PG_KV;
+    p->ref[pg] = 1;
+    p->n_kv++;
+}
+
+/* Add one reference to a page found in the index (KV or CACHED). */
+static void kv_ref(pool_t *p, int32_t pg) {
+    if (p->role[pg] == PG_CACHED) {
+        lru_remove(p, pg);
+        p->n_cached--;
+        kv_take_new(p, pg);
+    } else {
+        assert(p->role[pg] == PG_KV && p->ref[pg] >= 1);
+        p->ref[pg]++;
+    }
+}
+
+static void kv_unref(pool_t *p, int32_t pg) {
+    assert(p->role[pg] == PG_KV && p->ref[pg] >= 1);
+    if (--p->ref[pg] > 0) return;
+    p->n_kv--;
+    if (p->pflags[pg] & PF_REG) {
+        p->role[pg] = PG_CACHED;
+        p->n_cached++;
+        lru_push_tail(p, pg);
+    } else {
+        put_free(p, pg);
+    }
+}
+
+/* Release the device pages of running record r (blocks last first, then state). */
+static void release_device(pool_t *p, int r) {
+    seq_t *s = &p->seqs[r];
+    for (int i = s->n_blocks - 1; i >= 0; i--) kv_unref(p, s->blocks[i]);
+    int32_t *st = state_of(p, r);
+    if (p->E > 0 && !p->shared_state) {
+        for (int j = 0; j < p->E; j++) {
+            p->role[st[j]] = PG_RESERVED;
+            p->owner[st[j]] = -1;
+        }
+        p->n_state -= p->E;
+        p->n_reserved += p->E;
+        p->slot_owner[s->slot] = -1;
+        p->slot_stack[p->n_slots_free++] = s->slot;
+        s->slot = -1;
+    } else {
+        for (int j = p->E - 1; j >= 0; j--) put_free(p, st[j]);
+        p->n_state -= p->E;
+    }
+}
+
+/* Give record r its state pages (precondition: room checked). */
+static void acquire_state(pool_t *p, int r) {
+    if (p->E == 0) return;
+    int32_t *st = state_of(p, r);
+    if (!p->shared_state) {
+        int slot = p->slot_stack[--p->n_slots_free];
+        p->slot_owner[slot] = r;
+        p->seqs[r].slot = slot;
+        for (int j = 0; j < p->E; j++) {
+            int32_t pg = (int32_t)((int64_t)slot * p->E + j);
+            assert(p->role[pg] == PG_RESERVED);
+            st[j] = pg;
+            p->role[pg] = PG_STATE;
+            p->owner[pg] = r;
+        }
+        p->n_reserved -= p->E;
+    } else {
+        for (int j = 0; j < p->E; j++) {
+            int32_t pg = take_page(p);
+            st[j] = pg;
+            p->role[pg] = PG_STATE;
+            p->owner[pg] = r;
+        }
+    }
+    p->n_state += p->E;
+}
+
+static void table_reserve(pool_t *p, seq_t *s, int n) {
+    if (n <= s->cap) return;
+    int cap = s->cap ? s->cap : 16;
+    while (cap < n) cap *= 2;
+    s->blocks = hs_realloc(s->blocks, sizeof(int32_t) * (size_t)cap);
+    if (p->cfg.prefix_caching) s->hashes = hs_realloc(s->hashes, sizeof(uint64_t) * (size_t)cap);
+    s->cap = cap;
+}
+
+/* ---- creation ---------------------------------------------------------------------------- */
+
+void pool_config_default(pool_config_t *cfg) {
+    memset(cfg, 0, sizeof *cfg);
+    cfg->kind = LAYOUT_PAGED;
+    cfg->block_size = 16;
+    cfg->max_seqs = 1024;
+    cfg->max_seq_tokens = 262144;
+    cfg->prefix_caching = true;
+}
+
+const pool_config_t *pool_config(const pool_t *p) { return &p->cfg; }
+
+int pool_create(pool_t **out, const pool_config_t *cfg, char *err, size_t n) {
+    const pool_config_t *c = cfg;
+    if (c->kind != LAYOUT_PAGED && c->kind != LAYOUT_SLOTS && c->kind != LAYOUT_COUPLED)
+        return hs_errf(err, n, HS_ERR_INVALID, "pool: unknown layout %d", (int)c->kind);
+    if (c->n_pages < 1 || c->n_pages > INT32_MAX - 1)
+        return hs_errf(err, n, HS_ERR_INVALID, "pool: n_pages %lld out of range", (long long)c->n_pages);
+    if (c->block_size < 1 || c->block_size > 65536)
+        return hs_errf(err, n, HS_ERR_INVALID, "pool: block_size %d out of range", c->block_size);
+    if (c->state_pages < 0 || c->state_pages > c->n_pages)
+        return hs_errf(err, n, HS_ERR_INVALID, "pool: state_pages %d out of range", c->state_pages);
+    if (c->max_seqs < 1 || c->max_seqs > (1 << 24))
+        return hs_errf(err, n, HS_ERR_INVALID, "pool: max_seqs %d out of range", c->max_seqs);
+    if (c->max_seq_tokens < 1)
+        return hs_errf(err, n, HS_ERR_INVALID, "pool: max_seq_tokens %d out of range", c->max_seq_tokens);
+    if (c->n_host_pages < 0 || c->n_host_pages > INT32_MAX - 1)
+        return hs_errf(err, n, HS_ERR_INVALID, "pool: n_host_pages out of range");
+    int64_t slot_pages = 0;
+    if (c->kind == LAYOUT_SLOTS && c->state_pages > 0) {
+        if (c->n_slots < 1)
+            return hs_errf(err, n, HS_ERR_INVALID, "pool: slots layout needs n_slots >= 1");
+        slot_pages = (int64_t)c->n_slots * c->state_pages;
+        if (slot_pages >= c->n_pages)
+            return hs_errf(err, n, HS_ERR_INVALID,
+                           "pool: %d slots of %d state pages leave no KV page of %lld", c->n_slots,
+                           c->state_pages, (long long)c->n_pages);
+    }
+
+    pool_t *p = hs_calloc(1, sizeof *p);
+    p->cfg = *c;
+    if (c->kind != LAYOUT_SLOTS) p->cfg.n_slots = 0;
+    p->E = c->state_pages;
+    p->B = c->block_size;
+    p->shared_state = c->kind != LAYOUT_SLOTS;
+    p->n_kv_pages = c->n_pages - slot_pages;
+    const char *env = getenv("HS_DEBUG_POOL");
+    p->debug = env && *env && strcmp(env, "0") != 0;
+
+    size_t np = (size_t)c->n_pages;
+    p->role = hs_calloc(np, 1);
+    p->pflags = hs_calloc(np, 1);
+    p->ref = hs_calloc(np, sizeof(int32_t));
+    p->owner = hs_malloc(np * sizeof(int32_t));
+    p->lru_prev = hs_malloc(np * sizeof(int32_t));
+    p->lru_next = hs_malloc(np * sizeof(int32_t));
+    p->free_stack = hs_malloc(np * sizeof(int32_t));
+    p->lru_head = p->lru_tail = -1;
+    for (size_t i = 0; i < np; i++) p->owner[i] = p->lru_prev[i] = p->lru_next[i] = -1;
+    if (c->prefix_caching) {
+        p->hash = hs_calloc(np, sizeof(uint64_t));
+        p->parent = hs_calloc(np, sizeof(uint64_t));
+        p->tokens = hs_calloc(np * (size_t)p->B, sizeof(int32_t));
+        uint64_t cap = pow2_at_least(2 * np);
+        p->ix_mask = cap - 1;
+        p->ix_key = hs_calloc(cap, sizeof(uint64_t));
+        p->ix_page = hs_malloc(cap * sizeof(int32_t));
+        for (uint64_t i = 0; i < cap; i++) p->ix_page[i] = -1;
+    }
+    /* free stack: the lowest KV page is popped first */
+    for (int64_t pg = c->n_pages - 1; pg >= slot_pages; pg--) p->free_stack[p->n_free++] = (int32_t)pg;
+    if (slot_pages > 0) {
+        p->slot_stack = hs_malloc(sizeof(int32_t) * (size_t)c->n_slots);
+        p->slot_owner = hs_malloc(sizeof(int32_t) * (size_t)c->n_slots);
+        for (int s = 0; s < c->n_slots; s++) {
+            p->slot_stack[s] = s; /* LIFO: the first admission gets slot n_slots - 1 (ATOM) */
+            p->slot_owner[s] = -1;
+        }
+        p->n_slots_free = c->n_slots;
+        for (int64_t pg = 0; pg < slot_pages; pg++) p->role[pg] = PG_RESERVED;
+        p->n_reserved = slot_pages;
+    }
+    if (c->n_host_pages > 0) {
+        p->host_stack = hs_malloc(sizeof(int32_t) * (size_t)c->n_host_pages);
+        p->host_owner = hs_malloc(sizeof(int32_t) * (size_t)c->n_host_pages);
+        for (int64_t h = 0; h < c->n_host_pages; h++) {
+            p->host_stack[h] = (int32_t)(c->n_host_pages - 1 - h);
+            p->host_owner[h] = -1;
+        }
+        p->n_host_free = c->n_host_pages;
+    }
+    p->seqs = hs_calloc((size_t)c->max_seqs, sizeof(seq_t));
+    p->state_arena = hs_malloc(sizeof(int32_t) * ((size_t)c->max_seqs * (size_t)p->E + 1));
+    p->rec_stack = hs_malloc(sizeof(int32_t) * (size_t)c->max_seqs);
+    for (int r = 0; r < c->max_seqs; r++) {
+        p->seqs[r].id = -1;
+        p->seqs[r].slot = -1;
+        p->rec_stack[r] = c->max_seqs - 1 - r;
+    }
+    p->n_rec_free = c->max_seqs;
+    uint64_t mcap = pow2_at_least(2 * (uint64_t)c->max_seqs);
+    p->map_mask = mcap - 1;
+    p->map_key = hs_malloc(mcap * sizeof(int64_t));
+    p->map_val = hs_malloc(mcap * sizeof(int32_t));
+    for (uint64_t i = 0; i < mcap; i++) p->map_key[i] = -1;
+    dbg(p, "create layout %d pages %lld E %d slots %d B %d host %lld", (int)c->kind, (long long)c->n_pages, p->E,
+        p->cfg.n_slots, p->B, (long long)c->n_host_pages);
+    *out = p;
+    return HS_OK;
+}
+
+void pool_destroy(pool_t *p) {
+    if (!p) return;
+    for (int r = 0; r < p->cfg.max_seqs; r++) {
+        hs_free(p->seqs[r].blocks);
+        hs_free(p->seqs[r].hashes);
+    }
+    hs_free(p->seqs);
+    hs_free(p->state_arena);
+    hs_free(p->rec_stack);
+    hs_free(p->map_key);
+    hs_free(p->map_val);
+    hs_free(p->role);
+    hs_free(p->pflags);
+    hs_free(p->ref);
+    hs_free(p->owner);
+    hs_free(p->lru_prev);
+    hs_free(p->lru_next);
+    hs_free(p->free_stack);
+    hs_free(p->hash);
+    hs_free(p->parent);
+    hs_free(p->tokens);
+    hs_free(p->ix_key);
+    hs_free(p->ix_page);
+    hs_free(p->slot_stack);
+    hs_free(p->slot_owner);
+    hs_free(p->host_stack);
+    hs_free(p->host_owner);
+    hs_free(p);
+}
+
+/* ---- lookup and admission --------------------------------------------------------------- */
+
+/* Walk the prompt's full blocks through the index (at most (n_tokens-1)/B of them, so
+ * one token is left to compute). Returns the number of leading hits; pages/hashes
+ * (may be NULL) get the hit pages and the hashes of the hit blocks; *cached_hits the
+ * hits on CACHED pages. Pure. */
+static int lookup_chain(const pool_t *p, const int32_t *tokens, int n_tokens, int32_t *pages, uint64_t *hashes,
+                        int *cached_hits) {
+    *cached_hits = 0;
+    if (!p->cfg.prefix_caching || !tokens || n_tokens < 1) return 0;
+    int max = (n_tokens - 1) / p->B, hits = 0;
+    uint64_t h = 0;
+    for (int i = 0; i < max; i++) {
+        const int32_t *tok = tokens + (size_t)i * p->B;
+        uint64_t parent = h;
+        h = block_hash(p, i == 0, parent, tok);
+        int32_t pg = ix_find(p, h);
+        if (pg < 0 || !page_matches(p, pg, i == 0, parent, tok)) break;
+        if (pages) pages[i] = pg;
+        if (hashes) hashes[i] = h;
+        if (p->role[pg] == PG_CACHED) (*cached_hits)++;
+        hits++;
+    }
+    return hits;
+}
+
+static bool hits_usable(const pool_t *p) { return p->E == 0 || p->cfg.kv_only_hits; }
+
+int pool_lookup(const pool_t *p, const int32_t *tokens, int n_tokens, pool_admit_info_t *info) {
+    pool_admit_info_t tmp;
+    if (!info) info = &tmp;
+    memset(info, 0, sizeof *info);
+    if (n_tokens < 1) return 0;
+    int cached = 0, hits = lookup_chain(p, tokens, n_tokens, NULL, NULL, &cached);
+    info->n_blocks = blocks_for(p, n_tokens);
+    if (!hits_usable(p)) {
+        info->n_refused_tokens = hits * p->B;
+        hits = cached = 0;
+    }
+    info->n_hit_blocks = hits;
+    info->n_hit_tokens = hits * p->B;
+    info->n_pages_needed = (info->n_blocks - hits) + cached + (p->shared_state ? p->E : 0);
+    info->n_pages_avail = p->n_free + p->n_cached;
+    return info->n_hit_tokens;
+}
+
+int pool_can_admit(const pool_t *p, int64_t id, const int32_t *tokens, int n_tokens, pool_admit_info_t *info,
+                   char *err, size_t n) {
+    pool_admit_info_t tmp;
+    if (!info) info = &tmp;
+    memset(info, 0, sizeof *info);
+    if (id < 0) return hs_errf(err, n, HS_ERR_INVALID, "pool: admit: bad sequence id %lld", (long long)id);
+    if (map_find(p, id) >= 0)
+        return hs_errf(err, n, HS_ERR_STATE, "pool: admit: sequence %lld is already admitted", (long long)id);
+    if (n_tokens < 1 || n_tokens > p->cfg.max_seq_tokens)
+        return hs_errf(err, n, HS_ERR_INVALID, "pool: admit %lld: prompt of %d tokens (allowed 1..%d)", (long long)id,
+                       n_tokens, p->cfg.max_seq_tokens);
+    pool_lookup(p, tokens, n_tokens, info);
+    int64_t ever = p->shared_state ? p->n_kv_pages - p->E : p->n_kv_pages;
+    if (info->n_blocks > ever)
+        return hs_errf(err, n, HS_ERR_NO_MEMORY, "pool: admit %lld: %d KV blocks%s can never fit %lld pages",
+                       (long long)id, info->n_blocks, p->shared_state && p->E ? " + state" : "",
+                       (long long)p->n_kv_pages);
+    if (p->n_rec_free == 0)
+        return hs_errf(err, n, HS_AGAIN, "pool: admit %lld: all %d sequence records in use", (long long)id,
+                       p->cfg.max_seqs);
+    if (p->E > 0 && !p->shared_state && p->n_slots_free == 0)
+        return hs_errf(err, n, HS_AGAIN, "pool: admit %lld: no free state slot", (long long)id);
+    if (info->n_pages_needed > info->n_pages_avail)
+        return hs_errf(err, n, HS_AGAIN, "pool: admit %lld: needs %lld pages, %lld available", (long long)id,
+                       (long long)info->n_pages_needed, (long long)info->n_pages_avail);
+    return HS_OK;
+}
+
+int pool_admit(pool_t *p, int64_t id, const int32_t *tokens, int n_tokens, pool_admit_info_t *info, char *err,
+               size_t n) {
+    pool_admit_info_t tmp;
+    if (!info) info = &tmp;
+    int rc = pool_can_admit(p, id, tokens, n_tokens, info, err, n);
+    if (rc != HS_OK) return rc;
+    int r = p->rec_stack[--p->n_rec_free];
+    seq_t *s = &p->seqs[r];
+    assert(s->id < 0);
+    table_reserve(p, s, info->n_blocks);
+    s->id = id;
+    s->n_blocks = 0;
+    s->n_hashed = 0;
+    s->swapped = false;
+    s->slot = -1;
+    map_insert(p, id, r);
+    int hits = 0;
+    if (info->n_hit_blocks > 0) {
+        int cached = 0;
+        hits = lookup_chain(p, tokens, n_tokens, s->blocks, s->hashes, &cached);
+        assert(hits == info->n_hit_blocks);
+        for (int i = 0; i < hits; i++) kv_ref(p, s->blocks[i]);
+        s->n_hashed = hits;
+    }
+    for (int i = hits; i < info->n_blocks; i++) {
+        int32_t pg = take_page(p);
+        kv_take_new(p, pg);
+        s->blocks[i] = pg;
+    }
+    s->n_blocks = info->n_blocks;
+    s->n_tokens = n_tokens;
+    s->n_cached_tokens = info->n_hit_tokens;
+    acquire_state(p, r);
+    p->st.n_admits++;
+    p->st.prompt_tokens += (uint64_t)n_tokens;
+    p->st.hit_blocks += (uint64_t)hits;
+    p->st.hit_tokens += (uint64_t)info->n_hit_tokens;
+    p->st.refused_tokens += (uint64_t)info->n_refused_tokens;
+    dbg(p, "admit %lld tokens %d blocks %d hits %d refused %d slot %d", (long long)id, n_tokens, s->n_blocks, hits,
+        info->n_refused_tokens, s->slot);
+    return HS_OK;
+}
+
+/* ---- publish -------------------------------------------------------------------------------- */
+
+static int running_rec(const pool_t *p, int64_t id, const char *what, char *err, size_t n) {
+    int r = map_find(p, id);
+    if (r < 0) return hs_errf(err, n, HS_ERR_NOT_FOUND, "pool: %s: unknown sequence %lld", what, (long long)id);
+    if (p->seqs[r].swapped)
+        return hs_errf(err, n, HS_ERR_STATE, "pool: %s: sequence %lld is swapped out", what, (long long)id);
+    return r;
+}
+
+int pool_publish(pool_t *p, int64_t id, const int32_t *tokens, int n_tokens, char *err, size_t n) {
+    int r = running_rec(p, id, "publish", err, n);
+    if (r < 0) return r;
+    seq_t *s = &p->seqs[r];
+    if (n_tokens < 0 || n_tokens > s->n_tokens || (n_tokens > 0 && !tokens))
+        return hs_errf(err, n, HS_ERR_INVALID, "pool: publish %lld: %d tokens (committed %d)", (long long)id,
+                       n_tokens, s->n_tokens);
+    if (!p->cfg.prefix_caching) return HS_OK;
+    int full = n_tokens / p->B, reg = 0;
+    for (int i = s->n_hashed; i < full; i++) {
+        const int32_t *tok = tokens + (size_t)i * p->B;
+        uint64_t parent = i ? s->hashes[i - 1] : 0;
+        uint64_t h = block_hash(p, i == 0, parent, tok);
+        s->hashes[i] = h;
+        int32_t pg = s->blocks[i];
+        if (!(p->pflags[pg] & PF_REG) && ix_find(p, h) < 0) {
+            page_register(p, pg, h, i == 0, parent, tok);
+            reg++;
+        }
+    }
+    if (full > s->n_hashed) s->n_hashed = full;
+    if (reg) dbg(p, "publish %lld: %d blocks registered", (long long)id, reg);
+    return HS_OK;
+}
+
+/* ---- append ---------------------------------------------------------------------------------- */
+
+int pool_can_append(const pool_t *p, int64_t id, int n_new, int n_lookahead, int *pages_needed, char *err,
+                    size_t n) {
+    if (pages_needed) *pages_needed = 0;
+    int r = running_rec(p, id, "append", err, n);
+    if (r < 0) return r;
+    const seq_t *s = &p->seqs[r];
+    if (n_new < 0 || n_lookahead < 0 || (int64_t)s->n_tokens + n_new + n_lookahead > p->cfg.max_seq_tokens)
+        return hs_errf(err, n, HS_ERR_INVALID, "pool: append %lld: %d + %d + %d tokens exceed %d", (long long)id,
+                       s->n_tokens, n_new, n_lookahead, p->cfg.max_seq_tokens);
+    int want = blocks_for(p, (int64_t)s->n_tokens + n_new + n_lookahead);
+    int need = want > s->n_blocks ? want - s->n_blocks : 0;
+    if (pages_needed) *pages_needed = need;
+    if (need == 0) return HS_OK;
+    int64_t ever = p->shared_state ? p->n_kv_pages - p->E : p->n_kv_pages;
+    if (want > ever)
+        return hs_errf(err, n, HS_ERR_NO_MEMORY, "pool: append %lld: %d blocks can never fit", (long long)id, want);
+    if (need > p->n_free + p->n_cached)
+        return hs_errf(err, n, HS_AGAIN, "pool: append %lld: needs %d pages, %lld available", (long long)id, need,
+                       (long long)(p->n_free + p->n_cached));
+    return HS_OK;
+}
+
+int pool_append(pool_t *p, int64_t id, int n_new, int n_lookahead, char *err, size_t n) {
+    int need;
+    int rc = pool_can_append(p, id, n_new, n_lookahead, &need, err, n);
+    if (rc != HS_OK) return rc;
+    seq_t *s = &p->seqs[map_find(p, id)];
+    if (need > 0) {
+        table_reserve(p, s, s->n_blocks + need);
+        for (int i = 0; i < need; i++) {
+            int32_t pg = take_page(p);
+            kv_take_new(p, pg);
+            s->blocks[s->n_blocks++] = pg;
+        }
+        dbg(p, "append %lld: %d new blocks (now %d)", (long long)id, need, s->n_blocks);
+    }
+    s->n_tokens += n_new;
+    return HS_OK;
+}
+
+/* ---- free -------------------------------------------------------------------------------------- */
+
+static void release_host(pool_t *p, int r) {
+    seq_t *s = &p->seqs[r];
+    int32_t *st = state_of(p, r);
+    for (int j = p->E - 1; j >= 0; j--) {
+        p->host_owner[st[j]] = -1;
+        p->host_stack[p->n_host_free++] = st[j];
+    }
+    for (int i = s->n_blocks - 1; i >= 0; i--) {
+        p->host_owner[s->blocks[i]] = -1;
+        p->host_stack[p->n_host_free++] = s->blocks[i];
+    }
+}
+
+int pool_free_seq(pool_t *p, int64_t id, char *err, size_t n) {
+    int r = map_find(p, id);
+    if (r < 0) return hs_errf(err, n, HS_ERR_NOT_FOUND, "pool: free: unknown sequence %lld", (long long)id);
+    seq_t *s = &p->seqs[r];
+    if (s->swapped) {
+        release_host(p, r);
+        p->n_swapped--;
+    } else {
+        release_device(p, r);
+    }
+    dbg(p, "free %lld (%d blocks%s)", (long long)id, s->n_blocks, s->swapped ? ", swapped" : "");
+    map_remove(p, id);
+    s->id = -1;
+    s->n_blocks = s->n_hashed = s->n_tokens = s->n_cached_tokens = 0;
+    s->swapped = false;
+    s->slot = -1;
+    p->rec_stack[p->n_rec_free++] = r;
+    return HS_OK;
+}
+
+/* ---- swap -------------------------------------------------------------------------------------- */
+
+int pool_can_swap_out(const pool_t *p, int64_t id, char *err, size_t n) {
+    int r = running_rec(p, id, "swap out", err, n);
+    if (r < 0) return r;
+    if (p->cfg.n_host_pages == 0)
+        return hs_errf(err, n, HS_ERR_UNSUPPORTED, "pool: swap out %lld: no host pool", (long long)id);
+    int64_t need = (int64_t)p->seqs[r].n_blocks + p->E;
+    if (need > p->cfg.n_host_pages)
+        return hs_errf(err, n, HS_ERR_NO_MEMORY, "pool: swap out %lld: %lld pages exceed the host pool of %lld",
+                       (long long)id, (long long)need, (long long)p->cfg.n_host_pages);
+    if (need > p->n_host_free)
+        return hs_errf(err, n, HS_AGAIN, "pool: swap out %lld: needs %lld host slots, %lld free", (long long)id,
+                       (long long)need, (long long)p->n_host_free);
+    return HS_OK;
+}
+
+int pool_swap_out(pool_t *p, int64_t id, pool_copy_fn copy, void *user, char *err, size_t n) {
+    int rc = pool_can_swap_out(p, id, err, n);
+    if (rc != HS_OK) return rc;
+    int r = map_find(p, id);
+    seq_t *s = &p->seqs[r];
+    int32_t *st = state_of(p, r);
+    int nb = s->n_blocks;
+    /* host slot of entry e (blocks then state) = the e-th slot from the top of the stack */
+    const int32_t *hs = p->host_stack + p->n_host_free - 1;
+    if (copy) {
+        for (int i = 0; i < nb; i++) copy(user, s->blocks[i], hs[-i], POOL_COPY_TO_HOST);
+        for (int j = 0; j < p->E; j++) copy(user, st[j], hs[-(nb + j)], POOL_COPY_TO_HOST);
+    }
+    release_device(p, r);
+    for (int i = 0; i < nb; i++) s->blocks[i] = hs[-i];
+    for (int j = 0; j < p->E; j++) st[j] = hs[-(nb + j)];
+    p->n_host_free -= nb + p->E;
+    for (int i = 0; i < nb; i++) p->host_owner[s->blocks[i]] = r;
+    for (int j = 0; j < p->E; j++) p->host_owner[st[j]] = r;
+    s->swapped = true;
+    s->n_hashed = 0;
+    p->n_swapped++;
+    p->st.swap_outs++;
+    dbg(p, "swap out %lld: %d blocks + %d state pages", (long long)id, nb, p->E);
+    return HS_OK;
+}
+
+int pool_can_swap_in(const pool_t *p, int64_t id, char *err, size_t n) {
+    int r = map_find(p, id);
+    if (r < 0) return hs_errf(err, n, HS_ERR_NOT_FOUND, "pool: swap in: unknown sequence %lld", (long long)id);
+    const seq_t *s = &p->seqs[r];
+    if (!s->swapped) return hs_errf(err, n, HS_ERR_STATE, "pool: swap in: sequence %lld is running", (long long)id);
+    int64_t need = s->n_blocks + (p->shared_state ? p->E : 0);
+    if (p->E > 0 && !p->shared_state && p->n_slots_free == 0)
+        return hs_errf(err, n, HS_AGAIN, "pool: swap in %lld: no free state slot", (long long)id);
+    if (need > p->n_free + p->n_cached)
+        return hs_errf(err, n, HS_AGAIN, "pool: swap in %lld: needs %lld pages, %lld available", (long long)id,
+                       (long long)need, (long long)(p->n_free + p->n_cached));
+    return HS_OK;
+}
+
+int pool_swap_in(pool_t *p, int64_t id, pool_copy_fn copy, void *user, char *err, size_t n) {
+    int rc = pool_can_swap_in(p, id, err, n);
+    if (rc != HS_OK) return rc;
+    int r = map_find(p, id);
+    seq_t *s = &p->seqs[r];
+    int32_t *st = state_of(p, r);
+    /* give back the host slots first (in the order swap-out took them, so a swap out and
+     * in leaves the host stack as it was), remembering them for the copies */
+    for (int j = p->E - 1; j >= 0; j--) {
+        p->host_owner[st[j]] = -1;
+        p->host_stack[p->n_host_free++] = st[j];
+    }
+    for (int i = s->n_blocks - 1; i >= 0; i--) {
+        p->host_owner[s->blocks[i]] = -1;
+        p->host_stack[p->n_host_free++] = s->blocks[i];
+    }
+    for (int i = 0; i < s->n_blocks; i++) {
+        int32_t hslot = s->blocks[i], pg = take_page(p);
+        kv_take_new(p, pg);
+        s->blocks[i] = pg;
+        if (copy) copy(user, pg, hslot, POOL_COPY_TO_DEVICE);
+    }
+    if (p->E > 0) {
+        /* st[] holds the host slots until each entry is replaced by its new page */
+        if (p->shared_state) {
+            for (int j = 0; j < p->E; j++) {
+                int32_t hslot = st[j], pg = take_page(p);
+                st[j] = pg;
+                p->role[pg] = PG_STATE;
+                p->owner[pg] = r;
+                if (copy) copy(user, pg, hslot, POOL_COPY_TO_DEVICE);
+            }
+            p->n_state += p->E;
+        } else {
+            int64_t first = (int64_t)p->slot_stack[p->n_slots_free - 1] * p->E; /* the slot acquire_state takes */
+            if (copy)
+                for (int j = 0; j < p->E; j++) copy(user, first + j, st[j], POOL_COPY_TO_DEVICE);
+            acquire_state(p, r);
+            assert(st[0] == first);
+        }
+    }
+    s->swapped = false;
+    s->n_hashed = 0;
+    p->n_swapped--;
+    p->st.swap_ins++;
+    dbg(p, "swap in %lld: %d blocks + %d state pages", (long long)id, s->n_blocks, p->E);
+    return HS_OK;
+}
+
+/* ---- queries ------------------------------------------------------------------------------------ */
+
+int pool_seq_info(const pool_t *p, int64_t id, pool_seq_info_t *out) {
+    int r = map_find(p, id);
+    if (r < 0) return HS_ERR_NOT_FOUND;
+    const seq_t *s = &p->seqs[r];
+    out->swapped = s->swapped;
+    out->n_tokens = s->n_tokens;
+    out->n_blocks = s->n_blocks;
+    out->n_cached_tokens = s->n_cached_tokens;
+    out->slot = s->slot;
+    return HS_OK;
+}
+
+const int32_t *pool_block_table(const pool_t *p, int64_t id, int *n_blocks) {
+    int r = map_find(p, id);
+    if (r < 0 || p->seqs[r].swapped) {
+        if (n_blocks) *n_blocks = 0;
+        return NULL;
+    }
+    if (n_blocks) *n_blocks = p->seqs[r].n_blocks;
+    return p->seqs[r].blocks;
+}
+
+const int32_t *pool_state_table(const pool_t *p, int64_t id) {
+    int r = map_find(p, id);
+    if (r < 0 || p->seqs[r].swapped || p->E == 0) return NULL;
+    return state_of(p, r);
+}
+
+void pool_stats(const pool_t *p, pool_stats_t *out) {
+    *out = p->st;
+    out->kind = p->cfg.kind;
+    out->n_pages = p->cfg.n_pages;
+    out->n_free = p->n_free;
+    out->n_kv = p->n_kv;
+    out->n_cached = p->n_cached;
+    out->n_state = p->n_state;
+    out->n_reserved = p->n_reserved;
+    out->state_pages = p->E;
+    out->n_slots = p->cfg.n_slots;
+    out->n_slots_free = p->n_slots_free;
+    out->n_seqs = p->cfg.max_seqs - p->n_rec_free;
+    out->n_swapped = p->n_swapped;
+    out->n_host_pages = p->cfg.n_host_pages;
+    out->n_host_used = p->cfg.n_host_pages - p->n_host_free;
+}
+
+int64_t pool_free_capacity(const pool_t *p) { return p->n_free + p->n_cached; }
+
+/* ---- invariant check ------------------------------------------------------------------------------ */
+
+#define FAIL(...)                                                    \
+    do {                                                             \
+        rc = hs_errf(err, n, HS_ERR_STATE, "pool_check: " __VA_ARGS__); \
+        goto out;                                                    \
+    } while (0)
+
+int pool_check(const pool_t *p, char *err, size_t n) {
+    int rc = HS_OK;
+    int64_t np = p->cfg.n_pages;
+    int32_t *refs = hs_calloc((size_t)np, sizeof(int32_t));
+    uint8_t *seen = hs_calloc((size_t)np, 1);
+    int64_t nh = p->cfg.n_host_pages;
+    int32_t *host_seen = hs_calloc((size_t)nh + 1, sizeof(int32_t));
+    int64_t cnt[5] = {0};
+
+    for (int64_t pg = 0; pg < np; pg++) {
+        if (p->role[pg] > PG_RESERVED) FAIL("page %lld has role %d", (long long)pg, p->role[pg]);
+        cnt[p->role[pg]]++;
+        if (p->role[pg] != PG_KV && p->ref[pg] != 0) FAIL("page %lld role %d has ref %d", (long long)pg, p->role[pg], p->ref[pg]);
+        if (p->role[pg] != PG_STATE && p->owner[pg] != -1) FAIL("page %lld role %d has owner", (long long)pg, p->role[pg]);
+        bool reg = p->pflags[pg] & PF_REG;
+        if (reg && p->role[pg] != PG_KV && p->role[pg] != PG_CACHED)
+            FAIL("page %lld role %d is registered", (long long)pg, p->role[pg]);
+        if (p->role[pg] == PG_CACHED && !reg) FAIL("cached page %lld is not registered", (long long)pg);
+        if (p->pflags[pg] & ~(PF_REG | PF_ROOT) || (!reg && p->pflags[pg]))
+            FAIL("page %lld has flags %d", (long long)pg, p->pflags[pg]);
+        if (reg && ix_find(p, p->hash[pg]) != pg) FAIL("registered page %lld not indexed", (long long)pg);
+        if (p->role[pg] == PG_RESERVED && (p->shared_state || pg >= (int64_t)p->cfg.n_slots * p->E))
+            FAIL("page %lld reserved outside the slot area", (long long)pg);
+        if (!p->shared_state && pg < (int64_t)p->cfg.n_slots * p->E && p->role[pg] != PG_RESERVED &&
+            p->role[pg] != PG_STATE)
+            FAIL("slot page %lld has role %d", (long long)pg, p->role[pg]);
+    }
+    if (cnt[PG_FREE] != p->n_free || cnt[PG_KV] != p->n_kv || cnt[PG_CACHED] != p->n_cached ||
+        cnt[PG_STATE] != p->n_state || cnt[PG_RESERVED] != p->n_reserved)
+        FAIL("role counts free %lld kv %lld cached %lld state %lld reserved %lld vs counters %lld %lld %lld %lld %lld",
+             (long long)cnt[0], (long long)cnt[1], (long long)cnt[2], (long long)cnt[3], (long long)cnt[4],
+             (long long)p->n_free, (long long)p->n_kv, (long long)p->n_cached, (long long)p->n_state,
+             (long long)p->n_reserved);
+    /* free stack = FREE pages, each once */
+    for (int64_t i = 0; i < p->n_free; i++) {
+        int32_t pg = p->free_stack[i];
+        if (pg < 0 || pg >= np || p->role[pg] != PG_FREE || seen[pg]) FAIL("free stack entry %lld (page %d)", (long long)i, pg);
+        seen[pg] = 1;
+    }
+    /* LRU list = CACHED pages, links consistent */
+    {
+        int64_t k = 0;
+        int32_t prev = -1;
+        for (int32_t pg = p->lru_head; pg >= 0; pg = p->lru_next[pg]) {
+            if (pg >= np || p->role[pg] != PG_CACHED || seen[pg] == 2) FAIL("LRU entry page %d", pg);
+            if (p->lru_prev[pg] != prev) FAIL("LRU prev link of page %d", pg);
+            seen[pg] = 2;
+            prev = pg;
+            if (++k > p->n_cached) FAIL("LRU list longer than %lld", (long long)p->n_cached);
+        }
+        if (k != p->n_cached || p->lru_tail != prev) FAIL("LRU list has %lld of %lld cached pages", (long long)k, (long long)p->n_cached);
+    }
+    /* index: every entry points to a registered page under that hash; count = registered pages */
+    if (p->cfg.prefix_caching) {
+        int64_t entries = 0, regs = 0;
+        for (uint64_t i = 0; i <= p->ix_mask; i++) {
+            int32_t pg = p->ix_page[i];
+            if (pg < 0) continue;
+            entries++;
+            if (pg >= np || !(p->pflags[pg] & PF_REG) || p->hash[pg] != p->ix_key[i]) FAIL("index slot %llu -> page %d", (unsigned long long)i, pg);
+        }
+        for (int64_t pg = 0; pg < np; pg++) regs += (p->pflags[pg] & PF_REG) != 0;
+        if (entries != regs) FAIL("index has %lld entries for %lld registered pages", (long long)entries, (long long)regs);
+    }
+    /* sequences */
+    {
+        int live = 0, swapped = 0;
+        for (int r = 0; r < p->cfg.max_seqs; r++) {
+            const seq_t *s = &p->seqs[r];
+            if (s->id < 0) continue;
+            live++;
+            if (map_find(p, s->id) != r) FAIL("sequence %lld not mapped to record %d", (long long)s->id, r);
+            if (s->n_blocks < 0 || s->n_blocks > s->cap || (int64_t)s->n_tokens > (int64_t)s->n_blocks * p->B ||
+                s->n_hashed > s->n_blocks || s->n_tokens > p->cfg.max_seq_tokens)
+                FAIL("sequence %lld: %d blocks cap %d tokens %d hashed %d", (long long)s->id, s->n_blocks, s->cap,
+                     s->n_tokens, s->n_hashed);
+            const int32_t *st = state_of(p, r);
+            if (s->swapped) {
+                swapped++;
+                if (s->slot != -1) FAIL("swapped sequence %lld holds slot %d", (long long)s->id, s->slot);
+                for (int i = 0; i < s->n_blocks + p->E; i++) {
+                    int32_t h = i < s->n_blocks ? s->blocks[i] : st[i - s->n_blocks];
+                    if (h < 0 || h >= nh || p->host_owner[h] != r || host_seen[h]) FAIL("sequence %lld host slot %d", (long long)s->id, h);
+                    host_seen[h] = 1;
+                }
+                continue;
+            }
+            for (int i = 0; i < s->n_blocks; i++) {
+                int32_t pg = s->blocks[i];
+                if (pg < 0 || pg >= np || p->role[pg] != PG_KV) FAIL("sequence %lld block %d -> page %d", (long long)s->id, i, pg);
+                refs[pg]++;
+            }
+            if (!p->shared_state && p->E > 0 &&
+                (s->slot < 0 || s->slot >= p->cfg.n_slots || p->slot_owner[s->slot] != r))
+                FAIL("sequence %lld slot %d", (long long)s->id, s->slot);
+            for (int j = 0; j < p->E; j++) {
+                int32_t pg = st[j];
+                if (pg < 0 || pg >= np || p->role[pg] != PG_STATE || p->owner[pg] != r || seen[pg] == 3)
+                    FAIL("sequence %lld state page %d = %d", (long long)s->id, j, pg);
+                if (!p->shared_state && pg != (int64_t)s->slot * p->E + j) FAIL("sequence %lld slot page %d", (long long)s->id, j);
+                seen[pg] = 3;
+            }
+        }
+        if (live != p->cfg.max_seqs - p->n_rec_free || swapped != p->n_swapped)
+            FAIL("%d live / %d swapped records vs %d / %d", live, swapped, p->cfg.max_seqs - p->n_rec_free, p->n_swapped);
+        for (int64_t pg = 0; pg < np; pg++) {
+            if (refs[pg] != p->ref[pg]) FAIL("page %lld ref %d but %d references", (long long)pg, p->ref[pg], refs[pg]);
+            if (p->role[pg] == PG_STATE && seen[pg] != 3) FAIL("state page %lld has no owner table", (long long)pg);
+        }
+        int mapped = 0;
+        for (uint64_t i = 0; i <= p->map_mask; i++) mapped += p->map_key[i] >= 0;
+        if (mapped != live) FAIL("map has %d ids for %d live sequences", mapped, live);
+    }
+    /* slots */
+    if (!p->shared_state && p->E > 0) {
+        int used = 0;
+        for (int s = 0; s < p->cfg.n_slots; s++) used += p->slot_owner[s] >= 0;
+        if (used + p->n_slots_free != p->cfg.n_slots) FAIL("%d slots used + %d free != %d", used, p->n_slots_free, p->cfg.n_slots);
+        for (int i = 0; i < p->n_slots_free; i++) {
+            int s = p->slot_stack[i];
+            if (s < 0 || s >= p->cfg.n_slots || p->slot_owner[s] != -1) FAIL("free slot stack entry %d", s);
+            for (int j = 0; j < p->E; j++)
+                if (p->role[(int64_t)s * p->E + j] != PG_RESERVED) FAIL("free slot %d page %d not reserved", s, j);
+        }
+    }
+    /* host slots */
+    for (int64_t i = 0; i < p->n_host_free; i++) {
+        int32_t h = p->host_stack[i];
+        if (h < 0 || h >= nh || p->host_owner[h] != -1 || host_seen[h]) FAIL("host free stack entry %d", h);
+        host_seen[h] = 2;
+    }
+    for (int64_t h = 0; h < nh; h++)
+        if (!host_seen[h]) FAIL("host slot %lld neither free nor owned", (long long)h);
+out:
+    hs_free(refs);
+    hs_free(seen);
+    hs_free(host_seen);
+    return rc;
+}
