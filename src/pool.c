@@ -214,7 +214,9 @@ static uint64_t block_hash(const pool_t *p, bool root, uint64_t parent, const in
         XXH64_update(&s, b, 4);
     }
 #endif
-    return XXH64_digest(&s);
+    uint64_t h = XXH64_digest(&s);
+    if (p->cfg.hash_bits > 0 && p->cfg.hash_bits < 64) h &= (UINT64_C(1) << p->cfg.hash_bits) - 1;
+    return h;
 }
 
 /* Does registered page pg hold block (root/parent, tok)? */
@@ -403,6 +405,8 @@ int pool_create(pool_t **out, const pool_config_t *cfg, char *err, size_t n) {
         return hs_errf(err, n, HS_ERR_INVALID, "pool: max_seqs %d out of range", c->max_seqs);
     if (c->max_seq_tokens < 1)
         return hs_errf(err, n, HS_ERR_INVALID, "pool: max_seq_tokens %d out of range", c->max_seq_tokens);
+    if (c->hash_bits < 0 || c->hash_bits > 64)
+        return hs_errf(err, n, HS_ERR_INVALID, "pool: hash_bits %d out of range", c->hash_bits);
     if (c->n_host_pages < 0 || c->n_host_pages > INT32_MAX - 1)
         return hs_errf(err, n, HS_ERR_INVALID, "pool: n_host_pages out of range");
     int64_t slot_pages = 0;
