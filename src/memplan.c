@@ -250,6 +250,8 @@ static int check_opts(const mcfg_t *c, const mem_opts_t *o, char *err, size_t n)
     if (o->max_num_seqs < 1) return hs_errf(err, n, HS_ERR_INVALID, "--max-num-seqs %d: must be >= 1", o->max_num_seqs);
     if (o->max_batched_tokens < 1)
         return hs_errf(err, n, HS_ERR_INVALID, "--max-batched-tokens %d: must be >= 1", o->max_batched_tokens);
+    if (c->n_attn < 1)
+        return hs_errf(err, n, HS_ERR_UNSUPPORTED, "the model has no full-attention layer: no KV block to page");
     if (o->prompt_len < 1 || o->output_len < 0)
         return hs_errf(err, n, HS_ERR_INVALID, "workload %d + %d tokens: prompt must be >= 1, output >= 0",
                        o->prompt_len, o->output_len);
