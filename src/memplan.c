@@ -96,9 +96,11 @@ void mem_state_init(mem_state_t *s, const mcfg_t *c, int tp, hs_dtype_t ssm_dtyp
     s->req_bytes = (size_t)s->copies * s->slot_bytes;
 }
 
-int64_t mem_state_pages(size_t state_bytes, size_t page_bytes) {
+int64_t mem_state_pages(const mcfg_t *c, int tp, hs_dtype_t ssm_dtype, int mtp_k, size_t page_bytes) {
     assert(page_bytes > 0);
-    return (int64_t)hs_ceil_div(state_bytes, page_bytes);
+    mem_state_t s;
+    mem_state_init(&s, c, tp, ssm_dtype, mtp_k);
+    return (int64_t)hs_ceil_div(s.req_bytes, page_bytes);
 }
 
 /* ---- weights ------------------------------------------------------------------ */
@@ -309,7 +311,7 @@ int mem_plan(mem_plan_t *p, const mcfg_t *c, const mem_opts_t *o, char *err, siz
     L->kind = LAYOUT_SLOTS;
     L->kv_block_bytes = L->page_bytes = K;
     L->state_bytes = S;
-    L->state_pages = mem_state_pages(S, K);
+    L->state_pages = mem_state_pages(c, q->tp, q->state_dtype, q->mtp_k, K);
     L->pool_pages = (int64_t)(p->budget_bytes / K);
     L->state_region_pages = (int64_t)q->max_num_seqs * L->state_pages;
     L->kv_pages = L->pool_pages - L->state_region_pages;
@@ -329,7 +331,7 @@ int mem_plan(mem_plan_t *p, const mcfg_t *c, const mem_opts_t *o, char *err, siz
     L->kind = LAYOUT_PAGED;
     L->kv_block_bytes = L->page_bytes = K;
     L->state_bytes = S;
-    L->state_pages = mem_state_pages(S, K);
+    L->state_pages = mem_state_pages(c, q->tp, q->state_dtype, q->mtp_k, K);
     L->pool_pages = L->kv_pages = (int64_t)(p->budget_bytes / K);
     L->blocks_per_req = b;
     L->pages_per_req = b + L->state_pages;

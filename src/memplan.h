@@ -153,10 +153,12 @@ void mem_kv_init(kv_layout_t *kv, const mcfg_t *c, int tp, int block_size, hs_dt
  * with_mtp adds the MTP layer (fc, norms, one attention layer and its FFN). */
 size_t mem_weight_bytes(const mcfg_t *c, int tp, hs_dtype_t weights_dtype, bool with_mtp);
 
-/* Pages one request's state takes in the paged and slots layouts: ceil(state / page).
- * The hook the state map plugs into: once statemap_init packs granules, this returns
- * its n_pages (granules never straddle pages, so it can exceed the ceiling). */
-int64_t mem_state_pages(size_t state_bytes, size_t page_bytes);
+/* Pages one request's whole state (1 + mtp_k copies, mem_state_init) takes in pages of
+ * page_bytes, in the paged and slots layouts. Today: ceil(state bytes / page_bytes).
+ * This is the one hook between the planner and the state map: when statemap_init
+ * (layout.h) packs granules into pages, this returns the pages it lays out (granules
+ * never straddle a page, so that can exceed the ceiling); callers do not change. */
+int64_t mem_state_pages(const mcfg_t *c, int tp, hs_dtype_t ssm_dtype, int mtp_k, size_t page_bytes);
 
 /* The whole plan. HS_OK; HS_ERR_INVALID for bad options or a model that does not
  * shard over tp; HS_ERR_NO_MEMORY when weights + reserve leave no pool budget.

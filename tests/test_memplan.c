@@ -125,14 +125,20 @@ static void test_state(void **st) {
 
 static void test_state_pages(void **st) {
     (void)st;
-    /* 397B tp4: ceil(24,422,400 / 124,800) = ceil(195.69) = 196 (seed's per_req_cache_equiv_blocks) */
-    assert_int_equal(mem_state_pages(24422400, 124800), 196);
+    /* 397B tp4 bf16 on fp8 blocks: ceil(24,422,400 / 124,800) = ceil(195.69) = 196 (seed's
+     * per_req_cache_equiv_blocks) */
+    mcfg_t c = load("qwen3.5-397b-a17b");
+    assert_int_equal(mem_state_pages(&c, 4, HS_BF16, 0, 124800), 196);
+    /* k=1: two copies of 24,698,880 = 49,397,760 on 133,120-byte blocks: ceil(371.07) = 372 */
+    assert_int_equal(mem_state_pages(&c, 4, HS_BF16, 1, 133120), 372);
     /* Qwen3-Next tp8: ceil(4,939,776 / 99,840) = ceil(49.48) = 50 (seed) */
-    assert_int_equal(mem_state_pages(4939776, 99840), 50);
+    c = load("qwen3-next-80b-a3b");
+    assert_int_equal(mem_state_pages(&c, 8, HS_BF16, 0, 99840), 50);
     /* 9B tp1 f32 on bf16 blocks: ceil(51,511,296 / 524,288) = ceil(98.25) = 99 */
-    assert_int_equal(mem_state_pages(51511296, 524288), 99);
-    assert_int_equal(mem_state_pages(524288, 524288), 1);
-    assert_int_equal(mem_state_pages(0, 524288), 0);
+    c = load("qwen3.5-9b");
+    assert_int_equal(mem_state_pages(&c, 1, HS_F32, 0, 524288), 99);
+    /* a page as big as the state: 1 */
+    assert_int_equal(mem_state_pages(&c, 1, HS_F32, 0, 51511296), 1);
 }
 
 /* ---- weights ------------------------------------------------------------------------ */
