@@ -6,7 +6,10 @@
 
 /* Each subcommand is declared next to its row; its file is src/cmd_<name>.c. */
 
+int cmd_plan(int argc, char **argv); /* cmd_plan.c */
+
 const cmd_t hs_commands[] = {
+    {"plan", cmd_plan, "per-rank memory plan of the pool layouts for a model, GPU and workload"},
     {NULL, NULL, NULL},
 };
 
