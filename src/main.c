@@ -6,7 +6,12 @@
 
 /* Each subcommand is declared next to its row; its file is src/cmd_<name>.c. */
 
+int cmd_tokenize(int, char **);
+int cmd_detokenize(int, char **);
+
 const cmd_t hs_commands[] = {
+    {"tokenize", cmd_tokenize, "text to token ids (tokenizer.json of a model directory)"},
+    {"detokenize", cmd_detokenize, "token ids to text"},
     {NULL, NULL, NULL},
 };
 

@@ -98,6 +98,16 @@ def random_cases(n, seed=20240601):
     return out
 
 
+def invalid_utf8_cases():
+    """Byte strings that are not UTF-8: hyserve replaces each maximal invalid subpart
+    with U+FFFD, which is what bytes.decode('utf-8', 'replace') does."""
+    return [b"\x80", b"a\x80b", b"\xbf\xbf", b"\xc0\xaf", b"\xe0\x80\xaf", b"\xf0\x80\x80\xaf", b"\xc1\xbf",
+            b"\xe2\x82", b"abc\xe2\x82", b"\xf0\x9f\x98", b"\xf0\x9f\x98 x", b"\xed\xa0\x80", b"\xed\xbf\xbf",
+            b"\xed\xa0\xbd\xed\xb8\x80", b"\xff", b"\xfe\xff", b"a\xffb\xfec", b"\xf4\x90\x80\x80", b"\xf8\x88\x80\x80\x80",
+            b"\xc3", b"\xc3(", b"<|im_start|>\xff<|im_end|>", b"hello \x80\x80\x80 world", b"\xe4\xbd\xa0\xe4\xbd",
+            b"\x00", b"a\x00b", b"e\xcc", b"e\xcc\x81\xcc"]
+
+
 def chat_cases():
     sys_m = {"role": "system", "content": "You are a helpful assistant."}
     u1 = {"role": "user", "content": "Hello!"}
@@ -135,8 +145,12 @@ def main():
     for t in texts:
         ids = tk.encode(t, add_special_tokens=False).ids
         cases.append({"text": t, "ids": ids, "nfc": unicodedata.normalize("NFC", t)})
+    bad = []
+    for b in invalid_utf8_cases():
+        ids = tk.encode(b.decode("utf-8", "replace"), add_special_tokens=False).ids
+        bad.append({"hex": b.hex(), "ids": ids})
     doc = {"generator": "tools/gen_tokenizer_cases.py", "tokenizers_version": tokenizers.__version__,
-           "cases": cases, "chat": []}
+           "cases": cases, "invalid_utf8": bad, "chat": []}
     try:
         import transformers
         hf = transformers.AutoTokenizer.from_pretrained(args.tokenizer)
