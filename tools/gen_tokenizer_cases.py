@@ -108,6 +108,52 @@ def invalid_utf8_cases():
             b"\x00", b"a\x00b", b"e\xcc", b"e\xcc\x81\xcc"]
 
 
+def bytes_to_unicode():
+    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("\u00a1"), ord("\u00ac") + 1)) + \
+        list(range(ord("\u00ae"), ord("\u00ff") + 1))
+    cs = bs[:]
+    n = 0
+    for b in range(256):
+        if b not in bs:
+            bs.append(b)
+            cs.append(256 + n)
+            n += 1
+    return dict(zip(bs, [chr(c) for c in cs]))
+
+
+def tiny_tokenizer(qwen_json):
+    """A small byte-level BPE (256 byte tokens + a few merges) with the Qwen normalizer
+    and pre-tokenizer, and added tokens that use every flag (lstrip, rstrip,
+    single_word, normalized, special). Tests the added-token rules without 11 MB."""
+    b2u = bytes_to_unicode()
+    vocab = {b2u[b]: b for b in range(256)}
+    merges = []
+    for a, b in [("h", "e"), ("l", "l"), ("he", "ll"), ("hell", "o"), ("\u0120", "w"), ("o", "r"), ("\u0120w", "or"),
+                 ("l", "d"), ("\u0120wor", "ld"), ("\u0120", "\u0120")]:
+        vocab[a + b] = len(vocab)
+        merges.append([a, b])
+    added = []
+    for content, kw in [("<mask>", dict(lstrip=True, rstrip=True)), ("<l>", dict(lstrip=True)), ("<r>", dict(rstrip=True)),
+                        ("word", dict(single_word=True)), ("\u00e9t\u00e9", dict(normalized=True)),
+                        ("<|sp|>", dict(special=True)), ("<|sp|>x", dict())]:
+        t = {"id": len(vocab) + len(added), "content": content, "single_word": False, "lstrip": False, "rstrip": False,
+             "normalized": False, "special": False}
+        t.update(kw)
+        added.append(t)
+    return {"version": "1.0", "truncation": None, "padding": None, "added_tokens": added,
+            "normalizer": qwen_json["normalizer"], "pre_tokenizer": qwen_json["pre_tokenizer"],
+            "post_processor": None, "decoder": qwen_json["decoder"],
+            "model": {"type": "BPE", "dropout": None, "unk_token": None, "continuing_subword_prefix": "",
+                      "end_of_word_suffix": "", "fuse_unk": False, "byte_fallback": False, "ignore_merges": False,
+                      "vocab": vocab, "merges": merges}}
+
+
+TINY_TEXTS = ["hello world", "a <mask> b", "a   <mask>   b", "<mask>", " <mask>", "<mask> ", "x<l>y", "x  <l>  y",
+              "x  <r>  y", "word", "a word b", "awordb", "a wordb", "word_x", "é word", "wordé", "1word",
+              "été", "e\u0301te\u0301", "ete\u0301", "L'\u00e9t\u00e9", "<|sp|>", "<|sp|>x", "<|sp|>xx", "a<|sp|>b",
+              "  <l><r>  ", "<mask><mask>", "hello<mask>world", "\n<mask>\n", "\t<r>\t\tz"]
+
+
 def chat_cases():
     sys_m = {"role": "system", "content": "You are a helpful assistant."}
     u1 = {"role": "user", "content": "Hello!"}
@@ -149,8 +195,12 @@ def main():
     for b in invalid_utf8_cases():
         ids = tk.encode(b.decode("utf-8", "replace"), add_special_tokens=False).ids
         bad.append({"hex": b.hex(), "ids": ids})
+    qwen_json = json.load(open(os.path.join(args.tokenizer, "tokenizer.json"), encoding="utf-8"))
+    tiny = tiny_tokenizer(qwen_json)
+    tiny_tk = tokenizers.Tokenizer.from_str(json.dumps(tiny))
+    tiny_cases = [{"text": t, "ids": tiny_tk.encode(t, add_special_tokens=False).ids} for t in TINY_TEXTS]
     doc = {"generator": "tools/gen_tokenizer_cases.py", "tokenizers_version": tokenizers.__version__,
-           "cases": cases, "invalid_utf8": bad, "chat": []}
+           "cases": cases, "invalid_utf8": bad, "tiny": {"tokenizer": tiny, "cases": tiny_cases}, "chat": []}
     try:
         import transformers
         hf = transformers.AutoTokenizer.from_pretrained(args.tokenizer)
