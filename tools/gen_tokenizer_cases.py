@@ -30,7 +30,8 @@ def hand_cases():
           "  \n  ", "a  b", "a   b", "a\tb", "a \t b", "a\n\nb", "a \n\n b", "hello   ", "hello\n",
           "hello \n", "   leading", "\t\tleading tabs", "trailing\t\t", "mixed \t\n \r\n\t end ",
           " " * 50, "\n" * 30, "\t \t \t", "word" + " " * 7 + "word", "x\u00a0y", "x\u3000y",
-          "x\u2028y", "x\u180ey", "a\u2003\u2003b", "\u0085", "\x0b\x0c"]
+          "x\u2028y", "x\u180ey", "\u3000\u3000\u180e'Re", "a \u180e\u180e b", "\u180e\n\n", "  \u180e  x",
+          "x\x1c\x1d\x1e\x1fy", "a\u200bb", "\u00a0\u00a0x", "a\u2003\u2003b", "\u0085", "\x0b\x0c"]
     # contractions, every case
     for ct in ["s", "t", "re", "ve", "m", "ll", "d"]:
         for v in {ct, ct.upper(), ct.capitalize(), ct[::-1] if len(ct) > 1 else ct, ct[0] + ct[1:].upper()}:
