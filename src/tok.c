@@ -694,8 +694,11 @@ int tok_load(const char *path, tok_t **out, char *err, size_t n) {
         tok_free(t);
         return rc;
     }
-    t->cache = hs_calloc(1, sizeof *t->cache);
-    pthread_mutex_init(&t->cache->mu, NULL);
+    const char *nc = getenv("HYSERVE_TOK_CACHE");
+    if (!nc || strcmp(nc, "0")) {
+        t->cache = hs_calloc(1, sizeof *t->cache);
+        pthread_mutex_init(&t->cache->mu, NULL);
+    }
     *out = t;
     return HS_OK;
 }

@@ -30,6 +30,9 @@
  * merges as ["a","b"] pairs or "a b" strings. Anything else is HS_ERR_UNSUPPORTED with
  * the field named. post_processor is ignored (Qwen adds no BOS/EOS when encoding).
  *
+ * The word cache can be turned off with HYSERVE_TOK_CACHE=0 in the environment at
+ * load time (benchmarks, debugging); results are identical either way.
+ *
  * Threads: a loaded tok_t is read-only; tok_encode may run on any number of threads
  * at once (the word cache is taken with a trylock, and a thread that does not get it
  * encodes uncached). A tok_stream_t belongs to one thread.
