@@ -23,6 +23,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <pthread.h>
 #include <unistd.h>
 
 #include <jansson.h>
@@ -485,13 +486,46 @@ static void test_lookup(void **state) {
     free(ids);
 }
 
+/* Several threads encode the corpus at once (one gets the word cache, the others
+ * go uncached); every result must still match the fixture. */
+static void *enc_thread(void *arg) {
+    json_t *cases = json_object_get(g_fix, "cases"), *c;
+    size_t i;
+    long bad = 0;
+    for (int rep = 0; rep < 3; rep++) {
+        json_array_foreach(cases, i, c) {
+            json_t *txt = json_object_get(c, "text"), *exp = json_object_get(c, "ids");
+            int32_t *ids;
+            size_t n;
+            if (tok_encode(g_tok, json_string_value(txt), json_string_length(txt), 0, &ids, &n, NULL, 0)) { bad++; continue; }
+            int ok = json_array_size(exp) == n;
+            for (size_t k = 0; ok && k < n; k++) ok = json_integer_value(json_array_get(exp, k)) == ids[k];
+            bad += !ok;
+            free(ids);
+        }
+    }
+    *(long *)arg = bad;
+    return NULL;
+}
+
+static void test_threads(void **state) {
+    (void)state;
+    pthread_t th[4];
+    long bad[4];
+    for (int i = 0; i < 4; i++) assert_int_equal(pthread_create(&th[i], NULL, enc_thread, &bad[i]), 0);
+    for (int i = 0; i < 4; i++) {
+        pthread_join(th[i], NULL);
+        assert_int_equal(bad[i], 0);
+    }
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_fixture_ids),   cmocka_unit_test(test_invalid_utf8_fixture),
         cmocka_unit_test(test_added_token_flags), cmocka_unit_test(test_roundtrip_nfc),
         cmocka_unit_test(test_stream),        cmocka_unit_test(test_hostile_bytes),
         cmocka_unit_test(test_chat),          cmocka_unit_test(test_malformed),
-        cmocka_unit_test(test_lookup),
+        cmocka_unit_test(test_lookup),        cmocka_unit_test(test_threads),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
