@@ -24,6 +24,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <pthread.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <jansson.h>
@@ -519,6 +520,46 @@ static void test_threads(void **state) {
     }
 }
 
+/* The CLI, through $HYSERVE_BIN (set by CTest); skipped when it is not set. */
+static int run_cli(const char *args, char *out, size_t cap) {
+    const char *bin = getenv("HYSERVE_BIN");
+    char cmd[2048];
+    snprintf(cmd, sizeof cmd, "%s %s 2>/dev/null", bin, args);
+    FILE *p = popen(cmd, "r");
+    assert_non_null(p);
+    size_t n = fread(out, 1, cap - 1, p);
+    out[n] = 0;
+    int st = pclose(p);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+static void test_cli(void **state) {
+    (void)state;
+    if (!getenv("HYSERVE_BIN")) {
+        printf("HYSERVE_BIN not set: CLI test skipped\n");
+        return;
+    }
+    char out[4096], args[1500];
+    snprintf(args, sizeof args, "tokenize --model '%s' --text 'Hello, world! <|im_start|>'", g_dir);
+    assert_int_equal(run_cli(args, out, sizeof out), 0);
+    assert_string_equal(out, "9707 11 1879 0 220 151644\n");
+    snprintf(args, sizeof args, "tokenize --model '%s' --text 'Hello' --json", g_dir);
+    assert_int_equal(run_cli(args, out, sizeof out), 0);
+    assert_string_equal(out, "{\"ids\": [9707]}\n");
+    snprintf(args, sizeof args, "detokenize --model '%s' --ids 9707,11,1879,0", g_dir);
+    assert_int_equal(run_cli(args, out, sizeof out), 0);
+    assert_string_equal(out, "Hello, world!");
+    snprintf(args, sizeof args, "detokenize --model '%s' --ids '[151644, 872]' --skip-special", g_dir);
+    assert_int_equal(run_cli(args, out, sizeof out), 0);
+    assert_string_equal(out, "user");
+    snprintf(args, sizeof args, "detokenize --model '%s' --ids 1,x", g_dir);
+    assert_int_equal(run_cli(args, out, sizeof out), 2);
+    snprintf(args, sizeof args, "tokenize --model '%s'", g_dir);
+    assert_int_equal(run_cli(args, out, sizeof out), 2);
+    assert_int_equal(run_cli("tokenize --model /nonexistent --text a", out, sizeof out), 2);
+    assert_int_equal(run_cli("detokenize --bogus", out, sizeof out), 2);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_fixture_ids),   cmocka_unit_test(test_invalid_utf8_fixture),
@@ -526,6 +567,7 @@ int main(void) {
         cmocka_unit_test(test_stream),        cmocka_unit_test(test_hostile_bytes),
         cmocka_unit_test(test_chat),          cmocka_unit_test(test_malformed),
         cmocka_unit_test(test_lookup),        cmocka_unit_test(test_threads),
+        cmocka_unit_test(test_cli),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
