@@ -344,7 +344,8 @@ static void test_chat(void **state) {
         chat_msg_t mv[16];
         assert_true(nm <= 16);
         json_array_foreach(msgs, k, m) {
-            mv[k] = (chat_msg_t){json_string_value(json_object_get(m, "role")), json_string_value(json_object_get(m, "content")), NULL};
+            mv[k] = (chat_msg_t){json_string_value(json_object_get(m, "role")), json_string_value(json_object_get(m, "content")),
+                                 json_string_value(json_object_get(m, "reasoning_content"))};
         }
         chat_opts_t o = chat_opts_default();
         o.add_generation_prompt = json_is_true(json_object_get(cc, "add_generation_prompt"));

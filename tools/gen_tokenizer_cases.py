@@ -176,6 +176,15 @@ def chat_cases():
         {"messages": [{"role": "user", "content": ""}], "add_generation_prompt": True},
         {"messages": [sys_m], "add_generation_prompt": False},
         {"messages": [u1, a1, {"role": "assistant", "content": "More."}], "add_generation_prompt": False},
+        {"messages": [u1, {"role": "assistant", "content": "calling", "reasoning_content": "\nneed data\n"},
+                      {"role": "tool", "content": "sunny"}, {"role": "tool", "content": "22C"}],
+         "add_generation_prompt": True},
+        {"messages": [u1, {"role": "assistant", "content": "ok", "reasoning_content": "r1"}, u2,
+                      {"role": "assistant", "content": "<think>x</think>four"}], "add_generation_prompt": False},
+        {"messages": [{"role": "user", "content": "<tool_response>\nr\n</tool_response>"}, a1],
+         "add_generation_prompt": False},
+        {"messages": [u1, {"role": "assistant", "content": "\n\n<think>\n\na\n<think>b\n\n</think>\n\nc</think>\n\nd"}],
+         "add_generation_prompt": False},
     ]
 
 
