@@ -10,6 +10,12 @@ int cmd_plan(int argc, char **argv); /* cmd_plan.c */
 
 const cmd_t hs_commands[] = {
     {"plan", cmd_plan, "per-rank memory plan of the pool layouts for a model, GPU and workload"},
+int cmd_tokenize(int, char **);
+int cmd_detokenize(int, char **);
+
+const cmd_t hs_commands[] = {
+    {"tokenize", cmd_tokenize, "text to token ids (tokenizer.json of a model directory)"},
+    {"detokenize", cmd_detokenize, "token ids to text"},
     {NULL, NULL, NULL},
 };
 
