@@ -87,7 +87,7 @@ void hs_engine_config_default(hs_engine_config_t *cfg) {
     cfg->device = "cpu";
     cfg->load_format = "auto";
     cfg->state_layout = "paged";
-    cfg->kv_dtype = "bf16";
+    cfg->kv_dtype = "auto";
     cfg->max_num_seqs = 256;
     cfg->max_num_batched_tokens = 2048;
     cfg->block_size = 16;
@@ -225,7 +225,8 @@ int hs_engine_create(const hs_engine_config_t *cfg, hs_engine_t **out, char *err
         goto fail;
     }
     hs_dtype_t kv_dtype = HS_BF16, ssm_dtype = c->ssm_dtype;
-    if (cfg->kv_dtype && hs_dtype_parse(cfg->kv_dtype, &kv_dtype) != HS_OK) {
+    bool kv_auto = !cfg->kv_dtype || !strcmp(cfg->kv_dtype, "auto");
+    if (!kv_auto && hs_dtype_parse(cfg->kv_dtype, &kv_dtype) != HS_OK) {
         rc = hs_errf(err, n, HS_ERR_INVALID, "kv dtype '%s': expected bf16 or fp8", cfg->kv_dtype);
         goto fail;
     }
@@ -267,15 +268,22 @@ int hs_engine_create(const hs_engine_config_t *cfg, hs_engine_t **out, char *err
         goto fail;
     }
 
+    /* KV "auto": the backend's activation dtype (fp32 on the CPU reference, bf16 on
+     * CUDA). The conv state holds pre-conv activations, so it is stored in the
+     * activation dtype too (the statemap reads it from the config's dtype). */
+    if (kv_auto) kv_dtype = e->bk->act_dtype;
+    mcfg_t cs = *c;
+    cs.dtype = e->bk->act_dtype;
+
     /* Layout: KV block = one page (paged, slots); coupled pages also carry a state. */
     kv_layout_init(&e->kv, c, 1, cfg->block_size, kv_dtype, 0);
     size_t base = 0;
     e->page_bytes = e->kv.kv_bytes;
     if (kind == LAYOUT_COUPLED) {
         base = e->kv.kv_bytes;
-        e->page_bytes = e->kv.kv_bytes + statemap_bytes(c, 1, ssm_dtype, 0);
+        e->page_bytes = e->kv.kv_bytes + statemap_bytes(&cs, 1, ssm_dtype, 0);
     }
-    if ((rc = statemap_init(&e->sm, c, 1, ssm_dtype, 0, e->page_bytes, base, 0, err, n)) != HS_OK) goto fail;
+    if ((rc = statemap_init(&e->sm, &cs, 1, ssm_dtype, 0, e->page_bytes, base, 0, err, n)) != HS_OK) goto fail;
 
     e->max_model_len = cfg->max_model_len > 0 ? cfg->max_model_len : c->max_position_embeddings;
     size_t pool_bytes = cfg->pool_bytes ? cfg->pool_bytes : ((size_t)1 << 30);
