@@ -6,7 +6,10 @@
 
 /* Each subcommand is declared next to its row; its file is src/cmd_<name>.c. */
 
+int cmd_inspect(int argc, char **argv);
+
 const cmd_t hs_commands[] = {
+    {"inspect", cmd_inspect, "show a checkpoint's tensors and how they map onto the model"},
     {NULL, NULL, NULL},
 };
 

@@ -137,7 +137,7 @@ static int find_src(ld_t *L, const char *name, int rank, const int64_t *dims, in
     if (!dtype_ok(t->dtype, mask))
         return hs_errf(L->err, L->n, HS_ERR_FORMAT, "%s: expected dtype %s, got %s", name,
                        mask & M_W ? "BF16, F16, F32 or F8_E4M3" : "BF16, F16 or F32", st_dtype_str(t->dtype));
-    m->used[st_set_index(&m->st, t)] = 1;
+    m->used[st_set_index(&m->st, t)] = m->n_map + 1; /* the record that follows */
     out->t = t;
     if (t->dtype != HS_F8_E4M3) return HS_OK;
     /* FP8: block scales [.., ceil(d[-2]/128), ceil(d[-1]/128)] */
@@ -177,7 +177,7 @@ static int find_src(ld_t *L, const char *name, int rank, const int64_t *dims, in
         memcpy(f, s->data, (size_t)s->n_elem * sizeof(float));
         out->scale = f;
     }
-    m->used[st_set_index(&m->st, s)] = 1;
+    m->used[st_set_index(&m->st, s)] = m->n_map + 1;
     out->sname = s->name;
     return HS_OK;
 }
@@ -451,6 +451,7 @@ static int load_gdn(ld_t *L, wt_layer_t *ly, const char *lp, const char *pp) {
         gather(L, &ly->gdn_b, seg, k, H);
         record(L, &ly->gdn_b, fmt("%slinear_attn.b", pp), hs_strdup(ba), "de-interleaved from grouped ba: b rows (copy)",
                K_PROJ);
+        L->m->used[st_set_index(&L->m->st, sba.t)] = L->m->n_map; /* ba -> b */
         k = 0;
         for (int64_t g = 0; g < Hk; g++) seg[k++] = (seg_t){&sba, g * 2 * r + r, r};
         gather(L, &ly->gdn_a, seg, k, H);
@@ -609,7 +610,7 @@ int wt_load(const char *path, const mcfg_t *c, const wt_opts_t *opts, wt_model_t
         wt_free(m);
         return rc;
     }
-    m->used = hs_calloc((size_t)(m->st.n_tensors ? m->st.n_tensors : 1), 1);
+    m->used = hs_calloc((size_t)(m->st.n_tensors ? m->st.n_tensors : 1), sizeof(int));
     m->prefix = resolve_prefix(&m->st, c);
     ld_t L = {m, &m->cfg, err, n};
     rc = build(&L);
@@ -668,18 +669,11 @@ int wt_load_format_parse(const char *s, wt_load_format_t *out) {
 }
 
 const wt_map_t *wt_find_source(const wt_model_t *m, const char *tensor) {
-    size_t n = strlen(tensor);
-    for (int i = 0; i < m->n_map; i++) {
-        const char *s = m->map[i].source;
-        const char *p = strstr(s, tensor);
-        while (p) {
-            bool start = p == s || p[-1] == ' ' || p[-1] == '(';
-            bool end = p[n] == 0 || p[n] == ' ' || p[n] == '[' || p[n] == ')';
-            if (start && end) return &m->map[i];
-            p = strstr(p + 1, tensor);
-        }
-    }
-    return NULL;
+    if (m->dummy) return NULL;
+    const st_tensor_t *t = st_set_find(&m->st, tensor);
+    if (!t) return NULL;
+    int u = m->used[st_set_index(&m->st, t)];
+    return u ? &m->map[u - 1] : NULL;
 }
 
 const char *wt_unused_reason(const char *t) {

@@ -129,7 +129,8 @@ typedef struct wt_model {
     const char *prefix;              /* resolved name prefix, e.g. "model.language_model." */
     wt_map_t *map;                   /* [n_map] parameter -> source records */
     int n_map;
-    unsigned char *used;             /* [st.n_tensors] 1 when a parameter consumed the tensor */
+    int *used;                       /* [st.n_tensors] of st.sorted: 0 unused, else 1 + index in map of the
+                                        first parameter that consumed the tensor */
     uint64_t bytes_params;           /* sum of presented parameter bytes (tied counted once) */
 
     /* internals: owned buffers, dummy scratch, fetch index */

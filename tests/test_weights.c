@@ -30,6 +30,10 @@ static int setup(void **state) {
 
 static int teardown(void **state) {
     (void)state;
+    if (getenv("HS_TEST_KEEP")) { /* keep the fixtures for `hyserve inspect` */
+        fprintf(stderr, "fixtures kept in %s\n", tmpdir);
+        return 0;
+    }
     char cmd[600];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmpdir);
     return system(cmd) == 0 ? 0 : -1;
