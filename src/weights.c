@@ -19,8 +19,9 @@
  * Dummy weights: the same builders run with no checkpoint; each record keeps an init
  * kind and a seed, and wt_fetch generates values into a scratch buffer: blocks of
  * 64 Ki elements, each from its own splitmix64 stream (seed, tensor, block), so the
- * values do not depend on the thread count. Normal-ish values are Irwin-Hall(4)
- * sums of 16-bit uniforms.
+ * values do not depend on the thread count. Normal-ish values (std 0.02) come from a
+ * seeded pool of 16 Mi Irwin-Hall(4) samples: a projection block is a window of the
+ * pool at a random offset, so generation runs at memcpy speed.
  */
 #include "weights.h"
 
@@ -656,6 +657,7 @@ void wt_free(wt_model_t *m) {
     for (int i = 0; i < m->n_owned; i++) hs_free(m->owned[i]);
     hs_free(m->owned);
     hs_free(m->scratch);
+    hs_free(m->pool);
     hs_free(m->used);
     st_set_close(&m->st);
     memset(m, 0, sizeof *m);
@@ -732,15 +734,25 @@ typedef struct {
     const wt_map_t *r;
     const bk_host_tensor_t *t;
     void *out;
+    const uint16_t *pool;
     int64_t n_blocks, n_elem;
     int tid, n_threads;
 } gen_job_t;
+
+/* Projections and embeddings copy 64 Ki-element windows of a seeded pool of
+ * normal-ish bf16 values at per-block random offsets: memcpy speed, rows distinct. */
+#define POOL (1 << 24)
 
 static void gen_block(const gen_job_t *j, int64_t blk) {
     uint64_t s = j->r->seed ^ ((uint64_t)blk * 0xd1b54a32d192ed03ull);
     splitmix(&s);
     int64_t i0 = blk * BLOCK, i1 = i0 + BLOCK < j->n_elem ? i0 + BLOCK : j->n_elem;
     int kind = j->r->kind;
+    if ((kind == K_PROJ || kind == K_EMBED) && j->t->dtype == HS_BF16) {
+        uint64_t off = splitmix(&s) % (uint64_t)(POOL - BLOCK);
+        memcpy((uint16_t *)j->out + i0, j->pool + off, (size_t)(i1 - i0) * 2);
+        return;
+    }
     float kc = 1.0f / sqrtf((float)(j->t->cols > 0 ? j->t->cols : 1));
     for (int64_t i = i0; i < i1; i++) {
         float v;
@@ -750,16 +762,23 @@ static void gen_block(const gen_job_t *j, int64_t blk) {
         case K_ALOG: v = logf(1.0f + 15.0f * (float)(splitmix(&s) >> 40) / (float)(1ull << 24)); break;
         case K_DTBIAS: v = 0.1f * ((float)(splitmix(&s) >> 40) / (float)(1ull << 24) * 2.0f - 1.0f); break;
         case K_CONV: v = kc * ((float)(splitmix(&s) >> 40) / (float)(1ull << 24) * 2.0f - 1.0f); break;
-        default: {
-            uint64_t x = splitmix(&s);
-            float u = (float)(x & 0xffff) + (float)((x >> 16) & 0xffff) + (float)((x >> 32) & 0xffff) +
-                      (float)(x >> 48);
-            v = 0.02f * (u / 65536.0f - 2.0f) * 1.7320508f; /* Irwin-Hall(4): mean 2, var 1/3 */
-        }
+        default: v = hs_bf16_to_f32(j->pool[splitmix(&s) % POOL]);
         }
         if (j->t->dtype == HS_F32) ((float *)j->out)[i] = v;
         else ((uint16_t *)j->out)[i] = hs_f32_to_bf16(v);
     }
+}
+
+/* The pool: Irwin-Hall(4) sums of 16-bit uniforms (mean 2, var 1/3), scaled to std 0.02. */
+static uint16_t *make_pool(uint64_t seed) {
+    uint16_t *p = hs_malloc((size_t)POOL * sizeof *p);
+    uint64_t s = seed ^ 0x5851f42d4c957f2dull;
+    for (int64_t i = 0; i < POOL; i++) {
+        uint64_t x = splitmix(&s);
+        float u = (float)(x & 0xffff) + (float)((x >> 16) & 0xffff) + (float)((x >> 32) & 0xffff) + (float)(x >> 48);
+        p[i] = hs_f32_to_bf16(0.02f * (u / 65536.0f - 2.0f) * 1.7320508f);
+    }
+    return p;
 }
 
 static void *gen_thread(void *arg) {
@@ -793,7 +812,8 @@ const bk_host_tensor_t *wt_fetch(wt_model_t *m, const bk_host_tensor_t *t) {
     if (nt < 1) nt = 1;
     gen_job_t jobs[64];
     pthread_t th[64];
-    for (int i = 0; i < nt; i++) jobs[i] = (gen_job_t){r, t, m->scratch, n_blocks, n_elem, i, nt};
+    if (!m->pool) m->pool = make_pool(m->opts.seed);
+    for (int i = 0; i < nt; i++) jobs[i] = (gen_job_t){r, t, m->scratch, m->pool, n_blocks, n_elem, i, nt};
     int started = 0;
     for (int i = 1; i < nt; i++)
         if (pthread_create(&th[i], NULL, gen_thread, &jobs[i]) == 0) started = i;

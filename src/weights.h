@@ -138,6 +138,7 @@ typedef struct wt_model {
     int n_owned, cap_owned;
     void *scratch;
     size_t scratch_bytes;
+    uint16_t *pool;                  /* dummy: [1 << 24] bf16 normal-ish values, std 0.02 */
     const wt_map_t **by_ptr;         /* [n_map] sorted by t (wt_fetch lookup) */
     bk_host_tensor_t fetched;        /* what wt_fetch returned last (dummy) */
     wt_opts_t opts;
