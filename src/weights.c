@@ -808,7 +808,7 @@ const bk_host_tensor_t *wt_fetch(wt_model_t *m, const bk_host_tensor_t *t) {
     int64_t n_elem = t->rows * t->cols, n_blocks = (n_elem + BLOCK - 1) / BLOCK;
     int nt = m->opts.n_threads > 0 ? m->opts.n_threads : (int)sysconf(_SC_NPROCESSORS_ONLN);
     if (nt > 64) nt = 64;
-    if (nt > n_blocks) nt = (int)n_blocks;
+    if (nt > n_blocks / 16) nt = (int)(n_blocks / 16); /* >= 1 Mi elements per thread */
     if (nt < 1) nt = 1;
     gen_job_t jobs[64];
     pthread_t th[64];
