@@ -81,7 +81,10 @@ static uint64_t hash_str(uint64_t h, const char *s) {
 
 static void record(ld_t *L, const bk_host_tensor_t *t, char *param, char *source, const char *note, int kind) {
     wt_model_t *m = L->m;
-    m->map = hs_realloc(m->map, (size_t)(m->n_map + 1) * sizeof *m->map);
+    if (m->n_map == m->cap_map) {
+        m->cap_map = m->cap_map ? 2 * m->cap_map : 256;
+        m->map = hs_realloc(m->map, (size_t)m->cap_map * sizeof *m->map);
+    }
     wt_map_t *r = &m->map[m->n_map++];
     r->param = param;
     r->source = source;

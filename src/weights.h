@@ -128,7 +128,7 @@ typedef struct wt_model {
     st_set_t st;                     /* the checkpoint (zeroed for dummy) */
     const char *prefix;              /* resolved name prefix, e.g. "model.language_model." */
     wt_map_t *map;                   /* [n_map] parameter -> source records */
-    int n_map;
+    int n_map, cap_map;
     int *used;                       /* [st.n_tensors] of st.sorted: 0 unused, else 1 + index in map of the
                                         first parameter that consumed the tensor */
     uint64_t bytes_params;           /* sum of presented parameter bytes (tied counted once) */
