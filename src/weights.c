@@ -354,6 +354,8 @@ static int load_ffn(ld_t *L, wt_layer_t *ly, const char *lp, const char *pp, boo
             return rc;
         }
         int64_t s1 = ((2 * I + 127) / 128) * ((H + 127) / 128), s2 = ((H + 127) / 128) * ((I + 127) / 128);
+        L->m->used[st_set_index(&L->m->st, dn.t)] = L->m->n_map + 2; /* down_proj -> experts.0.down */
+        if (dn.sname) L->m->used[st_set_index(&L->m->st, st_set_find(&L->m->st, dn.sname))] = L->m->n_map + 2;
         for (int64_t e = 0; e < E; e++) {
             bk_host_tensor_t *a = &ly->experts_gate_up[e], *b = &ly->experts_down[e];
             a->dtype = gu.t->dtype;

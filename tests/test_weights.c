@@ -396,6 +396,9 @@ static void test_next_grouped(void **state) {
     r = wt_find_source(&m, "model.layers.0.linear_attn.in_proj_qkvz.weight");
     assert_non_null(r);
     assert_non_null(strstr(r->note, "de-interleaved"));
+    r = wt_find_source(&m, "model.layers.0.linear_attn.in_proj_ba.weight");
+    assert_non_null(r);
+    assert_string_equal(r->param, "layers.0.linear_attn.b");
     /* every tensor used */
     for (int i = 0; i < m.st.n_tensors; i++)
         if (!m.used[i]) fail_msg("unused: %s", m.st.sorted[i]->name);
@@ -484,6 +487,12 @@ static void test_moe_fused_vs_per_expert(void **state) {
     const wt_map_t *r = wt_find_source(&ma, "model.language_model.layers.2.mlp.experts.gate_up_proj");
     assert_non_null(r);
     assert_non_null(strstr(r->note, "view of fused"));
+    r = wt_find_source(&ma, "model.language_model.layers.2.mlp.experts.down_proj");
+    assert_non_null(r);
+    assert_string_equal(r->param, "layers.2.mlp.experts.0.down");
+    r = wt_find_source(&mb, "model.language_model.layers.2.mlp.experts.3.up_proj.weight");
+    assert_non_null(r);
+    assert_string_equal(r->param, "layers.2.mlp.experts.3.gate_up");
     wt_free(&ma);
     wt_free(&mb);
 }
