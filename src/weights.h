@@ -34,6 +34,9 @@
  * before weight_load: for real checkpoints it returns the entry unchanged.
  *
  * Shape glossary: mcfg.h. Every entry is [rows, cols] row-major; vectors have rows 1.
+ * Views point into the read-only mmap: never write through them, and do not assume
+ * more than byte alignment (safetensors offsets are not guaranteed aligned; HF's
+ * writer happens to align them). Everything stays valid until wt_free.
  */
 #ifndef HS_WEIGHTS_H
 #define HS_WEIGHTS_H
