@@ -424,7 +424,7 @@ int st_set_open(const char *path, st_set_t *out, char *err, size_t n) {
     closedir(d);
     rc = HS_OK;
     if (cnt == 0) rc = hs_errf(err, n, HS_ERR_NOT_FOUND, "%s: no *.safetensors files and no index", path);
-    qsort(names, (size_t)cnt, sizeof *names, cmp_str);
+    if (cnt) qsort(names, (size_t)cnt, sizeof *names, cmp_str);
     for (int i = 0; i < cnt && rc == HS_OK; i++) {
         char *p = path_join(path, names[i]);
         rc = set_add_file(out, p, err, n);

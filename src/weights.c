@@ -19,8 +19,9 @@
  * Dummy weights: the same builders run with no checkpoint; each record keeps an init
  * kind and a seed, and wt_fetch generates values into a scratch buffer: blocks of
  * 64 Ki elements, each from its own splitmix64 stream (seed, tensor, block), so the
- * values do not depend on the thread count. Normal-ish values are Irwin-Hall(4)
- * sums of 16-bit uniforms.
+ * values do not depend on the thread count. Normal-ish values (std 0.02) come from a
+ * seeded pool of 16 Mi Irwin-Hall(4) samples: a projection block is a window of the
+ * pool at a random offset, so generation runs at memcpy speed.
  */
 #include "weights.h"
 
@@ -80,7 +81,10 @@ static uint64_t hash_str(uint64_t h, const char *s) {
 
 static void record(ld_t *L, const bk_host_tensor_t *t, char *param, char *source, const char *note, int kind) {
     wt_model_t *m = L->m;
-    m->map = hs_realloc(m->map, (size_t)(m->n_map + 1) * sizeof *m->map);
+    if (m->n_map == m->cap_map) {
+        m->cap_map = m->cap_map ? 2 * m->cap_map : 256;
+        m->map = hs_realloc(m->map, (size_t)m->cap_map * sizeof *m->map);
+    }
     wt_map_t *r = &m->map[m->n_map++];
     r->param = param;
     r->source = source;
@@ -137,7 +141,7 @@ static int find_src(ld_t *L, const char *name, int rank, const int64_t *dims, in
     if (!dtype_ok(t->dtype, mask))
         return hs_errf(L->err, L->n, HS_ERR_FORMAT, "%s: expected dtype %s, got %s", name,
                        mask & M_W ? "BF16, F16, F32 or F8_E4M3" : "BF16, F16 or F32", st_dtype_str(t->dtype));
-    m->used[st_set_index(&m->st, t)] = 1;
+    m->used[st_set_index(&m->st, t)] = m->n_map + 1; /* the record that follows */
     out->t = t;
     if (t->dtype != HS_F8_E4M3) return HS_OK;
     /* FP8: block scales [.., ceil(d[-2]/128), ceil(d[-1]/128)] */
@@ -177,7 +181,7 @@ static int find_src(ld_t *L, const char *name, int rank, const int64_t *dims, in
         memcpy(f, s->data, (size_t)s->n_elem * sizeof(float));
         out->scale = f;
     }
-    m->used[st_set_index(&m->st, s)] = 1;
+    m->used[st_set_index(&m->st, s)] = m->n_map + 1;
     out->sname = s->name;
     return HS_OK;
 }
@@ -350,6 +354,8 @@ static int load_ffn(ld_t *L, wt_layer_t *ly, const char *lp, const char *pp, boo
             return rc;
         }
         int64_t s1 = ((2 * I + 127) / 128) * ((H + 127) / 128), s2 = ((H + 127) / 128) * ((I + 127) / 128);
+        L->m->used[st_set_index(&L->m->st, dn.t)] = L->m->n_map + 2; /* down_proj -> experts.0.down */
+        if (dn.sname) L->m->used[st_set_index(&L->m->st, st_set_find(&L->m->st, dn.sname))] = L->m->n_map + 2;
         for (int64_t e = 0; e < E; e++) {
             bk_host_tensor_t *a = &ly->experts_gate_up[e], *b = &ly->experts_down[e];
             a->dtype = gu.t->dtype;
@@ -451,6 +457,7 @@ static int load_gdn(ld_t *L, wt_layer_t *ly, const char *lp, const char *pp) {
         gather(L, &ly->gdn_b, seg, k, H);
         record(L, &ly->gdn_b, fmt("%slinear_attn.b", pp), hs_strdup(ba), "de-interleaved from grouped ba: b rows (copy)",
                K_PROJ);
+        L->m->used[st_set_index(&L->m->st, sba.t)] = L->m->n_map; /* ba -> b */
         k = 0;
         for (int64_t g = 0; g < Hk; g++) seg[k++] = (seg_t){&sba, g * 2 * r + r, r};
         gather(L, &ly->gdn_a, seg, k, H);
@@ -609,7 +616,7 @@ int wt_load(const char *path, const mcfg_t *c, const wt_opts_t *opts, wt_model_t
         wt_free(m);
         return rc;
     }
-    m->used = hs_calloc((size_t)(m->st.n_tensors ? m->st.n_tensors : 1), 1);
+    m->used = hs_calloc((size_t)(m->st.n_tensors ? m->st.n_tensors : 1), sizeof(int));
     m->prefix = resolve_prefix(&m->st, c);
     ld_t L = {m, &m->cfg, err, n};
     rc = build(&L);
@@ -655,6 +662,7 @@ void wt_free(wt_model_t *m) {
     for (int i = 0; i < m->n_owned; i++) hs_free(m->owned[i]);
     hs_free(m->owned);
     hs_free(m->scratch);
+    hs_free(m->pool);
     hs_free(m->used);
     st_set_close(&m->st);
     memset(m, 0, sizeof *m);
@@ -668,18 +676,11 @@ int wt_load_format_parse(const char *s, wt_load_format_t *out) {
 }
 
 const wt_map_t *wt_find_source(const wt_model_t *m, const char *tensor) {
-    size_t n = strlen(tensor);
-    for (int i = 0; i < m->n_map; i++) {
-        const char *s = m->map[i].source;
-        const char *p = strstr(s, tensor);
-        while (p) {
-            bool start = p == s || p[-1] == ' ' || p[-1] == '(';
-            bool end = p[n] == 0 || p[n] == ' ' || p[n] == '[' || p[n] == ')';
-            if (start && end) return &m->map[i];
-            p = strstr(p + 1, tensor);
-        }
-    }
-    return NULL;
+    if (m->dummy) return NULL;
+    const st_tensor_t *t = st_set_find(&m->st, tensor);
+    if (!t) return NULL;
+    int u = m->used[st_set_index(&m->st, t)];
+    return u ? &m->map[u - 1] : NULL;
 }
 
 const char *wt_unused_reason(const char *t) {
@@ -738,15 +739,25 @@ typedef struct {
     const wt_map_t *r;
     const bk_host_tensor_t *t;
     void *out;
+    const uint16_t *pool;
     int64_t n_blocks, n_elem;
     int tid, n_threads;
 } gen_job_t;
+
+/* Projections and embeddings copy 64 Ki-element windows of a seeded pool of
+ * normal-ish bf16 values at per-block random offsets: memcpy speed, rows distinct. */
+#define POOL (1 << 24)
 
 static void gen_block(const gen_job_t *j, int64_t blk) {
     uint64_t s = j->r->seed ^ ((uint64_t)blk * 0xd1b54a32d192ed03ull);
     splitmix(&s);
     int64_t i0 = blk * BLOCK, i1 = i0 + BLOCK < j->n_elem ? i0 + BLOCK : j->n_elem;
     int kind = j->r->kind;
+    if ((kind == K_PROJ || kind == K_EMBED) && j->t->dtype == HS_BF16) {
+        uint64_t off = splitmix(&s) % (uint64_t)(POOL - BLOCK);
+        memcpy((uint16_t *)j->out + i0, j->pool + off, (size_t)(i1 - i0) * 2);
+        return;
+    }
     float kc = 1.0f / sqrtf((float)(j->t->cols > 0 ? j->t->cols : 1));
     for (int64_t i = i0; i < i1; i++) {
         float v;
@@ -756,16 +767,23 @@ static void gen_block(const gen_job_t *j, int64_t blk) {
         case K_ALOG: v = logf(1.0f + 15.0f * (float)(splitmix(&s) >> 40) / (float)(1ull << 24)); break;
         case K_DTBIAS: v = 0.1f * ((float)(splitmix(&s) >> 40) / (float)(1ull << 24) * 2.0f - 1.0f); break;
         case K_CONV: v = kc * ((float)(splitmix(&s) >> 40) / (float)(1ull << 24) * 2.0f - 1.0f); break;
-        default: {
-            uint64_t x = splitmix(&s);
-            float u = (float)(x & 0xffff) + (float)((x >> 16) & 0xffff) + (float)((x >> 32) & 0xffff) +
-                      (float)(x >> 48);
-            v = 0.02f * (u / 65536.0f - 2.0f) * 1.7320508f; /* Irwin-Hall(4): mean 2, var 1/3 */
-        }
+        default: v = hs_bf16_to_f32(j->pool[splitmix(&s) % POOL]);
         }
         if (j->t->dtype == HS_F32) ((float *)j->out)[i] = v;
         else ((uint16_t *)j->out)[i] = hs_f32_to_bf16(v);
     }
+}
+
+/* The pool: Irwin-Hall(4) sums of 16-bit uniforms (mean 2, var 1/3), scaled to std 0.02. */
+static uint16_t *make_pool(uint64_t seed) {
+    uint16_t *p = hs_malloc((size_t)POOL * sizeof *p);
+    uint64_t s = seed ^ 0x5851f42d4c957f2dull;
+    for (int64_t i = 0; i < POOL; i++) {
+        uint64_t x = splitmix(&s);
+        float u = (float)(x & 0xffff) + (float)((x >> 16) & 0xffff) + (float)((x >> 32) & 0xffff) + (float)(x >> 48);
+        p[i] = hs_f32_to_bf16(0.02f * (u / 65536.0f - 2.0f) * 1.7320508f);
+    }
+    return p;
 }
 
 static void *gen_thread(void *arg) {
@@ -795,11 +813,12 @@ const bk_host_tensor_t *wt_fetch(wt_model_t *m, const bk_host_tensor_t *t) {
     int64_t n_elem = t->rows * t->cols, n_blocks = (n_elem + BLOCK - 1) / BLOCK;
     int nt = m->opts.n_threads > 0 ? m->opts.n_threads : (int)sysconf(_SC_NPROCESSORS_ONLN);
     if (nt > 64) nt = 64;
-    if (nt > n_blocks) nt = (int)n_blocks;
+    if (nt > n_blocks / 16) nt = (int)(n_blocks / 16); /* >= 1 Mi elements per thread */
     if (nt < 1) nt = 1;
     gen_job_t jobs[64];
     pthread_t th[64];
-    for (int i = 0; i < nt; i++) jobs[i] = (gen_job_t){r, t, m->scratch, n_blocks, n_elem, i, nt};
+    if (!m->pool) m->pool = make_pool(m->opts.seed);
+    for (int i = 0; i < nt; i++) jobs[i] = (gen_job_t){r, t, m->scratch, m->pool, n_blocks, n_elem, i, nt};
     int started = 0;
     for (int i = 1; i < nt; i++)
         if (pthread_create(&th[i], NULL, gen_thread, &jobs[i]) == 0) started = i;

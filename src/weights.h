@@ -34,6 +34,9 @@
  * before weight_load: for real checkpoints it returns the entry unchanged.
  *
  * Shape glossary: mcfg.h. Every entry is [rows, cols] row-major; vectors have rows 1.
+ * Views point into the read-only mmap: never write through them, and do not assume
+ * more than byte alignment (safetensors offsets are not guaranteed aligned; HF's
+ * writer happens to align them). Everything stays valid until wt_free.
  */
 #ifndef HS_WEIGHTS_H
 #define HS_WEIGHTS_H
@@ -128,8 +131,9 @@ typedef struct wt_model {
     st_set_t st;                     /* the checkpoint (zeroed for dummy) */
     const char *prefix;              /* resolved name prefix, e.g. "model.language_model." */
     wt_map_t *map;                   /* [n_map] parameter -> source records */
-    int n_map;
-    unsigned char *used;             /* [st.n_tensors] 1 when a parameter consumed the tensor */
+    int n_map, cap_map;
+    int *used;                       /* [st.n_tensors] of st.sorted: 0 unused, else 1 + index in map of the
+                                        first parameter that consumed the tensor */
     uint64_t bytes_params;           /* sum of presented parameter bytes (tied counted once) */
 
     /* internals: owned buffers, dummy scratch, fetch index */
@@ -137,6 +141,7 @@ typedef struct wt_model {
     int n_owned, cap_owned;
     void *scratch;
     size_t scratch_bytes;
+    uint16_t *pool;                  /* dummy: [1 << 24] bf16 normal-ish values, std 0.02 */
     const wt_map_t **by_ptr;         /* [n_map] sorted by t (wt_fetch lookup) */
     bk_host_tensor_t fetched;        /* what wt_fetch returned last (dummy) */
     wt_opts_t opts;

@@ -280,12 +280,41 @@ static void test_sharded_errors(void **state) {
     assert_int_equal(st_set_open("/nonexistent/x.safetensors", &s, err, sizeof err), HS_ERR_NOT_FOUND);
 }
 
+/* The fuzz seeds (fuzz/seeds/st, first byte = mode: even raw image, odd header JSON
+ * wrapped with a 256-byte data section) are all valid files. */
+static void test_fuzz_seeds(void **state) {
+    (void)state;
+    const char *names[] = {"raw_two_tensors.safetensors", "raw_fp8_scale.safetensors", "raw_empty.safetensors",
+                           "raw_conv3d.safetensors", "json_two_tensors.json", "json_fp8_scale.json",
+                           "json_empty.json", "json_conv3d.json"};
+    for (size_t k = 0; k < sizeof names / sizeof names[0]; k++) {
+        char p[300], err[512];
+        snprintf(p, sizeof p, "fuzz/seeds/st/%s", names[k]);
+        size_t len;
+        char *b = hs_read_file(p, &len, err, sizeof err);
+        if (!b) fail_msg("%s", err);
+        size_t size = len - 1;
+        uint8_t *img = calloc(1, size + 8 + 256);
+        if (b[0] & 1) {
+            for (int i = 0; i < 8; i++) img[i] = (uint8_t)((uint64_t)size >> (8 * i));
+            memcpy(img + 8, b + 1, size);
+            size += 8 + 256;
+        } else memcpy(img, b + 1, size);
+        st_file_t f;
+        if (st_parse(img, size, p, &f, err, sizeof err) != HS_OK) fail_msg("%s", err);
+        st_file_close(&f);
+        free(img);
+        free(b);
+    }
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_roundtrip),     cmocka_unit_test(test_empty_and_flagged),
         cmocka_unit_test(test_header_length), cmocka_unit_test(test_header_json),
         cmocka_unit_test(test_dtype_shape),   cmocka_unit_test(test_offsets),
         cmocka_unit_test(test_sharded),       cmocka_unit_test(test_sharded_errors),
+        cmocka_unit_test(test_fuzz_seeds),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -13,7 +13,7 @@
  *   - malformed tokenizer.json: the error names the file and the field.
  * The real tokenizer is loaded once (group setup): it takes a while under ASan.
  * Tokenizer directory: $HYSERVE_TOKENIZER_DIR, else tests/data/qwen3-tokenizer in the
- * repository (a copy of ../shared/data/qwen3-tokenizer).
+ * repository (a copy of ../shared/data/qwen3-tokenizer, used if the copy is missing).
  */
 #include <stdarg.h>
 #include <stddef.h>
@@ -41,6 +41,8 @@ static int setup(void **state) {
     (void)state;
     const char *env = getenv("HYSERVE_TOKENIZER_DIR");
     snprintf(g_dir, sizeof g_dir, "%s", env && *env ? env : HYSERVE_SOURCE_DIR "/tests/data/qwen3-tokenizer");
+    if (!(env && *env) && access(HYSERVE_SOURCE_DIR "/tests/data/qwen3-tokenizer/tokenizer.json", R_OK) != 0)
+        snprintf(g_dir, sizeof g_dir, "%s", HYSERVE_SOURCE_DIR "/../shared/data/qwen3-tokenizer");
     char err[512];
     if (tok_load(g_dir, &g_tok, err, sizeof err)) {
         fprintf(stderr, "cannot load tokenizer: %s\n", err);

@@ -30,6 +30,10 @@ static int setup(void **state) {
 
 static int teardown(void **state) {
     (void)state;
+    if (getenv("HS_TEST_KEEP")) { /* keep the fixtures for `hyserve inspect` */
+        fprintf(stderr, "fixtures kept in %s\n", tmpdir);
+        return 0;
+    }
     char cmd[600];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmpdir);
     return system(cmd) == 0 ? 0 : -1;
@@ -52,7 +56,10 @@ typedef struct {
     const char *bad_shape; /* give this tensor one extra row */
     const char *bad_dtype; /* store this tensor as I32 */
     bool no_scale;       /* drop FP8 scale tensors */
+    bool inter128;       /* dense intermediate_size 128 (FP8 blocks align) instead of 16 */
 } fx_t;
+
+static int64_t idense(const fx_t *fx) { return fx->inter128 ? 128 : I_DENSE; }
 
 typedef struct {
     char name[256];
@@ -98,7 +105,10 @@ static void add_t(const fx_t *fx, const char *name, hs_dtype_t dt, int rank, int
 }
 
 static float fn_plain(const char *name, int64_t i, void *arg) { (void)arg; return val(key_of(name), i); }
-static float fn_scale(const char *name, int64_t i, void *arg) { (void)name; (void)arg; return 0.5f + (float)i; }
+static float fn_scale(const char *name, int64_t i, void *arg) {
+    (void)arg;
+    return (strstr(name, "up_proj") ? 0.25f : 0.5f) + (float)i;
+}
 
 /* Fused experts: element (e, r, c) has the value of the per-expert logical tensor. */
 typedef struct { const char *lp; int64_t I, rows, cols; int which; } fused_arg_t; /* which 0: gate_up, 1: down */
@@ -130,9 +140,9 @@ static void add_w(const fx_t *fx, const char *name, int64_t r, int64_t c, bool f
 static void add_ffn(const fx_t *fx, const char *lp, bool moe) {
     char n[300];
     if (!moe) {
-        snprintf(n, sizeof n, "%smlp.gate_proj.weight", lp); add_w(fx, n, I_DENSE, H, fx->fp8);
-        snprintf(n, sizeof n, "%smlp.up_proj.weight", lp); add_w(fx, n, I_DENSE, H, fx->fp8);
-        snprintf(n, sizeof n, "%smlp.down_proj.weight", lp); ADD2(n, H, I_DENSE);
+        snprintf(n, sizeof n, "%smlp.gate_proj.weight", lp); add_w(fx, n, idense(fx), H, fx->fp8);
+        snprintf(n, sizeof n, "%smlp.up_proj.weight", lp); add_w(fx, n, idense(fx), H, fx->fp8);
+        snprintf(n, sizeof n, "%smlp.down_proj.weight", lp); ADD2(n, H, idense(fx));
         return;
     }
     snprintf(n, sizeof n, "%smlp.gate.weight", lp); ADD2(n, E, H);
@@ -207,7 +217,7 @@ static void write_config(const char *dir, const fx_t *fx) {
                    "\"norm_topk_prob\":true,\"tie_word_embeddings\":%s}", text, tied);
     else if (fx->fam == FAM_35)
         fprintf(f, "{\"model_type\":\"qwen3_5\",\"tie_word_embeddings\":%s,\"text_config\":{%s,"
-                   "\"intermediate_size\":16,\"model_type\":\"qwen3_5_text\"}}", tied, text);
+                   "\"intermediate_size\":%d,\"model_type\":\"qwen3_5_text\"}}", tied, text, (int)idense(fx));
     else
         fprintf(f, "{\"model_type\":\"qwen3_5_moe\",\"tie_word_embeddings\":%s,\"text_config\":{%s,"
                    "\"num_experts\":4,\"num_experts_per_tok\":2,\"moe_intermediate_size\":8,"
@@ -386,6 +396,9 @@ static void test_next_grouped(void **state) {
     r = wt_find_source(&m, "model.layers.0.linear_attn.in_proj_qkvz.weight");
     assert_non_null(r);
     assert_non_null(strstr(r->note, "de-interleaved"));
+    r = wt_find_source(&m, "model.layers.0.linear_attn.in_proj_ba.weight");
+    assert_non_null(r);
+    assert_string_equal(r->param, "layers.0.linear_attn.b");
     /* every tensor used */
     for (int i = 0; i < m.st.n_tensors; i++)
         if (!m.used[i]) fail_msg("unused: %s", m.st.sorted[i]->name);
@@ -474,6 +487,12 @@ static void test_moe_fused_vs_per_expert(void **state) {
     const wt_map_t *r = wt_find_source(&ma, "model.language_model.layers.2.mlp.experts.gate_up_proj");
     assert_non_null(r);
     assert_non_null(strstr(r->note, "view of fused"));
+    r = wt_find_source(&ma, "model.language_model.layers.2.mlp.experts.down_proj");
+    assert_non_null(r);
+    assert_string_equal(r->param, "layers.2.mlp.experts.0.down");
+    r = wt_find_source(&mb, "model.language_model.layers.2.mlp.experts.3.up_proj.weight");
+    assert_non_null(r);
+    assert_string_equal(r->param, "layers.2.mlp.experts.3.gate_up");
     wt_free(&ma);
     wt_free(&mb);
 }
@@ -493,11 +512,24 @@ static void test_fp8(void **state) {
     assert_null(gu->scale_inv);
     for (int64_t i = 0; i < 2 * I_DENSE * H; i++) {
         int64_t k = (i < I_DENSE * H ? i : i - I_DENSE * H) % 8;
-        assert_true(h2f(gu, i / H, i % H) == (1.0f + (float)k / 8.0f) * 0.5f);
+        assert_true(h2f(gu, i / H, i % H) == (1.0f + (float)k / 8.0f) * (i < I_DENSE * H ? 0.5f : 0.25f));
     }
     assert_non_null(wt_find_source(&m, "model.language_model.layers.3.self_attn.q_proj.weight_scale_inv"));
     for (int i = 0; i < m.st.n_tensors; i++)
         if (!m.used[i]) fail_msg("unused: %s", m.st.sorted[i]->name);
+    wt_free(&m);
+    /* 128-row gate and up: the stack stays FP8, scale rows stacked the same way */
+    fx.inter128 = true;
+    load_ok(build_fx("fp8_128", &fx), &m);
+    gu = &m.layers[1].gate_up;
+    assert_int_equal(gu->dtype, HS_F8_E4M3);
+    assert_int_equal(gu->rows, 256);
+    assert_non_null(gu->scale_inv);
+    assert_true(gu->scale_inv[0] == 0.5f && gu->scale_inv[1] == 0.25f);
+    const st_tensor_t *g = st_set_find(&m.st, "model.language_model.layers.1.mlp.gate_proj.weight");
+    const st_tensor_t *u = st_set_find(&m.st, "model.language_model.layers.1.mlp.up_proj.weight");
+    assert_memory_equal(gu->data, g->data, 128 * H);
+    assert_memory_equal((const uint8_t *)gu->data + 128 * H, u->data, 128 * H);
     wt_free(&m);
 }
 
