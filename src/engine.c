@@ -285,14 +285,28 @@ int hs_engine_create(const hs_engine_config_t *cfg, hs_engine_t **out, char *err
     }
     if ((rc = statemap_init(&e->sm, &cs, 1, ssm_dtype, 0, e->page_bytes, base, 0, err, n)) != HS_OK) goto fail;
 
+    /* Weights and activations first: on a GPU the pool gets what is left. */
+    model_config_t mcfg = {.max_tokens = cfg->max_num_batched_tokens, .max_logits = cfg->max_num_seqs};
+    if ((rc = model_create(&e->model, &w, e->bk, &mcfg, err, n)) != HS_OK) goto fail;
+    wt_free(&w);
+
     e->max_model_len = cfg->max_model_len > 0 ? cfg->max_model_len : c->max_position_embeddings;
-    size_t pool_bytes = cfg->pool_bytes ? cfg->pool_bytes : ((size_t)1 << 30);
+    size_t pool_bytes = cfg->pool_bytes;
+    if (!pool_bytes && e->bk->mem_info) {
+        /* budget = total * mem_util - what is in use now (weights, activations, runtime) */
+        size_t free_b = 0, total_b = 0;
+        e->bk->mem_info(e->bk, &free_b, &total_b);
+        double budget = (double)total_b * cfg->mem_util - (double)(total_b - free_b);
+        pool_bytes = budget > 0 ? (size_t)budget : 0;
+    }
+    if (!pool_bytes) pool_bytes = (size_t)1 << 30;
     int64_t n_pages = (int64_t)(pool_bytes / e->page_bytes);
     if (n_pages < 2) {
         rc = hs_errf(err, n, HS_ERR_NO_MEMORY, "pool of %zu bytes holds fewer than 2 pages of %zu bytes", pool_bytes,
                      e->page_bytes);
         goto fail;
     }
+    if ((rc = model_alloc_pool(e->model, n_pages, e->page_bytes, &e->kv, &e->sm, err, n)) != HS_OK) goto fail;
     /* A request can never need more pages than the pool: cap the model length. */
     int64_t fit_tokens = (n_pages - e->sm.n_pages) * cfg->block_size;
     if (kind == LAYOUT_SLOTS) fit_tokens -= (int64_t)cfg->max_num_seqs * e->sm.n_pages * cfg->block_size;
@@ -322,16 +336,6 @@ int hs_engine_create(const hs_engine_config_t *cfg, hs_engine_t **out, char *err
     sc.copy_user = e;
     if ((rc = sched_create(&e->sched, &sc, e->pool, err, n)) != HS_OK) goto fail;
 
-    model_config_t mcfg = {
-        .max_tokens = cfg->max_num_batched_tokens,
-        .max_logits = cfg->max_num_seqs,
-        .n_pages = n_pages,
-        .kv = e->kv,
-        .sm = &e->sm,
-        .page_bytes = e->page_bytes,
-    };
-    if ((rc = model_create(&e->model, &w, e->bk, &mcfg, err, n)) != HS_OK) goto fail;
-    wt_free(&w);
 
     e->bt_stride = 16;
     e->bt = hs_malloc(sizeof(int32_t) * (size_t)cfg->max_num_seqs * (size_t)e->bt_stride);

@@ -177,18 +177,6 @@ int model_create(model_t **out, const wt_model_t *wc, backend_t *bk, const model
         goto fail;
     }
 
-    /* The pool: one allocation of n_pages pages. */
-    assert(mc->page_bytes >= mc->kv.kv_bytes);
-    m->pool.page_bytes = mc->page_bytes;
-    m->pool.n_pages = mc->n_pages;
-    m->pool.kv = mc->kv;
-    m->pool.sm = *mc->sm; /* shallow: the conv/ssm arrays stay owned by the caller */
-    m->pool.base = bk->alloc(bk, (size_t)mc->n_pages * mc->page_bytes);
-    if (!m->pool.base) {
-        rc = hs_errf(err, n, HS_ERR_NO_MEMORY, "%s backend: cannot allocate the page pool (%lld pages of %zu bytes)",
-                     bk->name, (long long)mc->n_pages, mc->page_bytes);
-        goto fail;
-    }
     *out = m;
     return HS_OK;
 fail:
@@ -224,6 +212,20 @@ void model_destroy(model_t *m) {
         if (bufs[i]) bk->free(bk, bufs[i]);
     free(m->layers);
     free(m);
+}
+
+int model_alloc_pool(model_t *m, int64_t n_pages, size_t page_bytes, const kv_layout_t *kv, const statemap_t *sm,
+                     char *err, size_t n) {
+    assert(!m->pool.base && n_pages > 0 && page_bytes >= kv->kv_bytes);
+    m->pool.page_bytes = page_bytes;
+    m->pool.n_pages = n_pages;
+    m->pool.kv = *kv;
+    m->pool.sm = *sm;
+    m->pool.base = m->bk->alloc(m->bk, (size_t)n_pages * page_bytes);
+    if (!m->pool.base)
+        return hs_errf(err, n, HS_ERR_NO_MEMORY, "%s backend: cannot allocate the page pool (%lld pages of %zu bytes)",
+                       m->bk->name, (long long)n_pages, page_bytes);
+    return HS_OK;
 }
 
 const bk_pool_t *model_pool(const model_t *m) { return &m->pool; }

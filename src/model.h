@@ -32,16 +32,17 @@ typedef struct model model_t;
 typedef struct {
     int max_tokens;        /* T at most per step */
     int max_logits;        /* logit rows at most per step */
-    int64_t n_pages;       /* pages of the pool */
-    kv_layout_t kv;        /* KV block layout (page_bytes >= kv.kv_bytes) */
-    const statemap_t *sm;  /* state map (copied) */
-    size_t page_bytes;     /* pool page size */
 } model_config_t;
 
 /* Upload every weight of `w` to the backend (w can be freed afterwards) and
- * allocate activations and the pool (zeroed). HS_ERR_* with a message naming the
- * parameter on failure. */
+ * allocate the activations. HS_ERR_* with a message naming the parameter on
+ * failure. The pool comes next, with model_alloc_pool, once the caller knows how
+ * much memory is left. */
 int model_create(model_t **out, const wt_model_t *w, backend_t *bk, const model_config_t *mc, char *err, size_t n);
+/* Allocate the page pool (n_pages * page_bytes, zeroed) with its layouts: kv and the
+ * state map sm (shallow copy: sm's arrays must outlive the model). */
+int model_alloc_pool(model_t *m, int64_t n_pages, size_t page_bytes, const kv_layout_t *kv, const statemap_t *sm,
+                     char *err, size_t n);
 void model_destroy(model_t *m);
 
 /* Run one step: ids[T] (host) are the batch's tokens. logits (host, [n_logits, V]

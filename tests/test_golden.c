@@ -59,9 +59,9 @@ static void rig_open(rig_t *r, const char *dir, int max_tokens) {
     c32.dtype = r->bk->act_dtype;
     if (statemap_init(&r->sm, &c32, 1, HS_F32, 0, r->kv.kv_bytes, 0, 0, err, sizeof err)) fail_msg("%s", err);
     r->max_tokens = max_tokens;
-    model_config_t mc = {.max_tokens = max_tokens, .max_logits = max_tokens, .n_pages = 64, .kv = r->kv,
-                         .sm = &r->sm, .page_bytes = r->kv.kv_bytes};
+    model_config_t mc = {.max_tokens = max_tokens, .max_logits = max_tokens};
     if (model_create(&r->m, &w, r->bk, &mc, err, sizeof err)) fail_msg("%s", err);
+    if (model_alloc_pool(r->m, 64, r->kv.kv_bytes, &r->kv, &r->sm, err, sizeof err)) fail_msg("%s", err);
     wt_free(&w);
     r->logits = malloc(sizeof(float) * (size_t)max_tokens * (size_t)r->c.vocab);
 }
