@@ -6,7 +6,10 @@
 
 /* Each subcommand is declared next to its row; its file is src/cmd_<name>.c. */
 
+int cmd_simulate(int argc, char **argv);
+
 const cmd_t hs_commands[] = {
+    {"simulate", cmd_simulate, "replay a workload on the scheduler + pool with a step-time model (a model, not a measurement)"},
     {NULL, NULL, NULL},
 };
 
