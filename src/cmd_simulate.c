@@ -42,6 +42,8 @@ static void usage(FILE *f) {
             "  --max-num-seqs N             batch / running limit; slots reserve state for it (512)\n"
             "  --max-num-batched-tokens N   tokens per step (16384)\n"
             "  --preempt recompute|swap     preemption mode (recompute)\n"
+            "  --policy hyserve|seed        step policy: hyserve (decode-first, chunked prefill) or the\n"
+            "                               seed's (ATOM #602: prefill-first, whole prompts, no mixing)\n"
             "  --swap-gib G                 host swap space for --preempt swap (64)\n"
             "  --layouts LIST               comma-separated subset of coupled,slots,paged (all)\n"
             "  --seed N                     workload seed (0)\n"
@@ -243,6 +245,16 @@ int cmd_simulate(int argc, char **argv) {
             }
             continue;
         }
+        if (!strcmp(a, "--policy")) {
+            NEED_VAL;
+            if (!strcmp(val, "hyserve")) c.policy = SCHED_POLICY_DEFAULT;
+            else if (!strcmp(val, "seed")) c.policy = SCHED_POLICY_SEED;
+            else {
+                fprintf(stderr, "hyserve simulate: --policy: hyserve or seed\n");
+                return 2;
+            }
+            continue;
+        }
         if (!strcmp(a, "--request-rate")) {
             NEED_VAL;
             if (!strcmp(val, "inf")) rate = 0;
@@ -346,6 +358,7 @@ int cmd_simulate(int argc, char **argv) {
         json_object_set_new(root, "max_concurrency", json_integer(c.max_concurrency));
         json_object_set_new(root, "max_num_seqs", json_integer(c.max_num_seqs));
         json_object_set_new(root, "max_num_batched_tokens", json_integer(c.max_num_batched_tokens));
+        json_object_set_new(root, "policy", json_string(c.policy == SCHED_POLICY_SEED ? "seed" : "hyserve"));
         json_object_set_new(root, "preempt", json_string(c.preempt == SCHED_PREEMPT_SWAP ? "swap" : "recompute"));
         json_object_set_new(root, "wall_s", json_real(wall));
         json_t *arr = json_array();
@@ -402,10 +415,11 @@ int cmd_simulate(int argc, char **argv) {
         printf("  tp %d, %s (%.2f GiB), kv %s, state %s, weights %s, mem-util %.2f\n", c.tp, c.gpu->name, c.gpu->mem_gib,
                hs_dtype_name(c.kv_dtype), hs_dtype_name(c.state_dtype), hs_dtype_name(c.weights_dtype), c.mem_util);
         printf("  workload: %d requests, %llu input + %llu output tokens%s; concurrency %d; rate %s; "
-               "max-num-seqs %d, max-num-batched-tokens %d, preempt %s\n",
+               "max-num-seqs %d, max-num-batched-tokens %d, preempt %s, policy %s\n",
                w.n, (unsigned long long)in_tot, (unsigned long long)out_tot, trace ? " (trace)" : "",
                c.max_concurrency, rate > 0 ? "poisson" : "inf", c.max_num_seqs, c.max_num_batched_tokens,
-               c.preempt == SCHED_PREEMPT_SWAP ? "swap" : "recompute");
+               c.preempt == SCHED_PREEMPT_SWAP ? "swap" : "recompute",
+               c.policy == SCHED_POLICY_SEED ? "seed (ATOM #602)" : "hyserve");
         printf("\n%-8s %10s %10s %3s %9s %9s | %9s %9s | %-20s | %-20s | %6s %5s %8s\n", "layout", "page", "state/req",
                "E", "pages", "budget", "total t/s", "out t/s", "TTFT ms p50/p90/p99", "TPOT ms p50/p90/p99", "run",
                "max", "preempt");

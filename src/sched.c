@@ -394,7 +394,7 @@ static void add_row(sched_t *s, seq_t *q, int n, bool decode) {
     b->ids[r] = q->id;
     b->n_past[r] = q->n_computed;
     if (decode) {
-        assert(n == 1 + s->cfg.k_spec);
+        assert(n == 1 + s->cfg.k_spec && b->n_decode == r); /* decode rows come first */
         b->token_ids[t0] = q->tokens[q->n_tokens - 1];
         for (int i = 0; i < s->cfg.k_spec; i++) b->token_ids[t0 + 1 + i] = q->spec[i];
         for (int i = 0; i < n; i++) {
@@ -444,21 +444,13 @@ static bool try_prefill(sched_t *s, seq_t *q) {
     return true;
 }
 
-int sched_step(sched_t *s, const sched_batch_t **out) {
-    if (s->pending) return HS_ERR_STATE;
+/* 1. decode, oldest first; preempt the newest when the pool is short. */
+static int pass_decode(sched_t *s) {
     sched_batch_t *b = &s->batch;
-    b->n_seqs = b->n_tokens = b->n_decode = b->n_decode_tokens = b->n_prefill_tokens = b->n_logits = 0;
-    b->n_preempt_recompute = b->n_preempt_swap = b->n_admitted = 0;
-    b->n_pages_swapped_out = b->n_pages_swapped_in = 0;
-    b->tok_start[0] = 0;
-    b->logit_start[0] = 0;
-    s->n_ev = 0;
     const int k = s->cfg.k_spec;
-
-    /* 1. decode, oldest first; preempt the newest when the pool is short. */
     for (seq_t *q = s->running.head; q;) {
         seq_t *next = q->next;
-        if (!seq_decode_ready(q)) {
+        if (!seq_decode_ready(q) || q->sched_row >= 0) {
             q = next;
             continue;
         }
@@ -487,12 +479,18 @@ int sched_step(sched_t *s, const sched_batch_t **out) {
         add_row(s, q, 1 + k, true);
         q = next;
     }
+    return HS_OK;
+}
 
-    /* 2. prefill chunks of running sequences part-way through their prompt. */
+/* 3. prefill chunks of running sequences part-way through their prompt. */
+static void pass_prefill_running(sched_t *s) {
     for (seq_t *q = s->running.head; q && budget_left(s) > 0; q = q->next)
         if (q->sched_row < 0 && q->n_computed < q->n_committed) try_prefill(s, q);
+}
 
-    /* 3. swap-in, oldest first; new work waits while anything is swapped out. */
+/* 2. swap-in, oldest first. */
+static void pass_swap_in(sched_t *s) {
+    sched_batch_t *b = &s->batch;
     while (s->swapped.head && s->running.n < s->cfg.max_num_seqs) {
         seq_t *q = s->swapped.head;
         if (pool_can_swap_in(s->pool, q->id, NULL, 0) != HS_OK) break;
@@ -508,11 +506,17 @@ int sched_step(sched_t *s, const sched_batch_t **out) {
         q_insert_sorted(&s->running, q);
         b->n_pages_swapped_in += pages;
         s->st.n_swap_in++;
+        /* A decode row now (decode rows stay ahead of prefill rows); a part-way
+         * prefill continues in the prefill pass. */
         if (seq_decode_ready(q)) try_decode(s, q);
-        else try_prefill(s, q);
     }
+}
 
-    /* 4. admission, FIFO with head-of-line blocking. */
+/* 4. admission, FIFO with head-of-line blocking. whole: admit only prompts whose
+ * uncached part fits the remaining budget in one piece (the seed's policy), unless
+ * the batch is empty (a prompt longer than the budget is then chunked). */
+static void pass_admit(sched_t *s, bool whole) {
+    sched_batch_t *b = &s->batch;
     while (!s->swapped.head && s->waiting.head && s->running.n < s->cfg.max_num_seqs && budget_left(s) > 0 &&
            b->n_seqs < s->cfg.max_num_seqs) {
         seq_t *q = s->waiting.head;
@@ -529,6 +533,7 @@ int sched_step(sched_t *s, const sched_batch_t **out) {
             continue;
         }
         if (s->running.n > 0 && info.n_pages_avail - info.n_pages_needed < s->watermark_pages) break;
+        if (whole && b->n_seqs > 0 && q->n_tokens - info.n_hit_tokens > budget_left(s)) break;
         rc = pool_admit(s->pool, q->id, toks, q->n_tokens, &info, NULL, 0);
         assert(rc == HS_OK);
         /* The hybrid prefix rule: without state checkpoints a stateful pool must not
@@ -542,7 +547,35 @@ int sched_step(sched_t *s, const sched_batch_t **out) {
         b->n_admitted++;
         try_prefill(s, q);
     }
+}
 
+int sched_step(sched_t *s, const sched_batch_t **out) {
+    if (s->pending) return HS_ERR_STATE;
+    sched_batch_t *b = &s->batch;
+    b->n_seqs = b->n_tokens = b->n_decode = b->n_decode_tokens = b->n_prefill_tokens = b->n_logits = 0;
+    b->n_preempt_recompute = b->n_preempt_swap = b->n_admitted = 0;
+    b->n_pages_swapped_out = b->n_pages_swapped_in = 0;
+    b->tok_start[0] = 0;
+    b->logit_start[0] = 0;
+    s->n_ev = 0;
+    int rc = HS_OK;
+    if (s->cfg.policy == SCHED_POLICY_SEED) {
+        /* ATOM #602/#659: prefill-first, whole prompts, no mixing. */
+        pass_swap_in(s);
+        pass_admit(s, true);
+        if (b->n_seqs == 0) {
+            rc = pass_decode(s);
+            if (rc == HS_OK && b->n_seqs == 0) pass_prefill_running(s);
+        }
+    } else {
+        rc = pass_decode(s);
+        if (rc == HS_OK) {
+            pass_swap_in(s);
+            pass_prefill_running(s);
+            pass_admit(s, false);
+        }
+    }
+    if (rc != HS_OK) return rc;
     /* Block tables last: every pool call of this step is done, the pointers are stable. */
     for (int r = 0; r < b->n_seqs; r++) {
         int nb = 0;

@@ -10,9 +10,10 @@
  *      slots (pool_append with k look-ahead). When it cannot, the newest running
  *      sequence not yet scheduled in this step is preempted (swap or recompute) until
  *      it can; when the newest is the sequence itself, it is preempted.
- *   2. prefill of running sequences that are part-way through their prompt, oldest
+ *   2. swap-in of swapped sequences, oldest first (they come before new work); a
+ *      decode-ready one gets its decode row at once.
+ *   3. prefill of running sequences that are part-way through their prompt, oldest
  *      first, in chunks that fit the remaining token budget.
- *   3. swap-in of swapped sequences, oldest first (they come before new work).
  *   4. admission of waiting sequences, FIFO: the head is admitted through the pool
  *      (check, then commit; the whole prompt's KV blocks and the state pages are taken
  *      at admission) and prefilled in a chunk that fits the budget. Head-of-line: when
@@ -57,6 +58,13 @@
 
 typedef enum { SCHED_PREEMPT_RECOMPUTE = 0, SCHED_PREEMPT_SWAP = 1 } sched_preempt_t;
 
+/* SCHED_POLICY_DEFAULT: the policy above. SCHED_POLICY_SEED: ATOM's at #602/#659
+ * (seed-system.md §3.1), for A/B comparisons in `hyserve simulate`: swap-in and
+ * admission first, whole prompts that fit the remaining budget (FIFO, head-of-line);
+ * when anything was admitted the step is prefill-only; otherwise decode (with the same
+ * newest-first preemption). No chunking unless a prompt exceeds the whole budget. */
+typedef enum { SCHED_POLICY_DEFAULT = 0, SCHED_POLICY_SEED = 1 } sched_policy_t;
+
 typedef struct {
     int max_num_seqs;            /* rows per step and running sequences at most (default 256) */
     int max_num_batched_tokens;  /* tokens per step, decode included (default 8192) */
@@ -64,6 +72,7 @@ typedef struct {
                                     pool's max_seq_tokens minus k) */
     int k_spec;                  /* draft tokens per decode step (default 0) */
     sched_preempt_t preempt;     /* default SCHED_PREEMPT_RECOMPUTE */
+    sched_policy_t policy;       /* default SCHED_POLICY_DEFAULT */
     double watermark;            /* fraction of pool pages kept free when admitting
                                     while others run (default 0.01) */
     pool_copy_fn copy;           /* swap byte copies (may be NULL: bookkeeping only) */

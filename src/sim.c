@@ -327,6 +327,8 @@ int sim_run(const sim_config_t *c, layout_kind_t kind, const sim_workload_t *w, 
     sc.max_num_seqs = c->max_num_seqs;
     sc.max_num_batched_tokens = c->max_num_batched_tokens;
     sc.preempt = c->preempt;
+    sc.policy = c->policy;
+    if (c->policy == SCHED_POLICY_SEED) sc.watermark = 0;
     if ((rc = sched_create(&s, &sc, pool, err, n)) != HS_OK) {
         pool_destroy(pool);
         return rc;

@@ -80,6 +80,7 @@ typedef struct {
     int max_num_batched_tokens; /* 16384 (ATOM's default) */
     int max_concurrency;    /* client-side in-flight limit; 0 = none */
     sched_preempt_t preempt;
+    sched_policy_t policy;  /* SCHED_POLICY_SEED also turns the admission watermark off, as ATOM */
     double swap_gib;        /* host swap space for SCHED_PREEMPT_SWAP (default 64) */
     int occ_buckets;        /* occupancy samples in the result (default 48) */
 } sim_config_t;
