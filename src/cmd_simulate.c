@@ -45,6 +45,7 @@ static void usage(FILE *f) {
             "  --policy hyserve|seed        step policy: hyserve (decode-first, chunked prefill) or the\n"
             "                               seed's (ATOM #602: prefill-first, whole prompts, no mixing)\n"
             "  --swap-gib G                 host swap space for --preempt swap (64)\n"
+            "  --step-overhead-ms T         fixed time added to every step (0)\n"
             "  --layouts LIST               comma-separated subset of coupled,slots,paged (all)\n"
             "  --seed N                     workload seed (0)\n"
             "  --json                       one JSON object instead of the table\n");
@@ -146,7 +147,7 @@ int cmd_simulate(int argc, char **argv) {
     sim_config_default(&c);
     const char *model = NULL, *trace = NULL, *layouts = "coupled,slots,paged";
     int64_t num_prompts = 256, in_len = 1024, out_len = 1024, long_in = 8192, long_out = 256, seed = 0, v;
-    double ratio = 1.0, rate = 0, long_frac = 0;
+    double ratio = 1.0, rate = 0, long_frac = 0, ovh_ms = 0;
     bool json = false;
     char err[512];
     for (int i = 1; i < argc; i++) {
@@ -280,10 +281,12 @@ int cmd_simulate(int argc, char **argv) {
         DBL_OPT("--mem-util", 0.01, 1.0, c.mem_util)
         DBL_OPT("--reserve-gib", 0.0, 1e6, c.reserve_gib)
         DBL_OPT("--swap-gib", 0.0, 1e6, c.swap_gib)
+        DBL_OPT("--step-overhead-ms", 0.0, 1e6, ovh_ms)
         fprintf(stderr, "hyserve simulate: unknown option '%s'\n", a);
         usage(stderr);
         return 2;
     }
+    c.step_overhead_s = ovh_ms / 1e3;
     if (!model) {
         fprintf(stderr, "hyserve simulate: --model is required\n");
         usage(stderr);
@@ -360,6 +363,7 @@ int cmd_simulate(int argc, char **argv) {
         json_object_set_new(root, "max_num_batched_tokens", json_integer(c.max_num_batched_tokens));
         json_object_set_new(root, "policy", json_string(c.policy == SCHED_POLICY_SEED ? "seed" : "hyserve"));
         json_object_set_new(root, "preempt", json_string(c.preempt == SCHED_PREEMPT_SWAP ? "swap" : "recompute"));
+        json_object_set_new(root, "step_overhead_ms", json_real(ovh_ms));
         json_object_set_new(root, "wall_s", json_real(wall));
         json_t *arr = json_array();
         for (int k = 0; k < n_kinds; k++) {
@@ -412,8 +416,9 @@ int cmd_simulate(int argc, char **argv) {
         printf("  step time = bytes / (%.2f TB/s x %.3f) + FLOPs / (%.0f TFLOP/s x %.3f) + all-reduce; see src/sim.h\n",
                c.gpu->bw_tbs, SIM_BW_EFF, c.gpu->flops_tf, SIM_FLOPS_EFF);
         printf("  model %s: %s\n", model, desc);
-        printf("  tp %d, %s (%.2f GiB), kv %s, state %s, weights %s, mem-util %.2f\n", c.tp, c.gpu->name, c.gpu->mem_gib,
-               hs_dtype_name(c.kv_dtype), hs_dtype_name(c.state_dtype), hs_dtype_name(c.weights_dtype), c.mem_util);
+        printf("  tp %d, %s (%.2f GiB), kv %s, state %s, weights %s, mem-util %.2f, step overhead %.1f ms\n", c.tp,
+               c.gpu->name, c.gpu->mem_gib, hs_dtype_name(c.kv_dtype), hs_dtype_name(c.state_dtype),
+               hs_dtype_name(c.weights_dtype), c.mem_util, ovh_ms);
         printf("  workload: %d requests, %llu input + %llu output tokens%s; concurrency %d; rate %s; "
                "max-num-seqs %d, max-num-batched-tokens %d, preempt %s, policy %s\n",
                w.n, (unsigned long long)in_tot, (unsigned long long)out_tot, trace ? " (trace)" : "",

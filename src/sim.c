@@ -249,7 +249,7 @@ static double step_time(const step_model_t *m, const sched_batch_t *b) {
     double t = bytes / m->bw + flops / m->flops;
     if (c->tp > 1) t += 2.0 * mc->n_layers * (10e-6 + T * mc->hidden * 2.0 * 2.0 * (tp - 1) / tp / 300e9);
     t += (double)(b->n_pages_swapped_out + b->n_pages_swapped_in) * m->page / (c->gpu->host_gbs * 1e9);
-    return t;
+    return t + c->step_overhead_s;
 }
 
 /* ---- run ----------------------------------------------------------------------------- */

@@ -30,6 +30,7 @@
  *   comm   = 2 all-reduces per layer (tp > 1): 10 µs + T × H × 2 bytes × 2 (tp−1)/tp
  *            over 300 GB/s
  *   swap   = pages moved × page bytes over the host link (50 GB/s), added to the step
+ *   + a fixed per-step overhead (--step-overhead-ms, default 0)
  * The efficiencies are measured on one H100 (shared docs gpu-anchors.md: 2.99 TB/s
  * copy of 3.35 datasheet, 767 TFLOP/s bf16 GEMM of 989) and assumed for every GPU.
  */
@@ -83,6 +84,8 @@ typedef struct {
     sched_policy_t policy;  /* SCHED_POLICY_SEED also turns the admission watermark off, as ATOM */
     double swap_gib;        /* host swap space for SCHED_PREEMPT_SWAP (default 64) */
     int occ_buckets;        /* occupancy samples in the result (default 48) */
+    double step_overhead_s; /* fixed time added to every step (host scheduling, launches,
+                               framework): 0 by default; a Python engine pays milliseconds */
 } sim_config_t;
 
 void sim_config_default(sim_config_t *c);
