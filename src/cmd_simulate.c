@@ -443,7 +443,7 @@ int cmd_simulate(int argc, char **argv) {
                    gib_str(b3, sizeof b3, r->mem.budget_gib * 1024 * 1024 * 1024), r->total_tps, r->output_tps, tt,
                    tp, r->mean_running, r->max_running,
                    (unsigned long long)(r->preempt_recompute + r->preempt_swap));
-            if (r->n_failed) printf("         %d requests failed\n", r->n_failed);
+            if (r->n_failed) printf("         %d requests refused (first: %s)\n", r->n_failed, r->error);
         }
         printf("\npool occupancy over time (one column = 1/%d of each run; ' .:-=+*#%%@' = 0 .. the row's peak,\n"
                "peaks in %% of the pool's pages / in requests)\n", c.occ_buckets);
@@ -482,6 +482,9 @@ int cmd_simulate(int argc, char **argv) {
                            res[base].mean_running,
                            (unsigned long long)(res[k].preempt_recompute + res[k].preempt_swap),
                            (unsigned long long)(res[base].preempt_recompute + res[base].preempt_swap));
+            if (n_kinds == 3 && base == 0 && res[1].ok && res[2].ok && res[1].total_tps > 0)
+                printf("paged vs slots: total throughput %+.0f%%, mean running %.1f vs %.1f\n",
+                       100.0 * (res[2].total_tps / res[1].total_tps - 1), res[2].mean_running, res[1].mean_running);
         }
         printf("(simulated in %.2f s of wall time)\n", wall);
     }

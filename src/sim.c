@@ -366,8 +366,9 @@ int sim_run(const sim_config_t *c, layout_kind_t kind, const sim_workload_t *w, 
     while (next < N || !sched_idle(s)) {
         while (next < N && w->arrival[next] <= t && (c->max_concurrency <= 0 || in_flight < c->max_concurrency)) {
             sp.max_tokens = w->out_len[next];
-            rc = sched_submit(s, next, zeros, w->in_len[next], &sp, err, n);
-            if (rc != HS_OK) {
+            char serr[160];
+            if (sched_submit(s, next, zeros, w->in_len[next], &sp, serr, sizeof serr) != HS_OK) {
+                if (!r->n_failed) snprintf(r->error, sizeof r->error, "request %d: %s", next, serr);
                 r->n_failed++;
             } else {
                 sent[next] = t;
