@@ -99,6 +99,9 @@ typedef struct {
     bool kv_only_hits;      /* allow prefix hits without the recurrent state (default false;
                                irrelevant when state_pages == 0: hits are always usable) */
     uint64_t hash_seed;     /* XXH64 seed of every block hash (a cache salt; default 0) */
+    int hash_bits;          /* testing only: keep the low hash_bits bits of each block hash
+                               (0 = all 64); small values force collisions so tests can
+                               exercise the token guard */
 } pool_config_t;
 
 /* Fill defaults (see the field comments); n_pages is left 0 and must be set. */
