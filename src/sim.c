@@ -22,15 +22,16 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "memplan.h"
 #include "pool.h"
 
 #define GIB (1024.0 * 1024.0 * 1024.0)
 
 /* Usable memory as the driver reports it; datasheet bandwidth and dense bf16 peak. */
 const sim_gpu_t sim_gpus[] = {
-    {"h100-80g", 79.65, 3.35, 989.0, 50.0},
+    {"h100-80g", 79.18, 3.35, 989.0, 50.0},
     {"h200-141g", 139.8, 4.8, 989.0, 50.0},
-    {"b200-180g", 178.4, 8.0, 2250.0, 50.0},
+    {"b200-180g", 178.35, 8.0, 2250.0, 50.0},
     {"mi300x-192g", 191.98, 5.3, 1307.0, 50.0},
     {"mi355x-288g", 287.98, 8.0, 2500.0, 50.0},
     {NULL, 0, 0, 0, 0},
@@ -153,37 +154,41 @@ static double wsize(hs_dtype_t t) {
     return t == HS_F8_E4M3 ? 1.0 + 4.0 / 16384.0 : (double)hs_dtype_size(t);
 }
 
-static double weights_bytes_rank(const sim_config_t *c, const sim_params_t *p) {
-    double w = wsize(c->weights_dtype);
-    double total = p->lin * w + (double)p->n_moe * c->model.n_experts * p->expert * w +
-                   (p->bf16_step + p->lm_head + p->embed) * 2.0;
-    return total / c->tp;
-}
-
 int sim_memory(const sim_config_t *c, layout_kind_t kind, sim_memory_t *out, char *err, size_t n) {
     memset(out, 0, sizeof *out);
     out->kind = kind;
-    sim_params_t p;
-    params_of(&c->model, &p);
-    kv_layout_t kv;
-    kv_layout_init(&kv, &c->model, c->tp, c->block_size, c->kv_dtype, 0);
+    /* Weights, reserve and budget: the memory planner's (hyserve plan shows the same). */
+    mem_opts_t mo;
+    mem_opts_default(&mo);
+    mo.tp = c->tp;
+    mo.block_size = c->block_size;
+    mo.kv_dtype = c->kv_dtype;
+    mo.state_dtype = c->state_dtype;
+    mo.state_dtype_set = true;
+    mo.weights_dtype = c->weights_dtype;
+    const mem_gpu_t *mg = mem_gpu_find(c->gpu->name);
+    mo.gpu_mem_gib = mg ? mg->mem_gib : c->gpu->mem_gib;
+    mo.mem_util = c->mem_util;
+    mo.max_num_seqs = c->max_num_seqs;
+    mo.max_batched_tokens = c->max_num_batched_tokens;
+    mem_plan_t plan;
+    int rc = mem_plan(&plan, &c->model, &mo, err, n);
+    if (rc != HS_OK && rc != HS_ERR_NO_MEMORY) return rc;
+    kv_layout_t kv = plan.kv;
     out->kv_bytes = kv.kv_bytes;
-    double gpu = c->gpu->mem_gib * GIB;
-    double weights = weights_bytes_rank(c, &p);
-    double reserve = c->reserve_gib >= 0 ? c->reserve_gib * GIB
-                                         : 0.02 * gpu + (double)c->max_num_batched_tokens * c->model.hidden * 48.0;
-    double budget = gpu * c->mem_util - weights - reserve;
+    double weights = (double)plan.weight_bytes;
+    double reserve = c->reserve_gib >= 0 ? c->reserve_gib * GIB : (double)plan.reserve_bytes;
+    double budget = (double)plan.usable_bytes - weights - reserve;
     out->weights_gib = weights / GIB;
     out->reserve_gib = reserve / GIB;
     out->budget_gib = budget / GIB;
     if (budget <= 0)
         return hs_errf(err, n, HS_ERR_NO_MEMORY, "%s: weights %.1f GiB + reserve %.1f GiB leave no memory of %.1f GiB",
-                       sim_layout_name(kind), weights / GIB, reserve / GIB, gpu * c->mem_util / GIB);
+                       sim_layout_name(kind), weights / GIB, reserve / GIB, (double)plan.usable_bytes / GIB);
     /* The state map: one request's state in pages of page_bytes from base_offset. */
     statemap_t sm;
     memset(&sm, 0, sizeof sm);
     size_t page = kv.kv_bytes, base = 0;
-    int rc;
     if (kind == LAYOUT_COUPLED) {
         /* Measure the state first, then give every page room for exactly one. */
         rc = statemap_init(&sm, &c->model, c->tp, c->state_dtype, 0, (size_t)1 << 30, 0, 0, err, n);

@@ -3,13 +3,10 @@
  * step-time model, for each memory layout (coupled, slots, paged). A planning tool:
  * its numbers are A MODEL, NOT A MEASUREMENT.
  *
- * Memory model (per tensor-parallel rank):
- *   weights    parameter count from the config (attention, GDN, FFN / MoE experts,
- *              embedding, lm_head) × dtype size (fp8 for the linear layers with
- *              --weights-dtype fp8; embedding, lm_head and router stay bf16) / tp
- *   budget     GPU memory × mem_util − weights − reserve
- *              (reserve: 2 % of GPU memory, as ATOM's safety margin, plus an
- *              activation workspace of max_num_batched_tokens × H × 48 bytes)
+ * Memory model (per tensor-parallel rank): weights, reserve and the pool budget come
+ * from the memory planner (memplan.h, the numbers `hyserve plan` prints):
+ *   budget     GPU memory × mem_util − weights − reserve (2 % + activation workspace;
+ *              --reserve-gib overrides the reserve)
  *   coupled    page = KV block + one request's state; n_pages = budget / page;
  *              a request holds 1 + k state pages (ATOM before #602)
  *   slots      page = KV block; max_num_seqs × E pages set aside for state
