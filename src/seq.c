@@ -106,7 +106,7 @@ void seq_append(seq_t *s, int32_t tok) {
 
 seq_finish_t seq_check_stop(const seq_t *s, int max_len) {
     int n_out = seq_n_output(s);
-    if (n_out > 0) {
+    if (n_out > 0 && ((s->sp.n_eos > 0 && !s->sp.ignore_eos) || s->sp.n_stop > 0)) {
         int32_t last = s->tokens[s->n_tokens - 1];
         if (!s->sp.ignore_eos)
             for (int i = 0; i < s->sp.n_eos; i++)

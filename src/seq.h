@@ -98,6 +98,12 @@ struct seq {
     int32_t *stop_lens_own;
     int stop_max_len;           /* longest stop sequence */
 
+    /* Pool-owned tables cached by the scheduler while RUNNING (refreshed whenever the
+     * pool may have moved them: admission, swap-in, an append that took pages). */
+    const int32_t *bt;          /* [n_blocks] KV block table */
+    int n_blocks;
+    const int32_t *st;          /* [E] state page table, NULL when E == 0 */
+
     int n_preempt;              /* times preempted */
     int sched_row;              /* row in the current batch, -1 when not scheduled */
     int n_sched;                /* tokens scheduled in the current batch */
