@@ -69,6 +69,8 @@ int seq_create(seq_t **out, int64_t id, const int32_t *prompt, int n_prompt, con
         for (int i = 0; i < k_spec; i++) s->spec[i] = s->spec_placeholder;
     }
     s->sp = *sp;
+    s->max_tokens = sp->max_tokens;
+    s->stop_any = (sp->n_eos > 0 && !sp->ignore_eos) || sp->n_stop > 0;
     if (sp->n_stop > 0) {
         size_t total = 0;
         for (int i = 0; i < sp->n_stop; i++) {
@@ -106,7 +108,7 @@ void seq_append(seq_t *s, int32_t tok) {
 
 seq_finish_t seq_check_stop(const seq_t *s, int max_len) {
     int n_out = seq_n_output(s);
-    if (n_out > 0 && ((s->sp.n_eos > 0 && !s->sp.ignore_eos) || s->sp.n_stop > 0)) {
+    if (n_out > 0 && s->stop_any) {
         int32_t last = s->tokens[s->n_tokens - 1];
         if (!s->sp.ignore_eos)
             for (int i = 0; i < s->sp.n_eos; i++)
@@ -120,7 +122,7 @@ seq_finish_t seq_check_stop(const seq_t *s, int max_len) {
             st += len;
         }
     }
-    if (n_out >= s->sp.max_tokens) return SEQ_FINISH_LENGTH;
+    if (n_out >= s->max_tokens) return SEQ_FINISH_LENGTH;
     if (max_len > 0 && s->n_tokens >= max_len) return SEQ_FINISH_LENGTH;
     return SEQ_FINISH_NONE;
 }
