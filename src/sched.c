@@ -481,11 +481,21 @@ static int pass_decode(sched_t *s) {
             continue;
         }
         assert(b->n_seqs < s->cfg.max_num_seqs && budget_left(s) >= 1 + k);
-        bool self_preempted = false;
+        bool self_preempted = false, q_finished = false;
         for (;;) {
             if (decode_fits_table(s, q)) break; /* no new block: cannot fail */
             int rc = pool_can_append(s->pool, q->id, 1, k, NULL, NULL, 0);
             if (rc == HS_OK) break;
+            if (rc == HS_ERR_NO_MEMORY || rc == HS_ERR_INVALID) {
+                /* It can never grow further (its blocks would exceed the whole pool or
+                 * the pool's token limit): it has reached its length. */
+                q->finish = SEQ_FINISH_LENGTH;
+                ev_finish(s, q, SEQ_FINISH_LENGTH);
+                retire(s, q);
+                s->st.n_finished++;
+                self_preempted = q_finished = true; /* nothing to schedule for q */
+                break;
+            }
             if (rc < 0) return rc; /* a bug: the pool and the scheduler disagree */
             seq_t *victim = s->running.tail;
             assert(victim && victim->sched_row < 0);
@@ -497,7 +507,13 @@ static int pass_decode(sched_t *s) {
             if (victim == next) next = NULL;
             preempt(s, victim);
         }
-        if (self_preempted) break; /* q was the newest running: nothing newer is left */
+        if (self_preempted) {
+            if (q_finished) {
+                q = next;
+                continue;
+            }
+            break; /* q was the newest running: nothing newer is left */
+        }
         commit_decode(s, q);
         q = next;
     }
