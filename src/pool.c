@@ -16,7 +16,7 @@
  *   seq records [max_seqs] with a LIFO stack of free records, and an open-addressing
  *               map id -> record (linear probing, backward-shift deletion)
  *   index       open-addressing map block hash -> page (same scheme, <= n_pages keys;
- *               8-byte entries: high 32 hash bits as a tag + page; full hash on the page)
+ *               8-byte entries: low 32 hash bits as a tag + page; full hash on the page)
  *
  * Invariants (pool_check verifies all of them):
  *   - FREE pages are exactly the free stack; CACHED pages exactly the LRU list; both
@@ -101,7 +101,7 @@ struct pool {
     int n_swapped;
 
     /* prefix index */
-    struct ix_ent { uint32_t tag; int32_t page; } *ix; /* tag = hash >> 32; page -1 = empty */
+    struct ix_ent { uint32_t tag; int32_t page; } *ix; /* tag = low 32 hash bits; page -1 = empty */
     uint64_t ix_mask;
 
     pool_stats_t st;   /* cumulative counters (the count fields are filled on demand) */
@@ -172,10 +172,11 @@ static void map_remove(pool_t *p, int64_t id) {
 
 /* ---- prefix index (hash -> page) ---------------------------------------------------- */
 
-/* Entries are 8 bytes (the high half of the hash as a tag, the page): a probe costs one
- * cache line; the full hash is confirmed on the page record. */
+/* Entries are 8 bytes (the low half of the hash as a tag, the page): a probe costs one
+ * cache line; the full hash is confirmed on the page record. The home slot is
+ * tag & mask (capacity <= 2^32), so deletion never reads a page record. */
 static int32_t ix_find(const pool_t *p, uint64_t h) {
-    uint32_t tag = (uint32_t)(h >> 32);
+    uint32_t tag = (uint32_t)h;
     for (uint64_t i = h & p->ix_mask;; i = (i + 1) & p->ix_mask) {
         int32_t pg = p->ix[i].page;
         if (pg < 0) return -1;
@@ -186,7 +187,7 @@ static int32_t ix_find(const pool_t *p, uint64_t h) {
 static void ix_insert(pool_t *p, uint64_t h, int32_t pg) {
     uint64_t i = h & p->ix_mask;
     while (p->ix[i].page >= 0) i = (i + 1) & p->ix_mask;
-    p->ix[i].tag = (uint32_t)(h >> 32);
+    p->ix[i].tag = (uint32_t)h;
     p->ix[i].page = pg;
 }
 
@@ -198,7 +199,7 @@ static void ix_remove(pool_t *p, uint64_t h, int32_t pg) {
         i = (i + 1) & p->ix_mask;
     }
     for (uint64_t j = (i + 1) & p->ix_mask; p->ix[j].page >= 0; j = (j + 1) & p->ix_mask) {
-        uint64_t home = p->pg[p->ix[j].page].hash & p->ix_mask;
+        uint64_t home = p->ix[j].tag & p->ix_mask;
         if (((j - home) & p->ix_mask) >= ((j - i) & p->ix_mask)) {
             p->ix[i] = p->ix[j];
             i = j;
@@ -302,6 +303,7 @@ static int32_t take_page(pool_t *p) {
         pg = p->lru_head;
         assert(pg >= 0 && p->pg[pg].role == PG_CACHED);
         lru_remove(p, pg);
+        if (p->lru_head >= 0) __builtin_prefetch(&p->pg[p->lru_head]); /* the next victim */
         page_unregister(p, pg);
         p->n_cached--;
         p->st.evictions++;
@@ -351,8 +353,14 @@ static void kv_unref(pool_t *p, int32_t pg) {
 /* Release the device pages of running record r (blocks last first, then state). */
 static void release_device(pool_t *p, int r) {
     seq_t *s = &p->seqs[r];
-    for (int i = s->n_blocks - 1; i >= 0; i--) kv_unref(p, s->blocks[i]);
     int32_t *st = state_of(p, r);
+    /* prefetch page records PF_AHEAD entries ahead: they are cold, and independent */
+    enum { PF_AHEAD = 16 };
+    for (int i = s->n_blocks - 1; i >= 0; i--) {
+        if (i >= PF_AHEAD) __builtin_prefetch(&p->pg[s->blocks[i - PF_AHEAD]]);
+        else if (PF_AHEAD - 1 - i < p->E) __builtin_prefetch(&p->pg[st[p->E - 1 - (PF_AHEAD - 1 - i)]]);
+        kv_unref(p, s->blocks[i]);
+    }
     if (p->E > 0 && !p->shared_state) {
         for (int j = 0; j < p->E; j++) {
             p->pg[st[j]].role = PG_RESERVED;
@@ -364,7 +372,10 @@ static void release_device(pool_t *p, int r) {
         p->slot_stack[p->n_slots_free++] = s->slot;
         s->slot = -1;
     } else {
-        for (int j = p->E - 1; j >= 0; j--) put_free(p, st[j]);
+        for (int j = p->E - 1; j >= 0; j--) {
+            if (j >= PF_AHEAD) __builtin_prefetch(&p->pg[st[j - PF_AHEAD]]);
+            put_free(p, st[j]);
+        }
         p->n_state -= p->E;
     }
 }
@@ -542,17 +553,26 @@ static int lookup_chain(const pool_t *p, const int32_t *tokens, int n_tokens, in
     *cached_hits = 0;
     if (!p->cfg.prefix_caching || !tokens || n_tokens < 1) return 0;
     int max = (n_tokens - 1) / p->B, hits = 0;
-    uint64_t h = 0;
-    for (int i = 0; i < max; i++) {
-        const int32_t *tok = tokens + (size_t)i * p->B;
-        uint64_t parent = h;
-        h = block_hash(p, i == 0, parent, tok);
-        int32_t pg = ix_find(p, h);
-        if (pg < 0 || !page_matches(p, pg, i == 0, parent, tok)) break;
-        if (pages) pages[i] = pg;
-        if (hashes) hashes[i] = h;
-        if (p->pg[pg].role == PG_CACHED) (*cached_hits)++;
-        hits++;
+    uint64_t h = 0, hb[8];
+    /* batches of 8 blocks: hash them and prefetch their index slots, then walk them */
+    for (int i0 = 0; i0 < max; i0 += 8) {
+        int nb = max - i0 < 8 ? max - i0 : 8;
+        uint64_t last = h; /* hash of block i0 - 1 */
+        for (int k = 0; k < nb; k++) {
+            h = block_hash(p, i0 + k == 0, h, tokens + (size_t)(i0 + k) * p->B);
+            hb[k] = h;
+            __builtin_prefetch(&p->ix[h & p->ix_mask]);
+        }
+        for (int k = 0; k < nb; k++) {
+            int i = i0 + k;
+            uint64_t parent = i ? (k ? hb[k - 1] : last) : 0;
+            int32_t pg = ix_find(p, hb[k]);
+            if (pg < 0 || !page_matches(p, pg, i == 0, parent, tokens + (size_t)i * p->B)) return hits;
+            if (pages) pages[i] = pg;
+            if (hashes) hashes[i] = hb[k];
+            if (p->pg[pg].role == PG_CACHED) (*cached_hits)++;
+            hits++;
+        }
     }
     return hits;
 }
@@ -667,14 +687,22 @@ int pool_publish(pool_t *p, int64_t id, const int32_t *tokens, int n_tokens, cha
                        n_tokens, s->n_tokens);
     if (!p->cfg.prefix_caching) return HS_OK;
     int full = n_tokens / p->B, reg = 0;
+    /* Three passes so the cache misses overlap instead of queueing: hash the chain and
+     * prefetch each home slot of the index; prefetch the page records those slots name
+     * (a tag match reads one); then look up and register. */
     for (int i = s->n_hashed; i < full; i++) {
-        const int32_t *tok = tokens + (size_t)i * p->B;
-        uint64_t parent = i ? s->hashes[i - 1] : 0;
-        uint64_t h = block_hash(p, i == 0, parent, tok);
-        s->hashes[i] = h;
+        s->hashes[i] = block_hash(p, i == 0, i ? s->hashes[i - 1] : 0, tokens + (size_t)i * p->B);
+        __builtin_prefetch(&p->ix[s->hashes[i] & p->ix_mask]);
+    }
+    for (int i = s->n_hashed; i < full; i++) {
+        int32_t q = p->ix[s->hashes[i] & p->ix_mask].page;
+        if (q >= 0) __builtin_prefetch(&p->pg[q]);
+    }
+    for (int i = s->n_hashed; i < full; i++) {
+        uint64_t h = s->hashes[i];
         int32_t pg = s->blocks[i];
         if (!(p->pg[pg].pflags & PF_REG) && ix_find(p, h) < 0) {
-            page_register(p, pg, h, i == 0, parent, tok);
+            page_register(p, pg, h, i == 0, i ? s->hashes[i - 1] : 0, tokens + (size_t)i * p->B);
             reg++;
         }
     }
@@ -993,7 +1021,7 @@ int pool_check(const pool_t *p, char *err, size_t n) {
             int32_t pg = p->ix[i].page;
             if (pg < 0) continue;
             entries++;
-            if (pg >= np || !(p->pg[pg].pflags & PF_REG) || (uint32_t)(p->pg[pg].hash >> 32) != p->ix[i].tag) FAIL("index slot %llu -> page %d", (unsigned long long)i, pg);
+            if (pg >= np || !(p->pg[pg].pflags & PF_REG) || (uint32_t)p->pg[pg].hash != p->ix[i].tag) FAIL("index slot %llu -> page %d", (unsigned long long)i, pg);
         }
         for (int64_t pg = 0; pg < np; pg++) regs += (p->pg[pg].pflags & PF_REG) != 0;
         if (entries != regs) FAIL("index has %lld entries for %lld registered pages", (long long)entries, (long long)regs);
