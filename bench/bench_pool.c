@@ -80,6 +80,8 @@ static void run(int steps, int n_adm) {
         len[s] = PROMPT + extra;
     }
     uint64_t *t_step = malloc(sizeof(uint64_t) * (size_t)steps), *t_app = malloc(sizeof(uint64_t) * (size_t)steps);
+    uint64_t *t_free = malloc(sizeof(uint64_t) * (size_t)steps), *t_adm = malloc(sizeof(uint64_t) * (size_t)steps),
+             *t_pub = malloc(sizeof(uint64_t) * (size_t)steps);
     for (int st = -warm; st < steps; st++) {
         /* which sequences finish this step (chosen outside the timed region) */
         int fin[2] = {(int)(rnd() % N_SEQS), (int)(rnd() % N_SEQS)};
@@ -96,13 +98,18 @@ static void run(int steps, int n_adm) {
             pool_append(p, ids[s], 1, 0, err, sizeof err);
         }
         uint64_t t1 = hs_now_ns();
+        uint64_t tf = 0, ta = 0, tp = 0;
         for (int k = 0; k < n_adm; k++) {
             int s = fin[k];
+            uint64_t a = hs_now_ns();
             pool_free_seq(p, ids[s], err, sizeof err);
+            uint64_t b = hs_now_ns();
             ids[s] = next_id++;
             if (pool_can_admit(p, ids[s], newp[k], PROMPT, NULL, err, sizeof err) != HS_OK) hs_die(1, "admit: %s", err);
             pool_admit(p, ids[s], newp[k], PROMPT, NULL, err, sizeof err);
+            uint64_t c2 = hs_now_ns();
             pool_publish(p, ids[s], newp[k], PROMPT, err, sizeof err);
+            tf += b - a, ta += c2 - b, tp += hs_now_ns() - c2;
             len[s] = PROMPT;
         }
         uint64_t t2 = hs_now_ns();
@@ -110,6 +117,7 @@ static void run(int steps, int n_adm) {
         if (st >= 0) {
             t_step[st] = t2 - t0;
             t_app[st] = t1 - t0;
+            t_free[st] = tf, t_adm[st] = ta, t_pub[st] = tp;
         }
     }
     char msg[256];
@@ -121,13 +129,21 @@ static void run(int steps, int n_adm) {
     mean /= steps;
     qsort(t_step, (size_t)steps, sizeof *t_step, cmp_u64);
     qsort(t_app, (size_t)steps, sizeof *t_app, cmp_u64);
+    qsort(t_free, (size_t)steps, sizeof *t_free, cmp_u64);
+    qsort(t_adm, (size_t)steps, sizeof *t_adm, cmp_u64);
+    qsort(t_pub, (size_t)steps, sizeof *t_pub, cmp_u64);
     printf("bench_pool: %d sequences, E = %d, %lld pages (%lld free, %lld cached), %d steps\n", N_SEQS, pc.state_pages,
            (long long)pc.n_pages, (long long)ps.n_free, (long long)ps.n_cached, steps);
     printf("decode step (1024 appends + %d frees + %d admits + %d publishes): median %.2f us  p10 %.2f  p90 %.2f  mean %.2f\n",
            n_adm, n_adm, n_adm, t_step[steps / 2] / 1e3, t_step[steps / 10] / 1e3, t_step[steps * 9 / 10] / 1e3, mean / 1e3);
     printf("  appends only (1024 x can_append + append):                    median %.2f us  p10 %.2f  p90 %.2f\n",
            t_app[steps / 2] / 1e3, t_app[steps / 10] / 1e3, t_app[steps * 9 / 10] / 1e3);
+    printf("  medians of the parts: free %.2f us, can_admit + admit %.2f us, publish %.2f us\n", t_free[steps / 2] / 1e3,
+           t_adm[steps / 2] / 1e3, t_pub[steps / 2] / 1e3);
     free(t_step);
     free(t_app);
+    free(t_free);
+    free(t_adm);
+    free(t_pub);
     pool_destroy(p);
 }

@@ -16,9 +16,11 @@
  *   seq records [max_seqs] with a LIFO stack of free records, and an open-addressing
  *               map id -> record (linear probing, backward-shift deletion)
  *   index       open-addressing map block hash -> page (same scheme, <= n_pages keys;
- *               8-byte entries: high 32 hash bits as a tag + page; full hash on the page)
+ *               8-byte entries: low 32 hash bits as a tag + page; full hash on the page)
  *
- * Invariants (pool_check verifies all of them):
+ * The types live in pool_int.h (shared with pool_check.c, the checker).
+ *
+ * Invariants (pool_check, pool_check.c, verifies all of them):
  *   - FREE pages are exactly the free stack; CACHED pages exactly the LRU list; both
  *     have ref 0; a FREE page is never registered; a CACHED page always is.
  *   - ref[pg] = number of entries equal to pg over the block tables of running seqs.
@@ -40,7 +42,7 @@
  * which is why the property test checks contents with full hashes only.
  */
 #define XXH_STATIC_LINKING_ONLY
-#include "pool.h"
+#include "pool_int.h"
 
 #include <assert.h>
 #include <stdarg.h>
@@ -48,64 +50,6 @@
 #include <string.h>
 #include <xxhash.h>
 
-enum { PG_FREE = 0, PG_KV, PG_CACHED, PG_STATE, PG_RESERVED };
-enum { PF_REG = 1, PF_ROOT = 2 };
-
-typedef struct {
-    int64_t id;        /* caller's id; -1 when the record is unused */
-    int32_t *blocks;   /* [cap] page ids (host slot ids when swapped) */
-    uint64_t *hashes;  /* [cap] chained hashes of blocks [0, n_hashed) (prefix caching) */
-    int n_blocks, cap;
-    int n_hashed;      /* blocks whose hash is known; [0, n_hashed) processed by publish/hits */
-    int n_tokens;      /* committed tokens */
-    int n_cached_tokens;
-    int slot;          /* slots layout: slot index, else -1 */
-    bool swapped;
-} seq_t;
-
-struct pool {
-    pool_config_t cfg;
-    int E;             /* state pages per sequence */
-    int B;             /* block size */
-    bool shared_state; /* state pages come from the common free list (paged, coupled) */
-    int64_t n_kv_pages;/* pages KV may ever use: n_pages minus the slot pages */
-    bool debug;
-
-    /* pages: one 40-byte record each, so touching a page costs one cache line */
-    struct page_rec {
-        uint64_t hash, parent;      /* prefix identity (registered pages) */
-        int32_t ref, owner;         /* refcount (KV); owning record (STATE) or -1 */
-        int32_t lru_prev, lru_next; /* LRU links (CACHED) or -1 */
-        uint8_t role, pflags;
-    } *pg;
-    int32_t *tokens;   /* [n_pages][B] (prefix caching) */
-    int32_t lru_head, lru_tail;
-    int32_t *free_stack;
-    int64_t n_free, n_kv, n_cached, n_state, n_reserved;
-
-    /* slots layout */
-    int32_t *slot_stack, *slot_owner;
-    int n_slots_free;
-
-    /* host pool */
-    int32_t *host_stack, *host_owner;
-    int64_t n_host_free;
-
-    /* sequences */
-    seq_t *seqs;
-    int32_t *state_arena; /* [max_seqs][E] */
-    int32_t *rec_stack;
-    int n_rec_free;
-    struct map_ent { int64_t key; int32_t val; } *map; /* key -1 = empty */
-    uint64_t map_mask;
-    int n_swapped;
-
-    /* prefix index */
-    struct ix_ent { uint32_t tag; int32_t page; } *ix; /* tag = hash >> 32; page -1 = empty */
-    uint64_t ix_mask;
-
-    pool_stats_t st;   /* cumulative counters (the count fields are filled on demand) */
-};
 
 /* ---- small helpers ---------------------------------------------------------------- */
 
@@ -126,24 +70,10 @@ static uint64_t pow2_at_least(uint64_t x) {
     return c;
 }
 
-/* Fibonacci hashing of sequence ids: one multiply, the high bits are well mixed. */
-static inline uint64_t mix64(uint64_t x) {
-    x *= 0x9E3779B97F4A7C15ULL;
-    return x ^ (x >> 29);
-}
 
-static inline int blocks_for(const pool_t *p, int64_t tokens) { return (int)((tokens + p->B - 1) / p->B); }
-static inline int32_t *state_of(const pool_t *p, int rec) { return p->state_arena + (size_t)rec * p->E; }
 
 /* ---- sequence map ------------------------------------------------------------------ */
 
-static int map_find(const pool_t *p, int64_t id) {
-    if (id < 0) return -1;
-    for (uint64_t i = mix64((uint64_t)id) & p->map_mask;; i = (i + 1) & p->map_mask) {
-        if (p->map[i].key == id) return p->map[i].val;
-        if (p->map[i].key < 0) return -1;
-    }
-}
 
 static void map_insert(pool_t *p, int64_t id, int rec) {
     uint64_t i = mix64((uint64_t)id) & p->map_mask;
@@ -172,25 +102,15 @@ static void map_remove(pool_t *p, int64_t id) {
 
 /* ---- prefix index (hash -> page) ---------------------------------------------------- */
 
-/* Entries are 8 bytes (the high half of the hash as a tag, the page): a probe costs one
- * cache line; the full hash is confirmed on the page record. */
-static int32_t ix_find(const pool_t *p, uint64_t h) {
-    uint32_t tag = (uint32_t)(h >> 32);
-    for (uint64_t i = h & p->ix_mask;; i = (i + 1) & p->ix_mask) {
-        int32_t pg = p->ix[i].page;
-        if (pg < 0) return -1;
-        if (p->ix[i].tag == tag && p->pg[pg].hash == h) return pg;
-    }
-}
 
 static void ix_insert(pool_t *p, uint64_t h, int32_t pg) {
     uint64_t i = h & p->ix_mask;
     while (p->ix[i].page >= 0) i = (i + 1) & p->ix_mask;
-    p->ix[i].tag = (uint32_t)(h >> 32);
+    p->ix[i].tag = (uint32_t)h;
     p->ix[i].page = pg;
 }
 
-/* Remove page pg, indexed under h. */
+/* Remove page pg, indexed under h (ix_find and the entry format: pool_int.h). */
 static void ix_remove(pool_t *p, uint64_t h, int32_t pg) {
     uint64_t i = h & p->ix_mask;
     while (p->ix[i].page != pg) {
@@ -198,7 +118,7 @@ static void ix_remove(pool_t *p, uint64_t h, int32_t pg) {
         i = (i + 1) & p->ix_mask;
     }
     for (uint64_t j = (i + 1) & p->ix_mask; p->ix[j].page >= 0; j = (j + 1) & p->ix_mask) {
-        uint64_t home = p->pg[p->ix[j].page].hash & p->ix_mask;
+        uint64_t home = p->ix[j].tag & p->ix_mask;
         if (((j - home) & p->ix_mask) >= ((j - i) & p->ix_mask)) {
             p->ix[i] = p->ix[j];
             i = j;
@@ -302,6 +222,7 @@ static int32_t take_page(pool_t *p) {
         pg = p->lru_head;
         assert(pg >= 0 && p->pg[pg].role == PG_CACHED);
         lru_remove(p, pg);
+        if (p->lru_head >= 0) __builtin_prefetch(&p->pg[p->lru_head]); /* the next victim */
         page_unregister(p, pg);
         p->n_cached--;
         p->st.evictions++;
@@ -351,8 +272,14 @@ static void kv_unref(pool_t *p, int32_t pg) {
 /* Release the device pages of running record r (blocks last first, then state). */
 static void release_device(pool_t *p, int r) {
     seq_t *s = &p->seqs[r];
-    for (int i = s->n_blocks - 1; i >= 0; i--) kv_unref(p, s->blocks[i]);
     int32_t *st = state_of(p, r);
+    /* prefetch page records PF_AHEAD entries ahead: they are cold, and independent */
+    enum { PF_AHEAD = 16 };
+    for (int i = s->n_blocks - 1; i >= 0; i--) {
+        if (i >= PF_AHEAD) __builtin_prefetch(&p->pg[s->blocks[i - PF_AHEAD]]);
+        else if (PF_AHEAD - 1 - i < p->E) __builtin_prefetch(&p->pg[st[p->E - 1 - (PF_AHEAD - 1 - i)]]);
+        kv_unref(p, s->blocks[i]);
+    }
     if (p->E > 0 && !p->shared_state) {
         for (int j = 0; j < p->E; j++) {
             p->pg[st[j]].role = PG_RESERVED;
@@ -364,7 +291,10 @@ static void release_device(pool_t *p, int r) {
         p->slot_stack[p->n_slots_free++] = s->slot;
         s->slot = -1;
     } else {
-        for (int j = p->E - 1; j >= 0; j--) put_free(p, st[j]);
+        for (int j = p->E - 1; j >= 0; j--) {
+            if (j >= PF_AHEAD) __builtin_prefetch(&p->pg[st[j - PF_AHEAD]]);
+            put_free(p, st[j]);
+        }
         p->n_state -= p->E;
     }
 }
@@ -542,17 +472,26 @@ static int lookup_chain(const pool_t *p, const int32_t *tokens, int n_tokens, in
     *cached_hits = 0;
     if (!p->cfg.prefix_caching || !tokens || n_tokens < 1) return 0;
     int max = (n_tokens - 1) / p->B, hits = 0;
-    uint64_t h = 0;
-    for (int i = 0; i < max; i++) {
-        const int32_t *tok = tokens + (size_t)i * p->B;
-        uint64_t parent = h;
-        h = block_hash(p, i == 0, parent, tok);
-        int32_t pg = ix_find(p, h);
-        if (pg < 0 || !page_matches(p, pg, i == 0, parent, tok)) break;
-        if (pages) pages[i] = pg;
-        if (hashes) hashes[i] = h;
-        if (p->pg[pg].role == PG_CACHED) (*cached_hits)++;
-        hits++;
+    uint64_t h = 0, hb[8];
+    /* batches of 8 blocks: hash them and prefetch their index slots, then walk them */
+    for (int i0 = 0; i0 < max; i0 += 8) {
+        int nb = max - i0 < 8 ? max - i0 : 8;
+        uint64_t last = h; /* hash of block i0 - 1 */
+        for (int k = 0; k < nb; k++) {
+            h = block_hash(p, i0 + k == 0, h, tokens + (size_t)(i0 + k) * p->B);
+            hb[k] = h;
+            __builtin_prefetch(&p->ix[h & p->ix_mask]);
+        }
+        for (int k = 0; k < nb; k++) {
+            int i = i0 + k;
+            uint64_t parent = i ? (k ? hb[k - 1] : last) : 0;
+            int32_t pg = ix_find(p, hb[k]);
+            if (pg < 0 || !page_matches(p, pg, i == 0, parent, tokens + (size_t)i * p->B)) return hits;
+            if (pages) pages[i] = pg;
+            if (hashes) hashes[i] = hb[k];
+            if (p->pg[pg].role == PG_CACHED) (*cached_hits)++;
+            hits++;
+        }
     }
     return hits;
 }
@@ -667,14 +606,22 @@ int pool_publish(pool_t *p, int64_t id, const int32_t *tokens, int n_tokens, cha
                        n_tokens, s->n_tokens);
     if (!p->cfg.prefix_caching) return HS_OK;
     int full = n_tokens / p->B, reg = 0;
+    /* Three passes so the cache misses overlap instead of queueing: hash the chain and
+     * prefetch each home slot of the index; prefetch the page records those slots name
+     * (a tag match reads one); then look up and register. */
     for (int i = s->n_hashed; i < full; i++) {
-        const int32_t *tok = tokens + (size_t)i * p->B;
-        uint64_t parent = i ? s->hashes[i - 1] : 0;
-        uint64_t h = block_hash(p, i == 0, parent, tok);
-        s->hashes[i] = h;
+        s->hashes[i] = block_hash(p, i == 0, i ? s->hashes[i - 1] : 0, tokens + (size_t)i * p->B);
+        __builtin_prefetch(&p->ix[s->hashes[i] & p->ix_mask]);
+    }
+    for (int i = s->n_hashed; i < full; i++) {
+        int32_t q = p->ix[s->hashes[i] & p->ix_mask].page;
+        if (q >= 0) __builtin_prefetch(&p->pg[q]);
+    }
+    for (int i = s->n_hashed; i < full; i++) {
+        uint64_t h = s->hashes[i];
         int32_t pg = s->blocks[i];
         if (!(p->pg[pg].pflags & PF_REG) && ix_find(p, h) < 0) {
-            page_register(p, pg, h, i == 0, parent, tok);
+            page_register(p, pg, h, i == 0, i ? s->hashes[i - 1] : 0, tokens + (size_t)i * p->B);
             reg++;
         }
     }
@@ -925,151 +872,3 @@ void pool_stats(const pool_t *p, pool_stats_t *out) {
 }
 
 int64_t pool_free_capacity(const pool_t *p) { return p->n_free + p->n_cached; }
-
-/* ---- invariant check ------------------------------------------------------------------------------ */
-
-#define FAIL(...)                                                    \
-    do {                                                             \
-        rc = hs_errf(err, n, HS_ERR_STATE, "pool_check: " __VA_ARGS__); \
-        goto out;                                                    \
-    } while (0)
-
-int pool_check(const pool_t *p, char *err, size_t n) {
-    int rc = HS_OK;
-    int64_t np = p->cfg.n_pages;
-    int32_t *refs = hs_calloc((size_t)np, sizeof(int32_t));
-    uint8_t *seen = hs_calloc((size_t)np, 1);
-    int64_t nh = p->cfg.n_host_pages;
-    int32_t *host_seen = hs_calloc((size_t)nh + 1, sizeof(int32_t));
-    int64_t cnt[5] = {0};
-
-    for (int64_t pg = 0; pg < np; pg++) {
-        if (p->pg[pg].role > PG_RESERVED) FAIL("page %lld has role %d", (long long)pg, p->pg[pg].role);
-        cnt[p->pg[pg].role]++;
-        if (p->pg[pg].role != PG_KV && p->pg[pg].ref != 0) FAIL("page %lld role %d has ref %d", (long long)pg, p->pg[pg].role, p->pg[pg].ref);
-        if (p->pg[pg].role != PG_STATE && p->pg[pg].owner != -1) FAIL("page %lld role %d has owner", (long long)pg, p->pg[pg].role);
-        bool reg = p->pg[pg].pflags & PF_REG;
-        if (reg && p->pg[pg].role != PG_KV && p->pg[pg].role != PG_CACHED)
-            FAIL("page %lld role %d is registered", (long long)pg, p->pg[pg].role);
-        if (p->pg[pg].role == PG_CACHED && !reg) FAIL("cached page %lld is not registered", (long long)pg);
-        if (p->pg[pg].pflags & ~(PF_REG | PF_ROOT) || (!reg && p->pg[pg].pflags))
-            FAIL("page %lld has flags %d", (long long)pg, p->pg[pg].pflags);
-        if (reg && ix_find(p, p->pg[pg].hash) != pg) FAIL("registered page %lld not indexed", (long long)pg);
-        if (p->pg[pg].role == PG_RESERVED && (p->shared_state || pg >= (int64_t)p->cfg.n_slots * p->E))
-            FAIL("page %lld reserved outside the slot area", (long long)pg);
-        if (!p->shared_state && pg < (int64_t)p->cfg.n_slots * p->E && p->pg[pg].role != PG_RESERVED &&
-            p->pg[pg].role != PG_STATE)
-            FAIL("slot page %lld has role %d", (long long)pg, p->pg[pg].role);
-    }
-    if (cnt[PG_FREE] != p->n_free || cnt[PG_KV] != p->n_kv || cnt[PG_CACHED] != p->n_cached ||
-        cnt[PG_STATE] != p->n_state || cnt[PG_RESERVED] != p->n_reserved)
-        FAIL("role counts free %lld kv %lld cached %lld state %lld reserved %lld vs counters %lld %lld %lld %lld %lld",
-             (long long)cnt[0], (long long)cnt[1], (long long)cnt[2], (long long)cnt[3], (long long)cnt[4],
-             (long long)p->n_free, (long long)p->n_kv, (long long)p->n_cached, (long long)p->n_state,
-             (long long)p->n_reserved);
-    /* free stack = FREE pages, each once */
-    for (int64_t i = 0; i < p->n_free; i++) {
-        int32_t pg = p->free_stack[i];
-        if (pg < 0 || pg >= np || p->pg[pg].role != PG_FREE || seen[pg]) FAIL("free stack entry %lld (page %d)", (long long)i, pg);
-        seen[pg] = 1;
-    }
-    /* LRU list = CACHED pages, links consistent */
-    {
-        int64_t k = 0;
-        int32_t prev = -1;
-        for (int32_t pg = p->lru_head; pg >= 0; pg = p->pg[pg].lru_next) {
-            if (pg >= np || p->pg[pg].role != PG_CACHED || seen[pg] == 2) FAIL("LRU entry page %d", pg);
-            if (p->pg[pg].lru_prev != prev) FAIL("LRU prev link of page %d", pg);
-            seen[pg] = 2;
-            prev = pg;
-            if (++k > p->n_cached) FAIL("LRU list longer than %lld", (long long)p->n_cached);
-        }
-        if (k != p->n_cached || p->lru_tail != prev) FAIL("LRU list has %lld of %lld cached pages", (long long)k, (long long)p->n_cached);
-    }
-    /* index: every entry points to a registered page under that hash; count = registered pages */
-    if (p->cfg.prefix_caching) {
-        int64_t entries = 0, regs = 0;
-        for (uint64_t i = 0; i <= p->ix_mask; i++) {
-            int32_t pg = p->ix[i].page;
-            if (pg < 0) continue;
-            entries++;
-            if (pg >= np || !(p->pg[pg].pflags & PF_REG) || (uint32_t)(p->pg[pg].hash >> 32) != p->ix[i].tag) FAIL("index slot %llu -> page %d", (unsigned long long)i, pg);
-        }
-        for (int64_t pg = 0; pg < np; pg++) regs += (p->pg[pg].pflags & PF_REG) != 0;
-        if (entries != regs) FAIL("index has %lld entries for %lld registered pages", (long long)entries, (long long)regs);
-    }
-    /* sequences */
-    {
-        int live = 0, swapped = 0;
-        for (int r = 0; r < p->cfg.max_seqs; r++) {
-            const seq_t *s = &p->seqs[r];
-            if (s->id < 0) continue;
-            live++;
-            if (map_find(p, s->id) != r) FAIL("sequence %lld not mapped to record %d", (long long)s->id, r);
-            if (s->n_blocks < 0 || s->n_blocks > s->cap || (int64_t)s->n_tokens > (int64_t)s->n_blocks * p->B ||
-                s->n_hashed > s->n_blocks || s->n_tokens > p->cfg.max_seq_tokens)
-                FAIL("sequence %lld: %d blocks cap %d tokens %d hashed %d", (long long)s->id, s->n_blocks, s->cap,
-                     s->n_tokens, s->n_hashed);
-            const int32_t *st = state_of(p, r);
-            if (s->swapped) {
-                swapped++;
-                if (s->slot != -1) FAIL("swapped sequence %lld holds slot %d", (long long)s->id, s->slot);
-                for (int i = 0; i < s->n_blocks + p->E; i++) {
-                    int32_t h = i < s->n_blocks ? s->blocks[i] : st[i - s->n_blocks];
-                    if (h < 0 || h >= nh || p->host_owner[h] != r || host_seen[h]) FAIL("sequence %lld host slot %d", (long long)s->id, h);
-                    host_seen[h] = 1;
-                }
-                continue;
-            }
-            for (int i = 0; i < s->n_blocks; i++) {
-                int32_t pg = s->blocks[i];
-                if (pg < 0 || pg >= np || p->pg[pg].role != PG_KV) FAIL("sequence %lld block %d -> page %d", (long long)s->id, i, pg);
-                refs[pg]++;
-            }
-            if (!p->shared_state && p->E > 0 &&
-                (s->slot < 0 || s->slot >= p->cfg.n_slots || p->slot_owner[s->slot] != r))
-                FAIL("sequence %lld slot %d", (long long)s->id, s->slot);
-            for (int j = 0; j < p->E; j++) {
-                int32_t pg = st[j];
-                if (pg < 0 || pg >= np || p->pg[pg].role != PG_STATE || p->pg[pg].owner != r || seen[pg] == 3)
-                    FAIL("sequence %lld state page %d = %d", (long long)s->id, j, pg);
-                if (!p->shared_state && pg != (int64_t)s->slot * p->E + j) FAIL("sequence %lld slot page %d", (long long)s->id, j);
-                seen[pg] = 3;
-            }
-        }
-        if (live != p->cfg.max_seqs - p->n_rec_free || swapped != p->n_swapped)
-            FAIL("%d live / %d swapped records vs %d / %d", live, swapped, p->cfg.max_seqs - p->n_rec_free, p->n_swapped);
-        for (int64_t pg = 0; pg < np; pg++) {
-            if (refs[pg] != p->pg[pg].ref) FAIL("page %lld ref %d but %d references", (long long)pg, p->pg[pg].ref, refs[pg]);
-            if (p->pg[pg].role == PG_STATE && seen[pg] != 3) FAIL("state page %lld has no owner table", (long long)pg);
-        }
-        int mapped = 0;
-        for (uint64_t i = 0; i <= p->map_mask; i++) mapped += p->map[i].key >= 0;
-        if (mapped != live) FAIL("map has %d ids for %d live sequences", mapped, live);
-    }
-    /* slots */
-    if (!p->shared_state && p->E > 0) {
-        int used = 0;
-        for (int s = 0; s < p->cfg.n_slots; s++) used += p->slot_owner[s] >= 0;
-        if (used + p->n_slots_free != p->cfg.n_slots) FAIL("%d slots used + %d free != %d", used, p->n_slots_free, p->cfg.n_slots);
-        for (int i = 0; i < p->n_slots_free; i++) {
-            int s = p->slot_stack[i];
-            if (s < 0 || s >= p->cfg.n_slots || p->slot_owner[s] != -1) FAIL("free slot stack entry %d", s);
-            for (int j = 0; j < p->E; j++)
-                if (p->pg[(int64_t)s * p->E + j].role != PG_RESERVED) FAIL("free slot %d page %d not reserved", s, j);
-        }
-    }
-    /* host slots */
-    for (int64_t i = 0; i < p->n_host_free; i++) {
-        int32_t h = p->host_stack[i];
-        if (h < 0 || h >= nh || p->host_owner[h] != -1 || host_seen[h]) FAIL("host free stack entry %d", h);
-        host_seen[h] = 2;
-    }
-    for (int64_t h = 0; h < nh; h++)
-        if (!host_seen[h]) FAIL("host slot %lld neither free nor owned", (long long)h);
-out:
-    hs_free(refs);
-    hs_free(seen);
-    hs_free(host_seen);
-    return rc;
-}
