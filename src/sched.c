@@ -646,8 +646,10 @@ static int check_update(const sched_t *s, const int32_t *new_tokens, const int32
         if (r >= b->n_decode && nl == 1 && nn != 1) return HS_ERR_INVALID;
         if (r < b->n_decode) {
             if (nn < 1 || nn > stride) return HS_ERR_INVALID;
+            /* the accepted drafts must be the ones this row ran */
+            const int32_t *ran = b->token_ids + b->tok_start[r] + 1;
             for (int j = 0; j + 1 < nn; j++)
-                if (new_tokens[(size_t)r * stride + j] != q->spec[j]) return HS_ERR_INVALID;
+                if (new_tokens[(size_t)r * stride + j] != ran[j]) return HS_ERR_INVALID;
         }
     }
     return HS_OK;

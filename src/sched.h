@@ -148,8 +148,12 @@ void sched_destroy(sched_t *s);
 int sched_submit(sched_t *s, int64_t id, const int32_t *prompt, int n_prompt, const sampling_params_t *sp,
                  char *err, size_t n);
 
-/* Build the next batch (may be empty: n_seqs == 0 when nothing can run). Always HS_OK
- * unless the pool reports a broken invariant (HS_ERR_STATE, a bug). */
+/* Build the next batch (may be empty: n_seqs == 0 when nothing can run). HS_OK;
+ * HS_ERR_STATE when the previous non-empty batch has not been through sched_update,
+ * or (a bug) when the pool and the scheduler disagree. Requests that can never be
+ * served end here with a SCHED_EV_FINISH (error, or length when a running one
+ * outgrows the whole pool); sched_update returns those events (call it also after an
+ * empty batch: it then only returns them). */
 int sched_step(sched_t *s, const sched_batch_t **out);
 
 /* After the forward of the last batch: for row r, n_new[r] tokens at
@@ -158,13 +162,15 @@ int sched_step(sched_t *s, const sched_batch_t **out);
  * the row's drafts: they are the accepted ones; the last is the bonus/corrected
  * token). Appends, checks stop conditions (tokens after a stop are dropped), publishes
  * full blocks to the prefix cache, frees finished requests. *events (may be NULL)
- * gets this update's events, valid until the next sched_update or sched_destroy.
+ * gets this step's events (those of sched_step first), valid until the next
+ * sched_step or sched_destroy.
  * HS_ERR_INVALID (nothing applied) for inconsistent input, HS_ERR_STATE when called
  * twice for one step. */
 int sched_update(sched_t *s, const int32_t *new_tokens, const int32_t *n_new, const sched_event_t **events,
                  int *n_events);
 
-/* Drafts for the next decode of request id (n <= k; the rest stay placeholders). */
+/* Drafts for the next decode of request id (n <= k; the rest stay placeholders).
+ * Call between sched_update and the next sched_step. */
 int sched_set_drafts(sched_t *s, int64_t id, const int32_t *draft, int n);
 
 /* Cancel a request in any state; its pages go back at once. If it is in the batch

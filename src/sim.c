@@ -388,17 +388,7 @@ int sim_run(const sim_config_t *c, layout_kind_t kind, const sim_workload_t *w, 
         }
         const sched_batch_t *b;
         if ((rc = sched_step(s, &b)) != HS_OK) break;
-        if (b->n_seqs == 0) {
-            /* nothing can run: wait for the next arrival, or give up (cannot happen
-             * unless a request can never fit, which submit refuses) */
-            if (next < N && (c->max_concurrency <= 0 || in_flight < c->max_concurrency)) {
-                t = t > w->arrival[next] ? t : w->arrival[next];
-                continue;
-            }
-            rc = hs_errf(err, n, HS_ERR_STATE, "simulation stalled at t = %.3f s", t);
-            break;
-        }
-        double dt = step_time(&m, b);
+        double dt = b->n_seqs ? step_time(&m, b) : 0;
         t += dt;
         sched_stats_t st;
         sched_stats(s, &st);
@@ -426,6 +416,16 @@ int sim_run(const sim_config_t *c, layout_kind_t kind, const sim_workload_t *w, 
                 else r->n_failed++;
                 if (ev[i].n_output > 1) tpot[n_tpot++] = (t - first[id]) / (ev[i].n_output - 1);
             }
+        }
+        if (b->n_seqs == 0 && nev == 0) {
+            /* nothing can run: wait for the next arrival, or give up (cannot happen
+             * unless a request can never fit, which submit refuses) */
+            if (next < N && (c->max_concurrency <= 0 || in_flight < c->max_concurrency) && w->arrival[next] > t) {
+                t = w->arrival[next];
+                continue;
+            }
+            rc = hs_errf(err, n, HS_ERR_STATE, "simulation stalled at t = %.3f s", t);
+            break;
         }
         pool_stats(pool, &ps);
         occ_push(&occ, t, (double)(ps.n_kv + ps.n_cached) / ps.n_pages,
