@@ -5,6 +5,17 @@
  * TTFT / TPOT percentiles, mean running requests, preemptions and pool occupancy
  * over time. Its numbers are a model, not a measurement.
  *
+ * --json prints one object: the settings ("note": "a model, not a measurement",
+ * model, tp, gpu, kv_dtype, state_dtype, weights_dtype, num_requests, input_tokens,
+ * output_tokens, max_concurrency, max_num_seqs, max_num_batched_tokens, policy,
+ * preempt, step_overhead_ms, wall_s) and "layouts": per layout {layout, ok, error
+ * (when not ok), kv_block_bytes, state_bytes, page_bytes, state_pages, pool_pages,
+ * state_slots, weights_gib, budget_gib, completed, failed, duration_s,
+ * total_tokens_per_s, output_tokens_per_s, ttft_ms {p50,p90,p99}, tpot_ms {..},
+ * mean_running, max_running, mean_batch, steps, preemptions_recompute,
+ * preemptions_swap, recomputed_tokens, occupancy {kv_fraction[], state_fraction[],
+ * running[]} (48 equal time buckets)}.
+ *
  * Trace format (--trace FILE.jsonl): one JSON object per line with
  *   "arrival" (or "arrival_time" / "timestamp"), seconds from the start (default 0),
  *   "input_len" and "output_len" (tokens, >= 1). Blank lines are skipped.

@@ -43,6 +43,9 @@
  * Memory: every per-step array is allocated at sched_create (sized by max_num_seqs
  * and max_num_batched_tokens); the step loop allocates nothing except amortised
  * growth of a sequence's token array. Work per step is O(running + tokens scheduled).
+ * The pool's block-table and state-table pointers are cached per running request and
+ * re-read only after pool_admit, pool_swap_in and a pool_append that took pages: this
+ * relies on the pool moving a table only in those calls (sched_check verifies it).
  */
 #ifndef HS_SCHED_H
 #define HS_SCHED_H
