@@ -57,6 +57,8 @@ static void usage(FILE *f) {
             "                               seed's (ATOM #602: prefill-first, whole prompts, no mixing)\n"
             "  --swap-gib G                 host swap space for --preempt swap (64)\n"
             "  --step-overhead-ms T         fixed time added to every step (0)\n"
+            "  --num-speculative-tokens K   MTP drafts per decode step (0)\n"
+            "  --acceptance-rate A          chance each draft is accepted, up to the first miss (0.7)\n"
             "  --layouts LIST               comma-separated subset of coupled,slots,paged (all)\n"
             "  --seed N                     workload seed (0)\n"
             "  --json                       one JSON object instead of the table\n");
@@ -287,6 +289,8 @@ int cmd_simulate(int argc, char **argv) {
         INT_OPT("--max-num-seqs", 1, 1 << 20, c.max_num_seqs)
         INT_OPT("--max-num-batched-tokens", 1, 1 << 24, c.max_num_batched_tokens)
         INT_OPT("--seed", 0, INT64_MAX, seed)
+        INT_OPT("--num-speculative-tokens", 0, 4, c.k_spec)
+        DBL_OPT("--acceptance-rate", 0.0, 1.0, c.accept)
         DBL_OPT("--range-ratio", 0.0, 1.0, ratio)
         DBL_OPT("--long-fraction", 0.0, 1.0, long_frac)
         DBL_OPT("--mem-util", 0.01, 1.0, c.mem_util)
@@ -375,6 +379,8 @@ int cmd_simulate(int argc, char **argv) {
         json_object_set_new(root, "policy", json_string(c.policy == SCHED_POLICY_SEED ? "seed" : "hyserve"));
         json_object_set_new(root, "preempt", json_string(c.preempt == SCHED_PREEMPT_SWAP ? "swap" : "recompute"));
         json_object_set_new(root, "step_overhead_ms", json_real(ovh_ms));
+        json_object_set_new(root, "num_speculative_tokens", json_integer(c.k_spec));
+        json_object_set_new(root, "acceptance_rate", json_real(c.accept));
         json_object_set_new(root, "wall_s", json_real(wall));
         json_t *arr = json_array();
         for (int k = 0; k < n_kinds; k++) {
@@ -427,9 +433,11 @@ int cmd_simulate(int argc, char **argv) {
         printf("  step time = bytes / (%.2f TB/s x %.3f) + FLOPs / (%.0f TFLOP/s x %.3f) + all-reduce; see src/sim.h\n",
                c.gpu->bw_tbs, SIM_BW_EFF, c.gpu->flops_tf, SIM_FLOPS_EFF);
         printf("  model %s: %s\n", model, desc);
-        printf("  tp %d, %s (%.2f GiB), kv %s, state %s, weights %s, mem-util %.2f, step overhead %.1f ms\n", c.tp,
+        printf("  tp %d, %s (%.2f GiB), kv %s, state %s, weights %s, mem-util %.2f, step overhead %.1f ms", c.tp,
                c.gpu->name, c.gpu->mem_gib, hs_dtype_name(c.kv_dtype), hs_dtype_name(c.state_dtype),
                hs_dtype_name(c.weights_dtype), c.mem_util, ovh_ms);
+        if (c.k_spec > 0) printf(", MTP k=%d (acceptance %.2f)", c.k_spec, c.accept);
+        printf("\n");
         printf("  workload: %d requests, %llu input + %llu output tokens%s; concurrency %d; rate %s; "
                "max-num-seqs %d, max-num-batched-tokens %d, preempt %s, policy %s\n",
                w.n, (unsigned long long)in_tot, (unsigned long long)out_tot, trace ? " (trace)" : "",

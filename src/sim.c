@@ -71,6 +71,8 @@ void sim_config_default(sim_config_t *c) {
     c->preempt = SCHED_PREEMPT_RECOMPUTE;
     c->swap_gib = 64;
     c->occ_buckets = 48;
+    c->k_spec = 0;
+    c->accept = 0.7;
 }
 
 /* ---- workload ------------------------------------------------------------------ */
@@ -122,6 +124,8 @@ typedef struct {
     double embed;        /* V × H, bf16, resident only (0 when tied) */
     double expert;       /* one routed expert of one layer */
     int n_moe;           /* MoE layers */
+    double mtp_lin;      /* MTP layer, params read every draft pass: fc [H, 2H], one attention
+                            layer, shared expert or dense FFN (its routed experts: expert) */
 } sim_params_t;
 
 static void params_of(const mcfg_t *c, sim_params_t *p) {
@@ -130,7 +134,9 @@ static void params_of(const mcfg_t *c, sim_params_t *p) {
     for (int l = 0; l < c->n_layers; l++) {
         if (mcfg_is_attn(c, l)) {
             double qd = (double)c->n_heads * c->head_dim;
-            p->lin += H * qd * (c->attn_output_gate ? 2 : 1) + 2 * H * c->n_kv_heads * c->head_dim + qd * H;
+            double a = H * qd * (c->attn_output_gate ? 2 : 1) + 2 * H * c->n_kv_heads * c->head_dim + qd * H;
+            p->lin += a;
+            p->mtp_lin = a;
         } else {
             double vd = mcfg_value_dim(c);
             p->lin += H * (mcfg_conv_dim(c) + vd) + H * 2 * c->lin_v_heads + vd * H +
@@ -145,6 +151,7 @@ static void params_of(const mcfg_t *c, sim_params_t *p) {
             p->lin += 3 * H * c->intermediate;
         }
     }
+    p->mtp_lin += 2 * H * H + (c->is_moe ? 3 * H * c->shared_intermediate + H * c->n_experts : 3 * H * c->intermediate);
     p->lm_head = (double)c->vocab * H;
     p->embed = c->tie_embeddings ? 0 : (double)c->vocab * H;
 }
@@ -171,6 +178,7 @@ int sim_memory(const sim_config_t *c, layout_kind_t kind, sim_memory_t *out, cha
     mo.mem_util = c->mem_util;
     mo.max_num_seqs = c->max_num_seqs;
     mo.max_batched_tokens = c->max_num_batched_tokens;
+    mo.mtp_k = c->k_spec;
     mem_plan_t plan;
     int rc = mem_plan(&plan, &c->model, &mo, err, n);
     if (rc != HS_OK && rc != HS_ERR_NO_MEMORY) return rc;
@@ -191,21 +199,23 @@ int sim_memory(const sim_config_t *c, layout_kind_t kind, sim_memory_t *out, cha
     size_t page = kv.kv_bytes, base = 0;
     if (kind == LAYOUT_COUPLED) {
         /* Measure the state first, then give every page room for exactly one. */
-        rc = statemap_init(&sm, &c->model, c->tp, c->state_dtype, 0, (size_t)1 << 30, 0, 0, err, n);
+        rc = statemap_init(&sm, &c->model, c->tp, c->state_dtype, c->k_spec, (size_t)1 << 30, 0, 0, err, n);
         if (rc != HS_OK) return rc;
         size_t st = (sm.state_bytes + 15) / 16 * 16;
         statemap_free(&sm);
         base = (kv.kv_bytes + 15) / 16 * 16;
         page = base + st;
     }
-    rc = statemap_init(&sm, &c->model, c->tp, c->state_dtype, 0, page, base, 0, err, n);
+    rc = statemap_init(&sm, &c->model, c->tp, c->state_dtype, c->k_spec, page, base, 0, err, n);
     if (rc != HS_OK) return rc;
-    out->state_bytes = sm.state_bytes;
+    /* With k drafts a request keeps 1 + k states (one per verified position, ATOM's
+     * slots per request); each copy is packed by the state map on its own. */
+    out->state_bytes = sm.state_bytes * (size_t)(1 + c->k_spec);
     out->page_bytes = page;
-    out->E = sm.n_pages;
+    out->E = sm.n_pages * (1 + c->k_spec);
     statemap_free(&sm);
-    if (kind == LAYOUT_COUPLED && out->E != 1 && out->state_bytes > 0)
-        return hs_errf(err, n, HS_ERR_INVALID, "coupled: the state does not pack into one page (%d)", out->E);
+    if (kind == LAYOUT_COUPLED && out->E != 1 + c->k_spec && out->state_bytes > 0)
+        return hs_errf(err, n, HS_ERR_INVALID, "coupled: one state does not pack into one page (%d)", out->E);
     out->n_pages = (int64_t)(budget / (double)page);
     if (kind == LAYOUT_SLOTS && out->E > 0) {
         out->n_slots = c->max_num_seqs;
@@ -251,6 +261,19 @@ static double step_time(const step_model_t *m, const sched_batch_t *b) {
         flops += attn_per * nt * (past + nt / 2);
     }
     flops += 6.0 * mc->lin_v_heads * mc->lin_k_dim * mc->lin_v_dim * mc->n_gdn / tp * T;
+    if (c->k_spec > 0 && b->n_logits > 0) {
+        /* k sequential MTP passes over the rows that sample (one token each): the MTP
+         * layer, its routed experts and the lm_head are read k times. */
+        double S = b->n_decode + (b->n_logits - b->n_decode * (1 + c->k_spec));
+        double eb = m->p.mtp_lin * m->w + m->p.lm_head * 2, ef = 2.0 * (m->p.mtp_lin + m->p.lm_head) * S;
+        if (m->p.n_moe > 0) {
+            double E = mc->n_experts, k = mc->n_experts_per_tok;
+            eb += E * (1.0 - pow(1.0 - k / E, S)) * m->p.expert * m->w;
+            ef += 2.0 * k * m->p.expert * S;
+        }
+        bytes += c->k_spec * eb / tp;
+        flops += c->k_spec * ef / tp;
+    }
     double t = bytes / m->bw + flops / m->flops;
     if (c->tp > 1) t += 2.0 * mc->n_layers * (10e-6 + T * mc->hidden * 2.0 * 2.0 * (tp - 1) / tp / 300e9);
     t += (double)(b->n_pages_swapped_out + b->n_pages_swapped_in) * m->page / (c->gpu->host_gbs * 1e9);
@@ -318,7 +341,7 @@ int sim_run(const sim_config_t *c, layout_kind_t kind, const sim_workload_t *w, 
     pc.state_pages = r->mem.E;
     pc.n_slots = r->mem.n_slots;
     pc.max_seqs = c->max_num_seqs;
-    pc.max_seq_tokens = max_len + 16;
+    pc.max_seq_tokens = max_len + 16 + c->k_spec;
     pc.prefix_caching = false; /* random prompts; ATOM's default */
     if (c->preempt == SCHED_PREEMPT_SWAP) {
         double hp = c->swap_gib * GIB / (double)r->mem.page_bytes;
@@ -331,6 +354,7 @@ int sim_run(const sim_config_t *c, layout_kind_t kind, const sim_workload_t *w, 
     sched_config_default(&sc);
     sc.max_num_seqs = c->max_num_seqs;
     sc.max_num_batched_tokens = c->max_num_batched_tokens;
+    sc.k_spec = c->k_spec;
     sc.preempt = c->preempt;
     sc.policy = c->policy;
     if (c->policy == SCHED_POLICY_SEED) sc.watermark = 0;
@@ -357,7 +381,8 @@ int sim_run(const sim_config_t *c, layout_kind_t kind, const sim_workload_t *w, 
     double *tpot = hs_calloc((size_t)N, sizeof(double));
     int n_ttft = 0, n_tpot = 0;
     int32_t *zeros = hs_calloc((size_t)max_len + 1, sizeof(int32_t));
-    int32_t *new_tokens = hs_calloc((size_t)c->max_num_seqs, sizeof(int32_t));
+    int32_t *new_tokens = hs_calloc((size_t)c->max_num_seqs * (1 + c->k_spec), sizeof(int32_t));
+    uint64_t acc_rng = 0x5EED;
     int32_t *n_new = hs_calloc((size_t)c->max_num_seqs, sizeof(int32_t));
     occ_log_t occ;
     memset(&occ, 0, sizeof occ);
@@ -395,9 +420,19 @@ int sim_run(const sim_config_t *c, layout_kind_t kind, const sim_workload_t *w, 
         run_area += st.n_running * dt;
         if (st.n_running > r->max_running) r->max_running = st.n_running;
         batch_sum += b->n_seqs;
+        const int stride = 1 + c->k_spec;
         for (int i = 0; i < b->n_seqs; i++) {
-            new_tokens[i] = 1;
-            n_new[i] = b->logit_start[i + 1] > b->logit_start[i] ? 1 : 0;
+            int nn = b->logit_start[i + 1] > b->logit_start[i] ? 1 : 0;
+            if (i < b->n_decode) {
+                /* drafts accepted one by one with probability accept, up to the first miss */
+                const int32_t *ran = b->token_ids + b->tok_start[i] + 1;
+                while (nn <= c->k_spec && rng_unit(&acc_rng) < c->accept) {
+                    new_tokens[i * stride + nn - 1] = ran[nn - 1];
+                    nn++;
+                }
+            }
+            new_tokens[i * stride + nn - 1] = 1;
+            n_new[i] = nn;
         }
         const sched_event_t *ev;
         int nev;

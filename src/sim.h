@@ -28,6 +28,10 @@
  *            over 300 GB/s
  *   swap   = pages moved × page bytes over the host link (50 GB/s), added to the step
  *   + a fixed per-step overhead (--step-overhead-ms, default 0)
+ *   MTP (k > 0): decode rows carry 1 + k tokens; k sequential draft passes read the MTP
+ *   layer (fc, one attention layer, its FFN / experts touched) and the lm_head once
+ *   each for the rows that sample; drafts are accepted with probability `accept` each
+ *   up to the first miss
  * The efficiencies are measured on one H100 (shared docs gpu-anchors.md: 2.99 TB/s
  * copy of 3.35 datasheet, 767 TFLOP/s bf16 GEMM of 989) and assumed for every GPU.
  */
@@ -81,6 +85,9 @@ typedef struct {
     sched_policy_t policy;  /* SCHED_POLICY_SEED also turns the admission watermark off, as ATOM */
     double swap_gib;        /* host swap space for SCHED_PREEMPT_SWAP (default 64) */
     int occ_buckets;        /* occupancy samples in the result (default 48) */
+    int k_spec;             /* MTP draft tokens per decode step (0: off); state copies and
+                               the MTP layer's KV row and weights are counted */
+    double accept;          /* probability that each draft is accepted, up to the first miss (0.7) */
     double step_overhead_s; /* fixed time added to every step (host scheduling, launches,
                                framework): 0 by default; a Python engine pays milliseconds */
 } sim_config_t;
