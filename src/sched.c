@@ -210,6 +210,11 @@ int sched_create(sched_t **out, const sched_config_t *cfg, pool_t *pool, char *e
     if (max_len < 2 || max_len + cfg->k_spec > pc->max_seq_tokens)
         return hs_errf(err, n, HS_ERR_INVALID, "max_model_len (%d) + k must be in [2, pool max_seq_tokens = %d]",
                        max_len, pc->max_seq_tokens);
+    if (pc->state_pages > 0 && pc->prefix_caching && pc->kv_only_hits && !cfg->allow_kv_only_hits)
+        return hs_errf(err, n, HS_ERR_INVALID,
+                       "pool hands out KV-only prefix hits for a model with recurrent state: the state at "
+                       "the hit is unknown and the output would be wrong (set allow_kv_only_hits only for "
+                       "experiments)");
     if (pc->kind == LAYOUT_COUPLED && pc->state_pages != 0 && pc->state_pages < 1 + cfg->k_spec)
         return hs_errf(err, n, HS_ERR_INVALID, "coupled pool: state_pages must be 1 + k");
 

@@ -35,7 +35,9 @@
  * Prefix caching: admission skips the prompt tokens the pool reports as usable hits.
  * For a hybrid model (state pages > 0) a hit is usable only where the recurrent state
  * after the hit is available; with no state checkpoints the pool refuses KV-only hits
- * (pool_config_t.kv_only_hits = false) and the scheduler asserts it got none.
+ * (pool_config_t.kv_only_hits = false) and the scheduler asserts it got none;
+ * sched_create refuses a stateful pool with kv_only_hits on unless the config
+ * explicitly allows it (allow_kv_only_hits, for experiments).
  *
  * Determinism: the schedule is a function of the calls made (submissions, tokens
  * given to sched_update, cancels): no clocks, no addresses, no randomness.
@@ -78,6 +80,9 @@ typedef struct {
     sched_policy_t policy;       /* default SCHED_POLICY_DEFAULT */
     double watermark;            /* fraction of pool pages kept free when admitting
                                     while others run (default 0.01) */
+    bool allow_kv_only_hits;     /* experiments only: accept a stateful pool configured with
+                                    kv_only_hits (ATOM's bug: the recurrent state restarts at
+                                    the hit, output is wrong). Default false: refused. */
     pool_copy_fn copy;           /* swap byte copies (may be NULL: bookkeeping only) */
     void *copy_user;
 } sched_config_t;

@@ -444,6 +444,17 @@ static void run_prefix(int E, bool kv_only_hits, int *hit_tokens_seen, int *mode
     sched_config_default(&sc);
     sc.max_num_seqs = 4;
     sc.max_num_batched_tokens = 64;
+    if (E > 0 && kv_only_hits) {
+        /* refused unless explicitly allowed */
+        pool_t *pool;
+        sched_t *s;
+        char err[256];
+        assert_int_equal(pool_create(&pool, &pc, err, sizeof err), HS_OK);
+        assert_int_equal(sched_create(&s, &sc, pool, err, sizeof err), HS_ERR_INVALID);
+        assert_non_null(strstr(err, "KV-only"));
+        pool_destroy(pool);
+        sc.allow_kv_only_hits = true;
+    }
     harness_t *h = new_h(&pc, &sc);
     int32_t p[22];
     h_prompt(p, 22, 7);
