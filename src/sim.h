@@ -33,7 +33,17 @@
  *   each for the rows that sample; drafts are accepted with probability `accept` each
  *   up to the first miss
  * The efficiencies are measured on one H100 (shared docs gpu-anchors.md: 2.99 TB/s
- * copy of 3.35 datasheet, 767 TFLOP/s bf16 GEMM of 989) and assumed for every GPU.
+ * copy of 3.35 datasheet, 767 TFLOP/s bf16 GEMM of 989; ~790 is also quoted) and
+ * assumed for every GPU. Figures used (sim.c sim_gpus; memory from memplan's table):
+ *
+ *   kind          memory (GiB)  HBM TB/s (datasheet)  dense bf16 TFLOP/s (datasheet)
+ *   h100-80g         79.18          3.35                   989
+ *   h200-141g       139.80          4.8                    989
+ *   b200-180g       178.35          8.0                   2250
+ *   mi300x-192g     191.98          5.3                   1307
+ *   mi355x-288g     287.98          8.0                   2500
+ *   host link (swap) 50 GB/s for all; all-reduce 10 µs + 300 GB/s.
+ * fp8 weights halve the bytes read but the FLOPs are priced at the bf16 peak.
  */
 #ifndef HS_SIM_H
 #define HS_SIM_H
