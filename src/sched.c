@@ -525,13 +525,6 @@ static int pass_decode(sched_t *s) {
     return HS_OK;
 }
 
-/* 3. prefill chunks of running sequences part-way through their prompt. */
-static void pass_prefill_running(sched_t *s) {
-    if (s->n_prefilling == 0) return; /* counted by the passes before: nothing to walk */
-    for (seq_t *q = s->running.head; q && budget_left(s) > 0; q = q->next)
-        if (q->sched_row < 0 && q->n_computed < q->n_committed) try_prefill(s, q);
-}
-
 /* 2. swap-in, oldest first. */
 static void pass_swap_in(sched_t *s) {
     sched_batch_t *b = &s->batch;
@@ -556,6 +549,13 @@ static void pass_swap_in(sched_t *s) {
          * prefill continues in the prefill pass. */
         if (seq_decode_ready(q)) try_decode(s, q);
     }
+}
+
+/* 3. prefill chunks of running sequences part-way through their prompt. */
+static void pass_prefill_running(sched_t *s) {
+    if (s->n_prefilling == 0) return; /* counted by the passes before: nothing to walk */
+    for (seq_t *q = s->running.head; q && budget_left(s) > 0; q = q->next)
+        if (q->sched_row < 0 && q->n_computed < q->n_committed) try_prefill(s, q);
 }
 
 /* 4. admission, FIFO with head-of-line blocking. whole: admit only prompts whose
