@@ -405,7 +405,7 @@ static void add_row(sched_t *s, seq_t *q, int n, bool decode) {
     b->n_past[r] = q->n_computed;
     if (decode) {
         assert(n == 1 + s->cfg.k_spec && b->n_decode == r); /* decode rows come first */
-        b->token_ids[t0] = q->tokens[q->n_tokens - 1];
+        b->token_ids[t0] = q->last;
         for (int i = 0; i < s->cfg.k_spec; i++) b->token_ids[t0 + 1 + i] = q->spec[i];
         for (int i = 0; i < n; i++) {
             b->positions[t0 + i] = q->n_computed + i;

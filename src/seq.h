@@ -84,6 +84,7 @@ struct seq {
     const int32_t *bt;          /* [n_blocks] KV block table */
     const int32_t *st;          /* [E] state page table, NULL when E == 0 */
     int n_tokens;
+    int32_t last;               /* tokens[n_tokens - 1], kept in the hot line */
     int n_computed;
     int n_committed;
     int n_blocks;
