@@ -2,7 +2,7 @@
  * pool: page bookkeeping (see pool.h for the contract). Integer ids only.
  *
  * Data structures (all allocated in pool_create; block tables grow by doubling):
- *   per page (struct of arrays, [n_pages]):
+ *   per page (one 40-byte record each, [n_pages], so a page touch is one cache line):
  *     role      PG_FREE / PG_KV / PG_CACHED / PG_STATE / PG_RESERVED
  *     ref       KV: number of block-table references (>= 1); 0 otherwise
  *     owner     STATE: index of the owning sequence record; -1 otherwise
@@ -15,9 +15,12 @@
  *   host        LIFO stack of free host slots, host_owner[n_host_pages]
  *   seq records [max_seqs] with a LIFO stack of free records, and an open-addressing
  *               map id -> record (linear probing, backward-shift deletion)
- *   index       open-addressing map block hash -> page (same scheme, <= n_pages keys)
+ *   index       open-addressing map block hash -> page (same scheme, <= n_pages keys;
+ *               8-byte entries: low 32 hash bits as a tag + page; full hash on the page)
  *
- * Invariants (pool_check verifies all of them):
+ * The types live in pool_int.h (shared with pool_check.c, the checker).
+ *
+ * Invariants (pool_check, pool_check.c, verifies all of them):
  *   - FREE pages are exactly the free stack; CACHED pages exactly the LRU list; both
  *     have ref 0; a FREE page is never registered; a CACHED page always is.
  *   - ref[pg] = number of entries equal to pg over the block tables of running seqs.
@@ -30,9 +33,16 @@
  *
  * A swapped record reuses its block table and state table to hold host slot ids, so
  * swapping allocates nothing.
+ *
+ * Collision guard: a hit needs the 64-bit hash, the stored parent hash and the B stored
+ * token ids to match, and lookups walk from block 0, so every block on the path is
+ * compared token by token. What is not compared is the content behind the parent hash
+ * of an evicted-and-replaced parent: a false hit needs two different parent blocks with
+ * equal 64-bit hashes (~2^-64 per pair). With the hash_bits test knob this does happen,
+ * which is why the property test checks contents with full hashes only.
  */
 #define XXH_STATIC_LINKING_ONLY
-#include "pool.h"
+#include "pool_int.h"
 
 #include <assert.h>
 #include <stdarg.h>
@@ -40,64 +50,6 @@
 #include <string.h>
 #include <xxhash.h>
 
-enum { PG_FREE = 0, PG_KV, PG_CACHED, PG_STATE, PG_RESERVED };
-enum { PF_REG = 1, PF_ROOT = 2 };
-
-typedef struct {
-    int64_t id;        /* caller's id; -1 when the record is unused */
-    int32_t *blocks;   /* [cap] page ids (host slot ids when swapped) */
-    uint64_t *hashes;  /* [cap] chained hashes of blocks [0, n_hashed) (prefix caching) */
-    int n_blocks, cap;
-    int n_hashed;      /* blocks whose hash is known; [0, n_hashed) processed by publish/hits */
-    int n_tokens;      /* committed tokens */
-    int n_cached_tokens;
-    int slot;          /* slots layout: slot index, else -1 */
-    bool swapped;
-} seq_t;
-
-struct pool {
-    pool_config_t cfg;
-    int E;             /* state pages per sequence */
-    int B;             /* block size */
-    bool shared_state; /* state pages come from the common free list (paged, coupled) */
-    int64_t n_kv_pages;/* pages KV may ever use: n_pages minus the slot pages */
-    bool debug;
-
-    /* pages */
-    uint8_t *role, *pflags;
-    int32_t *ref, *owner;
-    uint64_t *hash, *parent;
-    int32_t *tokens;   /* [n_pages][B] (prefix caching) */
-    int32_t *lru_prev, *lru_next;
-    int32_t lru_head, lru_tail;
-    int32_t *free_stack;
-    int64_t n_free, n_kv, n_cached, n_state, n_reserved;
-
-    /* slots layout */
-    int32_t *slot_stack, *slot_owner;
-    int n_slots_free;
-
-    /* host pool */
-    int32_t *host_stack, *host_owner;
-    int64_t n_host_free;
-
-    /* sequences */
-    seq_t *seqs;
-    int32_t *state_arena; /* [max_seqs][E] */
-    int32_t *rec_stack;
-    int n_rec_free;
-    int64_t *map_key;
-    int32_t *map_val;
-    uint64_t map_mask;
-    int n_swapped;
-
-    /* prefix index */
-    uint64_t *ix_key;
-    int32_t *ix_page;  /* -1 = empty */
-    uint64_t ix_mask;
-
-    pool_stats_t st;   /* cumulative counters (the count fields are filled on demand) */
-};
 
 /* ---- small helpers ---------------------------------------------------------------- */
 
@@ -118,148 +70,143 @@ static uint64_t pow2_at_least(uint64_t x) {
     return c;
 }
 
-static inline uint64_t mix64(uint64_t x) {
-    x ^= x >> 33;
-    x *= 0xff51afd7ed558ccdULL;
-    x ^= x >> 33;
-    return x;
-}
 
-static inline int blocks_for(const pool_t *p, int64_t tokens) { return (int)((tokens + p->B - 1) / p->B); }
-static inline int32_t *state_of(const pool_t *p, int rec) { return p->state_arena + (size_t)rec * p->E; }
 
 /* ---- sequence map ------------------------------------------------------------------ */
 
-static int map_find(const pool_t *p, int64_t id) {
-    if (id < 0) return -1;
-    for (uint64_t i = mix64((uint64_t)id) & p->map_mask;; i = (i + 1) & p->map_mask) {
-        if (p->map_key[i] == id) return p->map_val[i];
-        if (p->map_key[i] < 0) return -1;
-    }
-}
 
 static void map_insert(pool_t *p, int64_t id, int rec) {
     uint64_t i = mix64((uint64_t)id) & p->map_mask;
-    while (p->map_key[i] >= 0) i = (i + 1) & p->map_mask;
-    p->map_key[i] = id;
-    p->map_val[i] = rec;
+    while (p->map[i].key >= 0) i = (i + 1) & p->map_mask;
+    p->map[i].key = id;
+    p->map[i].val = rec;
 }
 
 static void map_remove(pool_t *p, int64_t id) {
     uint64_t i = mix64((uint64_t)id) & p->map_mask;
-    while (p->map_key[i] != id) {
-        assert(p->map_key[i] >= 0);
+    while (p->map[i].key != id) {
+        assert(p->map[i].key >= 0);
         i = (i + 1) & p->map_mask;
     }
     /* backward-shift deletion keeps every probe chain unbroken */
-    for (uint64_t j = (i + 1) & p->map_mask; p->map_key[j] >= 0; j = (j + 1) & p->map_mask) {
-        uint64_t home = mix64((uint64_t)p->map_key[j]) & p->map_mask;
+    for (uint64_t j = (i + 1) & p->map_mask; p->map[j].key >= 0; j = (j + 1) & p->map_mask) {
+        uint64_t home = mix64((uint64_t)p->map[j].key) & p->map_mask;
         if (((j - home) & p->map_mask) >= ((j - i) & p->map_mask)) {
-            p->map_key[i] = p->map_key[j];
-            p->map_val[i] = p->map_val[j];
+            p->map[i].key = p->map[j].key;
+            p->map[i].val = p->map[j].val;
             i = j;
         }
     }
-    p->map_key[i] = -1;
+    p->map[i].key = -1;
 }
 
 /* ---- prefix index (hash -> page) ---------------------------------------------------- */
 
-static int32_t ix_find(const pool_t *p, uint64_t h) {
-    for (uint64_t i = h & p->ix_mask;; i = (i + 1) & p->ix_mask) {
-        if (p->ix_page[i] < 0) return -1;
-        if (p->ix_key[i] == h) return p->ix_page[i];
-    }
-}
 
 static void ix_insert(pool_t *p, uint64_t h, int32_t pg) {
     uint64_t i = h & p->ix_mask;
-    while (p->ix_page[i] >= 0) i = (i + 1) & p->ix_mask;
-    p->ix_key[i] = h;
-    p->ix_page[i] = pg;
+    while (p->ix[i].page >= 0) i = (i + 1) & p->ix_mask;
+    p->ix[i].tag = (uint32_t)h;
+    p->ix[i].page = pg;
 }
 
-static void ix_remove(pool_t *p, uint64_t h) {
+/* Remove page pg, indexed under h (ix_find and the entry format: pool_int.h). */
+static void ix_remove(pool_t *p, uint64_t h, int32_t pg) {
     uint64_t i = h & p->ix_mask;
-    while (p->ix_key[i] != h || p->ix_page[i] < 0) {
-        assert(p->ix_page[i] >= 0);
+    while (p->ix[i].page != pg) {
+        assert(p->ix[i].page >= 0);
         i = (i + 1) & p->ix_mask;
     }
-    for (uint64_t j = (i + 1) & p->ix_mask; p->ix_page[j] >= 0; j = (j + 1) & p->ix_mask) {
-        uint64_t home = p->ix_key[j] & p->ix_mask;
+    for (uint64_t j = (i + 1) & p->ix_mask; p->ix[j].page >= 0; j = (j + 1) & p->ix_mask) {
+        uint64_t home = p->ix[j].tag & p->ix_mask;
         if (((j - home) & p->ix_mask) >= ((j - i) & p->ix_mask)) {
-            p->ix_key[i] = p->ix_key[j];
-            p->ix_page[i] = p->ix_page[j];
+            p->ix[i] = p->ix[j];
             i = j;
         }
     }
-    p->ix_page[i] = -1;
+    p->ix[i].page = -1;
 }
 
-/* Chained block hash (pool.h "Prefix caching" lists the bytes). */
+/* Chained block hash (pool.h "Prefix caching" lists the bytes). One-shot XXH64 over a
+ * stack buffer for blocks up to 1024 tokens (the streaming state costs more than the
+ * hashing of a 16-token block); streaming beyond. */
 static uint64_t block_hash(const pool_t *p, bool root, uint64_t parent, const int32_t *tok) {
-    XXH64_state_t s;
-    XXH64_reset(&s, p->cfg.hash_seed);
-    if (!root) {
-        uint8_t b[8];
-        for (int i = 0; i < 8; i++) b[i] = (uint8_t)(parent >> (8 * i));
-        XXH64_update(&s, b, 8);
-    }
+    uint64_t h;
+    size_t tb = sizeof(int32_t) * (size_t)p->B;
+    if (p->B <= 1024) {
+        uint8_t buf[8 + 4096];
+        size_t o = 0;
+        if (!root) {
+            for (int i = 0; i < 8; i++) buf[i] = (uint8_t)(parent >> (8 * i));
+            o = 8;
+        }
 #if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
-    XXH64_update(&s, tok, sizeof(int32_t) * (size_t)p->B);
+        memcpy(buf + o, tok, tb);
 #else
-    for (int i = 0; i < p->B; i++) {
-        uint32_t v = (uint32_t)tok[i];
-        uint8_t b[4] = {(uint8_t)v, (uint8_t)(v >> 8), (uint8_t)(v >> 16), (uint8_t)(v >> 24)};
-        XXH64_update(&s, b, 4);
-    }
+        for (int i = 0; i < p->B; i++)
+            for (int b = 0; b < 4; b++) buf[o + 4 * (size_t)i + b] = (uint8_t)((uint32_t)tok[i] >> (8 * b));
 #endif
-    uint64_t h = XXH64_digest(&s);
+        h = XXH64(buf, o + tb, p->cfg.hash_seed);
+    } else {
+        XXH64_state_t s;
+        XXH64_reset(&s, p->cfg.hash_seed);
+        if (!root) {
+            uint8_t b[8];
+            for (int i = 0; i < 8; i++) b[i] = (uint8_t)(parent >> (8 * i));
+            XXH64_update(&s, b, 8);
+        }
+        for (int i = 0; i < p->B; i++) {
+            uint32_t v = (uint32_t)tok[i];
+            uint8_t b[4] = {(uint8_t)v, (uint8_t)(v >> 8), (uint8_t)(v >> 16), (uint8_t)(v >> 24)};
+            XXH64_update(&s, b, 4);
+        }
+        h = XXH64_digest(&s);
+    }
     if (p->cfg.hash_bits > 0 && p->cfg.hash_bits < 64) h &= (UINT64_C(1) << p->cfg.hash_bits) - 1;
     return h;
 }
 
 /* Does registered page pg hold block (root/parent, tok)? */
 static bool page_matches(const pool_t *p, int32_t pg, bool root, uint64_t parent, const int32_t *tok) {
-    if (!(p->pflags[pg] & PF_REG)) return false;
-    if (root != !!(p->pflags[pg] & PF_ROOT)) return false;
-    if (!root && p->parent[pg] != parent) return false;
+    if (!(p->pg[pg].pflags & PF_REG)) return false;
+    if (root != !!(p->pg[pg].pflags & PF_ROOT)) return false;
+    if (!root && p->pg[pg].parent != parent) return false;
     return memcmp(p->tokens + (size_t)pg * p->B, tok, sizeof(int32_t) * (size_t)p->B) == 0;
 }
 
 static void page_register(pool_t *p, int32_t pg, uint64_t h, bool root, uint64_t parent, const int32_t *tok) {
-    assert(!(p->pflags[pg] & PF_REG));
-    p->pflags[pg] = (uint8_t)(PF_REG | (root ? PF_ROOT : 0));
-    p->hash[pg] = h;
-    p->parent[pg] = parent;
+    assert(!(p->pg[pg].pflags & PF_REG));
+    p->pg[pg].pflags = (uint8_t)(PF_REG | (root ? PF_ROOT : 0));
+    p->pg[pg].hash = h;
+    p->pg[pg].parent = parent;
     memcpy(p->tokens + (size_t)pg * p->B, tok, sizeof(int32_t) * (size_t)p->B);
     ix_insert(p, h, pg);
     p->st.published++;
 }
 
 static void page_unregister(pool_t *p, int32_t pg) {
-    assert(p->pflags[pg] & PF_REG);
-    ix_remove(p, p->hash[pg]);
-    p->pflags[pg] = 0;
+    assert(p->pg[pg].pflags & PF_REG);
+    ix_remove(p, p->pg[pg].hash, pg);
+    p->pg[pg].pflags = 0;
 }
 
 /* ---- LRU of CACHED pages -------------------------------------------------------------- */
 
 static void lru_push_tail(pool_t *p, int32_t pg) {
-    p->lru_prev[pg] = p->lru_tail;
-    p->lru_next[pg] = -1;
-    if (p->lru_tail >= 0) p->lru_next[p->lru_tail] = pg;
+    p->pg[pg].lru_prev = p->lru_tail;
+    p->pg[pg].lru_next = -1;
+    if (p->lru_tail >= 0) p->pg[p->lru_tail].lru_next = pg;
     else p->lru_head = pg;
     p->lru_tail = pg;
 }
 
 static void lru_remove(pool_t *p, int32_t pg) {
-    int32_t a = p->lru_prev[pg], b = p->lru_next[pg];
-    if (a >= 0) p->lru_next[a] = b;
+    int32_t a = p->pg[pg].lru_prev, b = p->pg[pg].lru_next;
+    if (a >= 0) p->pg[a].lru_next = b;
     else p->lru_head = b;
-    if (b >= 0) p->lru_prev[b] = a;
+    if (b >= 0) p->pg[b].lru_prev = a;
     else p->lru_tail = a;
-    p->lru_prev[pg] = p->lru_next[pg] = -1;
+    p->pg[pg].lru_prev = p->pg[pg].lru_next = -1;
 }
 
 /* ---- page moves ------------------------------------------------------------------------ */
@@ -270,11 +217,12 @@ static int32_t take_page(pool_t *p) {
     int32_t pg;
     if (p->n_free > 0) {
         pg = p->free_stack[--p->n_free];
-        assert(p->role[pg] == PG_FREE);
+        assert(p->pg[pg].role == PG_FREE);
     } else {
         pg = p->lru_head;
-        assert(pg >= 0 && p->role[pg] == PG_CACHED);
+        assert(pg >= 0 && p->pg[pg].role == PG_CACHED);
         lru_remove(p, pg);
+        if (p->lru_head >= 0) __builtin_prefetch(&p->pg[p->lru_head]); /* the next victim */
         page_unregister(p, pg);
         p->n_cached--;
         p->st.evictions++;
@@ -284,36 +232,36 @@ static int32_t take_page(pool_t *p) {
 }
 
 static void put_free(pool_t *p, int32_t pg) {
-    p->role[pg] = PG_FREE;
-    p->ref[pg] = 0;
-    p->owner[pg] = -1;
+    p->pg[pg].role = PG_FREE;
+    p->pg[pg].ref = 0;
+    p->pg[pg].owner = -1;
     p->free_stack[p->n_free++] = pg;
 }
 
 static void kv_take_new(pool_t *p, int32_t pg) {
-    p->role[pg] = PG_KV;
-    p->ref[pg] = 1;
+    p->pg[pg].role = PG_KV;
+    p->pg[pg].ref = 1;
     p->n_kv++;
 }
 
 /* Add one reference to a page found in the index (KV or CACHED). */
 static void kv_ref(pool_t *p, int32_t pg) {
-    if (p->role[pg] == PG_CACHED) {
+    if (p->pg[pg].role == PG_CACHED) {
         lru_remove(p, pg);
         p->n_cached--;
         kv_take_new(p, pg);
     } else {
-        assert(p->role[pg] == PG_KV && p->ref[pg] >= 1);
-        p->ref[pg]++;
+        assert(p->pg[pg].role == PG_KV && p->pg[pg].ref >= 1);
+        p->pg[pg].ref++;
     }
 }
 
 static void kv_unref(pool_t *p, int32_t pg) {
-    assert(p->role[pg] == PG_KV && p->ref[pg] >= 1);
-    if (--p->ref[pg] > 0) return;
+    assert(p->pg[pg].role == PG_KV && p->pg[pg].ref >= 1);
+    if (--p->pg[pg].ref > 0) return;
     p->n_kv--;
-    if (p->pflags[pg] & PF_REG) {
-        p->role[pg] = PG_CACHED;
+    if (p->pg[pg].pflags & PF_REG) {
+        p->pg[pg].role = PG_CACHED;
         p->n_cached++;
         lru_push_tail(p, pg);
     } else {
@@ -324,12 +272,18 @@ static void kv_unref(pool_t *p, int32_t pg) {
 /* Release the device pages of running record r (blocks last first, then state). */
 static void release_device(pool_t *p, int r) {
     seq_t *s = &p->seqs[r];
-    for (int i = s->n_blocks - 1; i >= 0; i--) kv_unref(p, s->blocks[i]);
     int32_t *st = state_of(p, r);
+    /* prefetch page records PF_AHEAD entries ahead: they are cold, and independent */
+    enum { PF_AHEAD = 16 };
+    for (int i = s->n_blocks - 1; i >= 0; i--) {
+        if (i >= PF_AHEAD) __builtin_prefetch(&p->pg[s->blocks[i - PF_AHEAD]]);
+        else if (PF_AHEAD - 1 - i < p->E) __builtin_prefetch(&p->pg[st[p->E - 1 - (PF_AHEAD - 1 - i)]]);
+        kv_unref(p, s->blocks[i]);
+    }
     if (p->E > 0 && !p->shared_state) {
         for (int j = 0; j < p->E; j++) {
-            p->role[st[j]] = PG_RESERVED;
-            p->owner[st[j]] = -1;
+            p->pg[st[j]].role = PG_RESERVED;
+            p->pg[st[j]].owner = -1;
         }
         p->n_state -= p->E;
         p->n_reserved += p->E;
@@ -337,7 +291,10 @@ static void release_device(pool_t *p, int r) {
         p->slot_stack[p->n_slots_free++] = s->slot;
         s->slot = -1;
     } else {
-        for (int j = p->E - 1; j >= 0; j--) put_free(p, st[j]);
+        for (int j = p->E - 1; j >= 0; j--) {
+            if (j >= PF_AHEAD) __builtin_prefetch(&p->pg[st[j - PF_AHEAD]]);
+            put_free(p, st[j]);
+        }
         p->n_state -= p->E;
     }
 }
@@ -352,18 +309,18 @@ static void acquire_state(pool_t *p, int r) {
         p->seqs[r].slot = slot;
         for (int j = 0; j < p->E; j++) {
             int32_t pg = (int32_t)((int64_t)slot * p->E + j);
-            assert(p->role[pg] == PG_RESERVED);
+            assert(p->pg[pg].role == PG_RESERVED);
             st[j] = pg;
-            p->role[pg] = PG_STATE;
-            p->owner[pg] = r;
+            p->pg[pg].role = PG_STATE;
+            p->pg[pg].owner = r;
         }
         p->n_reserved -= p->E;
     } else {
         for (int j = 0; j < p->E; j++) {
             int32_t pg = take_page(p);
             st[j] = pg;
-            p->role[pg] = PG_STATE;
-            p->owner[pg] = r;
+            p->pg[pg].role = PG_STATE;
+            p->pg[pg].owner = r;
         }
     }
     p->n_state += p->E;
@@ -431,24 +388,16 @@ int pool_create(pool_t **out, const pool_config_t *cfg, char *err, size_t n) {
     p->debug = env && *env && strcmp(env, "0") != 0;
 
     size_t np = (size_t)c->n_pages;
-    p->role = hs_calloc(np, 1);
-    p->pflags = hs_calloc(np, 1);
-    p->ref = hs_calloc(np, sizeof(int32_t));
-    p->owner = hs_malloc(np * sizeof(int32_t));
-    p->lru_prev = hs_malloc(np * sizeof(int32_t));
-    p->lru_next = hs_malloc(np * sizeof(int32_t));
+    p->pg = hs_calloc(np, sizeof *p->pg);
     p->free_stack = hs_malloc(np * sizeof(int32_t));
     p->lru_head = p->lru_tail = -1;
-    for (size_t i = 0; i < np; i++) p->owner[i] = p->lru_prev[i] = p->lru_next[i] = -1;
+    for (size_t i = 0; i < np; i++) p->pg[i].owner = p->pg[i].lru_prev = p->pg[i].lru_next = -1;
     if (c->prefix_caching) {
-        p->hash = hs_calloc(np, sizeof(uint64_t));
-        p->parent = hs_calloc(np, sizeof(uint64_t));
         p->tokens = hs_calloc(np * (size_t)p->B, sizeof(int32_t));
         uint64_t cap = pow2_at_least(2 * np);
         p->ix_mask = cap - 1;
-        p->ix_key = hs_calloc(cap, sizeof(uint64_t));
-        p->ix_page = hs_malloc(cap * sizeof(int32_t));
-        for (uint64_t i = 0; i < cap; i++) p->ix_page[i] = -1;
+        p->ix = hs_malloc(cap * sizeof *p->ix);
+        for (uint64_t i = 0; i < cap; i++) p->ix[i] = (struct ix_ent){0, -1};
     }
     /* free stack: the lowest KV page is popped first */
     for (int64_t pg = c->n_pages - 1; pg >= slot_pages; pg--) p->free_stack[p->n_free++] = (int32_t)pg;
@@ -460,7 +409,7 @@ int pool_create(pool_t **out, const pool_config_t *cfg, char *err, size_t n) {
             p->slot_owner[s] = -1;
         }
         p->n_slots_free = c->n_slots;
-        for (int64_t pg = 0; pg < slot_pages; pg++) p->role[pg] = PG_RESERVED;
+        for (int64_t pg = 0; pg < slot_pages; pg++) p->pg[pg].role = PG_RESERVED;
         p->n_reserved = slot_pages;
     }
     if (c->n_host_pages > 0) {
@@ -483,9 +432,8 @@ int pool_create(pool_t **out, const pool_config_t *cfg, char *err, size_t n) {
     p->n_rec_free = c->max_seqs;
     uint64_t mcap = pow2_at_least(2 * (uint64_t)c->max_seqs);
     p->map_mask = mcap - 1;
-    p->map_key = hs_malloc(mcap * sizeof(int64_t));
-    p->map_val = hs_malloc(mcap * sizeof(int32_t));
-    for (uint64_t i = 0; i < mcap; i++) p->map_key[i] = -1;
+    p->map = hs_malloc(mcap * sizeof *p->map);
+    for (uint64_t i = 0; i < mcap; i++) p->map[i].key = -1;
     dbg(p, "create layout %d pages %lld E %d slots %d B %d host %lld", (int)c->kind, (long long)c->n_pages, p->E,
         p->cfg.n_slots, p->B, (long long)c->n_host_pages);
     *out = p;
@@ -501,20 +449,11 @@ void pool_destroy(pool_t *p) {
     hs_free(p->seqs);
     hs_free(p->state_arena);
     hs_free(p->rec_stack);
-    hs_free(p->map_key);
-    hs_free(p->map_val);
-    hs_free(p->role);
-    hs_free(p->pflags);
-    hs_free(p->ref);
-    hs_free(p->owner);
-    hs_free(p->lru_prev);
-    hs_free(p->lru_next);
+    hs_free(p->map);
+    hs_free(p->pg);
     hs_free(p->free_stack);
-    hs_free(p->hash);
-    hs_free(p->parent);
     hs_free(p->tokens);
-    hs_free(p->ix_key);
-    hs_free(p->ix_page);
+    hs_free(p->ix);
     hs_free(p->slot_stack);
     hs_free(p->slot_owner);
     hs_free(p->host_stack);
@@ -533,17 +472,26 @@ static int lookup_chain(const pool_t *p, const int32_t *tokens, int n_tokens, in
     *cached_hits = 0;
     if (!p->cfg.prefix_caching || !tokens || n_tokens < 1) return 0;
     int max = (n_tokens - 1) / p->B, hits = 0;
-    uint64_t h = 0;
-    for (int i = 0; i < max; i++) {
-        const int32_t *tok = tokens + (size_t)i * p->B;
-        uint64_t parent = h;
-        h = block_hash(p, i == 0, parent, tok);
-        int32_t pg = ix_find(p, h);
-        if (pg < 0 || !page_matches(p, pg, i == 0, parent, tok)) break;
-        if (pages) pages[i] = pg;
-        if (hashes) hashes[i] = h;
-        if (p->role[pg] == PG_CACHED) (*cached_hits)++;
-        hits++;
+    uint64_t h = 0, hb[8];
+    /* batches of 8 blocks: hash them and prefetch their index slots, then walk them */
+    for (int i0 = 0; i0 < max; i0 += 8) {
+        int nb = max - i0 < 8 ? max - i0 : 8;
+        uint64_t last = h; /* hash of block i0 - 1 */
+        for (int k = 0; k < nb; k++) {
+            h = block_hash(p, i0 + k == 0, h, tokens + (size_t)(i0 + k) * p->B);
+            hb[k] = h;
+            __builtin_prefetch(&p->ix[h & p->ix_mask]);
+        }
+        for (int k = 0; k < nb; k++) {
+            int i = i0 + k;
+            uint64_t parent = i ? (k ? hb[k - 1] : last) : 0;
+            int32_t pg = ix_find(p, hb[k]);
+            if (pg < 0 || !page_matches(p, pg, i == 0, parent, tokens + (size_t)i * p->B)) return hits;
+            if (pages) pages[i] = pg;
+            if (hashes) hashes[i] = hb[k];
+            if (p->pg[pg].role == PG_CACHED) (*cached_hits)++;
+            hits++;
+        }
     }
     return hits;
 }
@@ -658,14 +606,22 @@ int pool_publish(pool_t *p, int64_t id, const int32_t *tokens, int n_tokens, cha
                        n_tokens, s->n_tokens);
     if (!p->cfg.prefix_caching) return HS_OK;
     int full = n_tokens / p->B, reg = 0;
+    /* Three passes so the cache misses overlap instead of queueing: hash the chain and
+     * prefetch each home slot of the index; prefetch the page records those slots name
+     * (a tag match reads one); then look up and register. */
     for (int i = s->n_hashed; i < full; i++) {
-        const int32_t *tok = tokens + (size_t)i * p->B;
-        uint64_t parent = i ? s->hashes[i - 1] : 0;
-        uint64_t h = block_hash(p, i == 0, parent, tok);
-        s->hashes[i] = h;
+        s->hashes[i] = block_hash(p, i == 0, i ? s->hashes[i - 1] : 0, tokens + (size_t)i * p->B);
+        __builtin_prefetch(&p->ix[s->hashes[i] & p->ix_mask]);
+    }
+    for (int i = s->n_hashed; i < full; i++) {
+        int32_t q = p->ix[s->hashes[i] & p->ix_mask].page;
+        if (q >= 0) __builtin_prefetch(&p->pg[q]);
+    }
+    for (int i = s->n_hashed; i < full; i++) {
+        uint64_t h = s->hashes[i];
         int32_t pg = s->blocks[i];
-        if (!(p->pflags[pg] & PF_REG) && ix_find(p, h) < 0) {
-            page_register(p, pg, h, i == 0, parent, tok);
+        if (!(p->pg[pg].pflags & PF_REG) && ix_find(p, h) < 0) {
+            page_register(p, pg, h, i == 0, i ? s->hashes[i - 1] : 0, tokens + (size_t)i * p->B);
             reg++;
         }
     }
@@ -676,19 +632,20 @@ int pool_publish(pool_t *p, int64_t id, const int32_t *tokens, int n_tokens, cha
 
 /* ---- append ---------------------------------------------------------------------------------- */
 
-int pool_can_append(const pool_t *p, int64_t id, int n_new, int n_lookahead, int *pages_needed, char *err,
-                    size_t n) {
-    if (pages_needed) *pages_needed = 0;
-    int r = running_rec(p, id, "append", err, n);
-    if (r < 0) return r;
+/* The append check for running record r (or the error for a bad record). */
+static int append_check(const pool_t *p, int64_t id, int r, int n_new, int n_lookahead, int *pages_needed,
+                        char *err, size_t n) {
+    *pages_needed = 0;
+    if (r < 0) return hs_errf(err, n, HS_ERR_NOT_FOUND, "pool: append: unknown sequence %lld", (long long)id);
     const seq_t *s = &p->seqs[r];
-    if (n_new < 0 || n_lookahead < 0 || (int64_t)s->n_tokens + n_new + n_lookahead > p->cfg.max_seq_tokens)
+    if (s->swapped) return hs_errf(err, n, HS_ERR_STATE, "pool: append: sequence %lld is swapped out", (long long)id);
+    int64_t total = (int64_t)s->n_tokens + n_new + n_lookahead;
+    if (n_new < 0 || n_lookahead < 0 || total > p->cfg.max_seq_tokens)
         return hs_errf(err, n, HS_ERR_INVALID, "pool: append %lld: %d + %d + %d tokens exceed %d", (long long)id,
                        s->n_tokens, n_new, n_lookahead, p->cfg.max_seq_tokens);
-    int want = blocks_for(p, (int64_t)s->n_tokens + n_new + n_lookahead);
-    int need = want > s->n_blocks ? want - s->n_blocks : 0;
-    if (pages_needed) *pages_needed = need;
-    if (need == 0) return HS_OK;
+    if (total <= (int64_t)s->n_blocks * p->B) return HS_OK; /* the common decode case */
+    int want = blocks_for(p, total), need = want - s->n_blocks;
+    *pages_needed = need;
     int64_t ever = p->shared_state ? p->n_kv_pages - p->E : p->n_kv_pages;
     if (want > ever)
         return hs_errf(err, n, HS_ERR_NO_MEMORY, "pool: append %lld: %d blocks can never fit", (long long)id, want);
@@ -698,11 +655,19 @@ int pool_can_append(const pool_t *p, int64_t id, int n_new, int n_lookahead, int
     return HS_OK;
 }
 
-int pool_append(pool_t *p, int64_t id, int n_new, int n_lookahead, char *err, size_t n) {
+int pool_can_append(const pool_t *p, int64_t id, int n_new, int n_lookahead, int *pages_needed, char *err,
+                    size_t n) {
     int need;
-    int rc = pool_can_append(p, id, n_new, n_lookahead, &need, err, n);
+    int rc = append_check(p, id, map_find(p, id), n_new, n_lookahead, &need, err, n);
+    if (pages_needed) *pages_needed = need;
+    return rc;
+}
+
+int pool_append(pool_t *p, int64_t id, int n_new, int n_lookahead, char *err, size_t n) {
+    int need, r = map_find(p, id);
+    int rc = append_check(p, id, r, n_new, n_lookahead, &need, err, n);
     if (rc != HS_OK) return rc;
-    seq_t *s = &p->seqs[map_find(p, id)];
+    seq_t *s = &p->seqs[r];
     if (need > 0) {
         table_reserve(p, s, s->n_blocks + need);
         for (int i = 0; i < need; i++) {
@@ -837,8 +802,8 @@ int pool_swap_in(pool_t *p, int64_t id, pool_copy_fn copy, void *user, char *err
             for (int j = 0; j < p->E; j++) {
                 int32_t hslot = st[j], pg = take_page(p);
                 st[j] = pg;
-                p->role[pg] = PG_STATE;
-                p->owner[pg] = r;
+                p->pg[pg].role = PG_STATE;
+                p->pg[pg].owner = r;
                 if (copy) copy(user, pg, hslot, POOL_COPY_TO_DEVICE);
             }
             p->n_state += p->E;
@@ -907,151 +872,3 @@ void pool_stats(const pool_t *p, pool_stats_t *out) {
 }
 
 int64_t pool_free_capacity(const pool_t *p) { return p->n_free + p->n_cached; }
-
-/* ---- invariant check ------------------------------------------------------------------------------ */
-
-#define FAIL(...)                                                    \
-    do {                                                             \
-        rc = hs_errf(err, n, HS_ERR_STATE, "pool_check: " __VA_ARGS__); \
-        goto out;                                                    \
-    } while (0)
-
-int pool_check(const pool_t *p, char *err, size_t n) {
-    int rc = HS_OK;
-    int64_t np = p->cfg.n_pages;
-    int32_t *refs = hs_calloc((size_t)np, sizeof(int32_t));
-    uint8_t *seen = hs_calloc((size_t)np, 1);
-    int64_t nh = p->cfg.n_host_pages;
-    int32_t *host_seen = hs_calloc((size_t)nh + 1, sizeof(int32_t));
-    int64_t cnt[5] = {0};
-
-    for (int64_t pg = 0; pg < np; pg++) {
-        if (p->role[pg] > PG_RESERVED) FAIL("page %lld has role %d", (long long)pg, p->role[pg]);
-        cnt[p->role[pg]]++;
-        if (p->role[pg] != PG_KV && p->ref[pg] != 0) FAIL("page %lld role %d has ref %d", (long long)pg, p->role[pg], p->ref[pg]);
-        if (p->role[pg] != PG_STATE && p->owner[pg] != -1) FAIL("page %lld role %d has owner", (long long)pg, p->role[pg]);
-        bool reg = p->pflags[pg] & PF_REG;
-        if (reg && p->role[pg] != PG_KV && p->role[pg] != PG_CACHED)
-            FAIL("page %lld role %d is registered", (long long)pg, p->role[pg]);
-        if (p->role[pg] == PG_CACHED && !reg) FAIL("cached page %lld is not registered", (long long)pg);
-        if (p->pflags[pg] & ~(PF_REG | PF_ROOT) || (!reg && p->pflags[pg]))
-            FAIL("page %lld has flags %d", (long long)pg, p->pflags[pg]);
-        if (reg && ix_find(p, p->hash[pg]) != pg) FAIL("registered page %lld not indexed", (long long)pg);
-        if (p->role[pg] == PG_RESERVED && (p->shared_state || pg >= (int64_t)p->cfg.n_slots * p->E))
-            FAIL("page %lld reserved outside the slot area", (long long)pg);
-        if (!p->shared_state && pg < (int64_t)p->cfg.n_slots * p->E && p->role[pg] != PG_RESERVED &&
-            p->role[pg] != PG_STATE)
-            FAIL("slot page %lld has role %d", (long long)pg, p->role[pg]);
-    }
-    if (cnt[PG_FREE] != p->n_free || cnt[PG_KV] != p->n_kv || cnt[PG_CACHED] != p->n_cached ||
-        cnt[PG_STATE] != p->n_state || cnt[PG_RESERVED] != p->n_reserved)
-        FAIL("role counts free %lld kv %lld cached %lld state %lld reserved %lld vs counters %lld %lld %lld %lld %lld",
-             (long long)cnt[0], (long long)cnt[1], (long long)cnt[2], (long long)cnt[3], (long long)cnt[4],
-             (long long)p->n_free, (long long)p->n_kv, (long long)p->n_cached, (long long)p->n_state,
-             (long long)p->n_reserved);
-    /* free stack = FREE pages, each once */
-    for (int64_t i = 0; i < p->n_free; i++) {
-        int32_t pg = p->free_stack[i];
-        if (pg < 0 || pg >= np || p->role[pg] != PG_FREE || seen[pg]) FAIL("free stack entry %lld (page %d)", (long long)i, pg);
-        seen[pg] = 1;
-    }
-    /* LRU list = CACHED pages, links consistent */
-    {
-        int64_t k = 0;
-        int32_t prev = -1;
-        for (int32_t pg = p->lru_head; pg >= 0; pg = p->lru_next[pg]) {
-            if (pg >= np || p->role[pg] != PG_CACHED || seen[pg] == 2) FAIL("LRU entry page %d", pg);
-            if (p->lru_prev[pg] != prev) FAIL("LRU prev link of page %d", pg);
-            seen[pg] = 2;
-            prev = pg;
-            if (++k > p->n_cached) FAIL("LRU list longer than %lld", (long long)p->n_cached);
-        }
-        if (k != p->n_cached || p->lru_tail != prev) FAIL("LRU list has %lld of %lld cached pages", (long long)k, (long long)p->n_cached);
-    }
-    /* index: every entry points to a registered page under that hash; count = registered pages */
-    if (p->cfg.prefix_caching) {
-        int64_t entries = 0, regs = 0;
-        for (uint64_t i = 0; i <= p->ix_mask; i++) {
-            int32_t pg = p->ix_page[i];
-            if (pg < 0) continue;
-            entries++;
-            if (pg >= np || !(p->pflags[pg] & PF_REG) || p->hash[pg] != p->ix_key[i]) FAIL("index slot %llu -> page %d", (unsigned long long)i, pg);
-        }
-        for (int64_t pg = 0; pg < np; pg++) regs += (p->pflags[pg] & PF_REG) != 0;
-        if (entries != regs) FAIL("index has %lld entries for %lld registered pages", (long long)entries, (long long)regs);
-    }
-    /* sequences */
-    {
-        int live = 0, swapped = 0;
-        for (int r = 0; r < p->cfg.max_seqs; r++) {
-            const seq_t *s = &p->seqs[r];
-            if (s->id < 0) continue;
-            live++;
-            if (map_find(p, s->id) != r) FAIL("sequence %lld not mapped to record %d", (long long)s->id, r);
-            if (s->n_blocks < 0 || s->n_blocks > s->cap || (int64_t)s->n_tokens > (int64_t)s->n_blocks * p->B ||
-                s->n_hashed > s->n_blocks || s->n_tokens > p->cfg.max_seq_tokens)
-                FAIL("sequence %lld: %d blocks cap %d tokens %d hashed %d", (long long)s->id, s->n_blocks, s->cap,
-                     s->n_tokens, s->n_hashed);
-            const int32_t *st = state_of(p, r);
-            if (s->swapped) {
-                swapped++;
-                if (s->slot != -1) FAIL("swapped sequence %lld holds slot %d", (long long)s->id, s->slot);
-                for (int i = 0; i < s->n_blocks + p->E; i++) {
-                    int32_t h = i < s->n_blocks ? s->blocks[i] : st[i - s->n_blocks];
-                    if (h < 0 || h >= nh || p->host_owner[h] != r || host_seen[h]) FAIL("sequence %lld host slot %d", (long long)s->id, h);
-                    host_seen[h] = 1;
-                }
-                continue;
-            }
-            for (int i = 0; i < s->n_blocks; i++) {
-                int32_t pg = s->blocks[i];
-                if (pg < 0 || pg >= np || p->role[pg] != PG_KV) FAIL("sequence %lld block %d -> page %d", (long long)s->id, i, pg);
-                refs[pg]++;
-            }
-            if (!p->shared_state && p->E > 0 &&
-                (s->slot < 0 || s->slot >= p->cfg.n_slots || p->slot_owner[s->slot] != r))
-                FAIL("sequence %lld slot %d", (long long)s->id, s->slot);
-            for (int j = 0; j < p->E; j++) {
-                int32_t pg = st[j];
-                if (pg < 0 || pg >= np || p->role[pg] != PG_STATE || p->owner[pg] != r || seen[pg] == 3)
-                    FAIL("sequence %lld state page %d = %d", (long long)s->id, j, pg);
-                if (!p->shared_state && pg != (int64_t)s->slot * p->E + j) FAIL("sequence %lld slot page %d", (long long)s->id, j);
-                seen[pg] = 3;
-            }
-        }
-        if (live != p->cfg.max_seqs - p->n_rec_free || swapped != p->n_swapped)
-            FAIL("%d live / %d swapped records vs %d / %d", live, swapped, p->cfg.max_seqs - p->n_rec_free, p->n_swapped);
-        for (int64_t pg = 0; pg < np; pg++) {
-            if (refs[pg] != p->ref[pg]) FAIL("page %lld ref %d but %d references", (long long)pg, p->ref[pg], refs[pg]);
-            if (p->role[pg] == PG_STATE && seen[pg] != 3) FAIL("state page %lld has no owner table", (long long)pg);
-        }
-        int mapped = 0;
-        for (uint64_t i = 0; i <= p->map_mask; i++) mapped += p->map_key[i] >= 0;
-        if (mapped != live) FAIL("map has %d ids for %d live sequences", mapped, live);
-    }
-    /* slots */
-    if (!p->shared_state && p->E > 0) {
-        int used = 0;
-        for (int s = 0; s < p->cfg.n_slots; s++) used += p->slot_owner[s] >= 0;
-        if (used + p->n_slots_free != p->cfg.n_slots) FAIL("%d slots used + %d free != %d", used, p->n_slots_free, p->cfg.n_slots);
-        for (int i = 0; i < p->n_slots_free; i++) {
-            int s = p->slot_stack[i];
-            if (s < 0 || s >= p->cfg.n_slots || p->slot_owner[s] != -1) FAIL("free slot stack entry %d", s);
-            for (int j = 0; j < p->E; j++)
-                if (p->role[(int64_t)s * p->E + j] != PG_RESERVED) FAIL("free slot %d page %d not reserved", s, j);
-        }
-    }
-    /* host slots */
-    for (int64_t i = 0; i < p->n_host_free; i++) {
-        int32_t h = p->host_stack[i];
-        if (h < 0 || h >= nh || p->host_owner[h] != -1 || host_seen[h]) FAIL("host free stack entry %d", h);
-        host_seen[h] = 2;
-    }
-    for (int64_t h = 0; h < nh; h++)
-        if (!host_seen[h]) FAIL("host slot %lld neither free nor owned", (long long)h);
-out:
-    hs_free(refs);
-    hs_free(seen);
-    hs_free(host_seen);
-    return rc;
-}

@@ -167,7 +167,8 @@ int pool_append(pool_t *p, int64_t id, int n_new, int n_lookahead, char *err, si
 
 /* Free a running or swapped sequence: its references, state pages (or slot) and host
  * slots go back. Registered blocks whose refcount drops to 0 become CACHED (released
- * last block first, so chains are evicted from the tail). The id becomes unknown. */
+ * last block first, so chains are evicted from the tail). The id becomes unknown.
+ * Preemption by recompute is a free followed by a later admit of the real tokens. */
 int pool_free_seq(pool_t *p, int64_t id, char *err, size_t n);
 
 /* ---- swap ------------------------------------------------------------------------ */

@@ -57,6 +57,8 @@ struct sched {
 
     sched_batch_t batch;
     bool pending;            /* a non-empty batch awaits sched_update */
+    int n_prefilling;        /* running sequences part-way through a prefill, seen this step */
+    bool publish_output;     /* publish output blocks too (only when hits are usable) */
 
     sched_event_t *ev;
     int n_ev, ev_cap;
@@ -208,6 +210,11 @@ int sched_create(sched_t **out, const sched_config_t *cfg, pool_t *pool, char *e
     if (max_len < 2 || max_len + cfg->k_spec > pc->max_seq_tokens)
         return hs_errf(err, n, HS_ERR_INVALID, "max_model_len (%d) + k must be in [2, pool max_seq_tokens = %d]",
                        max_len, pc->max_seq_tokens);
+    if (pc->state_pages > 0 && pc->prefix_caching && pc->kv_only_hits && !cfg->allow_kv_only_hits)
+        return hs_errf(err, n, HS_ERR_INVALID,
+                       "pool hands out KV-only prefix hits for a model with recurrent state: the state at "
+                       "the hit is unknown and the output would be wrong (set allow_kv_only_hits only for "
+                       "experiments)");
     if (pc->kind == LAYOUT_COUPLED && pc->state_pages != 0 && pc->state_pages < 1 + cfg->k_spec)
         return hs_errf(err, n, HS_ERR_INVALID, "coupled pool: state_pages must be 1 + k");
 
@@ -219,6 +226,9 @@ int sched_create(sched_t **out, const sched_config_t *cfg, pool_t *pool, char *e
     s->E = pc->state_pages;
     s->prefix_caching = pc->prefix_caching;
     s->hits_gated = pc->state_pages > 0 && !pc->kv_only_hits;
+    /* Prompt blocks are always published (a stateful pool counts the hits it has to
+     * refuse); output blocks only where a hit could be used. */
+    s->publish_output = !s->hits_gated;
     s->watermark_pages = (int64_t)(cfg->watermark * (double)pool_free_capacity(pool) + 0.999999);
 
     int S = cfg->max_num_seqs, T = cfg->max_num_batched_tokens;
@@ -394,8 +404,8 @@ static void add_row(sched_t *s, seq_t *q, int n, bool decode) {
     b->ids[r] = q->id;
     b->n_past[r] = q->n_computed;
     if (decode) {
-        assert(n == 1 + s->cfg.k_spec);
-        b->token_ids[t0] = q->tokens[q->n_tokens - 1];
+        assert(n == 1 + s->cfg.k_spec && b->n_decode == r); /* decode rows come first */
+        b->token_ids[t0] = q->last;
         for (int i = 0; i < s->cfg.k_spec; i++) b->token_ids[t0 + 1 + i] = q->spec[i];
         for (int i = 0; i < n; i++) {
             b->positions[t0 + i] = q->n_computed + i;
@@ -420,17 +430,37 @@ static void add_row(sched_t *s, seq_t *q, int n, bool decode) {
 
 static int budget_left(const sched_t *s) { return s->cfg.max_num_batched_tokens - s->batch.n_tokens; }
 
+/* Re-read the pool's table pointers for q (after admit, swap-in, or an append that
+ * took pages: the only calls that may move them). */
+static void refresh_tables(sched_t *s, seq_t *q) {
+    q->bt = pool_block_table(s->pool, q->id, &q->n_blocks);
+    q->st = s->E > 0 ? pool_state_table(s->pool, q->id) : NULL;
+}
+
+/* Does the decode append of q (1 token + k look-ahead) fit the blocks it has? */
+static bool decode_fits_table(const sched_t *s, const seq_t *q) {
+    int64_t need = (int64_t)q->n_committed + 1 + s->cfg.k_spec;
+    return need <= (int64_t)q->n_blocks * s->B;
+}
+
+/* The decode append for q; the caller checked it fits (table or pool). */
+static void commit_decode(sched_t *s, seq_t *q) {
+    bool grow = !decode_fits_table(s, q);
+    int rc = pool_append(s->pool, q->id, 1, s->cfg.k_spec, NULL, 0);
+    assert(rc == HS_OK);
+    (void)rc;
+    if (grow) refresh_tables(s, q);
+    q->n_committed++;
+    q->n_spec = s->cfg.k_spec;
+    add_row(s, q, 1 + s->cfg.k_spec, true);
+}
+
 /* Schedule a decode row for q if the pool gives it room now (no preemption). */
 static bool try_decode(sched_t *s, seq_t *q) {
     int k = s->cfg.k_spec;
     if (budget_left(s) < 1 + k || s->batch.n_seqs >= s->cfg.max_num_seqs) return false;
-    if (pool_can_append(s->pool, q->id, 1, k, NULL, NULL, 0) != HS_OK) return false;
-    int rc = pool_append(s->pool, q->id, 1, k, NULL, 0);
-    assert(rc == HS_OK);
-    (void)rc;
-    q->n_committed++;
-    q->n_spec = k;
-    add_row(s, q, 1 + k, true);
+    if (!decode_fits_table(s, q) && pool_can_append(s->pool, q->id, 1, k, NULL, NULL, 0) != HS_OK) return false;
+    commit_decode(s, q);
     return true;
 }
 
@@ -444,29 +474,33 @@ static bool try_prefill(sched_t *s, seq_t *q) {
     return true;
 }
 
-int sched_step(sched_t *s, const sched_batch_t **out) {
-    if (s->pending) return HS_ERR_STATE;
+/* 1. decode, oldest first; preempt the newest when the pool is short. */
+static int pass_decode(sched_t *s) {
     sched_batch_t *b = &s->batch;
-    b->n_seqs = b->n_tokens = b->n_decode = b->n_decode_tokens = b->n_prefill_tokens = b->n_logits = 0;
-    b->n_preempt_recompute = b->n_preempt_swap = b->n_admitted = 0;
-    b->n_pages_swapped_out = b->n_pages_swapped_in = 0;
-    b->tok_start[0] = 0;
-    b->logit_start[0] = 0;
-    s->n_ev = 0;
     const int k = s->cfg.k_spec;
-
-    /* 1. decode, oldest first; preempt the newest when the pool is short. */
     for (seq_t *q = s->running.head; q;) {
         seq_t *next = q->next;
-        if (!seq_decode_ready(q)) {
+        if (!seq_decode_ready(q) || q->sched_row >= 0) {
+            if (q->n_computed < q->n_committed) s->n_prefilling++;
             q = next;
             continue;
         }
         assert(b->n_seqs < s->cfg.max_num_seqs && budget_left(s) >= 1 + k);
-        bool self_preempted = false;
+        bool self_preempted = false, q_finished = false;
         for (;;) {
+            if (decode_fits_table(s, q)) break; /* no new block: cannot fail */
             int rc = pool_can_append(s->pool, q->id, 1, k, NULL, NULL, 0);
             if (rc == HS_OK) break;
+            if (rc == HS_ERR_NO_MEMORY || rc == HS_ERR_INVALID) {
+                /* It can never grow further (its blocks would exceed the whole pool or
+                 * the pool's token limit): it has reached its length. */
+                q->finish = SEQ_FINISH_LENGTH;
+                ev_finish(s, q, SEQ_FINISH_LENGTH);
+                retire(s, q);
+                s->st.n_finished++;
+                self_preempted = q_finished = true; /* nothing to schedule for q */
+                break;
+            }
             if (rc < 0) return rc; /* a bug: the pool and the scheduler disagree */
             seq_t *victim = s->running.tail;
             assert(victim && victim->sched_row < 0);
@@ -478,21 +512,22 @@ int sched_step(sched_t *s, const sched_batch_t **out) {
             if (victim == next) next = NULL;
             preempt(s, victim);
         }
-        if (self_preempted) break; /* q was the newest running: nothing newer is left */
-        int rc = pool_append(s->pool, q->id, 1, k, NULL, 0);
-        assert(rc == HS_OK);
-        (void)rc;
-        q->n_committed++;
-        q->n_spec = k;
-        add_row(s, q, 1 + k, true);
+        if (self_preempted) {
+            if (q_finished) {
+                q = next;
+                continue;
+            }
+            break; /* q was the newest running: nothing newer is left */
+        }
+        commit_decode(s, q);
         q = next;
     }
+    return HS_OK;
+}
 
-    /* 2. prefill chunks of running sequences part-way through their prompt. */
-    for (seq_t *q = s->running.head; q && budget_left(s) > 0; q = q->next)
-        if (q->sched_row < 0 && q->n_computed < q->n_committed) try_prefill(s, q);
-
-    /* 3. swap-in, oldest first; new work waits while anything is swapped out. */
+/* 2. swap-in, oldest first. */
+static void pass_swap_in(sched_t *s) {
+    sched_batch_t *b = &s->batch;
     while (s->swapped.head && s->running.n < s->cfg.max_num_seqs) {
         seq_t *q = s->swapped.head;
         if (pool_can_swap_in(s->pool, q->id, NULL, 0) != HS_OK) break;
@@ -508,11 +543,26 @@ int sched_step(sched_t *s, const sched_batch_t **out) {
         q_insert_sorted(&s->running, q);
         b->n_pages_swapped_in += pages;
         s->st.n_swap_in++;
+        refresh_tables(s, q);
+        if (q->n_computed < q->n_committed) s->n_prefilling++;
+        /* A decode row now (decode rows stay ahead of prefill rows); a part-way
+         * prefill continues in the prefill pass. */
         if (seq_decode_ready(q)) try_decode(s, q);
-        else try_prefill(s, q);
     }
+}
 
-    /* 4. admission, FIFO with head-of-line blocking. */
+/* 3. prefill chunks of running sequences part-way through their prompt. */
+static void pass_prefill_running(sched_t *s) {
+    if (s->n_prefilling == 0) return; /* counted by the passes before: nothing to walk */
+    for (seq_t *q = s->running.head; q && budget_left(s) > 0; q = q->next)
+        if (q->sched_row < 0 && q->n_computed < q->n_committed) try_prefill(s, q);
+}
+
+/* 4. admission, FIFO with head-of-line blocking. whole: admit only prompts whose
+ * uncached part fits the remaining budget in one piece (the seed's policy), unless
+ * the batch is empty (a prompt longer than the budget is then chunked). */
+static void pass_admit(sched_t *s, bool whole) {
+    sched_batch_t *b = &s->batch;
     while (!s->swapped.head && s->waiting.head && s->running.n < s->cfg.max_num_seqs && budget_left(s) > 0 &&
            b->n_seqs < s->cfg.max_num_seqs) {
         seq_t *q = s->waiting.head;
@@ -529,6 +579,7 @@ int sched_step(sched_t *s, const sched_batch_t **out) {
             continue;
         }
         if (s->running.n > 0 && info.n_pages_avail - info.n_pages_needed < s->watermark_pages) break;
+        if (whole && b->n_seqs > 0 && q->n_tokens - info.n_hit_tokens > budget_left(s)) break;
         rc = pool_admit(s->pool, q->id, toks, q->n_tokens, &info, NULL, 0);
         assert(rc == HS_OK);
         /* The hybrid prefix rule: without state checkpoints a stateful pool must not
@@ -538,17 +589,47 @@ int sched_step(sched_t *s, const sched_batch_t **out) {
         q->status = SEQ_RUNNING;
         q->n_cached = q->n_computed = info.n_hit_tokens;
         q->n_committed = q->n_tokens;
+        refresh_tables(s, q);
         q_insert_sorted(&s->running, q);
         b->n_admitted++;
         try_prefill(s, q);
     }
+}
 
+int sched_step(sched_t *s, const sched_batch_t **out) {
+    if (s->pending) return HS_ERR_STATE;
+    sched_batch_t *b = &s->batch;
+    b->n_seqs = b->n_tokens = b->n_decode = b->n_decode_tokens = b->n_prefill_tokens = b->n_logits = 0;
+    b->n_preempt_recompute = b->n_preempt_swap = b->n_admitted = 0;
+    b->n_pages_swapped_out = b->n_pages_swapped_in = 0;
+    b->tok_start[0] = 0;
+    b->logit_start[0] = 0;
+    s->n_ev = 0;
+    s->n_prefilling = 0;
+    int rc = HS_OK;
+    if (s->cfg.policy == SCHED_POLICY_SEED) {
+        /* ATOM #602/#659: prefill-first, whole prompts, no mixing. */
+        pass_swap_in(s);
+        pass_admit(s, true);
+        if (b->n_seqs == 0) {
+            rc = pass_decode(s);
+            if (rc == HS_OK && b->n_seqs == 0) pass_prefill_running(s);
+        }
+    } else {
+        rc = pass_decode(s);
+        if (rc == HS_OK) {
+            pass_swap_in(s);
+            pass_prefill_running(s);
+            pass_admit(s, false);
+        }
+    }
+    if (rc != HS_OK) return rc;
     /* Block tables last: every pool call of this step is done, the pointers are stable. */
     for (int r = 0; r < b->n_seqs; r++) {
-        int nb = 0;
-        b->block_tables[r] = pool_block_table(s->pool, b->ids[r], &nb);
-        b->n_blocks[r] = nb;
-        b->state_pages[r] = s->E > 0 ? pool_state_table(s->pool, b->ids[r]) : NULL;
+        const seq_t *q = b->seqs[r];
+        b->block_tables[r] = q->bt;
+        b->n_blocks[r] = q->n_blocks;
+        b->state_pages[r] = q->st;
     }
     s->pending = b->n_seqs > 0;
     s->st.n_steps++;
@@ -570,8 +651,10 @@ static int check_update(const sched_t *s, const int32_t *new_tokens, const int32
         if (r >= b->n_decode && nl == 1 && nn != 1) return HS_ERR_INVALID;
         if (r < b->n_decode) {
             if (nn < 1 || nn > stride) return HS_ERR_INVALID;
+            /* the accepted drafts must be the ones this row ran */
+            const int32_t *ran = b->token_ids + b->tok_start[r] + 1;
             for (int j = 0; j + 1 < nn; j++)
-                if (new_tokens[(size_t)r * stride + j] != q->spec[j]) return HS_ERR_INVALID;
+                if (new_tokens[(size_t)r * stride + j] != ran[j]) return HS_ERR_INVALID;
         }
     }
     return HS_OK;
@@ -636,7 +719,7 @@ int sched_update(sched_t *s, const int32_t *new_tokens, const int32_t *n_new, co
             retire(s, q);
             continue;
         }
-        if (s->prefix_caching && q->n_computed / s->B > prev / s->B)
+        if (s->prefix_caching && q->n_computed / s->B > prev / s->B && (s->publish_output || prev < q->n_prompt))
             pool_publish(s->pool, q->id, q->tokens, q->n_computed, NULL, 0);
     }
     if (events) *events = s->ev;
@@ -673,6 +756,12 @@ static int check_queue(const sched_t *s, const squeue_t *q, seq_status_t st, cha
             if (info.n_tokens != x->n_committed)
                 return hs_errf(err, n, HS_ERR_STATE, "id %lld: pool n_tokens %d != n_committed %d", (long long)x->id,
                                info.n_tokens, x->n_committed);
+            if (st == SEQ_RUNNING) {
+                int nb = 0;
+                const int32_t *bt = pool_block_table(s->pool, x->id, &nb);
+                if (bt != x->bt || nb != x->n_blocks || (s->E > 0 && pool_state_table(s->pool, x->id) != x->st))
+                    return hs_errf(err, n, HS_ERR_STATE, "id %lld: cached pool tables are stale", (long long)x->id);
+            }
             if (!(0 <= x->n_cached && x->n_cached <= x->n_computed && x->n_computed <= x->n_committed &&
                   x->n_committed <= x->n_tokens))
                 return hs_errf(err, n, HS_ERR_STATE, "id %lld: token counts out of order", (long long)x->id);

@@ -10,9 +10,10 @@
  *      slots (pool_append with k look-ahead). When it cannot, the newest running
  *      sequence not yet scheduled in this step is preempted (swap or recompute) until
  *      it can; when the newest is the sequence itself, it is preempted.
- *   2. prefill of running sequences that are part-way through their prompt, oldest
+ *   2. swap-in of swapped sequences, oldest first (they come before new work); a
+ *      decode-ready one gets its decode row at once.
+ *   3. prefill of running sequences that are part-way through their prompt, oldest
  *      first, in chunks that fit the remaining token budget.
- *   3. swap-in of swapped sequences, oldest first (they come before new work).
  *   4. admission of waiting sequences, FIFO: the head is admitted through the pool
  *      (check, then commit; the whole prompt's KV blocks and the state pages are taken
  *      at admission) and prefilled in a chunk that fits the budget. Head-of-line: when
@@ -34,7 +35,9 @@
  * Prefix caching: admission skips the prompt tokens the pool reports as usable hits.
  * For a hybrid model (state pages > 0) a hit is usable only where the recurrent state
  * after the hit is available; with no state checkpoints the pool refuses KV-only hits
- * (pool_config_t.kv_only_hits = false) and the scheduler asserts it got none.
+ * (pool_config_t.kv_only_hits = false) and the scheduler asserts it got none;
+ * sched_create refuses a stateful pool with kv_only_hits on unless the config
+ * explicitly allows it (allow_kv_only_hits, for experiments).
  *
  * Determinism: the schedule is a function of the calls made (submissions, tokens
  * given to sched_update, cancels): no clocks, no addresses, no randomness.
@@ -42,6 +45,9 @@
  * Memory: every per-step array is allocated at sched_create (sized by max_num_seqs
  * and max_num_batched_tokens); the step loop allocates nothing except amortised
  * growth of a sequence's token array. Work per step is O(running + tokens scheduled).
+ * The pool's block-table and state-table pointers are cached per running request and
+ * re-read only after pool_admit, pool_swap_in and a pool_append that took pages: this
+ * relies on the pool moving a table only in those calls (sched_check verifies it).
  */
 #ifndef HS_SCHED_H
 #define HS_SCHED_H
@@ -57,6 +63,13 @@
 
 typedef enum { SCHED_PREEMPT_RECOMPUTE = 0, SCHED_PREEMPT_SWAP = 1 } sched_preempt_t;
 
+/* SCHED_POLICY_DEFAULT: the policy above. SCHED_POLICY_SEED: ATOM's at #602/#659
+ * (seed-system.md §3.1), for A/B comparisons in `hyserve simulate`: swap-in and
+ * admission first, whole prompts that fit the remaining budget (FIFO, head-of-line);
+ * when anything was admitted the step is prefill-only; otherwise decode (with the same
+ * newest-first preemption). No chunking unless a prompt exceeds the whole budget. */
+typedef enum { SCHED_POLICY_DEFAULT = 0, SCHED_POLICY_SEED = 1 } sched_policy_t;
+
 typedef struct {
     int max_num_seqs;            /* rows per step and running sequences at most (default 256) */
     int max_num_batched_tokens;  /* tokens per step, decode included (default 8192) */
@@ -64,8 +77,12 @@ typedef struct {
                                     pool's max_seq_tokens minus k) */
     int k_spec;                  /* draft tokens per decode step (default 0) */
     sched_preempt_t preempt;     /* default SCHED_PREEMPT_RECOMPUTE */
+    sched_policy_t policy;       /* default SCHED_POLICY_DEFAULT */
     double watermark;            /* fraction of pool pages kept free when admitting
                                     while others run (default 0.01) */
+    bool allow_kv_only_hits;     /* experiments only: accept a stateful pool configured with
+                                    kv_only_hits (ATOM's bug: the recurrent state restarts at
+                                    the hit, output is wrong). Default false: refused. */
     pool_copy_fn copy;           /* swap byte copies (may be NULL: bookkeeping only) */
     void *copy_user;
 } sched_config_t;
@@ -139,8 +156,12 @@ void sched_destroy(sched_t *s);
 int sched_submit(sched_t *s, int64_t id, const int32_t *prompt, int n_prompt, const sampling_params_t *sp,
                  char *err, size_t n);
 
-/* Build the next batch (may be empty: n_seqs == 0 when nothing can run). Always HS_OK
- * unless the pool reports a broken invariant (HS_ERR_STATE, a bug). */
+/* Build the next batch (may be empty: n_seqs == 0 when nothing can run). HS_OK;
+ * HS_ERR_STATE when the previous non-empty batch has not been through sched_update,
+ * or (a bug) when the pool and the scheduler disagree. Requests that can never be
+ * served end here with a SCHED_EV_FINISH (error, or length when a running one
+ * outgrows the whole pool); sched_update returns those events (call it also after an
+ * empty batch: it then only returns them). */
 int sched_step(sched_t *s, const sched_batch_t **out);
 
 /* After the forward of the last batch: for row r, n_new[r] tokens at
@@ -149,13 +170,15 @@ int sched_step(sched_t *s, const sched_batch_t **out);
  * the row's drafts: they are the accepted ones; the last is the bonus/corrected
  * token). Appends, checks stop conditions (tokens after a stop are dropped), publishes
  * full blocks to the prefix cache, frees finished requests. *events (may be NULL)
- * gets this update's events, valid until the next sched_update or sched_destroy.
+ * gets this step's events (those of sched_step first), valid until the next
+ * sched_step or sched_destroy.
  * HS_ERR_INVALID (nothing applied) for inconsistent input, HS_ERR_STATE when called
  * twice for one step. */
 int sched_update(sched_t *s, const int32_t *new_tokens, const int32_t *n_new, const sched_event_t **events,
                  int *n_events);
 
-/* Drafts for the next decode of request id (n <= k; the rest stay placeholders). */
+/* Drafts for the next decode of request id (n <= k; the rest stay placeholders).
+ * Call between sched_update and the next sched_step. */
 int sched_set_drafts(sched_t *s, int64_t id, const int32_t *draft, int n);
 
 /* Cancel a request in any state; its pages go back at once. If it is in the batch

@@ -62,6 +62,7 @@ int seq_create(seq_t **out, int64_t id, const int32_t *prompt, int n_prompt, con
     s->tokens = hs_malloc((size_t)s->cap * sizeof(int32_t));
     memcpy(s->tokens, prompt, (size_t)n_prompt * sizeof(int32_t));
     s->n_prompt = s->n_tokens = n_prompt;
+    s->last = prompt[n_prompt - 1];
     s->k_spec = k_spec;
     s->spec_placeholder = sp->n_eos > 0 ? sp->eos_ids[0] : 0;
     if (k_spec > 0) {
@@ -69,6 +70,8 @@ int seq_create(seq_t **out, int64_t id, const int32_t *prompt, int n_prompt, con
         for (int i = 0; i < k_spec; i++) s->spec[i] = s->spec_placeholder;
     }
     s->sp = *sp;
+    s->max_tokens = sp->max_tokens;
+    s->stop_any = (sp->n_eos > 0 && !sp->ignore_eos) || sp->n_stop > 0;
     if (sp->n_stop > 0) {
         size_t total = 0;
         for (int i = 0; i < sp->n_stop; i++) {
@@ -102,12 +105,13 @@ void seq_append(seq_t *s, int32_t tok) {
         s->tokens = hs_realloc(s->tokens, (size_t)s->cap * sizeof(int32_t));
     }
     s->tokens[s->n_tokens++] = tok;
+    s->last = tok;
 }
 
 seq_finish_t seq_check_stop(const seq_t *s, int max_len) {
     int n_out = seq_n_output(s);
-    if (n_out > 0) {
-        int32_t last = s->tokens[s->n_tokens - 1];
+    if (n_out > 0 && s->stop_any) {
+        int32_t last = s->last;
         if (!s->sp.ignore_eos)
             for (int i = 0; i < s->sp.n_eos; i++)
                 if (last == s->sp.eos_ids[i]) return SEQ_FINISH_STOP;
@@ -120,7 +124,7 @@ seq_finish_t seq_check_stop(const seq_t *s, int max_len) {
             st += len;
         }
     }
-    if (n_out >= s->sp.max_tokens) return SEQ_FINISH_LENGTH;
+    if (n_out >= s->max_tokens) return SEQ_FINISH_LENGTH;
     if (max_len > 0 && s->n_tokens >= max_len) return SEQ_FINISH_LENGTH;
     return SEQ_FINISH_NONE;
 }

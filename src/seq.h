@@ -74,34 +74,40 @@ typedef struct {
 } sampling_params_t;
 
 typedef struct seq seq_t;
+/* Field order: what every decode step touches comes first (two cache lines). */
 struct seq {
+    seq_t *prev, *next;         /* scheduler queue links */
     int64_t id;                 /* caller's id, >= 0, unique among live requests */
+    int32_t *tokens;            /* [cap] prompt then committed output */
+    /* Pool-owned tables cached by the scheduler while RUNNING (refreshed whenever the
+     * pool may have moved them: admission, swap-in, an append that took pages). */
+    const int32_t *bt;          /* [n_blocks] KV block table */
+    const int32_t *st;          /* [E] state page table, NULL when E == 0 */
+    int n_tokens;
+    int32_t last;               /* tokens[n_tokens - 1], kept in the hot line */
+    int n_computed;
+    int n_committed;
+    int n_blocks;
+    int cap;
+    int n_prompt;
+    int max_tokens;             /* = sp.max_tokens */
+    bool stop_any;              /* eos ids active (not ignored) or stop sequences given */
+    int sched_row;              /* row in the current batch, -1 when not scheduled */
+    int n_sched;                /* tokens scheduled in the current batch */
+    int n_spec;                 /* placeholders reserved for the coming step: 0 or k_spec */
+    int k_spec;                 /* k: draft tokens per decode step (0: no speculation) */
+    int32_t *spec;              /* [k_spec] draft token ids (placeholder value until set) */
+    int32_t spec_placeholder;   /* value of an unfilled draft (first eos id, else 0) */
+    int n_cached;
     uint64_t order;             /* submission order: the FIFO / age key (smaller = older) */
     seq_status_t status;
     seq_finish_t finish;
-
-    int32_t *tokens;            /* [cap] prompt then committed output */
-    int n_prompt;
-    int n_tokens;
-    int cap;
-    int n_computed;
-    int n_cached;
-    int n_committed;
-
-    int k_spec;                 /* k: draft tokens per decode step (0: no speculation) */
-    int n_spec;                 /* placeholders reserved for the coming step: 0 or k_spec */
-    int32_t *spec;              /* [k_spec] draft token ids (placeholder value until set) */
-    int32_t spec_placeholder;   /* value of an unfilled draft (first eos id, else 0) */
+    int n_preempt;              /* times preempted */
 
     sampling_params_t sp;       /* stop_tokens / stop_lens point at the owned copies below */
     int32_t *stop_tokens_own;
     int32_t *stop_lens_own;
     int stop_max_len;           /* longest stop sequence */
-
-    int n_preempt;              /* times preempted */
-    int sched_row;              /* row in the current batch, -1 when not scheduled */
-    int n_sched;                /* tokens scheduled in the current batch */
-    seq_t *prev, *next;         /* scheduler queue links */
 };
 
 /* Defaults: greedy, top_p 1, top_k 0, min_p 0, seed 0, max_tokens 16, no eos, no stop. */

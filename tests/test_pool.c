@@ -9,6 +9,7 @@
  *     order, partial blocks never hashed, the last block always computed, free-listed
  *     hits charged (ATOM's over-commit), the hybrid state gate, sharing and refcounts.
  *   - append with look-ahead, swap out / in through a fake device, every bad call.
+ *   - pool_check itself: each kind of corruption, made through pool_int.h, is reported.
  */
 #include <stdarg.h>
 #include <stddef.h>
@@ -21,6 +22,7 @@
 
 #include "layout.h"
 #include "pool.h"
+#include "pool_int.h" /* test_check_catches: corrupts a pool on purpose */
 
 static char err[256];
 
@@ -734,6 +736,94 @@ static void test_stats_and_capacity(void **st) {
     pool_destroy(p);
 }
 
+
+/* Corrupt one thing at a time through the internals: pool_check must report it (and
+ * return, not abort), and be happy again once it is undone. */
+static void expect_broken(const pool_t *p, const char *what) {
+    char msg[256] = "";
+    int rc = pool_check(p, msg, sizeof msg);
+    if (rc != HS_ERR_STATE) fail_msg("pool_check missed: %s", what);
+    assert_true(strncmp(msg, "pool_check: ", 12) == 0);
+}
+
+static void test_check_catches(void **st) {
+    (void)st;
+    pool_config_t c;
+    pool_config_default(&c);
+    c.block_size = 4;
+    c.n_pages = 32;
+    c.state_pages = 2;
+    c.n_host_pages = 8;
+    pool_t *p = mk_cfg(&c);
+    int32_t a[13];
+    seq_tokens(a, 13, 1);
+    admit(p, 1, a, 12);
+    publish(p, 1, a, 12);
+    admit(p, 2, a, 13);
+    sfree(p, 1);
+    admit(p, 3, a + 1, 8);
+    publish(p, 3, a + 1, 8);
+    sfree(p, 3); /* 2 cached pages from 3 */
+    admit(p, 4, NULL, 5);
+    assert_int_equal(pool_swap_out(p, 4, NULL, NULL, err, sizeof err), HS_OK);
+    check(p);
+    int nb;
+    const int32_t *bt = pool_block_table(p, 2, &nb);
+    int32_t kvpg = bt[0], stpg = pool_state_table(p, 2)[0], freepg = p->free_stack[p->n_free - 1];
+    int32_t cachedpg = p->lru_head;
+    assert_true(cachedpg >= 0);
+
+    p->pg[freepg].role = PG_KV;
+    expect_broken(p, "free page with role KV");
+    p->pg[freepg].role = PG_FREE;
+    check(p);
+
+    p->pg[kvpg].ref++;
+    expect_broken(p, "refcount off by one");
+    p->pg[kvpg].ref--;
+    check(p);
+
+    p->n_free--;
+    expect_broken(p, "free counter");
+    p->n_free++;
+    check(p);
+
+    p->pg[stpg].owner = 99;
+    expect_broken(p, "state page owner");
+    p->pg[stpg].owner = p->pg[pool_state_table(p, 2)[1]].owner;
+    check(p);
+
+    int32_t nx = p->pg[cachedpg].lru_next;
+    p->pg[cachedpg].lru_next = -1;
+    expect_broken(p, "broken LRU link");
+    p->pg[cachedpg].lru_next = nx;
+    check(p);
+
+    p->pg[cachedpg].pflags = 0;
+    expect_broken(p, "cached page not registered");
+    p->pg[cachedpg].pflags = PF_REG;
+    if (pool_check(p, err, sizeof err) != HS_OK) p->pg[cachedpg].pflags = PF_REG | PF_ROOT;
+    check(p);
+
+    p->pg[cachedpg].hash ^= 1;
+    expect_broken(p, "hash index out of step");
+    p->pg[cachedpg].hash ^= 1;
+    check(p);
+
+    int r4 = map_find(p, 4);
+    int32_t h0 = p->seqs[r4].blocks[0];
+    p->host_owner[h0] = -1;
+    expect_broken(p, "host slot owner");
+    p->host_owner[h0] = r4;
+    check(p);
+
+    p->seqs[map_find(p, 2)].n_tokens = 1000;
+    expect_broken(p, "tokens beyond the block table");
+    p->seqs[map_find(p, 2)].n_tokens = 13;
+    check(p);
+    pool_destroy(p);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_statemap_shipped),
@@ -752,6 +842,7 @@ int main(void) {
         cmocka_unit_test(test_swap_limits),
         cmocka_unit_test(test_bad_calls),
         cmocka_unit_test(test_stats_and_capacity),
+        cmocka_unit_test(test_check_catches),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

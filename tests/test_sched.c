@@ -410,6 +410,29 @@ static void test_stop_conditions(void **state) {
     }
 }
 
+/* A request that outgrows the whole pool ends with "length" instead of stalling. */
+static void test_outgrows_pool(void **state) {
+    (void)state;
+    pool_config_t pc;
+    h_pool_default(&pc, LAYOUT_PAGED, 12, 2, 4); /* 10 pages for KV: 40 tokens at most */
+    pc.max_seq_tokens = 1000;
+    sched_config_t sc;
+    sched_config_default(&sc);
+    sc.max_num_seqs = 2;
+    sc.max_num_batched_tokens = 64;
+    sc.watermark = 0;
+    harness_t *h = new_h(&pc, &sc);
+    submit_n(h, 0, 10, 500);
+    assert_true(h_run(h, 200) > 0);
+    assert_true(sched_idle(h->s));
+    assert_int_equal(h->req[0].n_finish, 1);
+    assert_int_equal(h->req[0].finish, SEQ_FINISH_LENGTH);
+    assert_int_equal(h->req[0].n_out, 40 - 10 + 1); /* positions 0..39 computed, one more sampled */
+    assert_int_equal(h->oracle_errors, 0);
+    assert_true(h_all_returned(h));
+    del_h(h);
+}
+
 /* ---- prefix caching and the hybrid rule --------------------------------------------------- */
 
 static void run_prefix(int E, bool kv_only_hits, int *hit_tokens_seen, int *model_errors) {
@@ -421,6 +444,17 @@ static void run_prefix(int E, bool kv_only_hits, int *hit_tokens_seen, int *mode
     sched_config_default(&sc);
     sc.max_num_seqs = 4;
     sc.max_num_batched_tokens = 64;
+    if (E > 0 && kv_only_hits) {
+        /* refused unless explicitly allowed */
+        pool_t *pool;
+        sched_t *s;
+        char err[256];
+        assert_int_equal(pool_create(&pool, &pc, err, sizeof err), HS_OK);
+        assert_int_equal(sched_create(&s, &sc, pool, err, sizeof err), HS_ERR_INVALID);
+        assert_non_null(strstr(err, "KV-only"));
+        pool_destroy(pool);
+        sc.allow_kv_only_hits = true;
+    }
     harness_t *h = new_h(&pc, &sc);
     int32_t p[22];
     h_prompt(p, 22, 7);
@@ -641,6 +675,7 @@ int main(void) {
         cmocka_unit_test(test_swap_fallback),
         cmocka_unit_test(test_lookahead),
         cmocka_unit_test(test_stop_conditions),
+        cmocka_unit_test(test_outgrows_pool),
         cmocka_unit_test(test_hybrid_prefix),
         cmocka_unit_test(test_cancel),
         cmocka_unit_test(test_errors),

@@ -25,7 +25,7 @@ static int rng_int(uint64_t *x, int lo, int hi) { return lo + (int)(rng_next(x) 
 
 static uint64_t g_swap, g_recompute, g_cancel, g_stop, g_hits, g_steps;
 
-static void run_one(uint64_t seed, layout_kind_t kind, sched_preempt_t mode, int k, int n_req) {
+static void run_one(uint64_t seed, layout_kind_t kind, sched_preempt_t mode, int k, int n_req, sched_policy_t pol) {
     uint64_t x = seed * 0x9E3779B97F4A7C15ull + 12345;
     pool_config_t pc;
     int E = kind == LAYOUT_COUPLED ? 1 + k : rng_int(&x, 1, 3);
@@ -41,6 +41,7 @@ static void run_one(uint64_t seed, layout_kind_t kind, sched_preempt_t mode, int
     sc.max_num_batched_tokens = rng_int(&x, 6 * (1 + k), 80);
     sc.k_spec = k;
     sc.preempt = mode;
+    sc.policy = pol;
     sc.watermark = rng_int(&x, 0, 1) ? 0.0 : 0.05;
     harness_t *h = calloc(1, sizeof *h);
     int rc = h_init(h, &pc, &sc);
@@ -95,7 +96,12 @@ static void run_one(uint64_t seed, layout_kind_t kind, sched_preempt_t mode, int
             continue;
         }
         assert_int_equal(r->n_finish, 1);
-        if (r->finish == SEQ_FINISH_LENGTH) assert_true(r->n_out == max_tok[i] || r->n_prompt + r->n_out >= 512 - k);
+        /* length: max_tokens, the model length, or it outgrew the whole pool (KV pages
+         * it could ever hold: all but the state of one request, or the slot region) */
+        int64_t ever = kind == LAYOUT_SLOTS ? pc.n_pages - (int64_t)pc.n_slots * E : pc.n_pages - E;
+        if (r->finish == SEQ_FINISH_LENGTH)
+            assert_true(r->n_out == max_tok[i] || r->n_prompt + r->n_out >= 512 - k ||
+                        r->n_prompt + r->n_out + k > ever * pc.block_size);
         else assert_int_equal(r->finish, SEQ_FINISH_STOP);
         assert_true(r->n_out <= max_tok[i]);
     }
@@ -118,12 +124,14 @@ static void run_one(uint64_t seed, layout_kind_t kind, sched_preempt_t mode, int
 
 static void test_random_workloads(void **state) {
     (void)state;
-    const char *san = getenv("HS_SANITIZED");
-    int n_seeds = san && *san ? 4 : 10;
+    /* 10 seeds: about 0.3 s, 3 s under ASan. HS_SCHED_PROP_SEEDS=N runs more by hand. */
+    const char *env = getenv("HS_SCHED_PROP_SEEDS");
+    const int n_seeds = env && atoi(env) > 0 ? atoi(env) : 10;
     for (int seed = 1; seed <= n_seeds; seed++)
         for (int kind = 0; kind < 3; kind++)
             for (int mode = 0; mode < 2; mode++)
-                for (int k = 0; k <= 2; k += 2) run_one((uint64_t)seed, (layout_kind_t)kind, (sched_preempt_t)mode, k, 80);
+                for (int k = 0; k <= 2; k += 2) run_one((uint64_t)seed, (layout_kind_t)kind, (sched_preempt_t)mode, k, 80,
+                           seed % 3 == 0 ? SCHED_POLICY_SEED : SCHED_POLICY_DEFAULT);
     fprintf(stderr, "property: %llu steps, %llu swap + %llu recompute preemptions, %llu cancels, %llu stops, "
             "%llu prefix-hit tokens (stateless pools only)\n",
             (unsigned long long)g_steps, (unsigned long long)g_swap, (unsigned long long)g_recompute,
