@@ -1,5 +1,5 @@
 /*
- * sched: continuous batching over the page pool (policy in sched.h and
+ * sched: continuous batching over the page pool (policy in scheduler.h and
  * docs/ARCHITECTURE.md "Scheduler").
  *
  * Data structures
