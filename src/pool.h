@@ -48,10 +48,11 @@
  * evictable capacity and is charged as such (fixes ATOM's over-commit, seed §2.8).
  *
  * Hybrid models (state_pages > 0): a KV hit at token t is only usable if the recurrent
- * state after token t is also available. There are no state checkpoints yet, so by
- * default (cfg.kv_only_hits = false) a stateful pool refuses every hit: lookups and
- * admissions report 0 cached tokens (and count the refused tokens in the stats, "hits
- * lost to the state gate"), while blocks are still published so the index is warm.
+ * state after token t is also available. By default (cfg.kv_only_hits = false) a
+ * stateful pool uses a hit only up to the deepest state checkpoint on its chain (see
+ * below; with checkpoints off, the default, that means never): lookups and admissions
+ * report the usable cached tokens and count the rest in the stats ("hits lost to the
+ * state gate"), while blocks are still published so the index is warm.
  * cfg.kv_only_hits = true allows KV-only hits — only correct for a model with no
  * recurrent state, or for experiments that restart the state (ATOM's silent bug).
  *

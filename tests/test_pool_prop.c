@@ -81,7 +81,7 @@ static void test_prop(void **st) {
         {"slots 80B tp8 fp8 B16", LAYOUT_SLOTS, enx, 16, 3, 0, 3 * enx + 60, 2 * enx + 40, false, 1, false},
         {"paged stateless B4 hash_bits 3", LAYOUT_PAGED, 0, 4, 0, 3, 48, 24, false, 1, false},
         {"slots tiny B4 hash_bits 5", LAYOUT_SLOTS, 3, 4, 2, 5, 30, 0, true, 1, false},
-        {"paged 0.8B tp8 checkpoints B4", LAYOUT_PAGED, e08, 4, 0, 0, 3 * e08 + 40, 40, false, 2, true},
+        {"paged 0.8B tp8 checkpoints B4", LAYOUT_PAGED, e08, 4, 0, 0, 6 * e08 + 60, 40, false, 2, true},
         {"coupled k=0 checkpoints B16", LAYOUT_COUPLED, 1, 16, 0, 0, 80, 40, false, 1, true},
     };
     int nr = (int)(sizeof runs / sizeof runs[0]), wsum = 0;
