@@ -73,13 +73,14 @@
  *   pool_can_append / pool_append      table or host slots); HS_ERR_*: a bad call that
  *   pool_can_swap_out / pool_swap_out  can never succeed. The commit re-runs the check
  *   pool_can_swap_in  / pool_swap_in   and returns its code unchanged, with the pool
- *                                      untouched, when it fails: it cannot fail if the
- *                                      check just passed. Messages go into err[0..n).
+ *   pool_can_checkpoint / pool_checkpoint  untouched, when it fails: it cannot fail if
+ *                                      the check just passed. Messages go into err[0..n).
  * Errors: unknown id HS_ERR_NOT_FOUND (also a second pool_free_seq); admitting a live
- * id HS_ERR_STATE; append to / swap out a swapped sequence and swap in a running one
- * HS_ERR_STATE; more tokens than cfg.max_seq_tokens or more pages than the pool (or
- * host pool) could ever give HS_ERR_NO_MEMORY / HS_ERR_INVALID; swap without a host
- * pool HS_ERR_UNSUPPORTED.
+ * id HS_ERR_STATE; append to / publish / swap out a swapped sequence and swap in a
+ * running one HS_ERR_STATE; an empty prompt, negative counts or more tokens than
+ * cfg.max_seq_tokens HS_ERR_INVALID; more pages than the pool (or host pool) could ever
+ * give HS_ERR_NO_MEMORY; swap without a host pool, checkpoints while they are off
+ * HS_ERR_UNSUPPORTED.
  *
  * Pointers returned by pool_block_table / pool_state_table stay valid until the next
  * mutating call for that sequence. The pool allocates at creation and when a block
