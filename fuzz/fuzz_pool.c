@@ -2,7 +2,7 @@
  * libFuzzer harness for the page pool over an encoded operation stream.
  *
  * Input: bytes 0..7 pick the pool (layout, E, block size, pages, host pages, slots,
- * hash_bits, kv_only_hits); the rest is the random source of tests/pool_driver.h, four
+ * hash_bits, kv_only_hits, prefix caching, state checkpoints); the rest is the random source of tests/pool_driver.h, four
  * bytes per draw, which picks operations and their arguments exactly as the property
  * test does (admit with shared-prefix prompts, append with look-ahead, publish, free,
  * swap, bad calls). After every operation pool_check() runs; any violation, any
@@ -57,6 +57,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     c.prefix_caching = (data[7] & 6) != 6;
     c.max_seqs = 1 + (data[7] >> 3) % 40;
     c.max_seq_tokens = 1024;
+    c.state_checkpoints = (data[6] & 0x10) && c.kind != LAYOUT_SLOTS && c.state_pages > 0 && c.prefix_caching;
     src_t src = {data, size, 8, 0};
     drv_t d;
     if (drv_init(&d, &c, true, src_next, &src, data[1]) != HS_OK) return 0; /* a config the pool refuses */

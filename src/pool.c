@@ -184,10 +184,15 @@ static void page_register(pool_t *p, int32_t pg, uint64_t h, bool root, uint64_t
     p->st.published++;
 }
 
+static void ck_drop(pool_t *p, int c);
+
+/* Take pg out of the index; a checkpoint keyed on it becomes unreachable: drop it. */
 static void page_unregister(pool_t *p, int32_t pg) {
     assert(p->pg[pg].pflags & PF_REG);
     ix_remove(p, p->pg[pg].hash, pg);
     p->pg[pg].pflags = 0;
+    int c = ck_find(p, p->pg[pg].hash);
+    if (c >= 0 && p->ck_kvpage[c] == pg) ck_drop(p, c);
 }
 
 /* ---- LRU of CACHED pages -------------------------------------------------------------- */
@@ -211,10 +216,15 @@ static void lru_remove(pool_t *p, int32_t pg) {
 
 /* ---- page moves ------------------------------------------------------------------------ */
 
-/* Take a page with no content: the free list first, else evict the LRU cached page.
- * Precondition (checked by every caller's check): n_free + n_cached >= 1. */
+/* Take a page with no content: the free list first, else evict the LRU entry (a
+ * CACHED page, or a whole checkpoint whose E pages go to the free list).
+ * Precondition (checked by every caller's check): pool_avail(p) >= 1. */
 static int32_t take_page(pool_t *p) {
     int32_t pg;
+    if (p->n_free == 0 && p->lru_head >= 0 && p->pg[p->lru_head].role == PG_CKPT) {
+        p->st.ckpt_evictions++;
+        ck_drop(p, p->pg[p->lru_head].owner);
+    }
     if (p->n_free > 0) {
         pg = p->free_stack[--p->n_free];
         assert(p->pg[pg].role == PG_FREE);
@@ -236,6 +246,43 @@ static void put_free(pool_t *p, int32_t pg) {
     p->pg[pg].ref = 0;
     p->pg[pg].owner = -1;
     p->free_stack[p->n_free++] = pg;
+}
+
+/* ---- checkpoint records ------------------------------------------------------------------ */
+
+static void ck_insert(pool_t *p, uint64_t key, int c) {
+    uint64_t i = key & p->ckix_mask;
+    while (p->ckix[i].ck >= 0) i = (i + 1) & p->ckix_mask;
+    p->ckix[i].key = key;
+    p->ckix[i].ck = c;
+}
+
+static void ck_remove(pool_t *p, int c) {
+    uint64_t i = p->ck_key[c] & p->ckix_mask;
+    while (p->ckix[i].ck != c) {
+        assert(p->ckix[i].ck >= 0);
+        i = (i + 1) & p->ckix_mask;
+    }
+    for (uint64_t j = (i + 1) & p->ckix_mask; p->ckix[j].ck >= 0; j = (j + 1) & p->ckix_mask) {
+        uint64_t home = p->ckix[j].key & p->ckix_mask;
+        if (((j - home) & p->ckix_mask) >= ((j - i) & p->ckix_mask)) {
+            p->ckix[i] = p->ckix[j];
+            i = j;
+        }
+    }
+    p->ckix[i].ck = -1;
+}
+
+/* Drop checkpoint c (in the LRU): its pages go to the free list. */
+static void ck_drop(pool_t *p, int c) {
+    int32_t *pages = p->ck_pages + (size_t)c * p->E;
+    lru_remove(p, pages[0]);
+    ck_remove(p, c);
+    for (int j = p->E - 1; j >= 0; j--) put_free(p, pages[j]);
+    p->n_ckpt_pages -= p->E;
+    p->ck_kvpage[c] = -1;
+    p->ck_stack[p->n_ck_free++] = c;
+    dbg(p, "drop checkpoint %d", c);
 }
 
 static void kv_take_new(pool_t *p, int32_t pg) {
@@ -366,6 +413,9 @@ int pool_create(pool_t **out, const pool_config_t *cfg, char *err, size_t n) {
         return hs_errf(err, n, HS_ERR_INVALID, "pool: hash_bits %d out of range", c->hash_bits);
     if (c->n_host_pages < 0 || c->n_host_pages > INT32_MAX - 1)
         return hs_errf(err, n, HS_ERR_INVALID, "pool: n_host_pages out of range");
+    if (c->state_checkpoints && (c->kind == LAYOUT_SLOTS || c->state_pages == 0 || !c->prefix_caching))
+        return hs_errf(err, n, HS_ERR_INVALID,
+                       "pool: state checkpoints need prefix caching, state pages and the paged or coupled layout");
     int64_t slot_pages = 0;
     if (c->kind == LAYOUT_SLOTS && c->state_pages > 0) {
         if (c->n_slots < 1)
@@ -430,6 +480,22 @@ int pool_create(pool_t **out, const pool_config_t *cfg, char *err, size_t n) {
         p->rec_stack[r] = c->max_seqs - 1 - r;
     }
     p->n_rec_free = c->max_seqs;
+    if (c->state_checkpoints) {
+        p->max_ck = (int)(c->n_pages / c->state_pages);
+        p->ck_stack = hs_malloc(sizeof(int32_t) * (size_t)p->max_ck);
+        p->ck_key = hs_calloc((size_t)p->max_ck, sizeof(uint64_t));
+        p->ck_kvpage = hs_malloc(sizeof(int32_t) * (size_t)p->max_ck);
+        p->ck_pages = hs_malloc(sizeof(int32_t) * (size_t)p->max_ck * (size_t)p->E);
+        for (int k = 0; k < p->max_ck; k++) {
+            p->ck_stack[k] = p->max_ck - 1 - k;
+            p->ck_kvpage[k] = -1;
+        }
+        p->n_ck_free = p->max_ck;
+        uint64_t cap = pow2_at_least(2 * (uint64_t)p->max_ck);
+        p->ckix_mask = cap - 1;
+        p->ckix = hs_malloc(cap * sizeof *p->ckix);
+        for (uint64_t i = 0; i < cap; i++) p->ckix[i] = (struct ck_ent){0, -1};
+    }
     uint64_t mcap = pow2_at_least(2 * (uint64_t)c->max_seqs);
     p->map_mask = mcap - 1;
     p->map = hs_malloc(mcap * sizeof *p->map);
@@ -458,6 +524,11 @@ void pool_destroy(pool_t *p) {
     hs_free(p->slot_owner);
     hs_free(p->host_stack);
     hs_free(p->host_owner);
+    hs_free(p->ck_stack);
+    hs_free(p->ck_key);
+    hs_free(p->ck_kvpage);
+    hs_free(p->ck_pages);
+    hs_free(p->ckix);
     hs_free(p);
 }
 
@@ -466,10 +537,16 @@ void pool_destroy(pool_t *p) {
 /* Walk the prompt's full blocks through the index (at most (n_tokens-1)/B of them, so
  * one token is left to compute). Returns the number of leading hits; pages/hashes
  * (may be NULL) get the hit pages and the hashes of the hit blocks; *cached_hits the
- * hits on CACHED pages. Pure. */
+ * hits on CACHED pages. ck (may be NULL) gets the deepest checkpoint on the hit chain:
+ * its record, the blocks up to it and the CACHED pages among them. Pure. */
+typedef struct {
+    int id, blocks, cached;
+} ck_hit_t;
+
 static int lookup_chain(const pool_t *p, const int32_t *tokens, int n_tokens, int32_t *pages, uint64_t *hashes,
-                        int *cached_hits) {
+                        int *cached_hits, ck_hit_t *ck) {
     *cached_hits = 0;
+    if (ck) *ck = (ck_hit_t){-1, 0, 0};
     if (!p->cfg.prefix_caching || !tokens || n_tokens < 1) return 0;
     int max = (n_tokens - 1) / p->B, hits = 0;
     uint64_t h = 0, hb[8];
@@ -491,6 +568,10 @@ static int lookup_chain(const pool_t *p, const int32_t *tokens, int n_tokens, in
             if (hashes) hashes[i] = hb[k];
             if (p->pg[pg].role == PG_CACHED) (*cached_hits)++;
             hits++;
+            if (ck && p->ckix) {
+                int c = ck_find(p, hb[k]);
+                if (c >= 0 && p->ck_kvpage[c] == pg) *ck = (ck_hit_t){c, hits, *cached_hits};
+            }
         }
     }
     return hits;
@@ -503,16 +584,23 @@ int pool_lookup(const pool_t *p, const int32_t *tokens, int n_tokens, pool_admit
     if (!info) info = &tmp;
     memset(info, 0, sizeof *info);
     if (n_tokens < 1) return 0;
-    int cached = 0, hits = lookup_chain(p, tokens, n_tokens, NULL, NULL, &cached);
+    ck_hit_t ck;
+    int cached = 0, hits = lookup_chain(p, tokens, n_tokens, NULL, NULL, &cached, &ck);
     info->n_blocks = blocks_for(p, n_tokens);
+    info->n_pages_avail = pool_avail(p);
     if (!hits_usable(p)) {
-        info->n_refused_tokens = hits * p->B;
-        hits = cached = 0;
+        /* only up to the deepest checkpoint: the state there is known */
+        info->n_refused_tokens = (hits - ck.blocks) * p->B;
+        hits = ck.blocks;
+        cached = ck.cached;
+        if (ck.id >= 0) {
+            info->ckpt_pages = p->ck_pages + (size_t)ck.id * p->E;
+            info->n_pages_avail -= p->E; /* pinned while the admission copies it */
+        }
     }
     info->n_hit_blocks = hits;
     info->n_hit_tokens = hits * p->B;
     info->n_pages_needed = (info->n_blocks - hits) + cached + (p->shared_state ? p->E : 0);
-    info->n_pages_avail = p->n_free + p->n_cached;
     return info->n_hit_tokens;
 }
 
@@ -560,11 +648,14 @@ int pool_admit(pool_t *p, int64_t id, const int32_t *tokens, int n_tokens, pool_
     s->swapped = false;
     s->slot = -1;
     map_insert(p, id, r);
-    int hits = 0;
-    if (info->n_hit_blocks > 0) {
+    int hits = info->n_hit_blocks;
+    int32_t ck_rep = info->ckpt_pages ? info->ckpt_pages[0] : -1;
+    if (ck_rep >= 0) lru_remove(p, ck_rep); /* pinned: no eviction may take it now */
+    if (hits > 0) {
         int cached = 0;
-        hits = lookup_chain(p, tokens, n_tokens, s->blocks, s->hashes, &cached);
-        assert(hits == info->n_hit_blocks);
+        int kv_hits = lookup_chain(p, tokens, n_tokens, s->blocks, s->hashes, &cached, NULL);
+        assert(kv_hits >= hits);
+        (void)kv_hits;
         for (int i = 0; i < hits; i++) kv_ref(p, s->blocks[i]);
         s->n_hashed = hits;
     }
@@ -577,6 +668,10 @@ int pool_admit(pool_t *p, int64_t id, const int32_t *tokens, int n_tokens, pool_
     s->n_tokens = n_tokens;
     s->n_cached_tokens = info->n_hit_tokens;
     acquire_state(p, r);
+    if (ck_rep >= 0) {
+        lru_push_tail(p, ck_rep); /* used: the most recent entry */
+        p->st.ckpt_hits++;
+    }
     p->st.n_admits++;
     p->st.prompt_tokens += (uint64_t)n_tokens;
     p->st.hit_blocks += (uint64_t)hits;
@@ -649,9 +744,9 @@ static int append_check(const pool_t *p, int64_t id, int r, int n_new, int n_loo
     int64_t ever = p->shared_state ? p->n_kv_pages - p->E : p->n_kv_pages;
     if (want > ever)
         return hs_errf(err, n, HS_ERR_NO_MEMORY, "pool: append %lld: %d blocks can never fit", (long long)id, want);
-    if (need > p->n_free + p->n_cached)
+    if (need > pool_avail(p))
         return hs_errf(err, n, HS_AGAIN, "pool: append %lld: needs %d pages, %lld available", (long long)id, need,
-                       (long long)(p->n_free + p->n_cached));
+                       (long long)pool_avail(p));
     return HS_OK;
 }
 
@@ -716,6 +811,77 @@ int pool_free_seq(pool_t *p, int64_t id, char *err, size_t n) {
     return HS_OK;
 }
 
+/* ---- state checkpoints ------------------------------------------------------------------------- */
+
+/* The check; on HS_OK *kvp is the indexed page of the block and *existing the
+ * checkpoint already there (or -1). */
+static int ckpt_check(const pool_t *p, int64_t id, int n_tokens, int32_t *kvp, int *existing, char *err,
+                      size_t n) {
+    int r = running_rec(p, id, "checkpoint", err, n);
+    if (r < 0) return r;
+    if (!p->cfg.state_checkpoints)
+        return hs_errf(err, n, HS_ERR_UNSUPPORTED, "pool: checkpoint %lld: state checkpoints are off", (long long)id);
+    const seq_t *s = &p->seqs[r];
+    if (n_tokens < p->B || n_tokens % p->B || n_tokens > s->n_tokens)
+        return hs_errf(err, n, HS_ERR_INVALID, "pool: checkpoint %lld: %d tokens (a multiple of %d up to %d)",
+                       (long long)id, n_tokens, p->B, s->n_tokens);
+    int i = n_tokens / p->B - 1;
+    int32_t q = i < s->n_hashed ? ix_find(p, s->hashes[i]) : -1;
+    if (q < 0)
+        return hs_errf(err, n, HS_ERR_STATE, "pool: checkpoint %lld: block %d is not published", (long long)id, i);
+    *kvp = q;
+    int c = ck_find(p, s->hashes[i]);
+    *existing = c >= 0 && p->ck_kvpage[c] == q ? c : -1;
+    if (*existing >= 0) return HS_OK;
+    /* the E new pages may not evict the block's own page: it does not count if CACHED */
+    int64_t avail = pool_avail(p) - (p->pg[q].role == PG_CACHED);
+    if (p->n_ck_free == 0 || p->E > avail)
+        return hs_errf(err, n, HS_AGAIN, "pool: checkpoint %lld: needs %d pages, %lld available", (long long)id, p->E,
+                       (long long)avail);
+    return HS_OK;
+}
+
+int pool_can_checkpoint(const pool_t *p, int64_t id, int n_tokens, char *err, size_t n) {
+    int32_t q;
+    int c;
+    return ckpt_check(p, id, n_tokens, &q, &c, err, n);
+}
+
+int pool_checkpoint(pool_t *p, int64_t id, int n_tokens, pool_page_copy_fn copy, void *user, char *err,
+                    size_t n) {
+    int32_t q;
+    int c;
+    int rc = ckpt_check(p, id, n_tokens, &q, &c, err, n);
+    if (rc != HS_OK) return rc;
+    if (c >= 0) { /* already there: refresh */
+        lru_remove(p, p->ck_pages[(size_t)c * p->E]);
+        lru_push_tail(p, p->ck_pages[(size_t)c * p->E]);
+        return HS_OK;
+    }
+    int r = map_find(p, id);
+    const int32_t *st = state_of(p, r);
+    bool pin = p->pg[q].role == PG_CACHED;
+    if (pin) lru_remove(p, q);
+    c = p->ck_stack[--p->n_ck_free];
+    int32_t *pages = p->ck_pages + (size_t)c * p->E;
+    for (int j = 0; j < p->E; j++) {
+        int32_t pg = take_page(p);
+        p->pg[pg].role = PG_CKPT;
+        p->pg[pg].owner = c;
+        pages[j] = pg;
+        if (copy) copy(user, pg, st[j]);
+    }
+    if (pin) lru_push_tail(p, q);
+    p->ck_key[c] = p->pg[q].hash;
+    p->ck_kvpage[c] = q;
+    ck_insert(p, p->ck_key[c], c);
+    lru_push_tail(p, pages[0]);
+    p->n_ckpt_pages += p->E;
+    p->st.ckpts_made++;
+    dbg(p, "checkpoint %lld at %d tokens: record %d", (long long)id, n_tokens, c);
+    return HS_OK;
+}
+
 /* ---- swap -------------------------------------------------------------------------------------- */
 
 int pool_can_swap_out(const pool_t *p, int64_t id, char *err, size_t n) {
@@ -768,9 +934,9 @@ int pool_can_swap_in(const pool_t *p, int64_t id, char *err, size_t n) {
     int64_t need = s->n_blocks + (p->shared_state ? p->E : 0);
     if (p->E > 0 && !p->shared_state && p->n_slots_free == 0)
         return hs_errf(err, n, HS_AGAIN, "pool: swap in %lld: no free state slot", (long long)id);
-    if (need > p->n_free + p->n_cached)
+    if (need > pool_avail(p))
         return hs_errf(err, n, HS_AGAIN, "pool: swap in %lld: needs %lld pages, %lld available", (long long)id,
-                       (long long)need, (long long)(p->n_free + p->n_cached));
+                       (long long)need, (long long)pool_avail(p));
     return HS_OK;
 }
 
@@ -869,6 +1035,8 @@ void pool_stats(const pool_t *p, pool_stats_t *out) {
     out->n_swapped = p->n_swapped;
     out->n_host_pages = p->cfg.n_host_pages;
     out->n_host_used = p->cfg.n_host_pages - p->n_host_free;
+    out->n_ckpts = p->max_ck - p->n_ck_free;
+    out->n_ckpt_pages = p->n_ckpt_pages;
 }
 
-int64_t pool_free_capacity(const pool_t *p) { return p->n_free + p->n_cached; }
+int64_t pool_free_capacity(const pool_t *p) { return pool_avail(p); }

@@ -11,6 +11,9 @@
  *             evictable, least recently released first (LRU). Counts as capacity.
  *   STATE     one of the E state pages of exactly one live (running) sequence
  *   RESERVED  slots layout only: a page of a state slot no sequence holds
+ *   CKPT      one of the E pages of a state checkpoint (cfg.state_checkpoints): a
+ *             snapshot of a request's recurrent state right after a full block, keyed
+ *             by that block's hash; evictable, in the same LRU as CACHED pages
  *
  * A swapped-out sequence holds no device page: its pages' contents live in host slots
  * (the host pool, cfg.n_host_pages slots of page_bytes each, its own free list).
@@ -45,25 +48,39 @@
  * evictable capacity and is charged as such (fixes ATOM's over-commit, seed §2.8).
  *
  * Hybrid models (state_pages > 0): a KV hit at token t is only usable if the recurrent
- * state after token t is also available. There are no state checkpoints yet, so by
- * default (cfg.kv_only_hits = false) a stateful pool refuses every hit: lookups and
- * admissions report 0 cached tokens (and count the refused tokens in the stats, "hits
- * lost to the state gate"), while blocks are still published so the index is warm.
+ * state after token t is also available. By default (cfg.kv_only_hits = false) a
+ * stateful pool uses a hit only up to the deepest state checkpoint on its chain (see
+ * below; with checkpoints off, the default, that means never): lookups and admissions
+ * report the usable cached tokens and count the rest in the stats ("hits lost to the
+ * state gate"), while blocks are still published so the index is warm.
  * cfg.kv_only_hits = true allows KV-only hits — only correct for a model with no
  * recurrent state, or for experiments that restart the state (ATOM's silent bug).
+ *
+ * State checkpoints (cfg.state_checkpoints, paged and coupled layouts). pool_checkpoint
+ * copies a running request's E state pages, taken right after token n (a block
+ * boundary whose block is published), into E fresh CKPT pages keyed by block n/B-1's
+ * chain hash (and its KV page). A later prompt whose KV hits reach that block can then
+ * use the hit up to n: pool_admit reports the checkpoint's pages in
+ * info.ckpt_pages; the caller copies them into the new state pages before its next
+ * pool call, and the prefill starts from that state at token n. The deepest checkpoint
+ * on the hit chain wins; KV hits beyond it are refused as without checkpoints. A
+ * checkpoint costs E pages of capacity, but it is cache, not capacity: it sits in the
+ * LRU with the CACHED blocks (one entry per checkpoint) and is evicted as a whole;
+ * evicting the KV block it is keyed on drops it too.
  *
  * Calls. Every mutating call has a pure check with the same arguments (G8):
  *   pool_can_admit  / pool_admit       HS_OK; HS_AGAIN: no room now (pages, slot, seq
  *   pool_can_append / pool_append      table or host slots); HS_ERR_*: a bad call that
  *   pool_can_swap_out / pool_swap_out  can never succeed. The commit re-runs the check
  *   pool_can_swap_in  / pool_swap_in   and returns its code unchanged, with the pool
- *                                      untouched, when it fails: it cannot fail if the
- *                                      check just passed. Messages go into err[0..n).
+ *   pool_can_checkpoint / pool_checkpoint  untouched, when it fails: it cannot fail if
+ *                                      the check just passed. Messages go into err[0..n).
  * Errors: unknown id HS_ERR_NOT_FOUND (also a second pool_free_seq); admitting a live
- * id HS_ERR_STATE; append to / swap out a swapped sequence and swap in a running one
- * HS_ERR_STATE; more tokens than cfg.max_seq_tokens or more pages than the pool (or
- * host pool) could ever give HS_ERR_NO_MEMORY / HS_ERR_INVALID; swap without a host
- * pool HS_ERR_UNSUPPORTED.
+ * id HS_ERR_STATE; append to / publish / swap out a swapped sequence and swap in a
+ * running one HS_ERR_STATE; an empty prompt, negative counts or more tokens than
+ * cfg.max_seq_tokens HS_ERR_INVALID; more pages than the pool (or host pool) could ever
+ * give HS_ERR_NO_MEMORY; swap without a host pool, checkpoints while they are off
+ * HS_ERR_UNSUPPORTED.
  *
  * Pointers returned by pool_block_table / pool_state_table stay valid until the next
  * mutating call for that sequence. The pool allocates at creation and when a block
@@ -102,6 +119,8 @@ typedef struct {
     int hash_bits;          /* testing only: keep the low hash_bits bits of each block hash
                                (0 = all 64); small values force collisions so tests can
                                exercise the token guard */
+    bool state_checkpoints; /* keep state snapshots as evictable pages (pool_checkpoint);
+                               needs prefix caching, E > 0, paged or coupled (default false) */
 } pool_config_t;
 
 /* Fill defaults (see the field comments); n_pages is left 0 and must be set. */
@@ -123,7 +142,11 @@ typedef struct {
     int n_refused_tokens;    /* cached tokens refused because the state there is unavailable */
     int64_t n_pages_needed;  /* pages taken from free + cached capacity: missed blocks,
                                 E (paged/coupled) and hits on CACHED pages */
-    int64_t n_pages_avail;   /* pages obtainable now: free + cached (slots: KV part only) */
+    int64_t n_pages_avail;   /* pages obtainable now: free + cached + checkpoints (slots: KV
+                                part only), less the hit checkpoint's */
+    const int32_t *ckpt_pages; /* [E] the checkpoint holding the state after n_hit_tokens,
+                                or NULL (the state starts from zero). After pool_admit: copy
+                                them into the state pages before the next pool call. */
 } pool_admit_info_t;
 
 /* Prompt tokens [0, n_tokens) of a new sequence: how many are cached (pure). tokens
@@ -170,6 +193,22 @@ int pool_append(pool_t *p, int64_t id, int n_new, int n_lookahead, char *err, si
  * last block first, so chains are evicted from the tail). The id becomes unknown.
  * Preemption by recompute is a free followed by a later admit of the real tokens. */
 int pool_free_seq(pool_t *p, int64_t id, char *err, size_t n);
+
+/* ---- state checkpoints ----------------------------------------------------------- */
+
+/* Device copy of one whole page (dst <- src), done by the backend; cannot fail. */
+typedef void (*pool_page_copy_fn)(void *user, int64_t dst_page, int64_t src_page);
+
+/* Snapshot the state of running sequence `id` as the state after token n_tokens: call
+ * it when the live state is exactly that (right after the forward that ended at
+ * n_tokens). Needs cfg.state_checkpoints (else HS_ERR_UNSUPPORTED); n_tokens a multiple
+ * of B, 0 < n_tokens <= committed, its last block published (else HS_ERR_INVALID /
+ * HS_ERR_STATE); E pages (HS_AGAIN). An existing checkpoint for the same block is only
+ * refreshed in the LRU (HS_OK, no copy). copy is called E times (ckpt page j <- state
+ * page j). */
+int pool_can_checkpoint(const pool_t *p, int64_t id, int n_tokens, char *err, size_t n);
+int pool_checkpoint(pool_t *p, int64_t id, int n_tokens, pool_page_copy_fn copy, void *user, char *err,
+                    size_t n);
 
 /* ---- swap ------------------------------------------------------------------------ */
 
@@ -229,10 +268,13 @@ typedef struct {
     uint64_t evictions;      /* CACHED pages reclaimed for new content */
     uint64_t published;      /* blocks registered in the prefix index */
     uint64_t swap_outs, swap_ins;
+    int n_ckpts;             /* state checkpoints held */
+    int64_t n_ckpt_pages;    /* CKPT pages (n_ckpts * E) */
+    uint64_t ckpts_made, ckpt_hits, ckpt_evictions;
 } pool_stats_t;
 
 void pool_stats(const pool_t *p, pool_stats_t *out);
-/* Pages obtainable now for KV or (paged/coupled) state: FREE + CACHED. */
+/* Pages obtainable now for KV or (paged/coupled) state: FREE + CACHED + CKPT. */
 int64_t pool_free_capacity(const pool_t *p);
 
 /* Verify every invariant: each page in exactly one role, counts add up, refcounts equal

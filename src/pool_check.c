@@ -22,13 +22,13 @@ int pool_check(const pool_t *p, char *err, size_t n) {
     uint8_t *seen = hs_calloc((size_t)np, 1);
     int64_t nh = p->cfg.n_host_pages;
     int32_t *host_seen = hs_calloc((size_t)nh + 1, sizeof(int32_t));
-    int64_t cnt[5] = {0};
+    int64_t cnt[PG_N_ROLES] = {0};
 
     for (int64_t pg = 0; pg < np; pg++) {
-        if (p->pg[pg].role > PG_RESERVED) FAIL("page %lld has role %d", (long long)pg, p->pg[pg].role);
+        if (p->pg[pg].role >= PG_N_ROLES) FAIL("page %lld has role %d", (long long)pg, p->pg[pg].role);
         cnt[p->pg[pg].role]++;
         if (p->pg[pg].role != PG_KV && p->pg[pg].ref != 0) FAIL("page %lld role %d has ref %d", (long long)pg, p->pg[pg].role, p->pg[pg].ref);
-        if (p->pg[pg].role != PG_STATE && p->pg[pg].owner != -1) FAIL("page %lld role %d has owner", (long long)pg, p->pg[pg].role);
+        if (p->pg[pg].role != PG_STATE && p->pg[pg].role != PG_CKPT && p->pg[pg].owner != -1) FAIL("page %lld role %d has owner", (long long)pg, p->pg[pg].role);
         bool reg = p->pg[pg].pflags & PF_REG;
         if (reg && p->pg[pg].role != PG_KV && p->pg[pg].role != PG_CACHED)
             FAIL("page %lld role %d is registered", (long long)pg, p->pg[pg].role);
@@ -43,7 +43,7 @@ int pool_check(const pool_t *p, char *err, size_t n) {
             FAIL("slot page %lld has role %d", (long long)pg, p->pg[pg].role);
     }
     if (cnt[PG_FREE] != p->n_free || cnt[PG_KV] != p->n_kv || cnt[PG_CACHED] != p->n_cached ||
-        cnt[PG_STATE] != p->n_state || cnt[PG_RESERVED] != p->n_reserved)
+        cnt[PG_STATE] != p->n_state || cnt[PG_RESERVED] != p->n_reserved || cnt[PG_CKPT] != p->n_ckpt_pages)
         FAIL("role counts free %lld kv %lld cached %lld state %lld reserved %lld vs counters %lld %lld %lld %lld %lld",
              (long long)cnt[0], (long long)cnt[1], (long long)cnt[2], (long long)cnt[3], (long long)cnt[4],
              (long long)p->n_free, (long long)p->n_kv, (long long)p->n_cached, (long long)p->n_state,
@@ -54,18 +54,44 @@ int pool_check(const pool_t *p, char *err, size_t n) {
         if (pg < 0 || pg >= np || p->pg[pg].role != PG_FREE || seen[pg]) FAIL("free stack entry %lld (page %d)", (long long)i, pg);
         seen[pg] = 1;
     }
-    /* LRU list = CACHED pages, links consistent */
+    /* state checkpoints: records, their pages, their index */
+    int n_ck = 0;
+    for (int c = 0; c < p->max_ck; c++) {
+        if (p->ck_kvpage[c] < 0) continue;
+        n_ck++;
+        int32_t q = p->ck_kvpage[c];
+        if (q >= np || !(p->pg[q].pflags & PF_REG) || p->pg[q].hash != p->ck_key[c] || ck_find(p, p->ck_key[c]) != c)
+            FAIL("checkpoint %d keyed on page %d", c, q);
+        for (int j = 0; j < p->E; j++) {
+            int32_t pg = p->ck_pages[(size_t)c * p->E + j];
+            if (pg < 0 || pg >= np || p->pg[pg].role != PG_CKPT || p->pg[pg].owner != c || seen[pg] == 4)
+                FAIL("checkpoint %d page %d = %d", c, j, pg);
+            if (j > 0 && (p->pg[pg].lru_prev != -1 || p->pg[pg].lru_next != -1)) FAIL("checkpoint %d page %d linked", c, j);
+            seen[pg] = 4;
+        }
+    }
+    if (n_ck + p->n_ck_free != p->max_ck || (int64_t)n_ck * p->E != p->n_ckpt_pages)
+        FAIL("%d checkpoints + %d free records != %d", n_ck, p->n_ck_free, p->max_ck);
+    if (p->ckix) {
+        int e = 0;
+        for (uint64_t i = 0; i <= p->ckix_mask; i++) e += p->ckix[i].ck >= 0;
+        if (e != n_ck) FAIL("checkpoint index has %d entries for %d checkpoints", e, n_ck);
+    }
+    /* LRU list = CACHED pages + the first page of each checkpoint, links consistent */
     {
-        int64_t k = 0;
+        int64_t k = 0, want = p->n_cached + n_ck;
         int32_t prev = -1;
         for (int32_t pg = p->lru_head; pg >= 0; pg = p->pg[pg].lru_next) {
-            if (pg >= np || p->pg[pg].role != PG_CACHED || seen[pg] == 2) FAIL("LRU entry page %d", pg);
+            if (pg >= np || seen[pg] == 2) FAIL("LRU entry page %d", pg);
+            if (p->pg[pg].role != PG_CACHED &&
+                !(p->pg[pg].role == PG_CKPT && p->ck_pages[(size_t)p->pg[pg].owner * p->E] == pg))
+                FAIL("LRU entry page %d has role %d", pg, p->pg[pg].role);
             if (p->pg[pg].lru_prev != prev) FAIL("LRU prev link of page %d", pg);
             seen[pg] = 2;
             prev = pg;
-            if (++k > p->n_cached) FAIL("LRU list longer than %lld", (long long)p->n_cached);
+            if (++k > want) FAIL("LRU list longer than %lld", (long long)want);
         }
-        if (k != p->n_cached || p->lru_tail != prev) FAIL("LRU list has %lld of %lld cached pages", (long long)k, (long long)p->n_cached);
+        if (k != want || p->lru_tail != prev) FAIL("LRU list has %lld of %lld entries", (long long)k, (long long)want);
     }
     /* index: every entry points to a registered page under that hash; count = registered pages */
     if (p->cfg.prefix_caching) {

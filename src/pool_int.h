@@ -12,7 +12,7 @@
 
 #include "pool.h"
 
-enum { PG_FREE = 0, PG_KV, PG_CACHED, PG_STATE, PG_RESERVED };
+enum { PG_FREE = 0, PG_KV, PG_CACHED, PG_STATE, PG_RESERVED, PG_CKPT, PG_N_ROLES };
 enum { PF_REG = 1, PF_ROOT = 2 };
 
 typedef struct {
@@ -38,8 +38,8 @@ struct pool {
     /* pages: one 40-byte record each, so touching a page costs one cache line */
     struct page_rec {
         uint64_t hash, parent;      /* prefix identity (registered pages) */
-        int32_t ref, owner;         /* refcount (KV); owning record (STATE) or -1 */
-        int32_t lru_prev, lru_next; /* LRU links (CACHED) or -1 */
+        int32_t ref, owner;         /* refcount (KV); owning record (STATE), checkpoint (CKPT) or -1 */
+        int32_t lru_prev, lru_next; /* LRU links (CACHED, first page of a checkpoint) or -1 */
         uint8_t role, pflags;
     } *pg;
     int32_t *tokens;   /* [n_pages][B] (prefix caching) */
@@ -68,8 +68,28 @@ struct pool {
     struct ix_ent { uint32_t tag; int32_t page; } *ix; /* tag = low 32 hash bits; page -1 = empty */
     uint64_t ix_mask;
 
+    /* state checkpoints: records [max_ck], pages [max_ck][E], map key -> record */
+    int max_ck, n_ck_free;
+    int32_t *ck_stack;     /* free records */
+    uint64_t *ck_key;      /* [max_ck] chain hash of the block the state follows */
+    int32_t *ck_kvpage;    /* [max_ck] the registered KV page of that block; -1 = unused */
+    int32_t *ck_pages;     /* [max_ck][E] */
+    struct ck_ent { uint64_t key; int32_t ck; } *ckix; /* ck -1 = empty */
+    uint64_t ckix_mask;
+    int64_t n_ckpt_pages;
+
     pool_stats_t st;   /* cumulative counters (the count fields are filled on demand) */
 };
+
+static inline int64_t pool_avail(const pool_t *p) { return p->n_free + p->n_cached + p->n_ckpt_pages; }
+
+static inline int ck_find(const pool_t *p, uint64_t key) {
+    if (!p->ckix) return -1;
+    for (uint64_t i = key & p->ckix_mask;; i = (i + 1) & p->ckix_mask) {
+        if (p->ckix[i].ck < 0) return -1;
+        if (p->ckix[i].key == key) return p->ckix[i].ck;
+    }
+}
 
 /* Fibonacci hashing of sequence ids: one multiply, the high bits are well mixed. */
 static inline uint64_t mix64(uint64_t x) {

@@ -6,7 +6,7 @@
  *
  * Each step draws one operation — admit (prompts from a few shared-prefix families, so
  * prefix hits and evictions happen), append (with look-ahead), publish, free, swap out,
- * swap in, a bad call, or a pure check — and verifies:
+ * swap in, state checkpoint, a bad call — and verifies:
  *   - G8: the check's return code equals the commit's; a failed commit leaves the
  *     stats (counts and cumulative counters) untouched; a check changes nothing;
  *   - pool_check() after every operation;
@@ -14,7 +14,9 @@
  *     token id and every state page its owner. Prefix hits must point at pages holding
  *     exactly the prompt's tokens (only with full 64-bit hashes: with hash_bits the
  *     chain guard is the parent hash, and forced collisions may break it by design),
- *     state pages must still hold their owner's marker, swaps must bring both back;
+ *     state pages must still hold their owner's marker, swaps must bring both back,
+ *     a checkpoint used at admission must hold the state of exactly the hit prefix (the
+ *     fake device writes a hash of the tokens [0, n) into checkpoint pages);
  *   - at the end everything is freed, the cache is drained by one sequence taking every
  *     page, and the pool must equal its initial state.
  */
@@ -59,6 +61,7 @@ typedef struct {
     int64_t next_id;
     pool_stats_t initial;
     uint64_t n_ops, n_ok, n_again, n_err;
+    int64_t ck_marker;   /* what the next checkpoint copy writes */
     drv_src_fn src;
     void *ctx;
     char err[256];
@@ -81,6 +84,19 @@ static void drv_copy(void *user, int64_t page, int64_t slot, int dir) {
         memcpy(d->dev + page * B, d->host + slot * B, B * sizeof(int32_t));
         d->dev_state[page] = d->host_state[slot];
     }
+}
+
+static int64_t drv_fnv(const int32_t *t, int n) {
+    uint64_t h = 1469598103934665603ULL;
+    for (int i = 0; i < n; i++) h = (h ^ (uint32_t)t[i]) * 1099511628211ULL;
+    return (int64_t)(h >> 1);
+}
+
+/* checkpoint copy: the "state after n tokens" is the hash of those tokens */
+static void drv_ck_copy(void *user, int64_t dst, int64_t src) {
+    drv_t *d = user;
+    if (dst < 0 || dst >= d->cfg.n_pages || src < 0 || src >= d->cfg.n_pages) DRV_FAIL("checkpoint copy out of range");
+    d->dev_state[dst] = d->ck_marker;
 }
 
 static void drv_stats_equal(drv_t *d, const pool_stats_t *a, const char *what) {
@@ -190,6 +206,13 @@ static void op_admit(drv_t *d) {
     }
     s.n = n;
     if (d->check_content) drv_verify_kv(d, &s, ai.n_hit_tokens, false); /* hits hold exactly the prompt */
+    if (ai.ckpt_pages) {
+        if (!d->cfg.state_checkpoints || ai.n_hit_tokens == 0) DRV_FAIL("checkpoint pages without checkpoints");
+        for (int j = 0; d->check_content && j < d->E; j++)
+            if (d->dev_state[ai.ckpt_pages[j]] != drv_fnv(s.tok, ai.n_hit_tokens)) DRV_FAIL("checkpoint content mismatch");
+    } else if (d->E > 0 && !d->cfg.kv_only_hits && ai.n_hit_tokens > 0) {
+        DRV_FAIL("a stateful hit without a checkpoint");
+    }
     drv_write(d, &s, ai.n_hit_tokens, n);
     const int32_t *st = pool_state_table(d->p, s.id);
     for (int j = 0; st && j < d->E; j++) d->dev_state[st[j]] = s.id;
@@ -253,6 +276,20 @@ static void op_swap(drv_t *d, drv_seq_t *s) {
     if (!s->swapped && d->check_content) drv_verify(d, s, s->n);
 }
 
+static void op_checkpoint(drv_t *d, drv_seq_t *s) {
+    int n = s->n >= d->B ? d->B * (1 + (int)drv_rand(d, (uint32_t)(s->n / d->B))) : d->B;
+    pool_stats_t before;
+    pool_stats(d->p, &before);
+    int rc1 = pool_can_checkpoint(d->p, s->id, n, d->err, sizeof d->err);
+    drv_stats_equal(d, &before, "can_checkpoint changed the pool");
+    if (n <= s->n) d->ck_marker = drv_fnv(s->tok, n);
+    int rc2 = pool_checkpoint(d->p, s->id, n, drv_ck_copy, d, d->err, sizeof d->err);
+    if (rc1 != rc2) DRV_FAIL("can_checkpoint and checkpoint disagree");
+    drv_count(d, rc2);
+    if (rc2 != HS_OK) drv_stats_equal(d, &before, "failed checkpoint changed the pool");
+    if (!d->cfg.state_checkpoints && rc2 != HS_ERR_UNSUPPORTED && rc2 != HS_ERR_STATE) DRV_FAIL("checkpoint while off");
+}
+
 static void op_bad(drv_t *d) {
     pool_stats_t before;
     pool_stats(d->p, &before);
@@ -298,8 +335,10 @@ static void drv_step(drv_t *d) {
         if (pool_free_seq(d->p, s->id, d->err, sizeof d->err) != HS_OK) DRV_FAIL("free");
         if (pool_free_seq(d->p, s->id, d->err, sizeof d->err) != HS_ERR_NOT_FOUND) DRV_FAIL("double free");
         drv_remove(d, (int)(s - d->live));
-    } else if (r < 94) {
+    } else if (r < 92) {
         op_swap(d, s);
+    } else if (r < 97) {
+        op_checkpoint(d, s);
     } else {
         op_bad(d);
     }
@@ -317,7 +356,7 @@ static void drv_finish(drv_t *d) {
     pool_stats_t s;
     pool_stats(d->p, &s);
     if (s.n_kv || s.n_state || s.n_seqs || s.n_swapped || s.n_host_used) DRV_FAIL("pages held after freeing all");
-    if (s.n_free + s.n_cached != d->initial.n_free || s.n_reserved != d->initial.n_reserved ||
+    if (s.n_free + s.n_cached + s.n_ckpt_pages != d->initial.n_free || s.n_reserved != d->initial.n_reserved ||
         s.n_slots_free != d->initial.n_slots_free)
         DRV_FAIL("capacity differs from the initial state");
     /* drain: one sequence takes every KV page (evicting all cached blocks), then goes */
@@ -331,7 +370,8 @@ static void drv_finish(drv_t *d) {
         if (pool_free_seq(d->p, -7 + 1000000007LL, d->err, sizeof d->err) != HS_OK) DRV_FAIL("drain free");
         drv_check(d);
         pool_stats(d->p, &s);
-        if (s.n_free != d->initial.n_free || s.n_cached != 0) DRV_FAIL("pool differs from its initial state");
+        if (s.n_free != d->initial.n_free || s.n_cached != 0 || s.n_ckpts != 0)
+            DRV_FAIL("pool differs from its initial state");
     }
     pool_destroy(d->p);
     free(d->dev);

@@ -10,6 +10,7 @@
  *     hits charged (ATOM's over-commit), the hybrid state gate, sharing and refcounts.
  *   - append with look-ahead, swap out / in through a fake device, every bad call.
  *   - pool_check itself: each kind of corruption, made through pool_int.h, is reported.
+ *   - state checkpoints: creation, refresh, the deepest one wins, eviction, errors.
  */
 #include <stdarg.h>
 #include <stddef.h>
@@ -824,6 +825,110 @@ static void test_check_catches(void **st) {
     pool_destroy(p);
 }
 
+/* ---- state checkpoints ------------------------------------------------------------------ */
+
+typedef struct {
+    int n;
+    int64_t dst[16], src[16];
+} ckcopy_t;
+
+static void ck_copy(void *user, int64_t dst, int64_t src) {
+    ckcopy_t *c = user;
+    assert_true(c->n < 16);
+    c->dst[c->n] = dst;
+    c->src[c->n++] = src;
+}
+
+static void test_checkpoints(void **st) {
+    (void)st;
+    pool_config_t c;
+    pool_config_default(&c);
+    c.block_size = 4;
+    c.n_pages = 40;
+    c.state_pages = 3;
+    c.state_checkpoints = true;
+    pool_t *p = mk_cfg(&c);
+    int32_t a[17];
+    seq_tokens(a, 17, 1);
+    admit(p, 1, a, 12);
+    /* not published yet */
+    assert_int_equal(pool_checkpoint(p, 1, 8, ck_copy, NULL, err, sizeof err), HS_ERR_STATE);
+    publish(p, 1, a, 12);
+    assert_int_equal(pool_checkpoint(p, 1, 6, ck_copy, NULL, err, sizeof err), HS_ERR_INVALID);  /* not a boundary */
+    assert_int_equal(pool_checkpoint(p, 1, 16, ck_copy, NULL, err, sizeof err), HS_ERR_INVALID); /* > committed */
+    assert_int_equal(pool_checkpoint(p, 9, 8, ck_copy, NULL, err, sizeof err), HS_ERR_NOT_FOUND);
+    check(p);
+    ckcopy_t cc = {0};
+    assert_int_equal(pool_can_checkpoint(p, 1, 8, err, sizeof err), HS_OK);
+    assert_int_equal(pool_checkpoint(p, 1, 8, ck_copy, &cc, err, sizeof err), HS_OK);
+    check(p);
+    assert_int_equal(cc.n, 3);
+    const int32_t *st1 = pool_state_table(p, 1);
+    for (int j = 0; j < 3; j++) assert_int_equal(cc.src[j], st1[j]); /* ckpt page j <- state page j */
+    pool_stats_t s = stats(p);
+    assert_int_equal(s.n_ckpts, 1);
+    assert_int_equal(s.n_ckpt_pages, 3);
+    assert_int_equal(s.n_free, 40 - 3 - 3 - 3);
+    assert_int_equal(pool_free_capacity(p), 31 + 3); /* checkpoints are cache: they count */
+    /* the same block again: refreshed, no copy */
+    assert_int_equal(pool_checkpoint(p, 1, 8, ck_copy, &cc, err, sizeof err), HS_OK);
+    assert_int_equal(cc.n, 3);
+    assert_int_equal(stats(p).ckpts_made, 1);
+    /* a prompt through blocks 0-2: KV hits 12 tokens, usable up to the checkpoint at 8 */
+    pool_admit_info_t info;
+    assert_int_equal(pool_lookup(p, a, 13, &info), 8);
+    assert_int_equal(info.n_refused_tokens, 4);
+    assert_non_null(info.ckpt_pages);
+    for (int j = 0; j < 3; j++) assert_int_equal(info.ckpt_pages[j], cc.dst[j]);
+    assert_int_equal(pool_admit(p, 2, a, 13, &info, err, sizeof err), HS_OK);
+    check(p);
+    assert_int_equal(info.n_hit_tokens, 8);
+    assert_non_null(info.ckpt_pages);
+    int n1, n2;
+    const int32_t *b1 = pool_block_table(p, 1, &n1), *b2 = pool_block_table(p, 2, &n2);
+    assert_int_equal(b1[0], b2[0]);
+    assert_int_equal(b1[1], b2[1]);
+    assert_int_not_equal(b1[2], b2[2]); /* beyond the checkpoint: computed again */
+    assert_int_equal(stats(p).ckpt_hits, 1);
+    /* a deeper checkpoint wins */
+    cc.n = 0;
+    assert_int_equal(pool_checkpoint(p, 1, 12, ck_copy, &cc, err, sizeof err), HS_OK);
+    assert_int_equal(pool_lookup(p, a, 13, &info), 12);
+    assert_int_equal(info.n_refused_tokens, 0);
+    /* a prompt that leaves block 1: no checkpoint on its chain */
+    int32_t b[13];
+    memcpy(b, a, sizeof b);
+    b[5] = 999;
+    assert_int_equal(pool_lookup(p, b, 13, &info), 0);
+    assert_int_equal(info.n_refused_tokens, 4);
+    assert_null(info.ckpt_pages);
+    sfree(p, 1);
+    sfree(p, 2);
+    /* a request that needs every page evicts the checkpoints and the cached blocks */
+    s = stats(p);
+    assert_int_equal(s.n_ckpts, 2);
+    assert_int_equal(pool_free_capacity(p), 40);
+    assert_int_equal(admit(p, 3, NULL, 37 * 4), 0);
+    s = stats(p);
+    assert_int_equal(s.n_ckpts, 0);
+    assert_int_equal(s.ckpt_evictions + 0 >= 1, 1);
+    assert_int_equal(s.n_free + s.n_cached + s.n_ckpt_pages, 0);
+    sfree(p, 3);
+    assert_int_equal(stats(p).n_free, 40);
+    pool_destroy(p);
+    /* invalid configurations and a pool without checkpoints */
+    c.kind = LAYOUT_SLOTS;
+    c.n_slots = 2;
+    assert_int_equal(pool_create(&p, &c, err, sizeof err), HS_ERR_INVALID);
+    c.kind = LAYOUT_PAGED;
+    c.state_checkpoints = false;
+    p = mk_cfg(&c);
+    admit(p, 1, a, 12);
+    publish(p, 1, a, 12);
+    assert_int_equal(pool_checkpoint(p, 1, 8, NULL, NULL, err, sizeof err), HS_ERR_UNSUPPORTED);
+    pool_destroy(p);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_statemap_shipped),
@@ -843,6 +948,7 @@ int main(void) {
         cmocka_unit_test(test_bad_calls),
         cmocka_unit_test(test_stats_and_capacity),
         cmocka_unit_test(test_check_catches),
+        cmocka_unit_test(test_checkpoints),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
