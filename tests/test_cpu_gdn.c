@@ -376,7 +376,13 @@ static void run_gdn_ref(backend_t *bk, int Hk, int r) {
 }
 
 static void test_gdn_op(void **state) {
-    for (int r = 1; r <= 4; r++) run_gdn_ref(*state, 2, r);
+    /* Both forms of the delta rule: the op's default (recurrent for every segment)
+     * and the chunked form for segments longer than 64 tokens. */
+    for (int forced = 0; forced < 2; forced++) {
+        cpu_gdn_force_chunked = forced;
+        for (int r = 1; r <= 4; r++) run_gdn_ref(*state, 2, r);
+    }
+    cpu_gdn_force_chunked = 0;
 }
 
 /* Prefill of one 200-token sequence in different piece schedules. Returns outputs
@@ -408,8 +414,9 @@ static void run_schedule(backend_t *bk, const gdn_w_t *m, const int *pieces, int
     tpool_free(&tp, bk);
 }
 
-static void test_gdn_invariance(void **state) {
+static void gdn_invariance(void **state, int forced) {
     backend_t *bk = *state;
+    cpu_gdn_force_chunked = forced;
     gdn_w_t m;
     gdn_w_init(&m, bk, 2, 4, 16, 8, 31337);
     size_t no = 200 * (size_t)m.Hv * m.dv, ns = (size_t)m.Hv * m.dv * m.dk, nc = (size_t)m.W * m.conv_dim;
@@ -432,9 +439,16 @@ static void test_gdn_invariance(void **state) {
     for (size_t k = 0; k < 3; k++) {
         run_schedule(bk, &m, sch[k].p, sch[k].n, 0, o2, s2, c2, HS_F32);
         terr_t eo = terr(o2, ro, no, so), es = terr(s2, rs, ns, ss);
-        printf("  chunked prefill, %-28s vs one-shot: out %.2e state %.2e (abs; scales %.2f %.2f)\n", sch[k].name,
-               eo.max_abs, es.max_abs, so, ss);
-        assert_true(eo.max_abs < 2e-5 * so && es.max_abs < 2e-5 * ss);
+        printf("  %s: chunked prefill, %-28s vs one-shot: out %.2e state %.2e (abs; scales %.2f %.2f)\n",
+               forced ? "chunked form" : "recurrent form", sch[k].name, eo.max_abs, es.max_abs, so, ss);
+        if (forced) {
+            /* the chunked form reorders operations at chunk edges: fp32 noise */
+            assert_true(eo.max_abs < 2e-5 * so && es.max_abs < 2e-5 * ss);
+        } else {
+            /* the recurrent form does the same operations for every cut */
+            assert_memory_equal(o2, o1, 4 * no);
+            assert_memory_equal(s2, s1, 4 * ns);
+        }
         assert_memory_equal(c1, c2, 4 * nc); /* conv state: copies of inputs */
     }
     /* batched with others, same schedule: bitwise */
@@ -451,7 +465,11 @@ static void test_gdn_invariance(void **state) {
     for (size_t i = 0; i < ns; i++) assert_true(s2[i] == hs_bf16_to_f32(hs_f32_to_bf16(s1[i])));
     free(o1), free(s1), free(c1), free(o2), free(s2), free(c2), free(ro), free(rs);
     gdn_w_free(&m, bk);
+    cpu_gdn_force_chunked = 0;
 }
+
+static void test_gdn_invariance(void **state) { gdn_invariance(state, 0); }
+static void test_gdn_invariance_chunked(void **state) { gdn_invariance(state, 1); }
 
 static int setup(void **state) {
     *state = backend_cpu_create(0);
@@ -468,6 +486,7 @@ int main(void) {
         cmocka_unit_test(test_delta_kernels),
         cmocka_unit_test_setup_teardown(test_gdn_op, setup, teardown),
         cmocka_unit_test_setup_teardown(test_gdn_invariance, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_gdn_invariance_chunked, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -148,7 +148,17 @@ def text_cfg(cfg):
     return getattr(cfg, "text_config", None) or cfg
 
 
-def init_weights(model, gen, tied):
+# Embedding and projection std per family. With the defaults (0.3 tied, 0.08) the
+# 8-layer tied qwen3_5 fixture amplified float32 rounding to the size of the 1e-4
+# tolerance at a few positions: HF's own cached and uncached passes differed by
+# 1.1e-4 in logprob. A sweep on 2026-11-26 (GOLDEN_STD=embed=E,proj=P overrides
+# these) gave HF self-differences of 1.3e-4 (0.12/0.07), 7.7e-5 (0.15/0.06) and
+# 6.8e-5 (0.15/0.05, kept: mean top-1 logprob -1.56, not flat).
+EMBED_STD = {"qwen3_5": 0.15}
+PROJ_STD = {"qwen3_5": 0.05}
+
+
+def init_weights(model, gen, tied, embed_std=None, proj_std=0.08):
     """Deterministic, non-trivial weights so that logits are far from flat."""
     def normal(p, std, mean=0.0):
         p.copy_(torch.randn(p.shape, generator=gen, dtype=torch.float32) * std + mean)
@@ -172,18 +182,15 @@ def init_weights(model, gen, tied):
             elif "norm" in name:
                 normal(p, 0.1)  # zero-centred (1+w) norms: input/post/final/q_norm/k_norm
             elif "embed_tokens" in name or name.endswith("lm_head.weight"):
-                normal(p, 0.3 if tied else 0.5)
+                normal(p, embed_std if embed_std else (0.3 if tied else 0.5))
             elif "conv1d" in name:
-                normal(p, 0.2)
+                normal(p, 0.3)
             elif name.endswith("mlp.gate.weight"):
                 normal(p, 0.2)  # router: decisive routing
             elif "shared_expert_gate" in name:
                 normal(p, 0.1)
             elif p.dim() >= 2:
-                # 0.05: large enough for peaked logits, small enough that the 8-layer
-                # model does not amplify fp32 rounding past the 1e-4 logprob check
-                # (at 0.08, HF's own cached and uncached paths differed by 1.1e-4).
-                normal(p, 0.05)
+                normal(p, proj_std)
             else:
                 p.zero_()
 
@@ -268,7 +275,9 @@ def run_family(family, out_root, device):
     tc = text_cfg(cfg)
     assert tc.layer_types == layer_types(tc.num_hidden_layers), tc.layer_types
     model = cls(cfg)
-    init_weights(model, gen, tied)
+    ov = dict(kv.split("=") for kv in os.environ.get("GOLDEN_STD", "").split(",") if kv)
+    init_weights(model, gen, tied, float(ov.get("embed", EMBED_STD.get(family) or 0)) or None,
+                 float(ov.get("proj", PROJ_STD.get(family, 0.08))))
     if tied:
         model.tie_weights()
     to_checkpoint_dtypes(model)

@@ -76,8 +76,19 @@ uint8_t cpu_f32_to_e4m3(float f) {
     return sign | (uint8_t)((rbe + 7) << 3) | (uint8_t)man;
 }
 
+int cpu_row_gemm = 0;
+
 void cpu_gemm_xwt(const float *x, const float *w, int M, int N, int K, float *out) {
     if (M <= 0 || N <= 0) return;
+    if (cpu_row_gemm) {
+        /* Batch-invariant mode: one GEMV per row, so a row's result never depends on
+         * how many other rows share the call (OpenBLAS picks sgemm kernels and
+         * blockings by shape, which changes the summation order with M). */
+        for (int i = 0; i < M; i++)
+            cblas_sgemv(CblasRowMajor, CblasNoTrans, N, K, 1.0f, w, K, x + (size_t)i * K, 1, 0.0f,
+                        out + (size_t)i * N, 1);
+        return;
+    }
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, M, N, K, 1.0f, x, K, w, K, 0.0f, out, N);
 }
 
@@ -301,6 +312,8 @@ backend_t *backend_cpu_create(int n_threads) {
     }
     c->n_threads = n_threads;
     openblas_set_num_threads(n_threads);
+    const char *bi = getenv("HS_CPU_BATCH_INVARIANT");
+    cpu_row_gemm = bi && *bi && strcmp(bi, "0") != 0;
     bk->name = "cpu";
     bk->act_dtype = HS_F32;
     bk->ctx = c;

@@ -15,9 +15,18 @@
  *      softplus(a + dt_bias) with torch's threshold (x > 20 ? x : log1p(exp(x))).
  *   4. delta rule per value head h (key head h / r, r = Hv / Hk) on the state
  *      S^T [dv][dk] fp32 loaded from the SSM granules (zero when n_past == 0):
- *      recurrent form (§2.5.6) when the segment has <= CPU_GDN_CHUNK tokens,
- *      chunked form (§3.1, chunk 64) otherwise; stored back in the ssm dtype.
+ *      recurrent form (§2.5.6) for segments of any length (see below); the state
+ *      is stored back in the ssm dtype.
  *   5. gated RMSNorm per (token, value head): o / sqrt(mean(o^2) + eps) * w * silu(z).
+ * Why always recurrent: the reference must give the same result however a prompt is
+ * cut into chunks (one-shot, chunked prefill, token by token, re-prefill after
+ * preemption). The recurrent form does the same operations in the same order for
+ * every cut; the chunked form reorders them at chunk edges (measured: 7.6e-5 in
+ * logprob on the qwen3_5_text fixture between a 130-token one-shot prefill and
+ * 64-token chunks). On a CPU the chunked form saves nothing: both are ~4*dk*dv
+ * flops per token and head, far below the GEMMs. cpu_delta_chunked stays as the
+ * tested reference of the chunked algorithm that the CUDA prefill kernel runs
+ * (CPU_GDN_FORCE_CHUNKED in tests selects it).
  * Threads: conv over channels of one sequence; steps 2-5 over (sequence, head).
  * The arithmetic per (sequence, head) does not depend on the rest of the batch.
  *
@@ -37,6 +46,9 @@
 #endif
 
 #include "cpu_int.h"
+
+/* Tests set this to run segments longer than 64 tokens through the chunked form. */
+int cpu_gdn_force_chunked = 0;
 
 void cpu_delta_recurrent(float *St, int dk, int dv, int T, const float *q, int ldq, const float *k, int ldk,
                          const float *v, int ldv, const float *g, const float *beta, int ldg, float *o, int ldo) {
@@ -264,7 +276,7 @@ void cpu_gdn(backend_t *bk, int gl, const void *qkv, const void *z, const void *
         const float *k = Y + (size_t)t0 * conv_dim + (size_t)(Hk + kh) * dk;
         const float *v = Y + (size_t)t0 * conv_dim + (size_t)2 * Hk * dk + (size_t)h * dv;
         float *o = O + ((size_t)t0 * Hv + h) * dv;
-        if (Ts <= CPU_GDN_CHUNK)
+        if (Ts <= CPU_GDN_CHUNK || !cpu_gdn_force_chunked)
             cpu_delta_recurrent(St, dk, dv, Ts, q, conv_dim, k, conv_dim, v, conv_dim, gg + (size_t)t0 * Hv + h,
                                 bb + (size_t)t0 * Hv + h, Hv, o, Hv * dv);
         else

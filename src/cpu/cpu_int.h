@@ -115,5 +115,10 @@ void cpu_delta_chunked(float *St, int dk, int dv, int T, const float *q, int ldq
                        const float *v, int ldv, const float *g, const float *beta, int ldg, float *o, int ldo,
                        float *work);
 #define CPU_GDN_CHUNK 64
+/* 1: segments longer than CPU_GDN_CHUNK use the chunked form (tests); default 0. */
+extern int cpu_gdn_force_chunked;
+/* 1: GEMMs run row by row (batch-invariant results, slower prefill). Set from the
+ * environment variable HS_CPU_BATCH_INVARIANT=1 when a CPU backend is created. */
+extern int cpu_row_gemm;
 
 #endif
