@@ -471,6 +471,76 @@ static void gdn_invariance(void **state, int forced) {
 static void test_gdn_invariance(void **state) { gdn_invariance(state, 0); }
 static void test_gdn_invariance_chunked(void **state) { gdn_invariance(state, 1); }
 
+/* The pool's real state maps (statemap_init): the paged layout (E small pages from
+ * offset 0), the slots layout (same map, pages from a reserved range) and the coupled
+ * layout (one page per request, state after the KV part: base_offset = kv_bytes) give
+ * bit-identical outputs and states: only addresses differ. */
+static void run_layout(backend_t *bk, const gdn_w_t *m, int kind, float *out, float *ssm, float *conv) {
+    mcfg_t c;
+    memset(&c, 0, sizeof c);
+    c.n_gdn = 2, c.n_attn = 1, c.n_layers = 3, c.lin_k_heads = m->Hk, c.lin_v_heads = m->Hv;
+    c.lin_k_dim = m->dk, c.lin_v_dim = m->dv, c.conv_kernel = m->Kc, c.dtype = HS_F32;
+    c.n_kv_heads = 1, c.head_dim = 16, c.n_heads = 1;
+    kv_layout_t kv;
+    kv_layout_init(&kv, &c, 1, 16, HS_BF16, 0);
+    statemap_t sm;
+    char err[200];
+    size_t pb = kind == 2 ? kv.kv_bytes + statemap_bytes(&c, 1, HS_F32, 0) : 2048; /* paged: several pages per request */
+    int rc = statemap_init(&sm, &c, 1, HS_F32, 0, pb, kind == 2 ? kv.kv_bytes : 0, 0, err, sizeof err);
+    if (rc != HS_OK) fprintf(stderr, "statemap_init: %s\n", err);
+    assert_int_equal(rc, HS_OK);
+    assert_true(kind != 2 || sm.n_pages == 1);
+    assert_int_equal(sm.conv_dtype, HS_F32);
+    tpool_t tp;
+    memset(&tp, 0, sizeof tp);
+    tp.pool.kv = kv;
+    tp.pool.sm = sm;
+    tp.pool.page_bytes = pb;
+    enum { NS = 2 };
+    int E = sm.n_pages;
+    tp.pool.n_pages = (int64_t)NS * E + 4;
+    tp.pool.base = bk->alloc(bk, (size_t)tp.pool.n_pages * pb);
+    gseq_t s[NS];
+    gseq_init(&s[0], m, 80, 777);
+    gseq_init(&s[1], m, 80, 778);
+    for (int i = 0; i < NS; i++) {
+        s[i].pages = malloc(sizeof(int32_t) * E);
+        for (int e = 0; e < E; e++) /* paged: interleaved; slots: a contiguous range at the end */
+            s[i].pages[e] = kind == 1 ? (int32_t)(tp.pool.n_pages - NS * E + i * E + e) : (int32_t)(e * NS + i);
+    }
+    int idx[2] = {0, 1}, c1[2] = {70, 5}, c2[2] = {1, 1}, c3[2] = {9, 74};
+    gdn_step(bk, &tp, m, 1, s, idx, c1, 2);
+    gdn_step(bk, &tp, m, 1, s, idx, c2, 2);
+    gdn_step(bk, &tp, m, 1, s, idx, c3, 2);
+    size_t vd = (size_t)m->Hv * m->dv;
+    memcpy(out, s[0].out, sizeof(float) * 80 * vd);
+    memcpy(out + 80 * vd, s[1].out, sizeof(float) * 80 * vd);
+    read_state(&tp, &s[1], 1, conv, ssm);
+    for (int i = 0; i < NS; i++) gseq_free(&s[i]);
+    bk->free(bk, tp.pool.base);
+    statemap_free(&sm);
+}
+
+static void test_gdn_layouts(void **state) {
+    backend_t *bk = *state;
+    gdn_w_t m;
+    gdn_w_init(&m, bk, 2, 4, 16, 8, 4711);
+    size_t no = 160 * (size_t)m.Hv * m.dv, ns = (size_t)m.Hv * m.dv * m.dk, nc = (size_t)m.W * m.conv_dim;
+    float *o[3], *st[3], *cv[3];
+    for (int k = 0; k < 3; k++) {
+        o[k] = malloc(4 * no), st[k] = malloc(4 * ns), cv[k] = malloc(4 * nc);
+        run_layout(bk, &m, k, o[k], st[k], cv[k]);
+    }
+    for (int k = 1; k < 3; k++) {
+        assert_memory_equal(o[0], o[k], 4 * no);
+        assert_memory_equal(st[0], st[k], 4 * ns);
+        assert_memory_equal(cv[0], cv[k], 4 * nc);
+    }
+    printf("  paged == slots == coupled state maps (statemap_init): bit-identical\n");
+    for (int k = 0; k < 3; k++) free(o[k]), free(st[k]), free(cv[k]);
+    gdn_w_free(&m, bk);
+}
+
 static int setup(void **state) {
     *state = backend_cpu_create(0);
     return *state ? 0 : -1;
@@ -487,6 +557,7 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_gdn_op, setup, teardown),
         cmocka_unit_test_setup_teardown(test_gdn_invariance, setup, teardown),
         cmocka_unit_test_setup_teardown(test_gdn_invariance_chunked, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_gdn_layouts, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -26,7 +26,7 @@
  * 64-token chunks). On a CPU the chunked form saves nothing: both are ~4*dk*dv
  * flops per token and head, far below the GEMMs. cpu_delta_chunked stays as the
  * tested reference of the chunked algorithm that the CUDA prefill kernel runs
- * (CPU_GDN_FORCE_CHUNKED in tests selects it).
+ * (cpu_gdn_force_chunked = 1 in tests selects it).
  * Threads: conv over channels of one sequence; steps 2-5 over (sequence, head).
  * The arithmetic per (sequence, head) does not depend on the rest of the batch.
  *
