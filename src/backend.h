@@ -147,6 +147,12 @@ struct backend {
     /* logits[n, V] fp32 = x[n, H] @ W[V, H]^T (backend buffer, always fp32). */
     void (*logits)(backend_t *bk, const void *x, const bk_weight_t *lm_head, int n, void *out_f32);
 
+    /* Per row of logits[n, V] (backend memory, fp32): the argmax (lowest id on ties),
+     * the max and log-sum-exp, written to host arrays [n]. Lets the engine serve greedy
+     * rows without moving the vocabulary to the host. */
+    void (*logits_stats)(backend_t *bk, const void *logits_f32, int n, int V, int32_t *argmax, float *max,
+                         float *lse);
+
     /* Copy whole pages between the pool and host memory (swap out / in). */
     void (*page_out)(backend_t *bk, const bk_pool_t *pool, int64_t page, void *host);
     void (*page_in)(backend_t *bk, const bk_pool_t *pool, int64_t page, const void *host);

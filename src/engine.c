@@ -66,7 +66,9 @@ struct hs_engine {
     int32_t *bt;              /* [max_seqs][bt_stride] */
     int bt_stride;
     int32_t *sp_rows;         /* [max_seqs][E] */
-    float *logits;            /* [max_logits][V] */
+    float *logits;            /* [V] one row brought to the host for sampling */
+    int32_t *lg_argmax;       /* [max_logits] per-row argmax, max and log-sum-exp */
+    float *lg_max, *lg_lse;
     int32_t *new_tokens;      /* [max_seqs] */
     int32_t *n_new;           /* [max_seqs] */
     smp_result_t *results;    /* [max_seqs] */
@@ -340,7 +342,10 @@ int hs_engine_create(const hs_engine_config_t *cfg, hs_engine_t **out, char *err
     e->bt_stride = 16;
     e->bt = hs_malloc(sizeof(int32_t) * (size_t)cfg->max_num_seqs * (size_t)e->bt_stride);
     e->sp_rows = hs_malloc(sizeof(int32_t) * (size_t)cfg->max_num_seqs * (size_t)(e->sm.n_pages + 1));
-    e->logits = hs_malloc(sizeof(float) * (size_t)cfg->max_num_seqs * (size_t)c->vocab);
+    e->logits = hs_malloc(sizeof(float) * (size_t)c->vocab);
+    e->lg_argmax = hs_malloc(sizeof(int32_t) * (size_t)cfg->max_num_seqs);
+    e->lg_max = hs_malloc(sizeof(float) * (size_t)cfg->max_num_seqs);
+    e->lg_lse = hs_malloc(sizeof(float) * (size_t)cfg->max_num_seqs);
     e->new_tokens = hs_malloc(sizeof(int32_t) * (size_t)cfg->max_num_seqs);
     e->n_new = hs_malloc(sizeof(int32_t) * (size_t)cfg->max_num_seqs);
     e->results = hs_malloc(sizeof(smp_result_t) * (size_t)cfg->max_num_seqs);
@@ -369,6 +374,9 @@ void hs_engine_destroy(hs_engine_t *e) {
     free(e->bt);
     free(e->sp_rows);
     free(e->logits);
+    free(e->lg_argmax);
+    free(e->lg_max);
+    free(e->lg_lse);
     free(e->new_tokens);
     free(e->n_new);
     free(e->results);
@@ -464,19 +472,30 @@ int hs_engine_step(hs_engine_t *e) {
     }
     bk_batch_t bb;
     sched_batch_to_bk(b, e->bt, e->bt_stride, e->sp_rows, &bb);
-    model_forward(e->model, &bb, b->token_ids, e->logits);
+    const float *dev_logits = model_forward(e->model, &bb, b->token_ids);
 
-    /* Sample the rows that want logits (k = 0: one logit row per final row). */
+    /* Sample the rows that want logits (k = 0: one logit row per final row). Greedy
+     * rows without top_logprobs need only the argmax and the log-sum-exp, computed
+     * where the logits are; other rows bring their row to the host. */
     const int V = e->mc.vocab;
+    if (b->n_logits > 0) e->bk->logits_stats(e->bk, dev_logits, b->n_logits, V, e->lg_argmax, e->lg_max, e->lg_lse);
     for (int s = 0; s < b->n_seqs; s++) {
         e->n_new[s] = 0;
         e->new_tokens[s] = 0;
         if (b->logit_start[s + 1] == b->logit_start[s] || !b->seqs[s]) continue;
         req_t *r = req_find(e, (uint64_t)b->ids[s]);
         assert(r);
-        const float *row = e->logits + (size_t)b->logit_start[s] * (size_t)V;
-        smp_sample(row, V, &r->sp, &r->rng, &e->scratch, &e->results[s]);
-        e->new_tokens[s] = e->results[s].token;
+        const int row = b->logit_start[s];
+        smp_result_t *res = &e->results[s];
+        if (r->sp.temperature == 0 && r->sp.top_logprobs == 0) {
+            memset(res, 0, sizeof *res);
+            res->token = e->lg_argmax[row];
+            res->logprob = e->lg_max[row] - e->lg_lse[row];
+        } else {
+            e->bk->download(e->bk, e->logits, dev_logits + (size_t)row * (size_t)V, sizeof(float) * (size_t)V);
+            smp_sample(e->logits, V, &r->sp, &r->rng, &e->scratch, res);
+        }
+        e->new_tokens[s] = res->token;
         e->n_new[s] = 1;
     }
     const sched_event_t *evs;

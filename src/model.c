@@ -268,7 +268,7 @@ static void ffn(model_t *m, const layer_t *d, int T) {
     }
 }
 
-void model_forward(model_t *m, const bk_batch_t *b, const int32_t *ids, float *logits) {
+const float *model_forward(model_t *m, const bk_batch_t *b, const int32_t *ids) {
     backend_t *bk = m->bk;
     const mcfg_t *c = &m->cfg;
     const int T = b->n_tokens, H = c->hidden;
@@ -294,7 +294,6 @@ void model_forward(model_t *m, const bk_batch_t *b, const int32_t *ids, float *l
     if (b->n_logits > 0) {
         bk->gather_rows(bk, m->normed, H, m->rows);
         bk->logits(bk, m->rows, m->lm_head, b->n_logits, m->logits);
-        bk->download(bk, logits, m->logits, (size_t)b->n_logits * (size_t)c->vocab * sizeof(float));
     }
-    bk->sync(bk);
+    return m->logits;
 }

@@ -45,9 +45,11 @@ int model_alloc_pool(model_t *m, int64_t n_pages, size_t page_bytes, const kv_la
                      char *err, size_t n);
 void model_destroy(model_t *m);
 
-/* Run one step: ids[T] (host) are the batch's tokens. logits (host, [n_logits, V]
- * fp32) receives the rows b->logit_rows asks for. The caller has validated ids. */
-void model_forward(model_t *m, const bk_batch_t *b, const int32_t *ids, float *logits);
+/* Run one step: ids[T] (host) are the batch's tokens; the caller has validated them.
+ * Returns the logits of the rows b->logit_rows asks for, [n_logits, V] fp32 in backend
+ * memory, valid until the next model_forward (read them with bk->download or
+ * bk->logits_stats). */
+const float *model_forward(model_t *m, const bk_batch_t *b, const int32_t *ids);
 
 /* The pool's memory and layout (for swap copies through the backend). */
 const bk_pool_t *model_pool(const model_t *m);

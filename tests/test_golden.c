@@ -84,7 +84,8 @@ static void run(rig_t *r, const int32_t *tokens, int T, int n_past) {
     bk_batch_t b = {.n_seqs = 1, .n_tokens = T, .tok_start = start, .n_past = past, .positions = pos,
                     .block_tables = bt, .max_blocks = nb, .state_pages = st, .n_state_pages = r->sm.n_pages,
                     .logit_rows = rows, .n_logits = T};
-    model_forward(r->m, &b, tokens, r->logits);
+    const float *dev = model_forward(r->m, &b, tokens);
+    r->bk->download(r->bk, r->logits, dev, sizeof(float) * (size_t)T * (size_t)r->c.vocab);
 }
 
 static double logsumexp(const float *x, int n) {

@@ -270,6 +270,22 @@ static void cpu_logits(backend_t *bk, const void *x, const bk_weight_t *lm_head,
     cpu_gemm_xwt(x, lm_head->data, n, (int)lm_head->rows, (int)lm_head->cols, out_f32);
 }
 
+static void cpu_logits_stats(backend_t *bk, const void *logits, int n, int V, int32_t *argmax, float *max,
+                             float *lse) {
+    (void)bk;
+    for (int r = 0; r < n; r++) {
+        const float *x = (const float *)logits + (size_t)r * (size_t)V;
+        int a = 0;
+        for (int i = 1; i < V; i++)
+            if (x[i] > x[a]) a = i;
+        double s = 0;
+        for (int i = 0; i < V; i++) s += exp((double)x[i] - x[a]);
+        argmax[r] = a;
+        max[r] = x[a];
+        lse[r] = x[a] + (float)log(s);
+    }
+}
+
 static void cpu_page_out(backend_t *bk, const bk_pool_t *pool, int64_t page, void *host) {
     (void)bk;
     assert(page >= 0 && page < pool->n_pages);
@@ -338,6 +354,7 @@ backend_t *backend_cpu_create(int n_threads) {
     bk->moe = cpu_moe;
     bk->gather_rows = cpu_gather_rows;
     bk->logits = cpu_logits;
+    bk->logits_stats = cpu_logits_stats;
     bk->page_out = cpu_page_out;
     bk->page_in = cpu_page_in;
     bk->destroy = cpu_destroy;

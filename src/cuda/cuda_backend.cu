@@ -81,7 +81,7 @@ struct bk_weight {
 
 enum { SCR_IDS, SCR_Q, SCR_GATE, SCR_ATTN_WS, SCR_QN, SCR_KN, SCR_V, SCR_G, SCR_BETA, SCR_CHUNK_WS, SCR_O,
        SCR_ROUTER, SCR_TOPK_ID, SCR_TOPK_W, SCR_MOE_IDX, SCR_MOE_X, SCR_MOE_GU, SCR_MOE_ACT, SCR_MOE_Y,
-       SCR_MOE_ACC, SCR_SH_GU, SCR_SH_ACT, SCR_SH_Y, SCR_SH_G, SCR_N };
+       SCR_MOE_ACC, SCR_SH_GU, SCR_SH_ACT, SCR_SH_Y, SCR_SH_G, SCR_STATS, SCR_N };
 
 typedef struct {
     void *p;
@@ -378,6 +378,41 @@ __global__ void k_moe_finish(const float *acc, const bf16_t *shared, const float
     out[i] = f2bf(v);
 }
 
+/* Per row: argmax (lowest id on ties), max, log-sum-exp (fp32, sum in fp32). */
+__global__ void k_logits_stats(const float *logits, int V, int32_t *argmax, float *mx_out, float *lse_out) {
+    __shared__ float sv[32];
+    __shared__ int si[32];
+    __shared__ float sh[32];
+    const float *x = logits + (int64_t)blockIdx.x * V;
+    float best = -INFINITY;
+    int bi = 0x7fffffff;
+    for (int i = threadIdx.x; i < V; i += blockDim.x)
+        if (x[i] > best) best = x[i], bi = i;
+    for (int o = 16; o > 0; o >>= 1) {
+        const float ob = __shfl_xor_sync(0xffffffffu, best, o);
+        const int oi = __shfl_xor_sync(0xffffffffu, bi, o);
+        if (ob > best || (ob == best && oi < bi)) best = ob, bi = oi;
+    }
+    const int w = threadIdx.x >> 5, l = threadIdx.x & 31, nw = blockDim.x >> 5;
+    if (l == 0) sv[w] = best, si[w] = bi;
+    __syncthreads();
+    best = l < nw ? sv[l] : -INFINITY;
+    bi = l < nw ? si[l] : 0x7fffffff;
+    for (int o = 16; o > 0; o >>= 1) {
+        const float ob = __shfl_xor_sync(0xffffffffu, best, o);
+        const int oi = __shfl_xor_sync(0xffffffffu, bi, o);
+        if (ob > best || (ob == best && oi < bi)) best = ob, bi = oi;
+    }
+    float s = 0.f;
+    for (int i = threadIdx.x; i < V; i += blockDim.x) s += __expf(x[i] - best);
+    s = block_sum(s, sh);
+    if (threadIdx.x == 0) {
+        argmax[blockIdx.x] = bi;
+        mx_out[blockIdx.x] = best;
+        lse_out[blockIdx.x] = best + logf(s);
+    }
+}
+
 /* ---- memory and weights ------------------------------------------------------------ */
 
 static void *cu_alloc(backend_t *bk, size_t bytes) {
@@ -551,7 +586,7 @@ static void cu_set_batch(backend_t *bk, const bk_batch_t *b, const bk_pool_t *po
         CK(cudaMemcpy(c->d_ssm_loc, sm->ssm, n * sizeof(sm_loc_t), cudaMemcpyHostToDevice));
         c->ssm_loc_src = sm->ssm;
     }
-    CK(cudaStreamSynchronize(c->st)); /* the host arrays may change after return */
+    /* No sync: copies from pageable host memory have left the source on return. */
 }
 
 /* ---- GEMM ---------------------------------------------------------------------------- */
@@ -578,9 +613,9 @@ static void cu_embed(backend_t *bk, const bk_weight_t *embed, const int32_t *ids
     cu_ctx_t *c = ctx(bk);
     int32_t *d = (int32_t *)scratch(c, SCR_IDS, (size_t)T * 4);
     CK(cudaMemcpyAsync(d, ids, (size_t)T * 4, cudaMemcpyHostToDevice, c->st));
+    /* From pageable memory the copy has left `ids` when cudaMemcpyAsync returns. */
     k_embed<<<T, 256, 0, c->st>>>(d, embed->bf, embed->cols, (bf16_t *)out);
     LAUNCHED();
-    CK(cudaStreamSynchronize(c->st)); /* ids is a host array the caller may reuse */
 }
 
 static void cu_rmsnorm(backend_t *bk, const void *x, void *residual, const bk_weight_t *w, float eps, bool plus_one,
@@ -807,6 +842,18 @@ static void cu_moe(backend_t *bk, const void *x, const bk_weight_t *router, bk_w
     LAUNCHED();
 }
 
+static void cu_logits_stats(backend_t *bk, const void *logits, int n, int V, int32_t *argmax, float *mx, float *lse) {
+    cu_ctx_t *c = ctx(bk);
+    char *d = (char *)scratch(c, SCR_STATS, (size_t)n * 12);
+    k_logits_stats<<<n, 1024, 0, c->st>>>((const float *)logits, V, (int32_t *)d, (float *)(d + (size_t)n * 4),
+                                         (float *)(d + (size_t)n * 8));
+    LAUNCHED();
+    CK(cudaMemcpyAsync(argmax, d, (size_t)n * 4, cudaMemcpyDeviceToHost, c->st));
+    CK(cudaMemcpyAsync(mx, d + (size_t)n * 4, (size_t)n * 4, cudaMemcpyDeviceToHost, c->st));
+    CK(cudaMemcpyAsync(lse, d + (size_t)n * 8, (size_t)n * 4, cudaMemcpyDeviceToHost, c->st));
+    CK(cudaStreamSynchronize(c->st));
+}
+
 /* ---- pages -------------------------------------------------------------------------- */
 
 static void cu_page_out(backend_t *bk, const bk_pool_t *pool, int64_t page, void *host) {
@@ -897,6 +944,7 @@ extern "C" backend_t *backend_cuda_create(int device, char *err, size_t n) {
     bk->moe = cu_moe;
     bk->gather_rows = cu_gather_rows;
     bk->logits = cu_logits;
+    bk->logits_stats = cu_logits_stats;
     bk->page_out = cu_page_out;
     bk->page_in = cu_page_in;
     bk->destroy = cu_destroy;

@@ -26,6 +26,7 @@
 #define TOL 3e-2
 
 typedef struct {
+    int vocab;
     backend_t *bk;
     model_t *m;
     statemap_t sm;
@@ -35,6 +36,7 @@ typedef struct {
 static int open_side(side_t *s, backend_t *bk, const mcfg_t *c, wt_model_t *w, char *err, size_t n) {
     memset(s, 0, sizeof *s);
     s->bk = bk;
+    s->vocab = c->vocab;
     mcfg_t cs = *c;
     cs.dtype = bk->act_dtype;
     kv_layout_init(&s->kv, c, 1, 16, bk->act_dtype, 0);
@@ -64,7 +66,8 @@ static void step(side_t *s, const int32_t *toks, const int *len, const int *past
     bk_batch_t b = {.n_seqs = 2, .n_tokens = len[0] + len[1], .tok_start = start, .n_past = np, .positions = pos,
                     .block_tables = &bt[0][0], .max_blocks = 16, .state_pages = sp,
                     .n_state_pages = s->sm.n_pages, .logit_rows = rows, .n_logits = 2};
-    model_forward(s->m, &b, toks, logits);
+    const float *dev = model_forward(s->m, &b, toks);
+    s->bk->download(s->bk, logits, dev, sizeof(float) * 2 * (size_t)s->vocab);
 }
 
 static int argmax(const float *x, int n) {
