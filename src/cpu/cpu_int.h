@@ -120,5 +120,7 @@ extern int cpu_gdn_force_chunked;
 /* 1: GEMMs run row by row (batch-invariant results, slower prefill). Set from the
  * environment variable HS_CPU_BATCH_INVARIANT=1 when a CPU backend is created. */
 extern int cpu_row_gemm;
+/* Threads of cpu_gemm_xwt (the backend's n_threads). */
+extern int cpu_gemm_threads;
 
 #endif
