@@ -6,7 +6,10 @@
 
 /* Each subcommand is declared next to its row; its file is src/cmd_<name>.c. */
 
+int cmd_serve(int argc, char **argv);
+
 const cmd_t hs_commands[] = {
+    {"serve", cmd_serve, "OpenAI-compatible HTTP server (completions, chat, streaming, metrics)"},
     {NULL, NULL, NULL},
 };
 
