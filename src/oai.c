@@ -497,7 +497,8 @@ void oai_logprobs_add(oai_logprobs_t *lp, const oai_tokp_t *tok, const oai_tokp_
     json_t *tops = json_object();
     for (int i = 0; i < n_top; i++) {
         json_t *k = oai_json_str(top[i].bytes, top[i].n_bytes);
-        json_object_set_new(tops, json_string_value(k), lp_num(top[i].logprob));
+        if (!json_object_get(tops, json_string_value(k))) /* equal strings: keep the likelier */
+            json_object_set_new(tops, json_string_value(k), lp_num(top[i].logprob));
         json_decref(k);
     }
     json_array_append_new(json_object_get(lp->obj, "top_logprobs"), tops);

@@ -79,6 +79,7 @@
 
 #define WAIT_MS 100          /* HTTP-side wait slice: disconnect and shutdown checks */
 #define STOP_GRACE_S 2.0     /* after an abort: time for responses to finish */
+#define DISCARD_MAX (64u << 20) /* oversized bodies up to this are read and dropped before the 413 */
 
 /* ---- a growable byte buffer -------------------------------------------------------- */
 typedef struct {
@@ -985,9 +986,11 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
     if (!cc) {
         cc = hs_calloc(1, sizeof *cc);
         *con_cls = cc;
+        /* Bodies over OAI_MAX_BODY are read and dropped, so that the client (still sending)
+         * gets the 413; past DISCARD_MAX the connection is answered at once and closed. */
         const char *cl = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Content-Length");
-        if (cl && strtoull(cl, NULL, 10) > OAI_MAX_BODY) { /* refuse before reading the body */
-            cc->too_big = true;
+        if (cl && strtoull(cl, NULL, 10) > DISCARD_MAX) {
+            cc->started = true;
             return send_errf(s, c, 413, "invalid_request_error", NULL, "request_too_large",
                              "the request body is larger than 4 MiB");
         }
