@@ -12,6 +12,7 @@
  * Two modes, each best of R runs (default 3):
  *   whole: one tok_encode call on the whole text;
  *   docs:  one call per paragraph (text split at blank lines), as prompts arrive.
+ * "nocache" repeats "whole" with the word cache off (HYSERVE_TOK_CACHE=0).
  * The first run warms the word cache; the tokenizer lives for the process, so that
  * is the state a server is in. It also prints tokens and bytes per token.
  */
@@ -225,6 +226,23 @@ int main(int argc, char **argv) {
         if (e < best) best = e;
     }
     printf("docs:  %.2f MB/s  (%zu paragraphs, best of %d: %.3f s)\n", len / 1e6 / best, ndocs, reps, best);
+    tok_free(t);
+
+    /* the same without the word cache: every piece goes through BPE */
+    setenv("HYSERVE_TOK_CACHE", "0", 1);
+    if (tok_load(dir, &t, err, sizeof err)) hs_die(2, "%s", err);
+    best = 1e30;
+    for (int r = 0; r < reps; r++) {
+        int32_t *ids;
+        size_t n2;
+        double s = hs_now();
+        if (tok_encode(t, text, len, 0, &ids, &n2, err, sizeof err)) hs_die(1, "%s", err);
+        double e = hs_now() - s;
+        free(ids);
+        if (n2 != ntok) hs_die(1, "token count differs without the cache: %zu vs %zu", n2, ntok);
+        if (e < best) best = e;
+    }
+    printf("nocache: %.2f MB/s  (whole, HYSERVE_TOK_CACHE=0, best of %d: %.3f s)\n", len / 1e6 / best, reps, best);
     tok_free(t);
     free(text);
     return 0;

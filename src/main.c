@@ -4,11 +4,16 @@
 
 #include "cmd.h"
 
-/* Each subcommand is declared next to its row; its file is src/cmd_<name>.c. */
-
+/* Each subcommand lives in src/cmd_<name>.c. */
+int cmd_plan(int argc, char **argv);
+int cmd_tokenize(int argc, char **argv);
+int cmd_detokenize(int argc, char **argv);
 int cmd_serve(int argc, char **argv);
 
 const cmd_t hs_commands[] = {
+    {"plan", cmd_plan, "per-rank memory plan of the pool layouts for a model, GPU and workload"},
+    {"tokenize", cmd_tokenize, "text to token ids (tokenizer.json of a model directory)"},
+    {"detokenize", cmd_detokenize, "token ids to text"},
     {"serve", cmd_serve, "OpenAI-compatible HTTP server (completions, chat, streaming, metrics)"},
     {NULL, NULL, NULL},
 };

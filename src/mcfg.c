@@ -140,7 +140,9 @@ static int parse_obj(json_t *root, const char *path, mcfg_t *c, char *err, size_
     reader_t r = {.text = root, .top = root, .path = path, .err = err, .n = n};
 
     json_t *mt = json_object_get(root, "model_type");
-    if (!json_is_string(mt)) return hs_errf(err, n, HS_ERR_FORMAT, "%s: model_type: required string is missing", path);
+    if (!mt || json_is_null(mt))
+        return hs_errf(err, n, HS_ERR_FORMAT, "%s: model_type: required field is missing", path);
+    if (!json_is_string(mt)) return hs_errf(err, n, HS_ERR_FORMAT, "%s: model_type: expected a string", path);
     const char *type = json_string_value(mt);
     snprintf(c->model_type, sizeof c->model_type, "%s", type);
     if (!strcmp(type, "qwen3_next")) {

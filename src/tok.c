@@ -320,6 +320,53 @@ static int merge_put(tok_t *t, int32_t a, int32_t b, int32_t rank, int32_t id) {
 
 /* ---- loading -------------------------------------------------------------------- */
 
+/* HF runs the Split regex with Oniguruma, where \s is exactly Unicode White_Space.
+ * PCRE2's \s (UCP) is \p{Z} + \h + \v, which also takes U+180E MONGOLIAN VOWEL
+ * SEPARATOR (not White_Space since Unicode 6.3) and changes how text around it
+ * splits. So \s and \S are spelled out as the White_Space set; the rest of the
+ * pattern is passed to PCRE2 as written. Inside a character class \s becomes the set's
+ * members; \S inside a class is left alone (no such use in Qwen's pattern). */
+#define WS_SET "\\x{9}-\\x{D}\\x{20}\\x{85}\\x{A0}\\x{1680}\\x{2000}-\\x{200A}\\x{2028}\\x{2029}\\x{202F}\\x{205F}\\x{3000}"
+static char *regex_fix_ws(const char *re) {
+    buf_t b = {0};
+    buf_put(&b, "", 0);
+    int in_class = 0;
+    for (const char *p = re; *p; p++) {
+        if (*p == '\\' && p[1]) {
+            if (p[1] == 's' || (p[1] == 'S' && !in_class)) {
+                if (in_class) buf_put(&b, WS_SET, strlen(WS_SET));
+                else {
+                    buf_put(&b, p[1] == 's' ? "[" : "[^", p[1] == 's' ? 1 : 2);
+                    buf_put(&b, WS_SET, strlen(WS_SET));
+                    buf_put(&b, "]", 1);
+                }
+            } else {
+                buf_put(&b, p, 2);
+            }
+            p++;
+            continue;
+        }
+        if (!in_class && *p == '[') {
+            in_class = 1;
+            buf_put(&b, p, 1);
+            if (p[1] == '^') buf_put(&b, ++p, 1);
+            if (p[1] == ']') buf_put(&b, ++p, 1); /* a leading ] is literal */
+            continue;
+        }
+        if (in_class && *p == '[' && p[1] == ':') { /* [:posix:] */
+            const char *e = strstr(p + 2, ":]");
+            if (e) {
+                buf_put(&b, p, (size_t)(e + 2 - p));
+                p = e + 1;
+                continue;
+            }
+        }
+        if (in_class && *p == ']') in_class = 0;
+        buf_put(&b, p, 1);
+    }
+    return b.p;
+}
+
 static int ferr(char *err, size_t n, int rc, const char *path, const char *field, const char *what) {
     return hs_errf(err, n, rc, "%s: field '%s': %s", path, field, what);
 }
@@ -599,7 +646,9 @@ static int load_json(tok_t *t, json_t *root, char *err, size_t n) {
     if (regex) {
         int ec;
         PCRE2_SIZE eo;
-        t->re = pcre2_compile((PCRE2_SPTR)regex, PCRE2_ZERO_TERMINATED, PCRE2_UTF | PCRE2_UCP, &ec, &eo, NULL);
+        char *fixed = regex_fix_ws(regex);
+        t->re = pcre2_compile((PCRE2_SPTR)fixed, PCRE2_ZERO_TERMINATED, PCRE2_UTF | PCRE2_UCP, &ec, &eo, NULL);
+        free(fixed);
         if (!t->re) {
             char msg[160];
             pcre2_get_error_message(ec, (PCRE2_UCHAR *)msg, sizeof msg);
@@ -645,8 +694,11 @@ int tok_load(const char *path, tok_t **out, char *err, size_t n) {
         tok_free(t);
         return rc;
     }
-    t->cache = hs_calloc(1, sizeof *t->cache);
-    pthread_mutex_init(&t->cache->mu, NULL);
+    const char *nc = getenv("HYSERVE_TOK_CACHE");
+    if (!nc || strcmp(nc, "0")) {
+        t->cache = hs_calloc(1, sizeof *t->cache);
+        pthread_mutex_init(&t->cache->mu, NULL);
+    }
     *out = t;
     return HS_OK;
 }

@@ -30,6 +30,15 @@
  * merges as ["a","b"] pairs or "a b" strings. Anything else is HS_ERR_UNSUPPORTED with
  * the field named. post_processor is ignored (Qwen adds no BOS/EOS when encoding).
  *
+ * Known differences from HF (none in the committed fixture; found by a 6000-string
+ * random differential run): HF's NFC (the unicode-normalization crate) leaves some
+ * canonically reorderable mark sequences uncomposed where utf8proc and Python compose
+ * them (e.g. e + U+10F47 + U+0301); and \p{L}/\p{N} follow PCRE2's Unicode tables
+ * (10.42: Unicode 14), so characters assigned later may split differently.
+ *
+ * The word cache can be turned off with HYSERVE_TOK_CACHE=0 in the environment at
+ * load time (benchmarks, debugging); results are identical either way.
+ *
  * Threads: a loaded tok_t is read-only; tok_encode may run on any number of threads
  * at once (the word cache is taken with a trylock, and a thread that does not get it
  * encodes uncached). A tok_stream_t belongs to one thread.

@@ -30,7 +30,8 @@ def hand_cases():
           "  \n  ", "a  b", "a   b", "a\tb", "a \t b", "a\n\nb", "a \n\n b", "hello   ", "hello\n",
           "hello \n", "   leading", "\t\tleading tabs", "trailing\t\t", "mixed \t\n \r\n\t end ",
           " " * 50, "\n" * 30, "\t \t \t", "word" + " " * 7 + "word", "x\u00a0y", "x\u3000y",
-          "x\u2028y", "x\u180ey", "a\u2003\u2003b", "\u0085", "\x0b\x0c"]
+          "x\u2028y", "x\u180ey", "\u3000\u3000\u180e'Re", "a \u180e\u180e b", "\u180e\n\n", "  \u180e  x",
+          "x\x1c\x1d\x1e\x1fy", "a\u200bb", "\u00a0\u00a0x", "a\u2003\u2003b", "\u0085", "\x0b\x0c"]
     # contractions, every case
     for ct in ["s", "t", "re", "ve", "m", "ll", "d"]:
         for v in {ct, ct.upper(), ct.capitalize(), ct[::-1] if len(ct) > 1 else ct, ct[0] + ct[1:].upper()}:
@@ -98,6 +99,62 @@ def random_cases(n, seed=20240601):
     return out
 
 
+def invalid_utf8_cases():
+    """Byte strings that are not UTF-8: hyserve replaces each maximal invalid subpart
+    with U+FFFD, which is what bytes.decode('utf-8', 'replace') does."""
+    return [b"\x80", b"a\x80b", b"\xbf\xbf", b"\xc0\xaf", b"\xe0\x80\xaf", b"\xf0\x80\x80\xaf", b"\xc1\xbf",
+            b"\xe2\x82", b"abc\xe2\x82", b"\xf0\x9f\x98", b"\xf0\x9f\x98 x", b"\xed\xa0\x80", b"\xed\xbf\xbf",
+            b"\xed\xa0\xbd\xed\xb8\x80", b"\xff", b"\xfe\xff", b"a\xffb\xfec", b"\xf4\x90\x80\x80", b"\xf8\x88\x80\x80\x80",
+            b"\xc3", b"\xc3(", b"<|im_start|>\xff<|im_end|>", b"hello \x80\x80\x80 world", b"\xe4\xbd\xa0\xe4\xbd",
+            b"\x00", b"a\x00b", b"e\xcc", b"e\xcc\x81\xcc"]
+
+
+def bytes_to_unicode():
+    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("\u00a1"), ord("\u00ac") + 1)) + \
+        list(range(ord("\u00ae"), ord("\u00ff") + 1))
+    cs = bs[:]
+    n = 0
+    for b in range(256):
+        if b not in bs:
+            bs.append(b)
+            cs.append(256 + n)
+            n += 1
+    return dict(zip(bs, [chr(c) for c in cs]))
+
+
+def tiny_tokenizer(qwen_json):
+    """A small byte-level BPE (256 byte tokens + a few merges) with the Qwen normalizer
+    and pre-tokenizer, and added tokens that use every flag (lstrip, rstrip,
+    single_word, normalized, special). Tests the added-token rules without 11 MB."""
+    b2u = bytes_to_unicode()
+    vocab = {b2u[b]: b for b in range(256)}
+    merges = []
+    for a, b in [("h", "e"), ("l", "l"), ("he", "ll"), ("hell", "o"), ("\u0120", "w"), ("o", "r"), ("\u0120w", "or"),
+                 ("l", "d"), ("\u0120wor", "ld"), ("\u0120", "\u0120")]:
+        vocab[a + b] = len(vocab)
+        merges.append([a, b])
+    added = []
+    for content, kw in [("<mask>", dict(lstrip=True, rstrip=True)), ("<l>", dict(lstrip=True)), ("<r>", dict(rstrip=True)),
+                        ("word", dict(single_word=True)), ("\u00e9t\u00e9", dict(normalized=True)),
+                        ("<|sp|>", dict(special=True)), ("<|sp|>x", dict())]:
+        t = {"id": len(vocab) + len(added), "content": content, "single_word": False, "lstrip": False, "rstrip": False,
+             "normalized": False, "special": False}
+        t.update(kw)
+        added.append(t)
+    return {"version": "1.0", "truncation": None, "padding": None, "added_tokens": added,
+            "normalizer": qwen_json["normalizer"], "pre_tokenizer": qwen_json["pre_tokenizer"],
+            "post_processor": None, "decoder": qwen_json["decoder"],
+            "model": {"type": "BPE", "dropout": None, "unk_token": None, "continuing_subword_prefix": "",
+                      "end_of_word_suffix": "", "fuse_unk": False, "byte_fallback": False, "ignore_merges": False,
+                      "vocab": vocab, "merges": merges}}
+
+
+TINY_TEXTS = ["hello world", "a <mask> b", "a   <mask>   b", "<mask>", " <mask>", "<mask> ", "x<l>y", "x  <l>  y",
+              "x  <r>  y", "word", "a word b", "awordb", "a wordb", "word_x", "é word", "wordé", "1word",
+              "été", "e\u0301te\u0301", "ete\u0301", "L'\u00e9t\u00e9", "<|sp|>", "<|sp|>x", "<|sp|>xx", "a<|sp|>b",
+              "  <l><r>  ", "<mask><mask>", "hello<mask>world", "\n<mask>\n", "\t<r>\t\tz"]
+
+
 def chat_cases():
     sys_m = {"role": "system", "content": "You are a helpful assistant."}
     u1 = {"role": "user", "content": "Hello!"}
@@ -119,6 +176,15 @@ def chat_cases():
         {"messages": [{"role": "user", "content": ""}], "add_generation_prompt": True},
         {"messages": [sys_m], "add_generation_prompt": False},
         {"messages": [u1, a1, {"role": "assistant", "content": "More."}], "add_generation_prompt": False},
+        {"messages": [u1, {"role": "assistant", "content": "calling", "reasoning_content": "\nneed data\n"},
+                      {"role": "tool", "content": "sunny"}, {"role": "tool", "content": "22C"}],
+         "add_generation_prompt": True},
+        {"messages": [u1, {"role": "assistant", "content": "ok", "reasoning_content": "r1"}, u2,
+                      {"role": "assistant", "content": "<think>x</think>four"}], "add_generation_prompt": False},
+        {"messages": [{"role": "user", "content": "<tool_response>\nr\n</tool_response>"}, a1],
+         "add_generation_prompt": False},
+        {"messages": [u1, {"role": "assistant", "content": "\n\n<think>\n\na\n<think>b\n\n</think>\n\nc</think>\n\nd"}],
+         "add_generation_prompt": False},
     ]
 
 
@@ -135,8 +201,16 @@ def main():
     for t in texts:
         ids = tk.encode(t, add_special_tokens=False).ids
         cases.append({"text": t, "ids": ids, "nfc": unicodedata.normalize("NFC", t)})
+    bad = []
+    for b in invalid_utf8_cases():
+        ids = tk.encode(b.decode("utf-8", "replace"), add_special_tokens=False).ids
+        bad.append({"hex": b.hex(), "ids": ids})
+    qwen_json = json.load(open(os.path.join(args.tokenizer, "tokenizer.json"), encoding="utf-8"))
+    tiny = tiny_tokenizer(qwen_json)
+    tiny_tk = tokenizers.Tokenizer.from_str(json.dumps(tiny))
+    tiny_cases = [{"text": t, "ids": tiny_tk.encode(t, add_special_tokens=False).ids} for t in TINY_TEXTS]
     doc = {"generator": "tools/gen_tokenizer_cases.py", "tokenizers_version": tokenizers.__version__,
-           "cases": cases, "chat": []}
+           "cases": cases, "invalid_utf8": bad, "tiny": {"tokenizer": tiny, "cases": tiny_cases}, "chat": []}
     try:
         import transformers
         hf = transformers.AutoTokenizer.from_pretrained(args.tokenizer)
