@@ -745,11 +745,12 @@ static int prepare(srv_t *s, srv_req_t *r, oai_err_t *e) {
         r->ids = r->q.prompt_ids;
         r->n_ids = r->q.n_prompt_ids;
         r->q.prompt_ids = NULL;
-        for (int i = 0; i < r->n_ids; i++)
-            if (r->ids[i] >= s->info.vocab)
-                return oai_errf(e, 400, "invalid_request_error", "prompt", NULL,
-                                "token id %d at position %d is outside the vocabulary (%d)", r->ids[i], i, s->info.vocab);
     }
+    for (int i = 0; i < r->n_ids; i++) /* (text prompts too: the tokenizer may be larger than the model) */
+        if (r->ids[i] >= s->info.vocab)
+            return oai_errf(e, 400, "invalid_request_error", param, NULL,
+                            "token id %d at position %d is outside the model's vocabulary (%d)", r->ids[i], i,
+                            s->info.vocab);
     int ctx = s->info.max_model_len;
     if (r->n_ids == 0) return oai_errf(e, 400, "invalid_request_error", param, NULL, "the prompt is empty");
     if (r->n_ids >= ctx)

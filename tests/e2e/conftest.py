@@ -3,9 +3,10 @@
 HYSERVE_BIN      the binary (scripts/test.sh sets it; default build/hyserve)
 HYSERVE_E2E_MODEL a model directory to serve instead of the fixture (needs a tokenizer)
 
-The fixture model is tests/fixtures/golden/qwen3_5 (tiny random HF-layout model with its
-tokenizer) when present, else the tiny config tests/fixtures/tiny with --load-format
-dummy (random weights) and the Qwen3 tokenizer in tests/data/qwen3-tokenizer. Its output
+The fixture model is tests/fixtures/golden/qwen3_5 (tiny random HF-layout model) when it
+ships its own tokenizer.json, else the tiny config tests/fixtures/tiny (vocabulary sized
+for the Qwen3 tokenizer) with --load-format dummy (random weights) and the tokenizer in
+tests/data/qwen3-tokenizer. Its output
 is not meaningful text; the tests check protocol, accounting and robustness.
 """
 import os
@@ -31,11 +32,8 @@ def model_args():
     if env:
         return ["--model", env]
     golden = os.path.join(ROOT, "tests", "fixtures", "golden", "qwen3_5")
-    if os.path.exists(os.path.join(golden, "config.json")):
-        args = ["--model", golden]
-        if not os.path.exists(os.path.join(golden, "tokenizer.json")):
-            args += ["--tokenizer", os.path.join(ROOT, "tests", "data", "qwen3-tokenizer")]
-        return args
+    if os.path.exists(os.path.join(golden, "config.json")) and os.path.exists(os.path.join(golden, "tokenizer.json")):
+        return ["--model", golden]
     return ["--model", os.path.join(ROOT, "tests", "fixtures", "tiny"), "--load-format", "dummy",
             "--tokenizer", os.path.join(ROOT, "tests", "data", "qwen3-tokenizer")]
 
