@@ -145,8 +145,7 @@ int cmd_serve(int argc, char **argv) {
         fprintf(stderr, "hyserve: error: %s\n", err);
         return rc == HS_ERR_IO || rc == HS_ERR_STATE ? 1 : 2;
     }
-    fprintf(stderr, "hyserve: listening on http://%s:%d (model %s)\n", cfg.host, srv_port(s),
-            cfg.served_model_name ? cfg.served_model_name : model);
+    fprintf(stderr, "hyserve: listening on http://%s:%d (model %s)\n", cfg.host, srv_port(s), srv_model_name(s));
     fflush(stderr);
     int sig = 0;
     sigwait(&sigs, &sig);

@@ -1072,6 +1072,7 @@ void srv_config_default(srv_config_t *c) {
 }
 
 int srv_port(const srv_t *s) { return s->port; }
+const char *srv_model_name(const srv_t *s) { return s->model_name; }
 
 /* The directory of a model argument (a directory, or a file inside one). */
 static char *model_dir(const char *model) {

@@ -41,8 +41,9 @@ void srv_config_default(srv_config_t *c);
  * engine) and listen. HS_OK or an error with the message in err. */
 int srv_create(const srv_config_t *c, srv_t **out, char *err, size_t n);
 
-/* The port actually bound. */
+/* The port actually bound; the model name the API uses. */
 int srv_port(const srv_t *s);
+const char *srv_model_name(const srv_t *s);
 
 /* Graceful stop: stop accepting (the listening socket closes, new requests on open
  * connections get 503), give in-flight requests up to drain_s seconds to finish,
