@@ -40,9 +40,9 @@
  *     serves only this connection.
  *   - A request is reference counted (HTTP side + engine side) and freed by the last.
  *
- * Cancellation: waits are timed (WAIT_MS); on each timeout the HTTP thread polls the
- * socket for POLLRDHUP/POLLHUP/POLLERR, and MHD frees a response whose client went
- * away (sse_free). Either sets the request's cancel flag and wakes the engine thread,
+ * Cancellation: while a request runs, its HTTP thread polls the socket for
+ * POLLRDHUP/POLLHUP/POLLERR at least every WAIT_MS (waits are timed), and MHD frees a
+ * streaming response whose client went away (sse_free). Either sets the request's cancel flag and wakes the engine thread,
  * which calls hs_engine_cancel between steps (the engine frees the pages). A stop
  * string hit cancels the same way after the final chunk is queued.
  *
@@ -166,6 +166,7 @@ typedef struct srv_req {
     struct srv *srv;
     atomic_int refs;            /* HTTP side + engine side */
     atomic_bool cancel;         /* set by the HTTP side; the engine thread acts on it */
+    atomic_bool stop_hit;       /* the cancel is a stop string's (metrics count it as "stop") */
     struct srv_req *next;       /* submission queue link (srv.qmu) */
 
     /* fixed once queued */
@@ -206,6 +207,7 @@ typedef struct srv_req {
     const char *finish;
     int n_output, n_prompt, n_cached;
     long cp_total;              /* code points of detokenized text so far (text_offset) */
+    double t_peer_check;        /* last peer_gone() poll */
 } srv_req_t;
 
 typedef struct check {
@@ -243,7 +245,6 @@ struct srv {
     char ready_err[512];
 
     atomic_int n_live;          /* srv_req_t objects alive */
-    atomic_int n_http;          /* API requests being handled */
     atomic_bool draining, hard_stop;
     atomic_uint_fast64_t next_id;
     bool shut;
@@ -326,7 +327,8 @@ static void req_finish_local(srv_req_t *r, hs_finish_t f) {
 
 static void record_finish(srv_t *s, srv_req_t *r, const hs_event_t *ev, double now) {
     pthread_mutex_lock(&s->smu);
-    if (ev->finish >= 0 && ev->finish < 5) s->n_finish[ev->finish]++;
+    hs_finish_t f = ev->finish == HS_FINISH_CANCELLED && atomic_load(&r->stop_hit) ? HS_FINISH_STOP : ev->finish;
+    if (f >= 0 && f < 5) s->n_finish[f]++;
     if (r->t_first > 0 && ev->n_output > 1) hist_add(&s->tpot, (now - r->t_first) / (ev->n_output - 1));
     hist_add(&s->e2e, now - r->t_arrival);
     pthread_mutex_unlock(&s->smu);
@@ -518,6 +520,12 @@ static int peer_gone(int fd) {
 /* HTTP side: wait until r has events or leaves RQ_PENDING/RQ_RUNNING (want_events) or
  * just leaves RQ_PENDING (!want_events). 0: ready; -1: client gone; -2: server stopping. */
 static int req_wait(srv_req_t *r, bool want_events) {
+    double now = hs_now(); /* events may keep coming: check the peer every WAIT_MS regardless */
+    if (now - r->t_peer_check >= WAIT_MS * 1e-3) {
+        r->t_peer_check = now;
+        if (atomic_load(&r->srv->hard_stop)) return -2;
+        if (peer_gone(r->fd)) return -1;
+    }
     pthread_mutex_lock(&r->mu);
     for (;;) {
         bool ready = want_events ? (r->n_evs > 0 || r->state == RQ_REJECTED) : r->state != RQ_PENDING;
@@ -531,6 +539,7 @@ static int req_wait(srv_req_t *r, bool want_events) {
         }
         if (pthread_cond_timedwait(&r->cv, &r->mu, &ts) == ETIMEDOUT) {
             pthread_mutex_unlock(&r->mu);
+            r->t_peer_check = hs_now();
             if (atomic_load(&r->srv->hard_stop)) return -2;
             if (peer_gone(r->fd)) return -1;
             pthread_mutex_lock(&r->mu);
@@ -634,6 +643,7 @@ static void on_event(srv_req_t *r, const hs_event_t *ev) {
         if (r->stop.hit) {
             r->n_prompt = r->n_ids;
             finish(r, "stop");
+            atomic_store(&r->stop_hit, true);
             req_cancel(r); /* the engine frees the request's pages */
             return;
         }
@@ -1031,10 +1041,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
     bool comp = !strcmp(url, "/v1/completions"), chat = !strcmp(url, "/v1/chat/completions");
     if (comp || chat) {
         if (!post) return send_errf(s, c, 405, "invalid_request_error", NULL, "method_not_allowed", "use POST");
-        atomic_fetch_add(&s->n_http, 1);
-        enum MHD_Result ret = handle_generate(s, c, chat ? OAI_CHAT : OAI_COMPLETION, cc);
-        atomic_fetch_sub(&s->n_http, 1);
-        return ret;
+        return handle_generate(s, c, chat ? OAI_CHAT : OAI_COMPLETION, cc);
     }
     char msg[300];
     snprintf(msg, sizeof msg, "no route for %s %.200s", method, url);

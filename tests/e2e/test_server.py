@@ -313,6 +313,13 @@ def test_load_200_streams(server):
     assert h["pages_in_use"] == 0 and h["running"] == 0 and h["waiting"] == 0, h
 
 
+def aborted(server):
+    for line in server.http.get("/metrics").text.splitlines():
+        if line.startswith('hyserve_request_success_total{finished_reason="abort"}'):
+            return float(line.split()[-1])
+    raise AssertionError("no abort counter")
+
+
 def raw_stream(port, body):
     s = socket.create_connection(("127.0.0.1", port), timeout=30)
     data = json.dumps(body).encode()
@@ -322,9 +329,10 @@ def raw_stream(port, body):
 
 
 def test_disconnect_mid_stream(server):
+    a0 = aborted(server)
     socks = []
     for i in range(4):
-        s = raw_stream(server.port, {"model": MODEL_NAME, "prompt": f"long {i}", "max_tokens": 400, "stream": True,
+        s = raw_stream(server.port, {"model": MODEL_NAME, "prompt": f"long {i}", "max_tokens": 480, "stream": True,
                                      "ignore_eos": True})
         got = b""
         while got.count(b"data: ") < 3:
@@ -337,6 +345,23 @@ def test_disconnect_mid_stream(server):
         s.close()
     h = server.wait_idle(timeout=20)
     assert h["pool_check"] == "ok" and h["pages_in_use"] == 0 and h["requests_in_flight"] == 0, h
+    assert aborted(server) - a0 == 4  # cancelled, not run to the end
+
+
+def test_disconnect_non_streaming(server):
+    a0 = aborted(server)
+    socks = []
+    for i in range(3):
+        s = raw_stream(server.port, {"model": MODEL_NAME, "prompt": f"wait {i}", "max_tokens": 480, "ignore_eos": True})
+        socks.append(s)
+    t0 = time.time()
+    while server.health()["running"] + server.health()["waiting"] < 3 and time.time() - t0 < 10:
+        time.sleep(0.05)
+    for s in socks:
+        s.close()
+    h = server.wait_idle(timeout=20)
+    assert h["pool_check"] == "ok" and h["pages_in_use"] == 0 and h["requests_in_flight"] == 0, h
+    assert aborted(server) - a0 == 3
 
 
 def test_shutdown_under_load():
