@@ -406,8 +406,7 @@ static void *engine_main(void *arg) {
             for (int i = 0; i < n_act; i++)
                 if ((abort || atomic_load(&act[i]->cancel)) && !act[i]->cancel_sent) {
                     act[i]->cancel_sent = true;
-                    if (hs_engine_cancel(e, act[i]->eid) == HS_ERR_NOT_FOUND) { /* finished meanwhile: its event follows */
-                    }
+                    (void)hs_engine_cancel(e, act[i]->eid); /* a finish event follows (also when it just finished) */
                 }
         while (checks) {
             check_t *c = checks;
@@ -1167,6 +1166,7 @@ int srv_create(const srv_config_t *cfg, srv_t **out, char *err, size_t n) {
     unsigned flags = MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_POLL | MHD_USE_ITC |
                      MHD_USE_ERROR_LOG;
     const char *host = cfg->host && cfg->host[0] ? cfg->host : "127.0.0.1";
+    if (!strcmp(host, "localhost")) host = "127.0.0.1";
     if (strchr(host, ':')) {
         struct sockaddr_in6 *a = (struct sockaddr_in6 *)&ss;
         a->sin6_family = AF_INET6;
