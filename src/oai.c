@@ -303,6 +303,7 @@ static int parse_fields(json_t *o, oai_kind_t kind, oai_req_t *r, oai_err_t *e) 
     }
     if ((rc = get_bool(o, "ignore_eos", &bv, e)) < 0) return rc;
     if (rc == HS_OK) r->sp.ignore_eos = bv;
+    TRY(get_bool(o, "return_tokens_as_token_ids", &r->tokens_as_ids, e));
 
     /* logprobs */
     r->n_logprobs = -1;

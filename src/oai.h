@@ -24,7 +24,8 @@
  * parts), stream, stream_options.include_usage, max_tokens, max_completion_tokens
  * (chat), temperature, top_p, top_k, min_p, seed, stop (string or list), logprobs
  * (completions: int 0..20; chat: bool), top_logprobs (chat: 0..20), n (1 only),
- * ignore_eos, chat_template_kwargs.enable_thinking (chat). Rejected with 400:
+ * ignore_eos, return_tokens_as_token_ids, chat_template_kwargs.enable_thinking (chat).
+ * Rejected with 400:
  * n != 1, echo = true, best_of > 1, suffix, tools.
  */
 #ifndef HS_OAI_H
@@ -85,6 +86,7 @@ typedef struct {
     int n_logprobs;           /* -1: no logprobs; else top alternatives per token (0..20) */
     hs_sampling_t sp;         /* temperature, top_p, top_k, min_p, seed, max_tokens, ignore_eos,
                                  logprobs/top_logprobs (mirrors n_logprobs); no token stops */
+    bool tokens_as_ids;       /* return_tokens_as_token_ids (vLLM): logprobs tokens as "token_id:N" */
     char *stop[OAI_MAX_STOP]; /* heap, non-empty, valid UTF-8 */
     int n_stop;
 } oai_req_t;

@@ -557,7 +557,7 @@ static long count_cp(const char *s, size_t n) {
 /* A token's raw bytes for logprobs ("token_id:N" for ids the tokenizer lacks). */
 static oai_tokp_t tokp(const srv_req_t *r, int32_t id, float lp, char *tmp, size_t n_tmp) {
     oai_tokp_t t = {.logprob = lp};
-    t.bytes = tok_id_bytes(r->srv->tok, id, &t.n_bytes);
+    t.bytes = r->q.tokens_as_ids ? NULL : tok_id_bytes(r->srv->tok, id, &t.n_bytes);
     if (!t.bytes) {
         snprintf(tmp, n_tmp, "token_id:%d", (int)id);
         t.bytes = tmp;
@@ -1156,6 +1156,10 @@ int srv_create(const srv_config_t *cfg, srv_t **out, char *err, size_t n) {
         srv_destroy(s);
         return rc;
     }
+    int k = 0; /* stop ids the model cannot produce (a tokenizer larger than the model) are dropped */
+    for (int i = 0; i < s->n_stop_ids; i++)
+        if (s->stop_ids[i] >= 0 && s->stop_ids[i] < s->info.vocab) s->stop_ids[k++] = s->stop_ids[i];
+    s->n_stop_ids = k;
     if (tok_n_vocab(s->tok) > s->info.vocab)
         hs_warn("the tokenizer has %d ids, the model %d: prompts with larger ids are refused", tok_n_vocab(s->tok),
                 s->info.vocab);

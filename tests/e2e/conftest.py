@@ -84,8 +84,8 @@ class Http:
 class Server:
     """One `hyserve serve` process on 127.0.0.1 and a free port (--port 0)."""
 
-    def __init__(self, *extra, start_timeout=60):
-        self.args = [BIN, "serve", *model_args(), "--host", "127.0.0.1", "--port", "0",
+    def __init__(self, *extra, model=None, start_timeout=60):
+        self.args = [BIN, "serve", *(model or model_args()), "--host", "127.0.0.1", "--port", "0",
                      "--served-model-name", MODEL_NAME, *extra]
         self.proc = subprocess.Popen(self.args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         self.log = []

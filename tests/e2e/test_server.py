@@ -7,6 +7,7 @@ a greedy reference run, errors, concurrency, cancellation and shutdown. After ea
 """
 import concurrent.futures as cf
 import json
+import os
 import signal
 import socket
 import threading
@@ -15,7 +16,7 @@ import time
 import openai
 import pytest
 
-from conftest import MODEL_NAME, Server
+from conftest import MODEL_NAME, ROOT, Server
 
 GREEDY = dict(temperature=0, extra_body={"ignore_eos": True})
 
@@ -173,6 +174,34 @@ def test_sampling_params_and_seed(client):
     a = client.completions.create(**kw).choices[0].text
     b = client.completions.create(**kw).choices[0].text
     assert a == b
+
+
+GOLDEN = os.path.join(ROOT, "tests", "fixtures", "golden", "qwen3_5")
+
+
+@pytest.mark.skipif(not os.path.exists(os.path.join(GOLDEN, "golden.json")), reason="no golden fixture")
+def test_golden_through_server():
+    """Real safetensors weights through the whole server (token-id prompts, logprobs as
+    token ids): the first generated token and its top-5 logprobs equal HF's float32
+    reference. (Whole greedy sequences are the engine's golden test, tests/test_golden.c.)"""
+    g = json.load(open(os.path.join(GOLDEN, "golden.json")))
+    s = Server("--kv-dtype", "f32", "--state-dtype", "f32",  # the reference ran in float32
+               model=["--model", GOLDEN, "--tokenizer", os.path.join(ROOT, "tests", "data", "qwen3-tokenizer")])
+    try:
+        client = s.client()
+        for case in g["cases"]:
+            r = client.completions.create(model=MODEL_NAME, prompt=case["prompt_ids"], max_tokens=4,
+                                          temperature=0, logprobs=5,
+                                          extra_body={"ignore_eos": True, "return_tokens_as_token_ids": True})
+            lp = r.choices[0].logprobs
+            assert r.usage.prompt_tokens == case["prompt_len"] and len(lp.tokens) == 4
+            assert lp.tokens[0] == f"token_id:{case['generated'][0]}"
+            assert lp.token_logprobs[0] == pytest.approx(case["gen_top5"][0][0]["logprob"], abs=1e-3)
+            ref = {f"token_id:{t['token']}": t["logprob"] for t in case["gen_top5"][0]}
+            for tok, v in lp.top_logprobs[0].items():
+                assert v == pytest.approx(ref[tok], abs=1e-3)
+    finally:
+        assert s.stop() == 0
 
 
 # ---- errors ---------------------------------------------------------------------------
