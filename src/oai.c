@@ -267,6 +267,21 @@ static int parse_fields(json_t *o, oai_kind_t kind, oai_req_t *r, oai_err_t *e) 
     if ((rc = get_int(o, "best_of", 1, 1, &iv, e)) < 0) return BAD("best_of", "only best_of = 1 is supported");
     json_t *suffix = json_object_get(o, "suffix");
     if (suffix && !json_is_null(suffix)) return BAD("suffix", "'suffix' is not supported");
+    static const char *const penalties[] = {"presence_penalty", "frequency_penalty"};
+    for (int i = 0; i < 2; i++) {
+        if ((rc = get_num(o, penalties[i], -2, 2, &dv, e)) < 0) return rc;
+        if (rc == HS_OK && dv != 0) return BAD(penalties[i], "'%s' is not supported (only 0)", penalties[i]);
+    }
+    if ((rc = get_num(o, "repetition_penalty", 0, 100, &dv, e)) < 0) return rc;
+    if (rc == HS_OK && dv != 1) return BAD("repetition_penalty", "'repetition_penalty' is not supported (only 1)");
+    json_t *bias = json_object_get(o, "logit_bias");
+    if (bias && !json_is_null(bias) && !(json_is_object(bias) && json_object_size(bias) == 0))
+        return BAD("logit_bias", "'logit_bias' is not supported");
+    json_t *rf = json_object_get(o, "response_format");
+    if (rf && !json_is_null(rf) &&
+        !(json_is_object(rf) && json_is_string(json_object_get(rf, "type")) &&
+          !strcmp(json_string_value(json_object_get(rf, "type")), "text")))
+        return BAD("response_format", "only response_format {\"type\": \"text\"} is supported");
     json_t *tools = json_object_get(o, "tools");
     if (tools && !json_is_null(tools) && !(json_is_array(tools) && json_array_size(tools) == 0))
         return BAD("tools", "'tools' is not supported");

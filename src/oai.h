@@ -26,7 +26,8 @@
  * (completions: int 0..20; chat: bool), top_logprobs (chat: 0..20), n (1 only),
  * ignore_eos, return_tokens_as_token_ids, chat_template_kwargs.enable_thinking (chat).
  * Rejected with 400:
- * n != 1, echo = true, best_of > 1, suffix, tools.
+ * n != 1, echo = true, best_of > 1, suffix, tools, non-zero presence/frequency penalties,
+ * repetition_penalty != 1, logit_bias, response_format other than text.
  */
 #ifndef HS_OAI_H
 #define HS_OAI_H

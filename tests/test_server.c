@@ -41,7 +41,9 @@ static void test_parse_completion(void **st) {
     assert_int_equal(parse(OAI_COMPLETION,
                            "{\"model\":\"m\",\"prompt\":\"hi there\",\"max_tokens\":7,\"temperature\":0.5,\"top_p\":0.9,"
                            "\"top_k\":40,\"min_p\":0.05,\"seed\":-3,\"stop\":[\"a\",\"\",\"bc\"],\"logprobs\":2,"
-                           "\"stream\":true,\"stream_options\":{\"include_usage\":true},\"n\":1,\"ignore_eos\":true}",
+                           "\"stream\":true,\"stream_options\":{\"include_usage\":true},\"n\":1,\"ignore_eos\":true,"
+                           "\"presence_penalty\":0,\"frequency_penalty\":0,\"logit_bias\":{},\"user\":\"u\","
+                           "\"return_tokens_as_token_ids\":true}",
                            &r, &e),
                      HS_OK);
     assert_string_equal(r.model, "m");
@@ -62,6 +64,7 @@ static void test_parse_completion(void **st) {
     assert_true(r.sp.logprobs);
     assert_int_equal(r.sp.top_logprobs, 2);
     assert_true(r.stream && r.include_usage);
+    assert_true(r.tokens_as_ids);
     assert_int_equal(r.sp.n_stop, 0);
     oai_req_free(&r);
 
@@ -165,6 +168,12 @@ static void test_parse_errors(void **st) {
     bad(C, "{\"prompt\":\"a\",\"stop\":[\"a\",1]}", "stop");
     bad(C, "{\"prompt\":\"a\",\"stop\":[\"1\",\"2\",\"3\",\"4\",\"5\",\"6\",\"7\",\"8\",\"9\",\"10\",\"11\",\"12\",\"13\",\"14\",\"15\",\"16\",\"17\"]}", "stop");
     bad(C, "{\"prompt\":\"a\",\"ignore_eos\":0}", "ignore_eos");
+    bad(C, "{\"prompt\":\"a\",\"presence_penalty\":0.5}", "presence_penalty");
+    bad(C, "{\"prompt\":\"a\",\"frequency_penalty\":\"x\"}", "frequency_penalty");
+    bad(C, "{\"prompt\":\"a\",\"repetition_penalty\":1.2}", "repetition_penalty");
+    bad(C, "{\"prompt\":\"a\",\"logit_bias\":{\"5\":1}}", "logit_bias");
+    bad(C, "{\"prompt\":\"a\",\"return_tokens_as_token_ids\":1}", "return_tokens_as_token_ids");
+    bad(H, "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"response_format\":{\"type\":\"json_object\"}}", "response_format");
     bad(H, "{}", "messages");
     bad(H, "{\"messages\":{}}", "messages");
     bad(H, "{\"messages\":[]}", "messages");
