@@ -274,6 +274,50 @@ def test_bad_inputs(server, client):
     assert h["pool_check"] == "ok" and h["pages_in_use"] == 0
 
 
+def test_mutated_bodies(server):
+    """300 randomly damaged request bodies, 16 at a time: each gets a 200 or a 4xx with an
+    error object; the server keeps serving and leaks no pages."""
+    import random
+    rng = random.Random(1234)
+    valid = [json.dumps({"model": MODEL_NAME, "prompt": "mutate me", "max_tokens": 3, "stop": ["x"], "logprobs": 2,
+                         "temperature": 0.5, "seed": 3}).encode(),
+             json.dumps({"model": MODEL_NAME, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 3,
+                         "stream": True, "logprobs": True, "top_logprobs": 1}).encode()]
+
+    def mutate(b):
+        b = bytearray(b)
+        for _ in range(rng.randint(1, 4)):
+            op = rng.randint(0, 3)
+            i = rng.randrange(len(b))
+            if op == 0:
+                b[i] = rng.randrange(256)
+            elif op == 1:
+                del b[i:i + rng.randint(1, 8)]
+            elif op == 2:
+                b[i:i] = bytes(rng.randrange(256) for _ in range(rng.randint(1, 4)))
+            else:
+                b = b[:i]
+            if not b:
+                b = bytearray(b"{")
+        return bytes(b)
+
+    jobs = [(("/v1/completions", "/v1/chat/completions")[k % 2], mutate(valid[k % 2])) for k in range(300)]
+
+    def one(job):
+        path, body = job
+        r = server.http.post(path, content=body, headers={"Content-Type": "application/json"})
+        if r.status_code != 200:
+            assert 400 <= r.status_code < 500, (r.status_code, body, r.text)
+            assert set(r.json()["error"]) == {"message", "type", "param", "code"}
+        return r.status_code
+
+    with cf.ThreadPoolExecutor(max_workers=16) as ex:
+        codes = list(ex.map(one, jobs, timeout=120))
+    assert len(codes) == 300 and any(c == 200 for c in codes) and any(c == 400 for c in codes)
+    h = server.wait_idle()
+    assert h["pool_check"] == "ok" and h["pages_in_use"] == 0, h
+
+
 def test_garbage_requests(server):
     """Raw garbage on the socket: the server answers or closes, and keeps serving."""
     for payload in [b"\x00\xff\x13garbage\r\n\r\n", b"GET / HTTP/1.1\r\nHost: x\r\n\r\n",
