@@ -8,12 +8,16 @@
 int cmd_plan(int argc, char **argv);
 int cmd_tokenize(int argc, char **argv);
 int cmd_detokenize(int argc, char **argv);
+int cmd_inspect(int argc, char **argv);
+int cmd_simulate(int argc, char **argv);
 int cmd_serve(int argc, char **argv);
 
 const cmd_t hs_commands[] = {
     {"plan", cmd_plan, "per-rank memory plan of the pool layouts for a model, GPU and workload"},
     {"tokenize", cmd_tokenize, "text to token ids (tokenizer.json of a model directory)"},
     {"detokenize", cmd_detokenize, "token ids to text"},
+    {"inspect", cmd_inspect, "show a checkpoint's tensors and how they map onto the model"},
+    {"simulate", cmd_simulate, "replay a workload on the scheduler + pool with a step-time model (a model, not a measurement)"},
     {"serve", cmd_serve, "OpenAI-compatible HTTP server (completions, chat, streaming, metrics)"},
     {NULL, NULL, NULL},
 };
