@@ -86,7 +86,7 @@ class Server:
 
     def __init__(self, *extra, model=None, start_timeout=60):
         self.args = [BIN, "serve", *(model or model_args()), "--host", "127.0.0.1", "--port", "0",
-                     "--served-model-name", MODEL_NAME, *extra]
+                     "--served-model-name", MODEL_NAME, "--pool-mb", "256", *extra]
         self.proc = subprocess.Popen(self.args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         self.log = []
         self.port = None
