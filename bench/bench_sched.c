@@ -25,7 +25,7 @@
 
 #include "layout.h"
 #include "pool.h"
-#include "sched.h"
+#include "scheduler.h"
 
 #define N_SEQS 1024
 #define PROMPT 512

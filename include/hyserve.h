@@ -37,7 +37,8 @@ typedef struct {
     const char *device;           /* "cpu" (default) or "cuda" */
     const char *load_format;      /* "auto" (safetensors) or "dummy" (random weights) */
     const char *state_layout;     /* "paged" (default), "slots" or "coupled" */
-    const char *kv_dtype;         /* "bf16" (default) or "fp8" */
+    const char *kv_dtype;         /* "auto" (default: the backend's activation dtype, fp32 on
+                                     cpu, bf16 on cuda), "bf16", "f32" or "fp8" */
     const char *state_dtype;      /* NULL: the config's mamba_ssm_dtype, else "f32" / "bf16" */
     int max_num_seqs;             /* batch-size limit, reserves no memory (paged); default 256 */
     int max_model_len;            /* prompt + output tokens per request; 0: the config's limit */

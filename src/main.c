@@ -5,19 +5,23 @@
 #include "cmd.h"
 
 /* Each subcommand lives in src/cmd_<name>.c. */
-int cmd_plan(int argc, char **argv);
-int cmd_tokenize(int argc, char **argv);
+int cmd_bench(int argc, char **argv);
 int cmd_detokenize(int argc, char **argv);
+int cmd_generate(int argc, char **argv);
 int cmd_inspect(int argc, char **argv);
-int cmd_simulate(int argc, char **argv);
+int cmd_plan(int argc, char **argv);
 int cmd_serve(int argc, char **argv);
+int cmd_simulate(int argc, char **argv);
+int cmd_tokenize(int argc, char **argv);
 
 const cmd_t hs_commands[] = {
+    {"generate", cmd_generate, "generate tokens for one prompt (CPU or CUDA backend)"},
+    {"bench", cmd_bench, "throughput and latency of the engine on random prompts (dummy or real weights)"},
     {"plan", cmd_plan, "per-rank memory plan of the pool layouts for a model, GPU and workload"},
+    {"simulate", cmd_simulate, "replay a workload against the real scheduler and pool with a step-time model"},
+    {"inspect", cmd_inspect, "show a checkpoint's tensors and how they map onto the model"},
     {"tokenize", cmd_tokenize, "text to token ids (tokenizer.json of a model directory)"},
     {"detokenize", cmd_detokenize, "token ids to text"},
-    {"inspect", cmd_inspect, "show a checkpoint's tensors and how they map onto the model"},
-    {"simulate", cmd_simulate, "replay a workload on the scheduler + pool with a step-time model (a model, not a measurement)"},
     {"serve", cmd_serve, "OpenAI-compatible HTTP server (completions, chat, streaming, metrics)"},
     {NULL, NULL, NULL},
 };

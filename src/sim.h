@@ -54,7 +54,7 @@
 
 #include "layout.h"
 #include "mcfg.h"
-#include "sched.h"
+#include "scheduler.h"
 #include "util.h"
 
 typedef struct {

@@ -34,7 +34,7 @@
 #include <string.h>
 
 #include "pool.h"
-#include "sched.h"
+#include "scheduler.h"
 
 #define FAKE_V 50000
 

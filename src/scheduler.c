@@ -1,5 +1,5 @@
 /*
- * sched: continuous batching over the page pool (policy in sched.h and
+ * sched: continuous batching over the page pool (policy in scheduler.h and
  * docs/ARCHITECTURE.md "Scheduler").
  *
  * Data structures
@@ -24,7 +24,7 @@
  * backend, through the pool's copy callback), state checkpoints for hybrid prefix
  * hits (a later issue; until then hybrid hits are refused by the pool).
  */
-#include "sched.h"
+#include "scheduler.h"
 
 #include <assert.h>
 #include <stdlib.h>

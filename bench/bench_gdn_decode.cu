@@ -1,0 +1,158 @@
+/*
+ * bench_gdn_decode: time the fused GDN decode kernel (one token per sequence) over
+ * Hk/Hv 16/16, 16/32, 16/64 x batch 1, 8, 32, 128, 512 x fp32/bf16 state, and a
+ * device-to-device copy for the measured bandwidth.
+ *
+ * Method: the state pool is replicated into enough copies that one sweep over them
+ * exceeds 4x the L2 (rotating buffers: every timed launch reads state from DRAM); a
+ * CUDA graph of one launch per copy is replayed 15 times; the figure is the median
+ * replay time over the launches in it. Effective bandwidth counts the state bytes read
+ * and written in the storage dtype (model-spec §8.1), nothing else.
+ * Usage: bench_gdn_decode [cfg]   (cfg: block shape 1..6 of gdn_decode_launch, 0 = auto)
+ * Output: one line per shape; "copy" line first.
+ */
+#include <algorithm>
+
+#include "../src/cuda/cuda_ops.h"
+#include "../tests/gpu/gpu_util.h"
+
+static float median(float *v, int n) {
+    std::sort(v, v + n);
+    return v[n / 2];
+}
+
+static double copy_bw(void) {
+    size_t n = (size_t)1 << 30;
+    void *a = dmalloc(n), *b = dmalloc(n);
+    CK(cudaMemset(a, 1, n));
+    cudaEvent_t e0, e1;
+    CK(cudaEventCreate(&e0));
+    CK(cudaEventCreate(&e1));
+    float t[10];
+    for (int i = 0; i < 12; i++) {
+        CK(cudaEventRecord(e0));
+        CK(cudaMemcpyAsync(b, a, n, cudaMemcpyDeviceToDevice));
+        CK(cudaEventRecord(e1));
+        CK(cudaEventSynchronize(e1));
+        if (i >= 2) CK(cudaEventElapsedTime(&t[i - 2], e0, e1));
+    }
+    cudaFree(a);
+    cudaFree(b);
+    return 2.0 * n / (median(t, 10) * 1e-3) / 1e12;
+}
+
+int main(int argc, char **argv) {
+    int cfg = argc > 1 ? atoi(argv[1]) : 0;
+    /* optional single shape: bench_gdn_decode cfg Hv f32|bf16 B */
+    const int only_hv = argc > 4 ? atoi(argv[2]) : 0, only_b = argc > 4 ? atoi(argv[4]) : 0;
+    const int only_dt = argc > 4 ? (strcmp(argv[3], "bf16") == 0 ? 1 : 0) : -1;
+    cudaDeviceProp prop;
+    CK(cudaGetDeviceProperties(&prop, 0));
+    printf("device: %s, %d SMs, L2 %d MB\n", prop.name, prop.multiProcessorCount, prop.l2CacheSize >> 20);
+    printf("copy: %.3f TB/s (device-to-device, read + write)\n", copy_bw());
+    const int Hk = 16, Hvs[3] = {16, 32, 64}, Bs[5] = {1, 8, 32, 128, 512};
+    const hs_dtype_t dts[2] = {HS_F32, HS_BF16};
+    printf("%-6s %-5s %5s %10s %10s\n", "Hk/Hv", "state", "B", "us", "TB/s");
+    for (int hi = 0; hi < 3; hi++)
+        for (int di = 0; di < 2; di++)
+            for (int bi = 0; bi < 5; bi++) {
+                if (only_hv && (Hvs[hi] != only_hv || Bs[bi] != only_b || di != only_dt)) continue;
+                const int Hv = Hvs[hi], B = Bs[bi], dk = 128, dv = 128, conv_dim = 2 * Hk * dk + Hv * dv;
+                const hs_dtype_t dt = dts[di];
+                const size_t se = hs_dtype_size(dt);
+                rng_seed(7 + B);
+                fake_map_t m;
+                /* page = one head's state + room: conv granule in its own page region */
+                size_t page = (size_t)128 * 128 * se * 4;
+                fake_map_init(&m, B, Hv, conv_dim, 128, se, page, 0);
+                const size_t pool_bytes = (size_t)m.n_pages * m.page_bytes;
+                int copies = (int)std::min<size_t>(256, std::max<size_t>(1, (size_t)4 * prop.l2CacheSize / pool_bytes + 1));
+                /* device inputs (shared by the copies: they are < 2 KiB per head) */
+                const int T = B;
+                uint16_t *h = (uint16_t *)malloc(2 * (size_t)T * conv_dim);
+                fill_bf16(h, NULL, (size_t)T * conv_dim, 1.0);
+                void *d_qkv = dupload(h, 2 * (size_t)T * conv_dim);
+                free(h);
+                h = (uint16_t *)malloc(2 * std::max<size_t>((size_t)T * Hv * dv, (size_t)conv_dim * 4));
+                fill_bf16(h, NULL, (size_t)T * Hv * dv, 1.0);
+                void *d_z = dupload(h, 2 * (size_t)T * Hv * dv);
+                fill_bf16(h, NULL, (size_t)T * Hv, 1.0);
+                void *d_b = dupload(h, 2 * (size_t)T * Hv);
+                fill_bf16(h, NULL, (size_t)T * Hv, 1.0);
+                void *d_a = dupload(h, 2 * (size_t)T * Hv);
+                fill_bf16(h, NULL, (size_t)conv_dim * 4, 0.5);
+                void *d_cw = dupload(h, 2 * (size_t)conv_dim * 4);
+                free(h);
+                float fa[64], fb[64], fw[128];
+                for (int i = 0; i < 64; i++) {
+                    fa[i] = (float)(1.0 + rng_u());
+                    fb[i] = (float)(0.3 * rng_n());
+                }
+                for (int i = 0; i < 128; i++) fw[i] = 1.f;
+                float *d_Al = (float *)dupload(fa, 4 * Hv), *d_dtb = (float *)dupload(fb, 4 * Hv);
+                float *d_nw = (float *)dupload(fw, 4 * dv);
+                int32_t *ts = (int32_t *)malloc(4 * (B + 1)), *np = (int32_t *)malloc(4 * B);
+                for (int i = 0; i <= B; i++) ts[i] = i;
+                for (int i = 0; i < B; i++) np[i] = 5;
+                int32_t *d_ts = (int32_t *)dupload(ts, 4 * (B + 1)), *d_np = (int32_t *)dupload(np, 4 * B);
+                int32_t *d_pages = (int32_t *)dupload(m.pages, 4 * (size_t)B * m.E);
+                sm_loc_t *d_loc = (sm_loc_t *)dupload(m.ssm, sizeof(sm_loc_t) * Hv);
+                void *d_out = dmalloc(2 * (size_t)T * Hv * dv);
+                void *pools[256];
+                for (int c = 0; c < copies; c++) {
+                    pools[c] = dmalloc(pool_bytes);
+                    /* random-ish finite state: bf16 N(0,1) bit patterns / floats */
+                    CK(cudaMemset(pools[c], 0x3c, pool_bytes));
+                }
+                cudaStream_t s;
+                CK(cudaStreamCreate(&s));
+                gdn_state_t st = {pools[0], m.page_bytes, d_pages, m.E, d_loc, 128, m.conv, dt};
+                /* warm up */
+                for (int c = 0; c < copies; c++) {
+                    st.pool_base = pools[c];
+                    CKRC(gdn_decode_launch(d_qkv, d_z, d_b, d_a, d_cw, d_Al, d_dtb, d_nw, d_ts, d_np, B, 1, Hk, Hv, dk,
+                                           dv, 1e-6f, &st, d_out, cfg, s));
+                }
+                CK(cudaStreamSynchronize(s));
+                int per = copies < 20 ? (20 / copies + 1) * copies : copies;
+                cudaGraph_t graph;
+                cudaGraphExec_t ge;
+                CK(cudaStreamBeginCapture(s, cudaStreamCaptureModeGlobal));
+                for (int i = 0; i < per; i++) {
+                    st.pool_base = pools[i % copies];
+                    CKRC(gdn_decode_launch(d_qkv, d_z, d_b, d_a, d_cw, d_Al, d_dtb, d_nw, d_ts, d_np, B, 1, Hk, Hv, dk,
+                                           dv, 1e-6f, &st, d_out, cfg, s));
+                }
+                CK(cudaStreamEndCapture(s, &graph));
+                CK(cudaGraphInstantiate(&ge, graph, 0));
+                cudaEvent_t e0, e1;
+                CK(cudaEventCreate(&e0));
+                CK(cudaEventCreate(&e1));
+                float t[15];
+                CK(cudaGraphLaunch(ge, s));
+                for (int i = 0; i < 15; i++) {
+                    CK(cudaEventRecord(e0, s));
+                    CK(cudaGraphLaunch(ge, s));
+                    CK(cudaEventRecord(e1, s));
+                    CK(cudaEventSynchronize(e1));
+                    CK(cudaEventElapsedTime(&t[i], e0, e1));
+                }
+                CK(cudaGetLastError());
+                double us = median(t, 15) * 1e3 / per;
+                double bytes = 2.0 * B * Hv * 128.0 * 128.0 * se;
+                printf("%2d/%-3d %-5s %5d %10.2f %10.3f\n", Hk, Hv, hs_dtype_name(dt), B, us, bytes / (us * 1e-6) / 1e12);
+                fflush(stdout);
+                CK(cudaGraphExecDestroy(ge));
+                CK(cudaGraphDestroy(graph));
+                CK(cudaEventDestroy(e0));
+                CK(cudaEventDestroy(e1));
+                CK(cudaStreamDestroy(s));
+                for (int c = 0; c < copies; c++) cudaFree(pools[c]);
+                cudaFree(d_qkv); cudaFree(d_z); cudaFree(d_b); cudaFree(d_a); cudaFree(d_cw); cudaFree(d_Al);
+                cudaFree(d_dtb); cudaFree(d_nw); cudaFree(d_ts); cudaFree(d_np); cudaFree(d_pages); cudaFree(d_loc);
+                cudaFree(d_out);
+                free(ts); free(np);
+                fake_map_free(&m);
+            }
+    return 0;
+}

@@ -1,0 +1,688 @@
+/*
+ * gdn_prefill: the chunked (C = 64) gated delta rule for prefill, varlen (cu_seqlens),
+ * initial and final state through the paged state map (model-spec §3.1), plus the
+ * prefill-side pre/post processing (causal conv with state, SiLU, L2 norm, gates; the
+ * gated RMSNorm).
+ *
+ * Kernels, in stream order for one GDN layer:
+ *  1. prep      warp per (token, 128-channel head block): 4-tap causal conv with the
+ *               conv state as left context, SiLU, L2 norm of q/k heads; gates g, beta.
+ *               Reads qkv once (+ 3 rows of halo through L1/L2), writes qn, kn, v bf16.
+ *  2. conv_state  the new conv state (last Kc-1 inputs) of every sequence, in place
+ *               (after prep, which read the old one).
+ *  3. chunk_prep  block per (chunk, v-head), 4 warps, tensor cores (mma.sync bf16):
+ *               Gamma = cumsum(g) in the chunk; A = strict-lower(beta_r e^{G_r-G_s} k_r.k_s);
+ *               T = (I + A)^-1 by forward substitution (thread per column, fp32);
+ *               writes Tb = T diag(beta) and P = causal(e^{G_r-G_s} q_r.k_s) / sqrt(dk)
+ *               as bf16 [T][Hv][64] (row r of a chunk at its token), Gamma f32 [T][Hv].
+ *  4. chunk_state block per (sequence, v-head, V-tile of BV = 32 columns), 4 warps,
+ *               sequential over the sequence's chunks, the state tile S [128 x BV] fp32
+ *               in mma accumulator registers. Per chunk (K, Q, V, Tb, P prefetched with
+ *               cp.async into a second shared-memory stage while the previous chunk runs):
+ *                 Y  = V - diag(e^G) K S          (so that V' = U - W S = Tb Y)
+ *                 V' = Tb Y ;  O = diag(e^G) Q S / sqrt(dk) + P V'
+ *                 S  = e^{G_last} S + K^T diag(e^{G_last - G_r}) V'
+ *               S is rounded to bf16 as the mma operand (as fla does); accumulation fp32.
+ *  5. gated_norm  warp per (token, head).
+ * Memory traffic of 3+4 per token and v-head: Tb, P 256 B written and read, Gamma 4 B,
+ * q/k (per key head) and v read; no W, U or per-chunk states go through HBM.
+ * Invariants: dk = dv = 128, Kc = 4, chunks never straddle sequences.
+ */
+#include "cuda_common.cuh"
+#include "cuda_ops.h"
+
+#define DK 128
+#define CH 64
+
+/* ------------------------------------------------------------------------------------ */
+/* mma / ldmatrix / cp.async helpers                                                    */
+__device__ __forceinline__ unsigned smem_u32(const void *p) { return (unsigned)__cvta_generic_to_shared(p); }
+__device__ __forceinline__ void ldsm_x4(unsigned &r0, unsigned &r1, unsigned &r2, unsigned &r3, const void *p) {
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                 : "=r"(r0), "=r"(r1), "=r"(r2), "=r"(r3)
+                 : "r"(smem_u32(p)));
+}
+__device__ __forceinline__ void ldsm_x4_t(unsigned &r0, unsigned &r1, unsigned &r2, unsigned &r3, const void *p) {
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                 : "=r"(r0), "=r"(r1), "=r"(r2), "=r"(r3)
+                 : "r"(smem_u32(p)));
+}
+/* D += A(16x16 bf16) * B(16x8 bf16), fp32 accumulate */
+__device__ __forceinline__ void mma16816(float *d, const unsigned *a, unsigned b0, unsigned b1) {
+    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+                 "{%0,%1,%2,%3};\n"
+                 : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+__device__ __forceinline__ void cp16(void *smem, const void *gmem, bool valid) {
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(smem_u32(smem)), "l"(gmem),
+                 "r"(valid ? 16 : 0)
+                 : "memory");
+}
+__device__ __forceinline__ void cp_commit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
+__device__ __forceinline__ void cp_wait_all() { asm volatile("cp.async.wait_all;\n" ::: "memory"); }
+/* A-operand fragment (16 rows x 16 k) from row-major smem [row][k] with row stride ld (elements). */
+__device__ __forceinline__ void lda(unsigned *a, const bf16_t *base, int ld, int lane) {
+    const bf16_t *p = base + (size_t)(lane & 15) * ld + (lane >> 4) * 8;
+    ldsm_x4(a[0], a[1], a[2], a[3], p);
+}
+/* Two B-operand fragments (n-tiles n0, n0+8; 16 k) from smem stored [n][k], stride ld. */
+__device__ __forceinline__ void ldb2(unsigned *b, const bf16_t *base, int ld, int lane) {
+    /* matrices: (n 0-7, k 0-7), (n 0-7, k 8-15), (n 8-15, k 0-7), (n 8-15, k 8-15) */
+    const int mi = lane >> 3, r = lane & 7;
+    const bf16_t *p = base + (size_t)(r + (mi >> 1) * 8) * ld + (mi & 1) * 8;
+    ldsm_x4(b[0], b[1], b[2], b[3], p);
+}
+/* A-operand fragment of A = X^T (16 m x 16 k) where X is smem [k][m], stride ld. */
+__device__ __forceinline__ void lda_t(unsigned *a, const bf16_t *base, int ld, int lane) {
+    /* a0: (m 0-7, k 0-7), a1: (m 8-15, k 0-7), a2: (m 0-7, k 8-15), a3: (m 8-15, k 8-15) */
+    const int mi = lane >> 3, r = lane & 7;
+    const bf16_t *p = base + (size_t)(r + (mi >> 1) * 8) * ld + (mi & 1) * 8;
+    ldsm_x4_t(a[0], a[1], a[2], a[3], p);
+}
+
+/* ------------------------------------------------------------------------------------ */
+/* 1. prep: conv + SiLU + L2 norm; gates                                                 */
+struct prep_params {
+    const bf16_t *qkv, *b, *a, *conv_w;
+    const float *A_log, *dt_bias;
+    const int32_t *tok_start, *n_past;
+    int S, T, Hk, Hv, conv_dim;
+    char *pool;
+    size_t page_bytes;
+    const int32_t *state_pages;
+    int E, conv_page, conv_off;
+    bf16_t *qn, *kn, *v;
+    float *g, *beta;
+};
+
+__device__ __forceinline__ int seq_of(const int32_t *ts, int S, int t) {
+    int lo = 0, hi = S - 1;
+    while (lo < hi) {
+        const int mid = (lo + hi + 1) >> 1;
+        if (ts[mid] <= t) lo = mid;
+        else hi = mid - 1;
+    }
+    return lo;
+}
+
+__global__ void __launch_bounds__(128) gdn_prep_kernel(const prep_params p) {
+    const int lane = threadIdx.x & 31;
+    const int nblk = 2 * p.Hk + p.Hv;
+    const long wid = (long)blockIdx.x * 4 + (threadIdx.x >> 5);
+    /* gates: one thread per (token, head) */
+    const long e = (long)blockIdx.x * 128 + threadIdx.x;
+    if (e < (long)p.T * p.Hv) {
+        const int h = (int)(e % p.Hv);
+        p.beta[e] = sigmoid_f(bf2f(p.b[e]));
+        p.g[e] = -expf(p.A_log[h]) * softplus_f(bf2f(p.a[e]) + p.dt_bias[h]);
+    }
+    if (wid >= (long)p.T * nblk) return;
+    const int t = (int)(wid / nblk), blk = (int)(wid % nblk);
+    const int s = seq_of(p.tok_start, p.S, t);
+    const int pos = t - p.tok_start[s];
+    const bool has = p.n_past[s] > 0;
+    const int ch0 = blk * DK + 4 * lane;
+    const bf16_t *conv = p.pool ? reinterpret_cast<const bf16_t *>(
+                                      p.pool + (size_t)p.state_pages[(size_t)s * p.E + p.conv_page] * p.page_bytes +
+                                      p.conv_off)
+                                : nullptr;
+    float acc[4] = {0.f, 0.f, 0.f, 0.f};
+    const uint2 *wp = reinterpret_cast<const uint2 *>(p.conv_w + (size_t)ch0 * 4);
+    float w[4][4];
+#pragma unroll
+    for (int c = 0; c < 4; c++) {
+        uint2 u = wp[c];
+        float2 lo = bf2x2_to_f2(u.x), hi = bf2x2_to_f2(u.y);
+        w[c][0] = lo.x; w[c][1] = lo.y; w[c][2] = hi.x; w[c][3] = hi.y;
+    }
+#pragma unroll
+    for (int j = 0; j < 4; j++) {
+        const int pp = pos - 3 + j;
+        uint2 u = make_uint2(0u, 0u);
+        if (pp >= 0) u = *reinterpret_cast<const uint2 *>(p.qkv + (size_t)(t - 3 + j) * p.conv_dim + ch0);
+        else if (has && conv) u = *reinterpret_cast<const uint2 *>(conv + (size_t)(3 + pp) * p.conv_dim + ch0);
+        float2 lo = bf2x2_to_f2(u.x), hi = bf2x2_to_f2(u.y);
+        acc[0] += w[0][j] * lo.x;
+        acc[1] += w[1][j] * lo.y;
+        acc[2] += w[2][j] * hi.x;
+        acc[3] += w[3][j] * hi.y;
+    }
+#pragma unroll
+    for (int c = 0; c < 4; c++) acc[c] = silu_f(acc[c]);
+    bf16_t *dst;
+    if (blk < 2 * p.Hk) {
+        const float ss = warp_sum(acc[0] * acc[0] + acc[1] * acc[1] + acc[2] * acc[2] + acc[3] * acc[3]);
+        const float rn = rsqrtf(ss + 1e-6f);
+#pragma unroll
+        for (int c = 0; c < 4; c++) acc[c] *= rn;
+        dst = (blk < p.Hk ? p.qn + ((size_t)t * p.Hk + blk) * DK : p.kn + ((size_t)t * p.Hk + blk - p.Hk) * DK);
+    } else {
+        dst = p.v + ((size_t)t * p.Hv + blk - 2 * p.Hk) * DK;
+    }
+    uint2 o;
+    o.x = f2_to_bf2x2(acc[0], acc[1]);
+    o.y = f2_to_bf2x2(acc[2], acc[3]);
+    *reinterpret_cast<uint2 *>(dst + 4 * lane) = o;
+}
+
+/* 2. new conv state per sequence: rows j = 0..2 hold the inputs at positions len-3+j. */
+__global__ void gdn_conv_state_kernel(const prep_params p) {
+    const int s = blockIdx.y;
+    const int ch = blockIdx.x * blockDim.x + threadIdx.x;
+    if (ch >= p.conv_dim) return;
+    const int t0 = p.tok_start[s], len = p.tok_start[s + 1] - t0;
+    const bool has = p.n_past[s] > 0;
+    bf16_t *conv = reinterpret_cast<bf16_t *>(p.pool + (size_t)p.state_pages[(size_t)s * p.E + p.conv_page] * p.page_bytes +
+                                              p.conv_off);
+#pragma unroll
+    for (int j = 0; j < 3; j++) { /* row j reads old row len + j > j: rows are rewritten in order */
+        const int pp = len - 3 + j;
+        bf16_t x;
+        if (pp >= 0) x = p.qkv[(size_t)(t0 + pp) * p.conv_dim + ch];
+        else x = has ? conv[(size_t)(3 + pp) * p.conv_dim + ch] : __float2bfloat16_rn(0.f);
+        conv[(size_t)j * p.conv_dim + ch] = x;
+    }
+}
+
+extern "C" int gdn_prefill_prep_launch(const void *qkv, const void *b, const void *a, const void *conv_w,
+                                       const float *A_log, const float *dt_bias, const int32_t *tok_start,
+                                       const int32_t *n_past, int S, int T, int Hk, int Hv, int dk, int dv,
+                                       const gdn_state_t *st, void *qn, void *kn, void *v, float *g, float *beta,
+                                       void *stream) {
+    if (T <= 0 || S <= 0) return HS_OK;
+    if (dk != DK || dv != DK || Hk <= 0 || Hv % Hk) return HS_ERR_INVALID;
+    prep_params p;
+    p.qkv = (const bf16_t *)qkv;
+    p.b = (const bf16_t *)b;
+    p.a = (const bf16_t *)a;
+    p.conv_w = (const bf16_t *)conv_w;
+    p.A_log = A_log;
+    p.dt_bias = dt_bias;
+    p.tok_start = tok_start;
+    p.n_past = n_past;
+    p.S = S;
+    p.T = T;
+    p.Hk = Hk;
+    p.Hv = Hv;
+    p.conv_dim = 2 * Hk * DK + Hv * DK;
+    p.pool = st ? (char *)st->pool_base : nullptr;
+    p.page_bytes = st ? st->page_bytes : 0;
+    p.state_pages = st ? st->state_pages : nullptr;
+    p.E = st ? st->n_state_pages : 0;
+    p.conv_page = st ? st->conv_loc.page : 0;
+    p.conv_off = st ? st->conv_loc.offset : 0;
+    p.qn = (bf16_t *)qn;
+    p.kn = (bf16_t *)kn;
+    p.v = (bf16_t *)v;
+    p.g = g;
+    p.beta = beta;
+    cudaStream_t s = (cudaStream_t)stream;
+    const long warps = (long)T * (2 * Hk + Hv);
+    long blocks = (warps + 3) / 4;
+    const long gblocks = ((long)T * Hv + 127) / 128;
+    if (gblocks > blocks) blocks = gblocks;
+    gdn_prep_kernel<<<(unsigned)blocks, 128, 0, s>>>(p);
+    HS_CUDA_LAUNCHED();
+    if (st) {
+        gdn_conv_state_kernel<<<dim3((unsigned)((p.conv_dim + 255) / 256), (unsigned)S), 256, 0, s>>>(p);
+        HS_CUDA_LAUNCHED();
+    }
+    return HS_OK;
+}
+
+/* L2 norm of rows of 128 (warp per row). */
+__global__ void gdn_l2norm_kernel(bf16_t *x, int64_t n) {
+    const int64_t row = (int64_t)blockIdx.x * 4 + (threadIdx.x >> 5);
+    if (row >= n) return;
+    const int lane = threadIdx.x & 31;
+    uint2 *pp = reinterpret_cast<uint2 *>(x + row * DK) + lane;
+    uint2 u = *pp;
+    float2 lo = bf2x2_to_f2(u.x), hi = bf2x2_to_f2(u.y);
+    const float r = rsqrtf(warp_sum(lo.x * lo.x + lo.y * lo.y + hi.x * hi.x + hi.y * hi.y) + 1e-6f);
+    u.x = f2_to_bf2x2(lo.x * r, lo.y * r);
+    u.y = f2_to_bf2x2(hi.x * r, hi.y * r);
+    *pp = u;
+}
+extern "C" int gdn_l2norm_launch(void *x, int64_t n_rows, void *stream) {
+    if (n_rows <= 0) return HS_OK;
+    gdn_l2norm_kernel<<<(unsigned)((n_rows + 3) / 4), 128, 0, (cudaStream_t)stream>>>((bf16_t *)x, n_rows);
+    HS_CUDA_LAUNCHED();
+    return HS_OK;
+}
+
+/* 5. gated RMSNorm, warp per (token, head) */
+__global__ void gdn_gated_norm_kernel(const bf16_t *o, const bf16_t *z, const float *w, int64_t rows, float eps,
+                                      bf16_t *out) {
+    const int64_t row = (int64_t)blockIdx.x * 4 + (threadIdx.x >> 5);
+    if (row >= rows) return;
+    const int lane = threadIdx.x & 31;
+    uint2 u = reinterpret_cast<const uint2 *>(o + row * DK)[lane];
+    uint2 zu = reinterpret_cast<const uint2 *>(z + row * DK)[lane];
+    float2 lo = bf2x2_to_f2(u.x), hi = bf2x2_to_f2(u.y), zl = bf2x2_to_f2(zu.x), zh = bf2x2_to_f2(zu.y);
+    const float ss = warp_sum(lo.x * lo.x + lo.y * lo.y + hi.x * hi.x + hi.y * hi.y);
+    const float r = rsqrtf(ss / (float)DK + eps);
+    const float4 ww = reinterpret_cast<const float4 *>(w)[lane];
+    uint2 res;
+    res.x = f2_to_bf2x2(lo.x * r * ww.x * silu_f(zl.x), lo.y * r * ww.y * silu_f(zl.y));
+    res.y = f2_to_bf2x2(hi.x * r * ww.z * silu_f(zh.x), hi.y * r * ww.w * silu_f(zh.y));
+    reinterpret_cast<uint2 *>(out + row * DK)[lane] = res;
+}
+extern "C" int gdn_gated_norm_launch(const void *o, const void *z, const float *w, int64_t T, int Hv, int dv, float eps,
+                                     void *out, void *stream) {
+    if (dv != DK) return HS_ERR_INVALID;
+    const int64_t rows = T * Hv;
+    if (rows <= 0) return HS_OK;
+    gdn_gated_norm_kernel<<<(unsigned)((rows + 3) / 4), 128, 0, (cudaStream_t)stream>>>(
+        (const bf16_t *)o, (const bf16_t *)z, w, rows, eps, (bf16_t *)out);
+    HS_CUDA_LAUNCHED();
+    return HS_OK;
+}
+
+/* ------------------------------------------------------------------------------------ */
+/* 3. chunk_prep                                                                          */
+struct chunk_params {
+    const bf16_t *qn, *kn, *v;
+    const float *g, *beta;
+    const int32_t *tok_start, *n_past;
+    int S, Hk, Hv, r;
+    bf16_t *Tb, *P; /* [T][Hv][64] */
+    float *G;       /* [T][Hv] */
+    bf16_t *o;      /* [T][Hv][128] */
+    char *pool;
+    size_t page_bytes;
+    const int32_t *state_pages;
+    int E;
+    const sm_loc_t *ssm_loc;
+    int slice_rows, n_slices, ssm_f32;
+};
+
+#define LDK 136 /* padded row stride (elements) of 128-wide bf16 tiles */
+#define LDC 72  /* padded row stride of 64-wide bf16 tiles */
+
+__global__ void __launch_bounds__(128) gdn_chunk_prep_kernel(const chunk_params p) {
+    __shared__ __align__(16) bf16_t KQs[2 * CH * LDK]; /* K and Q rows; A (fp32) reuses it after the mmas */
+    bf16_t *Ks = KQs, *Qs = KQs + CH * LDK;
+    float *As = reinterpret_cast<float *>(KQs);
+    __shared__ float Gs[CH], Bs[CH];
+    const int c = blockIdx.x, h = blockIdx.y, s = blockIdx.z;
+    const int t0 = p.tok_start[s], len = p.tok_start[s + 1] - t0;
+    const int c0 = c * CH;
+    if (c0 >= len) return;
+    const int L = min(CH, len - c0);
+    const int tid = threadIdx.x, lane = tid & 31, w = tid >> 5;
+    const int kh = h / p.r;
+    /* load K, Q rows (zero past L) */
+    for (int e = tid; e < CH * 16; e += 128) {
+        const int row = e >> 4, col = (e & 15) * 8;
+        const bool ok = row < L;
+        const size_t tok = (size_t)t0 + c0 + (ok ? row : 0);
+        cp16(&Ks[row * LDK + col], p.kn + (tok * p.Hk + kh) * DK + col, ok);
+        cp16(&Qs[row * LDK + col], p.qn + (tok * p.Hk + kh) * DK + col, ok);
+    }
+    cp_commit();
+    if (tid < CH) {
+        const bool ok = tid < L;
+        const size_t tok = (size_t)t0 + c0 + tid;
+        Gs[tid] = ok ? p.g[tok * p.Hv + h] : 0.f;
+        Bs[tid] = ok ? p.beta[tok * p.Hv + h] : 0.f;
+    }
+    __syncthreads();
+    if (tid == 0) { /* inclusive cumsum */
+        float acc = 0.f;
+        for (int i = 0; i < CH; i++) {
+            acc += Gs[i];
+            Gs[i] = acc;
+        }
+    }
+    cp_wait_all();
+    __syncthreads();
+    if (tid < L) p.G[((size_t)t0 + c0 + tid) * p.Hv + h] = Gs[tid];
+    /* KK^T and QK^T: warp w rows [16w, 16w+16), all 64 columns */
+    float kk[8][4], qk[8][4];
+#pragma unroll
+    for (int j = 0; j < 8; j++)
+#pragma unroll
+        for (int i = 0; i < 4; i++) kk[j][i] = qk[j][i] = 0.f;
+#pragma unroll
+    for (int ks = 0; ks < DK / 16; ks++) {
+        unsigned ak[4], aq[4];
+        lda(ak, Ks + (16 * w) * LDK + ks * 16, LDK, lane);
+        lda(aq, Qs + (16 * w) * LDK + ks * 16, LDK, lane);
+#pragma unroll
+        for (int nt = 0; nt < 8; nt += 2) {
+            unsigned bb[4];
+            ldb2(bb, Ks + (nt * 8) * LDK + ks * 16, LDK, lane);
+            mma16816(kk[nt], ak, bb[0], bb[1]);
+            mma16816(kk[nt + 1], ak, bb[2], bb[3]);
+            mma16816(qk[nt], aq, bb[0], bb[1]);
+            mma16816(qk[nt + 1], aq, bb[2], bb[3]);
+        }
+    }
+    const float scale = rsqrtf((float)DK);
+    __syncthreads(); /* every warp is done with Ks/Qs: As overwrites them */
+#pragma unroll
+    for (int nt = 0; nt < 8; nt++)
+#pragma unroll
+        for (int i = 0; i < 4; i++) {
+            const int row = 16 * w + (lane >> 2) + (i >> 1) * 8, col = nt * 8 + (lane & 3) * 2 + (i & 1);
+            const float dec = expf(Gs[row] - Gs[col > row ? row : col]);
+            As[row * 68 + col] = col < row ? Bs[row] * dec * kk[nt][i] : 0.f;
+            qk[nt][i] = col <= row ? scale * dec * qk[nt][i] : 0.f;
+        }
+    /* P rows -> global */
+#pragma unroll
+    for (int nt = 0; nt < 8; nt++)
+#pragma unroll
+        for (int hf = 0; hf < 2; hf++) {
+            const int row = 16 * w + (lane >> 2) + hf * 8, col = nt * 8 + (lane & 3) * 2;
+            if (row < L)
+                *reinterpret_cast<uint32_t *>(p.P + (((size_t)t0 + c0 + row) * p.Hv + h) * CH + col) =
+                    f2_to_bf2x2(qk[nt][2 * hf], qk[nt][2 * hf + 1]);
+        }
+    __syncthreads();
+    /* T = (I + A)^-1, thread j < 64 solves column j: t_i = [i == j] - sum_{k<i} A_ik t_k */
+    if (tid < CH) {
+        const int j = tid;
+        float tcol[CH];
+#pragma unroll
+        for (int i = 0; i < CH; i++) {
+            float acc = (i == j) ? 1.f : 0.f;
+#pragma unroll
+            for (int k = 0; k < i; k += 4) {
+                const float4 a4 = *reinterpret_cast<const float4 *>(&As[i * 68 + k]);
+                acc -= a4.x * tcol[k];
+                if (k + 1 < i) acc -= a4.y * tcol[k + 1];
+                if (k + 2 < i) acc -= a4.z * tcol[k + 2];
+                if (k + 3 < i) acc -= a4.w * tcol[k + 3];
+            }
+            tcol[i] = i < j ? 0.f : acc;
+        }
+        const float bj = Bs[j];
+#pragma unroll
+        for (int i = 0; i < CH; i++)
+            if (i < L) p.Tb[(((size_t)t0 + c0 + i) * p.Hv + h) * CH + j] = f2bf(tcol[i] * bj);
+    }
+}
+
+/* ------------------------------------------------------------------------------------ */
+/* 4. chunk_state: the sequential pass                                                   */
+template <int BV> struct cs_smem {
+    bf16_t K[2][CH * LDK];
+    bf16_t Q[2][CH * LDK];
+    bf16_t V[2][CH * (BV + 8)];
+    bf16_t Tb[2][CH * LDC];
+    bf16_t P[2][CH * LDC];
+    float G[2][CH];
+    bf16_t St[BV * LDK];  /* S^T as bf16 [v][k] */
+    bf16_t Yt[BV * LDC];  /* Y^T [v][token] */
+    bf16_t Vp[BV * LDC];  /* V'^T [v][token] */
+    bf16_t Vd[BV * LDC];  /* (decayed V')^T [v][token] */
+};
+
+template <int BV>
+__device__ __forceinline__ void cs_load_chunk(cs_smem<BV> &sm, int st, const chunk_params &p, int t0, int c0, int L,
+                                              int kh, int h, int vt, int tid) {
+    for (int e = tid; e < CH * 16; e += 128) {
+        const int row = e >> 4, col = (e & 15) * 8;
+        const bool ok = row < L;
+        const size_t tok = (size_t)t0 + c0 + (ok ? row : 0);
+        cp16(&sm.K[st][row * LDK + col], p.kn + (tok * p.Hk + kh) * DK + col, ok);
+        cp16(&sm.Q[st][row * LDK + col], p.qn + (tok * p.Hk + kh) * DK + col, ok);
+    }
+    for (int e = tid; e < CH * 8; e += 128) {
+        const int row = e >> 3, col = (e & 7) * 8;
+        const bool ok = row < L;
+        const size_t tok = (size_t)t0 + c0 + (ok ? row : 0);
+        cp16(&sm.Tb[st][row * LDC + col], p.Tb + (tok * p.Hv + h) * CH + col, ok);
+        cp16(&sm.P[st][row * LDC + col], p.P + (tok * p.Hv + h) * CH + col, ok);
+    }
+    for (int e = tid; e < CH * (BV / 8); e += 128) {
+        const int row = e / (BV / 8), col = (e % (BV / 8)) * 8;
+        const bool ok = row < L;
+        const size_t tok = (size_t)t0 + c0 + (ok ? row : 0);
+        cp16(&sm.V[st][row * (BV + 8) + col], p.v + (tok * p.Hv + h) * DK + vt * BV + col, ok);
+    }
+    cp_commit();
+    if (tid < CH) {
+        const bool ok = tid < L;
+        sm.G[st][tid] = ok ? p.G[((size_t)t0 + c0 + tid) * p.Hv + h] : 0.f;
+    }
+}
+
+template <int BV>
+__global__ void __launch_bounds__(128, 1) gdn_chunk_state_kernel(const chunk_params p) {
+    extern __shared__ __align__(16) unsigned char dsmem[];
+    cs_smem<BV> &sm = *reinterpret_cast<cs_smem<BV> *>(dsmem);
+    constexpr int NVT = DK / BV, NB = BV / 8;
+    const int vt = blockIdx.x % NVT, h = blockIdx.x / NVT, s = blockIdx.y;
+    const int tid = threadIdx.x, lane = tid & 31, w = tid >> 5;
+    const int t0 = p.tok_start[s], len = p.tok_start[s + 1] - t0;
+    const int kh = h / p.r;
+    if (len <= 0) return;
+    const bool has = p.pool && p.n_past[s] > 0;
+    /* S tile in accumulator layout: warp w holds dk rows [32w, 32w+32) = 2 m-tiles x NB n-tiles */
+    float S[2][NB][4];
+    const int32_t *pages = p.pool ? p.state_pages + (size_t)s * p.E : nullptr;
+#pragma unroll
+    for (int mt = 0; mt < 2; mt++)
+#pragma unroll
+        for (int nb = 0; nb < NB; nb++)
+#pragma unroll
+            for (int i = 0; i < 4; i++) {
+                const int k = 32 * w + 16 * mt + (lane >> 2) + (i >> 1) * 8;
+                const int v = vt * BV + nb * 8 + (lane & 3) * 2 + (i & 1);
+                float val = 0.f;
+                if (has) {
+                    const sm_loc_t loc = p.ssm_loc[h * p.n_slices + v / p.slice_rows];
+                    const char *gb = p.pool + (size_t)pages[loc.page] * p.page_bytes + loc.offset;
+                    const size_t idx = (size_t)(v % p.slice_rows) * DK + k;
+                    val = p.ssm_f32 ? reinterpret_cast<const float *>(gb)[idx]
+                                    : bf2f(reinterpret_cast<const bf16_t *>(gb)[idx]);
+                }
+                S[mt][nb][i] = val;
+            }
+    const int nchunks = (len + CH - 1) / CH;
+    cs_load_chunk<BV>(sm, 0, p, t0, 0, min(CH, len), kh, h, vt, tid);
+    for (int c = 0; c < nchunks; c++) {
+        const int st = c & 1, c0 = c * CH, L = min(CH, len - c0);
+        /* S -> St (bf16, [v][k]) */
+#pragma unroll
+        for (int mt = 0; mt < 2; mt++)
+#pragma unroll
+            for (int nb = 0; nb < NB; nb++)
+#pragma unroll
+                for (int i = 0; i < 4; i++) {
+                    const int k = 32 * w + 16 * mt + (lane >> 2) + (i >> 1) * 8;
+                    const int v = nb * 8 + (lane & 3) * 2 + (i & 1);
+                    sm.St[v * LDK + k] = f2bf(S[mt][nb][i]);
+                }
+        cp_wait_all();
+        __syncthreads(); /* chunk c landed; St complete; previous chunk's readers done */
+        if (c + 1 < nchunks) cs_load_chunk<BV>(sm, st ^ 1, p, t0, c0 + CH, min(CH, len - c0 - CH), kh, h, vt, tid);
+        const float *G = sm.G[st];
+        const float Glast = G[L - 1];
+        /* KS, QS: rows [16w, 16w+16) x BV */
+        float ks_[NB][4], qs_[NB][4];
+#pragma unroll
+        for (int nb = 0; nb < NB; nb++)
+#pragma unroll
+            for (int i = 0; i < 4; i++) ks_[nb][i] = qs_[nb][i] = 0.f;
+#pragma unroll
+        for (int kk = 0; kk < DK / 16; kk++) {
+            unsigned ak[4], aq[4];
+            lda(ak, sm.K[st] + (16 * w) * LDK + kk * 16, LDK, lane);
+            lda(aq, sm.Q[st] + (16 * w) * LDK + kk * 16, LDK, lane);
+#pragma unroll
+            for (int nb = 0; nb < NB; nb += 2) {
+                unsigned bb[4];
+                ldb2(bb, sm.St + (nb * 8) * LDK + kk * 16, LDK, lane);
+                mma16816(ks_[nb], ak, bb[0], bb[1]);
+                mma16816(ks_[nb + 1], ak, bb[2], bb[3]);
+                mma16816(qs_[nb], aq, bb[0], bb[1]);
+                mma16816(qs_[nb + 1], aq, bb[2], bb[3]);
+            }
+        }
+        /* Y = V - e^G KS -> Yt */
+        const float scale = rsqrtf((float)DK);
+#pragma unroll
+        for (int nb = 0; nb < NB; nb++)
+#pragma unroll
+            for (int i = 0; i < 4; i++) {
+                const int row = 16 * w + (lane >> 2) + (i >> 1) * 8, v = nb * 8 + (lane & 3) * 2 + (i & 1);
+                const float eg = expf(G[row]);
+                const float y = bf2f(sm.V[st][row * (BV + 8) + v]) - eg * ks_[nb][i];
+                sm.Yt[v * LDC + row] = f2bf(y);
+                qs_[nb][i] *= eg * scale;
+            }
+        __syncthreads();
+        /* V' = Tb Y (lower triangular: k-steps 0..w) */
+        float vp[NB][4];
+#pragma unroll
+        for (int nb = 0; nb < NB; nb++)
+#pragma unroll
+            for (int i = 0; i < 4; i++) vp[nb][i] = 0.f;
+#pragma unroll
+        for (int kk = 0; kk < 4; kk++) {
+            if (kk > w) break;
+            unsigned at[4];
+            lda(at, sm.Tb[st] + (16 * w) * LDC + kk * 16, LDC, lane);
+#pragma unroll
+            for (int nb = 0; nb < NB; nb += 2) {
+                unsigned bb[4];
+                ldb2(bb, sm.Yt + (nb * 8) * LDC + kk * 16, LDC, lane);
+                mma16816(vp[nb], at, bb[0], bb[1]);
+                mma16816(vp[nb + 1], at, bb[2], bb[3]);
+            }
+        }
+#pragma unroll
+        for (int nb = 0; nb < NB; nb++)
+#pragma unroll
+            for (int i = 0; i < 4; i++) {
+                const int row = 16 * w + (lane >> 2) + (i >> 1) * 8, v = nb * 8 + (lane & 3) * 2 + (i & 1);
+                sm.Vp[v * LDC + row] = f2bf(vp[nb][i]);
+                sm.Vd[v * LDC + row] = f2bf(vp[nb][i] * expf(Glast - G[row]));
+            }
+        __syncthreads();
+        /* O = e^G Q S scale + P V' */
+#pragma unroll
+        for (int kk = 0; kk < 4; kk++) {
+            if (kk > w) break;
+            unsigned ap[4];
+            lda(ap, sm.P[st] + (16 * w) * LDC + kk * 16, LDC, lane);
+#pragma unroll
+            for (int nb = 0; nb < NB; nb += 2) {
+                unsigned bb[4];
+                ldb2(bb, sm.Vp + (nb * 8) * LDC + kk * 16, LDC, lane);
+                mma16816(qs_[nb], ap, bb[0], bb[1]);
+                mma16816(qs_[nb + 1], ap, bb[2], bb[3]);
+            }
+        }
+#pragma unroll
+        for (int nb = 0; nb < NB; nb++)
+#pragma unroll
+            for (int hf = 0; hf < 2; hf++) {
+                const int row = 16 * w + (lane >> 2) + hf * 8, v = nb * 8 + (lane & 3) * 2;
+                if (row < L)
+                    *reinterpret_cast<uint32_t *>(p.o + (((size_t)t0 + c0 + row) * p.Hv + h) * DK + vt * BV + v) =
+                        f2_to_bf2x2(qs_[nb][2 * hf], qs_[nb][2 * hf + 1]);
+            }
+        /* S = e^{G_last} S + K^T Vd */
+        const float el = expf(Glast);
+#pragma unroll
+        for (int mt = 0; mt < 2; mt++)
+#pragma unroll
+            for (int nb = 0; nb < NB; nb++)
+#pragma unroll
+                for (int i = 0; i < 4; i++) S[mt][nb][i] *= el;
+#pragma unroll
+        for (int kk = 0; kk < 4; kk++) {
+#pragma unroll
+            for (int mt = 0; mt < 2; mt++) {
+                unsigned a[4];
+                lda_t(a, sm.K[st] + (kk * 16) * LDK + 32 * w + 16 * mt, LDK, lane);
+#pragma unroll
+                for (int nb = 0; nb < NB; nb += 2) {
+                    unsigned bb[4];
+                    ldb2(bb, sm.Vd + (nb * 8) * LDC + kk * 16, LDC, lane);
+                    mma16816(S[mt][nb], a, bb[0], bb[1]);
+                    mma16816(S[mt][nb + 1], a, bb[2], bb[3]);
+                }
+            }
+        }
+    }
+    /* final state back in place */
+    if (p.pool) {
+#pragma unroll
+        for (int mt = 0; mt < 2; mt++)
+#pragma unroll
+            for (int nb = 0; nb < NB; nb++)
+#pragma unroll
+                for (int i = 0; i < 4; i++) {
+                    const int k = 32 * w + 16 * mt + (lane >> 2) + (i >> 1) * 8;
+                    const int v = vt * BV + nb * 8 + (lane & 3) * 2 + (i & 1);
+                    const sm_loc_t loc = p.ssm_loc[h * p.n_slices + v / p.slice_rows];
+                    char *gb = p.pool + (size_t)pages[loc.page] * p.page_bytes + loc.offset;
+                    const size_t idx = (size_t)(v % p.slice_rows) * DK + k;
+                    if (p.ssm_f32) reinterpret_cast<float *>(gb)[idx] = S[mt][nb][i];
+                    else reinterpret_cast<bf16_t *>(gb)[idx] = f2bf(S[mt][nb][i]);
+                }
+    }
+}
+
+extern "C" size_t gdn_chunk_workspace_bytes(int T, int Hv) {
+    return (size_t)T * Hv * CH * 2 * 2 + (size_t)T * Hv * 4 + 256;
+}
+
+extern "C" int gdn_chunk_launch(const void *qn, const void *kn, const void *v, const float *g, const float *beta,
+                                const int32_t *tok_start, const int32_t *tok_start_host, const int32_t *n_past, int S,
+                                int T, int Hk, int Hv, const gdn_state_t *st, void *ws, void *o, void *stream) {
+    if (T <= 0 || S <= 0) return HS_OK;
+    if (Hk <= 0 || Hv % Hk || !tok_start_host || !ws) return HS_ERR_INVALID;
+    if (st && ((st->ssm_dtype != HS_F32 && st->ssm_dtype != HS_BF16) || st->slice_rows <= 0 || DK % st->slice_rows))
+        return HS_ERR_INVALID;
+    int maxlen = 0;
+    for (int s = 0; s < S; s++) {
+        const int l = tok_start_host[s + 1] - tok_start_host[s];
+        if (l > maxlen) maxlen = l;
+    }
+    if (maxlen <= 0) return HS_OK;
+    chunk_params p;
+    p.qn = (const bf16_t *)qn;
+    p.kn = (const bf16_t *)kn;
+    p.v = (const bf16_t *)v;
+    p.g = g;
+    p.beta = beta;
+    p.tok_start = tok_start;
+    p.n_past = n_past;
+    p.S = S;
+    p.Hk = Hk;
+    p.Hv = Hv;
+    p.r = Hv / Hk;
+    p.Tb = (bf16_t *)ws;
+    p.P = p.Tb + (size_t)T * Hv * CH;
+    p.G = reinterpret_cast<float *>(p.P + (size_t)T * Hv * CH);
+    p.o = (bf16_t *)o;
+    p.pool = st ? (char *)st->pool_base : nullptr;
+    p.page_bytes = st ? st->page_bytes : 0;
+    p.state_pages = st ? st->state_pages : nullptr;
+    p.E = st ? st->n_state_pages : 0;
+    p.ssm_loc = st ? st->ssm_loc : nullptr;
+    p.slice_rows = st ? st->slice_rows : DK;
+    p.n_slices = DK / p.slice_rows;
+    p.ssm_f32 = st ? st->ssm_dtype == HS_F32 : 1;
+    cudaStream_t s = (cudaStream_t)stream;
+    const int nch = (maxlen + CH - 1) / CH;
+    gdn_chunk_prep_kernel<<<dim3((unsigned)nch, (unsigned)Hv, (unsigned)S), 128, 0, s>>>(p);
+    HS_CUDA_LAUNCHED();
+    constexpr int BV = 32;
+    static bool attr = false;
+    if (!attr) {
+        HS_CUDA_TRY(cudaFuncSetAttribute(gdn_chunk_state_kernel<BV>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                         (int)sizeof(cs_smem<BV>)));
+        attr = true;
+    }
+    gdn_chunk_state_kernel<BV><<<dim3((unsigned)(Hv * (DK / BV)), (unsigned)S), 128, sizeof(cs_smem<BV>), s>>>(p);
+    HS_CUDA_LAUNCHED();
+    return HS_OK;
+}

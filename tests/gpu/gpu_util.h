@@ -1,0 +1,148 @@
+/*
+ * gpu_util: helpers shared by the GPU tests (tests/gpu) and benchmarks (bench/*.cu):
+ * CUDA error checks that abort, a deterministic RNG, bf16 host conversion, relative
+ * error by norm, and a fake page pool with a request state map (layout.h) for tests.
+ * Header-only; host code.
+ */
+#ifndef HS_GPU_UTIL_H
+#define HS_GPU_UTIL_H
+
+#include <cuda_runtime.h>
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+#include "layout.h"
+#include "util.h"
+#ifdef __cplusplus
+}
+#endif
+
+#define CK(call)                                                                                   \
+    do {                                                                                           \
+        cudaError_t e_ = (call);                                                                   \
+        if (e_ != cudaSuccess) {                                                                   \
+            fprintf(stderr, "%s:%d: %s: %s\n", __FILE__, __LINE__, #call, cudaGetErrorString(e_)); \
+            exit(2);                                                                               \
+        }                                                                                          \
+    } while (0)
+#define CKRC(call)                                                                       \
+    do {                                                                                 \
+        int r_ = (call);                                                                 \
+        if (r_ != HS_OK) {                                                               \
+            fprintf(stderr, "%s:%d: %s returned %d\n", __FILE__, __LINE__, #call, r_);  \
+            exit(2);                                                                     \
+        }                                                                                \
+    } while (0)
+
+static uint64_t g_rng = 0x9e3779b97f4a7c15ull;
+static inline void rng_seed(uint64_t s) { g_rng = s * 0x9e3779b97f4a7c15ull + 1; }
+static inline double rng_u(void) { /* [0, 1) */
+    g_rng ^= g_rng << 13;
+    g_rng ^= g_rng >> 7;
+    g_rng ^= g_rng << 17;
+    return (double)(g_rng >> 11) * (1.0 / 9007199254740992.0);
+}
+static inline double rng_n(void) { /* ~N(0,1) */
+    double u1 = rng_u() + 1e-12, u2 = rng_u();
+    return sqrt(-2.0 * log(u1)) * cos(6.283185307179586 * u2);
+}
+/* bf16 bits from a double, and the double value those bits hold. */
+static inline uint16_t bfr(double x) { return hs_f32_to_bf16((float)x); }
+static inline double bfv(uint16_t b) { return (double)hs_bf16_to_f32(b); }
+
+/* Fill n bf16 with scale * N(0,1); also keep the rounded values as doubles (ref may be NULL). */
+static inline void fill_bf16(uint16_t *h, double *ref, size_t n, double scale) {
+    for (size_t i = 0; i < n; i++) {
+        h[i] = bfr(scale * rng_n());
+        if (ref) ref[i] = bfv(h[i]);
+    }
+}
+
+typedef struct {
+    double num, den;
+} relerr_t;
+static inline void relerr_add(relerr_t *e, double got, double want) {
+    e->num += (got - want) * (got - want);
+    e->den += want * want;
+}
+static inline double relerr(const relerr_t *e) { return e->den > 0 ? sqrt(e->num / e->den) : sqrt(e->num); }
+
+static inline void *dmalloc(size_t n) {
+    void *p = NULL;
+    CK(cudaMalloc(&p, n ? n : 16));
+    return p;
+}
+static inline void *dupload(const void *h, size_t n) {
+    void *p = dmalloc(n);
+    CK(cudaMemcpy(p, h, n, cudaMemcpyHostToDevice));
+    return p;
+}
+
+/* A fake state map for one GDN layer: the conv granule and the Hv*n_slices ssm granules
+ * packed greedily into pages of page_bytes; each request gets E distinct pages drawn
+ * from a pool of n_pages (shuffled, so neighbours in the batch are not neighbours in
+ * memory). */
+typedef struct {
+    int E, n_slices, slice_rows;
+    size_t page_bytes;
+    int64_t n_pages;
+    sm_loc_t conv;
+    sm_loc_t *ssm; /* [Hv][n_slices] */
+    int32_t *pages; /* [S][E] */
+} fake_map_t;
+
+static inline void fake_map_init(fake_map_t *m, int S, int Hv, int conv_dim, int slice_rows, size_t ssm_elem,
+                                 size_t page_bytes, int extra_pages) {
+    m->slice_rows = slice_rows;
+    m->n_slices = 128 / slice_rows;
+    m->page_bytes = page_bytes;
+    m->ssm = (sm_loc_t *)calloc((size_t)Hv * m->n_slices, sizeof(sm_loc_t));
+    size_t conv_bytes = (size_t)3 * conv_dim * 2, gran = (size_t)slice_rows * 128 * ssm_elem;
+    if (conv_bytes > page_bytes || gran > page_bytes) {
+        fprintf(stderr, "fake_map: granule larger than a page\n");
+        exit(2);
+    }
+    int page = 0;
+    size_t off = 0;
+    m->conv.page = 0;
+    m->conv.offset = 0;
+    off = (conv_bytes + 15) / 16 * 16;
+    for (int i = 0; i < Hv * m->n_slices; i++) {
+        if (off + gran > page_bytes) {
+            page++;
+            off = 0;
+        }
+        m->ssm[i].page = page;
+        m->ssm[i].offset = (int32_t)off;
+        off += gran;
+    }
+    m->E = page + 1;
+    m->n_pages = (int64_t)S * m->E + extra_pages;
+    int64_t *perm = (int64_t *)malloc(sizeof(int64_t) * m->n_pages);
+    for (int64_t i = 0; i < m->n_pages; i++) perm[i] = i;
+    for (int64_t i = m->n_pages - 1; i > 0; i--) {
+        int64_t j = (int64_t)(rng_u() * (double)(i + 1));
+        int64_t t = perm[i];
+        perm[i] = perm[j];
+        perm[j] = t;
+    }
+    m->pages = (int32_t *)malloc(sizeof(int32_t) * (size_t)S * m->E);
+    for (int64_t i = 0; i < (int64_t)S * m->E; i++) m->pages[i] = (int32_t)perm[i];
+    free(perm);
+}
+static inline void fake_map_free(fake_map_t *m) {
+    free(m->ssm);
+    free(m->pages);
+}
+/* Byte offset in the pool of granule `loc` of request s. */
+static inline size_t fake_addr(const fake_map_t *m, int s, sm_loc_t loc) {
+    return (size_t)m->pages[(size_t)s * m->E + loc.page] * m->page_bytes + (size_t)loc.offset;
+}
+
+#endif
