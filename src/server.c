@@ -42,9 +42,15 @@
  *
  * Cancellation: while a request runs, its HTTP thread polls the socket for
  * POLLRDHUP/POLLHUP/POLLERR at least every WAIT_MS (waits are timed), and MHD frees a
- * streaming response whose client went away (sse_free). Either sets the request's cancel flag and wakes the engine thread,
- * which calls hs_engine_cancel between steps (the engine frees the pages). A stop
- * string hit cancels the same way after the final chunk is queued.
+ * streaming response whose client went away (sse_free). Either sets the request's
+ * cancel flag and wakes the engine thread, which calls hs_engine_cancel between steps
+ * (the engine frees the pages). A stop-string hit cancels the same way after the final
+ * chunk is queued.
+ *
+ * Shutdown (srv_shutdown): quiesce the listening socket, 503 for new requests, wait for
+ * in-flight ones up to the drain time, then cancel all (finish_reason "abort"); then
+ * srv_destroy stops MHD (blocked readers see hard_stop within WAIT_MS) and the engine
+ * thread, which destroys the engine.
  *
  * Errors: every failure before the engine accepts a request is a 4xx/5xx with an
  * OpenAI error object (oai.h); nothing on the request path exits or asserts on input.
@@ -391,7 +397,7 @@ static void *engine_main(void *arg) {
                 req_finish_local(r, HS_FINISH_CANCELLED);
                 req_release(r);
             } else if ((rc = hs_engine_submit(e, r->ids, r->n_ids, &r->sp, &r->eid, err, sizeof err)) != HS_OK) {
-                req_reject(r, rc == HS_ERR_INVALID ? 400 : 500, err);
+                req_reject(r, rc == HS_ERR_INVALID ? 400 : rc > 0 ? 503 : 500, rc > 0 ? "the engine is full, retry" : err);
                 req_release(r);
             } else {
                 if (n_act == cap_act) {
