@@ -828,7 +828,10 @@ static enum MHD_Result handle_generate(srv_t *s, struct MHD_Connection *c, oai_k
         req_release(r);
         return MHD_NO;
     }
-    if (r->state == RQ_REJECTED) {
+    pthread_mutex_lock(&r->mu); /* (the engine thread may move RUNNING on to DONE meanwhile) */
+    bool rejected = r->state == RQ_REJECTED;
+    pthread_mutex_unlock(&r->mu);
+    if (rejected) {
         oai_err_t re;
         oai_errf(&re, r->reject_status, r->reject_status >= 500 ? "server_error" : "invalid_request_error", NULL,
                  r->reject_status == 503 ? "unavailable" : NULL, "%s", r->reject_msg);
