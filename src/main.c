@@ -10,6 +10,7 @@ int cmd_detokenize(int argc, char **argv);
 int cmd_generate(int argc, char **argv);
 int cmd_inspect(int argc, char **argv);
 int cmd_plan(int argc, char **argv);
+int cmd_serve(int argc, char **argv);
 int cmd_simulate(int argc, char **argv);
 int cmd_tokenize(int argc, char **argv);
 
@@ -21,6 +22,7 @@ const cmd_t hs_commands[] = {
     {"inspect", cmd_inspect, "show a checkpoint's tensors and how they map onto the model"},
     {"tokenize", cmd_tokenize, "text to token ids (tokenizer.json of a model directory)"},
     {"detokenize", cmd_detokenize, "token ids to text"},
+    {"serve", cmd_serve, "OpenAI-compatible HTTP server (completions, chat, streaming, metrics)"},
     {NULL, NULL, NULL},
 };
 
