@@ -15,6 +15,7 @@ int cmd_simulate(int argc, char **argv);
 int cmd_tokenize(int argc, char **argv);
 
 const cmd_t hs_commands[] = {
+    {"serve", cmd_serve, "OpenAI-compatible HTTP server (completions, chat, streaming, metrics)"},
     {"generate", cmd_generate, "generate tokens for one prompt (CPU or CUDA backend)"},
     {"bench", cmd_bench, "throughput and latency of the engine on random prompts (dummy or real weights)"},
     {"plan", cmd_plan, "per-rank memory plan of the pool layouts for a model, GPU and workload"},
@@ -22,7 +23,6 @@ const cmd_t hs_commands[] = {
     {"inspect", cmd_inspect, "show a checkpoint's tensors and how they map onto the model"},
     {"tokenize", cmd_tokenize, "text to token ids (tokenizer.json of a model directory)"},
     {"detokenize", cmd_detokenize, "token ids to text"},
-    {"serve", cmd_serve, "OpenAI-compatible HTTP server (completions, chat, streaming, metrics)"},
     {NULL, NULL, NULL},
 };
 
