@@ -12,6 +12,7 @@
 #include "../src/cuda/cuda_ops.h"
 #include "../tests/gpu/gpu_util.h"
 
+extern "C" int gdn_chunk_bench_mode;
 static float median(float *v, int n) {
     std::sort(v, v + n);
     return v[n / 2];
@@ -22,7 +23,7 @@ int main(void) {
     CK(cudaGetDeviceProperties(&prop, 0));
     printf("device: %s\n", prop.name);
     printf("hyserve chunk (l2norm + chunk_prep + chunk_state), fp32 paged h0/ht\n");
-    printf("%-6s %7s %10s %12s %10s\n", "Hk/Hv", "T", "ms", "Mtok/s", "l2norm ms");
+    printf("%-6s %7s %10s %12s %10s %10s %10s\n", "Hk/Hv", "T", "ms", "Mtok/s", "l2norm ms", "prep ms", "state ms");
     const int Hk = 16, Hvs[2] = {32, 64}, Ts[3] = {4096, 16384, 65536};
     for (int hi = 0; hi < 2; hi++)
         for (int ti = 0; ti < 3; ti++) {
@@ -77,7 +78,23 @@ int main(void) {
             }
             CK(cudaGetLastError());
             float ms = median(tt, 10), ml = median(tl, 10);
-            printf("%2d/%-3d %7d %10.3f %12.2f %10.3f\n", Hk, Hv, T, ms, T / (ms * 1e-3) / 1e6, ml);
+            /* breakdown: each stage alone (same inputs; the workspace holds the prep results) */
+            float part[2];
+            for (int mode = 1; mode <= 2; mode++) {
+                gdn_chunk_bench_mode = mode;
+                float tm[5];
+                for (int it = 0; it < 6; it++) {
+                    CK(cudaEventRecord(e0));
+                    CKRC(gdn_chunk_launch(d_q, d_k, d_v, d_g, d_b, d_ts, ts, d_np, S, T, Hk, Hv, &st, d_ws, d_o, NULL));
+                    CK(cudaEventRecord(e1));
+                    CK(cudaEventSynchronize(e1));
+                    if (it >= 1) CK(cudaEventElapsedTime(&tm[it - 1], e0, e1));
+                }
+                part[mode - 1] = median(tm, 5);
+            }
+            gdn_chunk_bench_mode = 0;
+            printf("%2d/%-3d %7d %10.3f %12.2f %10.3f %10.3f %10.3f\n", Hk, Hv, T, ms, T / (ms * 1e-3) / 1e6, ml,
+                   part[0], part[1]);
             fflush(stdout);
             cudaFree(d_q); cudaFree(d_k); cudaFree(d_v); cudaFree(d_g); cudaFree(d_b); cudaFree(d_ts); cudaFree(d_np);
             cudaFree(d_pool); cudaFree(d_pages); cudaFree(d_loc); cudaFree(d_o); cudaFree(d_ws);
