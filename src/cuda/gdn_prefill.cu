@@ -6,17 +6,18 @@
  *
  * Kernels, in stream order for one GDN layer:
  *  1. prep      warp per (token, 128-channel head block): 4-tap causal conv with the
- *               conv state as left context, SiLU, L2 norm of q/k heads; gates g, beta.
- *               Reads qkv once (+ 3 rows of halo through L1/L2), writes qn, kn, v bf16.
+ *               conv state as left context, SiLU; gates g, beta. Reads qkv once (+ 3
+ *               rows of halo through L1/L2), writes q, k, v bf16.
  *  2. conv_state  the new conv state (last Kc-1 inputs) of every sequence, in place
  *               (after prep, which read the old one).
- *  3. chunk_prep  block per (chunk, key head), 4 warps, tensor cores (mma.sync bf16)
- *               for K K^T and Q K^T (shared by the r v-heads), then per v-head:
+ *  3. chunk_prep  block per (chunk, key head), 4 warps: L2-normalises the chunk's q and k
+ *               rows (written back in place: the block owns them), tensor cores
+ *               (mma.sync bf16) for K K^T and Q K^T (shared by the r v-heads), then per v-head:
  *               Gamma = cumsum(g) in the chunk; A = strict-lower(beta_r e^{G_r-G_s} k_r.k_s);
  *               T = (I + A)^-1 by forward substitution (thread per column, fp32);
  *               writes Tb = T diag(beta) and P = causal(e^{G_r-G_s} q_r.k_s) / sqrt(dk)
  *               as bf16 [T][Hv][64] (row r of a chunk at its token), Gamma f32 [T][Hv].
- *  4. chunk_state block per (sequence, v-head, V-tile of BV = 32 columns), 8 warps,
+ *  4. chunk_state block per (sequence, v-head, V-tile of BV = 32 or 64 columns), 8 warps,
  *               sequential over the sequence's chunks, the state tile S [128 x BV] fp32
  *               in mma accumulator registers. Per chunk (K, Q, V, Tb, P prefetched with
  *               cp.async into a second shared-memory stage while the previous chunk runs):
@@ -152,11 +153,7 @@ __global__ void __launch_bounds__(128) gdn_prep_kernel(const prep_params p) {
 #pragma unroll
     for (int c = 0; c < 4; c++) acc[c] = silu_f(acc[c]);
     bf16_t *dst;
-    if (blk < 2 * p.Hk) {
-        const float ss = warp_sum(acc[0] * acc[0] + acc[1] * acc[1] + acc[2] * acc[2] + acc[3] * acc[3]);
-        const float rn = rsqrtf(ss + 1e-6f);
-#pragma unroll
-        for (int c = 0; c < 4; c++) acc[c] *= rn;
+    if (blk < 2 * p.Hk) { /* (L2 norm: in gdn_chunk_launch) */
         dst = (blk < p.Hk ? p.qn + ((size_t)t * p.Hk + blk) * DK : p.kn + ((size_t)t * p.Hk + blk - p.Hk) * DK);
     } else {
         dst = p.v + ((size_t)t * p.Hv + blk - 2 * p.Hk) * DK;
@@ -284,6 +281,7 @@ extern "C" int gdn_gated_norm_launch(const void *o, const void *z, const float *
 /* 3. chunk_prep                                                                          */
 struct chunk_params {
     const bf16_t *qn, *kn, *v;
+    int normalize; /* chunk_prep L2-normalises q, k in place */
     const float *g, *beta;
     const int32_t *tok_start, *n_past;
     int S, Hk, Hv, r;
@@ -344,6 +342,34 @@ __global__ void __launch_bounds__(128) gdn_chunk_prep_kernel(const chunk_params 
     for (int e = tid; e < r * CH; e += 128) {
         const int hh = e / CH, row = e % CH;
         if (row < L) p.G[((size_t)t0 + c0 + row) * p.Hv + kh * r + hh] = Gs[hh][row];
+    }
+    if (p.normalize) {
+        /* L2-normalise the chunk's k (threads 0..63) and q (64..127) rows in shared memory
+         * and write them back: this block is the only one that owns these rows */
+        const int row = tid & 63;
+        bf16_t *x = (tid < 64 ? Ks : Qs) + row * LDK;
+        float ss = 0.f;
+#pragma unroll
+        for (int c8 = 0; c8 < DK / 8; c8++) {
+            const uint4 u = *reinterpret_cast<const uint4 *>(x + c8 * 8);
+            const float2 a0 = bf2x2_to_f2(u.x), a1 = bf2x2_to_f2(u.y), a2 = bf2x2_to_f2(u.z), a3 = bf2x2_to_f2(u.w);
+            ss += a0.x * a0.x + a0.y * a0.y + a1.x * a1.x + a1.y * a1.y + a2.x * a2.x + a2.y * a2.y + a3.x * a3.x +
+                  a3.y * a3.y;
+        }
+        const float rn = rsqrtf(ss + 1e-6f);
+        bf16_t *gdst = const_cast<bf16_t *>(tid < 64 ? p.kn : p.qn) + (((size_t)t0 + c0 + row) * p.Hk + kh) * DK;
+#pragma unroll
+        for (int c8 = 0; c8 < DK / 8; c8++) {
+            uint4 u = *reinterpret_cast<const uint4 *>(x + c8 * 8);
+            const float2 a0 = bf2x2_to_f2(u.x), a1 = bf2x2_to_f2(u.y), a2 = bf2x2_to_f2(u.z), a3 = bf2x2_to_f2(u.w);
+            u.x = f2_to_bf2x2(a0.x * rn, a0.y * rn);
+            u.y = f2_to_bf2x2(a1.x * rn, a1.y * rn);
+            u.z = f2_to_bf2x2(a2.x * rn, a2.y * rn);
+            u.w = f2_to_bf2x2(a3.x * rn, a3.y * rn);
+            *reinterpret_cast<uint4 *>(x + c8 * 8) = u;
+            if (row < L) *reinterpret_cast<uint4 *>(gdst + c8 * 8) = u;
+        }
+        __syncthreads();
     }
     /* KK^T and QK^T: warp w rows [16w, 16w+16), all 64 columns */
     float kk[8][4], qk[8][4];
@@ -645,14 +671,28 @@ __global__ void __launch_bounds__(256, 1) gdn_chunk_state_kernel(const chunk_par
     }
 }
 
-extern "C" int gdn_chunk_bench_mode;
-int gdn_chunk_bench_mode = 0;
+/* Benchmark hooks: mode 1 = run chunk_prep only, 2 = chunk_state only, 0 = both;
+ * bv = V-tile width of chunk_state (32 or 64; 0 = heuristic). */
+extern "C" int gdn_chunk_bench_mode, gdn_chunk_bench_bv;
+int gdn_chunk_bench_mode = 0, gdn_chunk_bench_bv = 0;
+
+template <int BV> static int launch_state(const chunk_params &p, int S, int Hv, cudaStream_t s) {
+    static bool attr = false;
+    if (!attr) {
+        HS_CUDA_TRY(cudaFuncSetAttribute(gdn_chunk_state_kernel<BV>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                         (int)sizeof(cs_smem<BV>)));
+        attr = true;
+    }
+    gdn_chunk_state_kernel<BV><<<dim3((unsigned)(Hv * (DK / BV)), (unsigned)S), 256, sizeof(cs_smem<BV>), s>>>(p);
+    HS_CUDA_LAUNCHED();
+    return HS_OK;
+}
 
 extern "C" size_t gdn_chunk_workspace_bytes(int T, int Hv) {
     return (size_t)T * Hv * CH * 2 * 2 + (size_t)T * Hv * 4 + 256;
 }
 
-extern "C" int gdn_chunk_launch(const void *qn, const void *kn, const void *v, const float *g, const float *beta,
+extern "C" int gdn_chunk_launch(void *qn, void *kn, const void *v, const float *g, const float *beta,
                                 const int32_t *tok_start, const int32_t *tok_start_host, const int32_t *n_past, int S,
                                 int T, int Hk, int Hv, const gdn_state_t *st, void *ws, void *o, void *stream) {
     if (T <= 0 || S <= 0) return HS_OK;
@@ -669,6 +709,7 @@ extern "C" int gdn_chunk_launch(const void *qn, const void *kn, const void *v, c
     p.qn = (const bf16_t *)qn;
     p.kn = (const bf16_t *)kn;
     p.v = (const bf16_t *)v;
+    p.normalize = 1;
     p.g = g;
     p.beta = beta;
     p.tok_start = tok_start;
@@ -696,14 +737,7 @@ extern "C" int gdn_chunk_launch(const void *qn, const void *kn, const void *v, c
         HS_CUDA_LAUNCHED();
     }
     if (gdn_chunk_bench_mode == 1) return HS_OK;
-    constexpr int BV = 32;
-    static bool attr = false;
-    if (!attr) {
-        HS_CUDA_TRY(cudaFuncSetAttribute(gdn_chunk_state_kernel<BV>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                         (int)sizeof(cs_smem<BV>)));
-        attr = true;
-    }
-    gdn_chunk_state_kernel<BV><<<dim3((unsigned)(Hv * (DK / BV)), (unsigned)S), 256, sizeof(cs_smem<BV>), s>>>(p);
-    HS_CUDA_LAUNCHED();
-    return HS_OK;
+    /* V tiles of 64 halve the K/Q/Tb/P re-reads; 32 keeps more SMs busy on few heads */
+    int bv = gdn_chunk_bench_bv ? gdn_chunk_bench_bv : ((long)Hv * S * 2 >= 132 ? 64 : 32);
+    return bv == 64 ? launch_state<64>(p, S, Hv, s) : launch_state<32>(p, S, Hv, s);
 }
