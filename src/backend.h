@@ -77,6 +77,9 @@ struct backend {
     void (*download)(backend_t *bk, void *dst, const void *src, size_t bytes); /* backend -> host */
     void (*copy)(backend_t *bk, void *dst, const void *src, size_t bytes);     /* within backend */
     void (*sync)(backend_t *bk);
+    /* Device memory free and total in bytes; NULL for host backends (the engine then
+     * sizes the pool from its config). */
+    void (*mem_info)(backend_t *bk, size_t *free_bytes, size_t *total_bytes);
     /* Convert [n] values between fp32 host arrays and act_dtype backend buffers. */
     void (*act_upload)(backend_t *bk, void *dst, const float *src, size_t n);
     void (*act_download)(backend_t *bk, float *dst, const void *src, size_t n);

@@ -105,10 +105,19 @@ static inline size_t kv_offset(const kv_layout_t *kv, int a, int which, int row,
 
 /* Build the state map for `c` on `tp` ranks in pages of page_bytes, usable from
  * base_offset on. slice_rows = 0 picks the size that minimises waste (ties: larger
- * slices). Returns HS_OK, or HS_ERR_INVALID when a granule cannot fit a page. */
+ * slices) among the powers of two from dv down to 8 that divide dv. Packing is
+ * first-fit decreasing (layout.c), deterministic: every rank and every run gets the
+ * same map. n_spec widens the conv window (conv_width = Kc - 1 + n_spec). A stateless
+ * model (n_gdn == 0) gets E = 0 and no granules. Returns HS_OK, or HS_ERR_INVALID when
+ * a granule cannot fit a page (message in err). Free with statemap_free. */
 int statemap_init(statemap_t *m, const mcfg_t *c, int tp, hs_dtype_t ssm_dtype, int n_spec,
                   size_t page_bytes, size_t base_offset, int slice_rows, char *err, size_t n);
-void statemap_free(statemap_t *m);
+void statemap_free(statemap_t *m); /* tolerates a zeroed or failed map */
+
+/* Bytes of all granules of one request (each 16-aligned): the state region a coupled
+ * page needs after its KV part (page_bytes = kv_bytes + statemap_bytes, E = 1).
+ * 0 for a stateless model or an invalid tp. */
+size_t statemap_bytes(const mcfg_t *c, int tp, hs_dtype_t ssm_dtype, int n_spec);
 
 /* Granule lookups. */
 static inline sm_loc_t statemap_conv(const statemap_t *m, int g) { return m->conv[g]; }

@@ -4,9 +4,23 @@
 
 #include "cmd.h"
 
-/* Each subcommand is declared next to its row; its file is src/cmd_<name>.c. */
+/* Each subcommand lives in src/cmd_<name>.c. */
+int cmd_bench(int argc, char **argv);
+int cmd_detokenize(int argc, char **argv);
+int cmd_generate(int argc, char **argv);
+int cmd_inspect(int argc, char **argv);
+int cmd_plan(int argc, char **argv);
+int cmd_simulate(int argc, char **argv);
+int cmd_tokenize(int argc, char **argv);
 
 const cmd_t hs_commands[] = {
+    {"generate", cmd_generate, "generate tokens for one prompt (CPU or CUDA backend)"},
+    {"bench", cmd_bench, "throughput and latency of the engine on random prompts (dummy or real weights)"},
+    {"plan", cmd_plan, "per-rank memory plan of the pool layouts for a model, GPU and workload"},
+    {"simulate", cmd_simulate, "replay a workload against the real scheduler and pool with a step-time model"},
+    {"inspect", cmd_inspect, "show a checkpoint's tensors and how they map onto the model"},
+    {"tokenize", cmd_tokenize, "text to token ids (tokenizer.json of a model directory)"},
+    {"detokenize", cmd_detokenize, "token ids to text"},
     {NULL, NULL, NULL},
 };
 
