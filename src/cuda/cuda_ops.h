@@ -64,7 +64,7 @@ int gdn_decode_launch(const void *qkv, const void *z, const void *b, const void 
 
 /* ---- chunked prefill (chunk 64), model-spec §3.1 -------------------------------- */
 /* Pre-processing for prefill: causal conv (state as left context) + SiLU over qkv, gates.
- *   q, k bf16 [T][Hk*dk] (not yet L2-normalised: gdn_chunk_launch does it in place);
+ *   q, k bf16 [T][Hk*dk] (not L2-normalised: gdn_chunk_launch applies the norm);
  *   v bf16 [T][Hv*dv]; g f32 [T][Hv] log decay; beta f32 [T][Hv].
  * Then writes each sequence's new conv state (the last Kc-1 pre-conv inputs). */
 int gdn_prefill_prep_launch(const void *qkv, const void *b, const void *a, const void *conv_w, const float *A_log,
@@ -79,15 +79,15 @@ int gdn_l2norm_launch(void *x, int64_t n_rows, void *stream);
 size_t gdn_chunk_workspace_bytes(int T, int Hv);
 
 /* The chunked gated delta rule core over varlen sequences:
- *   qn, kn bf16 [T][Hk][128]: q, k after conv + SiLU; L2-normalised IN PLACE here
- *   (eps 1e-6; q not scaled); v bf16 [T][Hv][128];
+ *   qn, kn bf16 [T][Hk][128]: q, k after conv + SiLU, not normalised: the L2 norm
+ *   (eps 1e-6) is applied inside (q, k are only read); v bf16 [T][Hv][128];
  *   g f32 [T][Hv] log decay per token; beta f32 [T][Hv];
  *   o bf16 [T][Hv][128] = S_t^T (q / sqrt(dk)) (before the gated norm).
  * Initial state: the paged state (st) where n_past[s] > 0, else zero; the final state is
  * written back in place. st == NULL: zero initial state, no state written.
  * tok_start_host: host copy of cu_seqlens [S+1] (the grid is sized from it).
  * ws: device workspace of gdn_chunk_workspace_bytes(T, Hv). */
-int gdn_chunk_launch(void *qn, void *kn, const void *v, const float *g, const float *beta,
+int gdn_chunk_launch(const void *qn, const void *kn, const void *v, const float *g, const float *beta,
                      const int32_t *tok_start, const int32_t *tok_start_host, const int32_t *n_past, int S, int T,
                      int Hk, int Hv, const gdn_state_t *st, void *ws, void *o, void *stream);
 

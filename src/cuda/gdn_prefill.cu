@@ -10,9 +10,10 @@
  *               rows of halo through L1/L2), writes q, k, v bf16.
  *  2. conv_state  the new conv state (last Kc-1 inputs) of every sequence, in place
  *               (after prep, which read the old one).
- *  3. chunk_prep  block per (chunk, key head), 4 warps: L2-normalises the chunk's q and k
- *               rows (written back in place: the block owns them), tensor cores
- *               (mma.sync bf16) for K K^T and Q K^T (shared by the r v-heads), then per v-head:
+ *  3. chunk_prep  block per (chunk, key head), 4 warps: inverse L2 norms of the chunk's
+ *               raw q and k rows (kept as f32 [T][Hk]; q and k are never rewritten, every
+ *               product is scaled instead), tensor cores (mma.sync bf16) for K K^T and
+ *               Q K^T (shared by the r v-heads), then per v-head:
  *               Gamma = cumsum(g) in the chunk; A = strict-lower(beta_r e^{G_r-G_s} k_r.k_s);
  *               T = (I + A)^-1 by forward substitution (thread per column, fp32);
  *               writes Tb = T diag(beta) and P = causal(e^{G_r-G_s} q_r.k_s) / sqrt(dk)
@@ -281,7 +282,7 @@ extern "C" int gdn_gated_norm_launch(const void *o, const void *z, const float *
 /* 3. chunk_prep                                                                          */
 struct chunk_params {
     const bf16_t *qn, *kn, *v;
-    int normalize; /* chunk_prep L2-normalises q, k in place */
+    float *RK, *RQ; /* [T][Hk] inverse L2 norms of the raw k, q rows (chunk_prep writes them) */
     const float *g, *beta;
     const int32_t *tok_start, *n_past;
     int S, Hk, Hv, r;
@@ -343,11 +344,12 @@ __global__ void __launch_bounds__(128) gdn_chunk_prep_kernel(const chunk_params 
         const int hh = e / CH, row = e % CH;
         if (row < L) p.G[((size_t)t0 + c0 + row) * p.Hv + kh * r + hh] = Gs[hh][row];
     }
-    if (p.normalize) {
-        /* L2-normalise the chunk's k (threads 0..63) and q (64..127) rows in shared memory
-         * and write them back: this block is the only one that owns these rows */
+    /* inverse L2 norms of the chunk's k (threads 0..63) and q (64..127) rows; q and k
+     * stay raw in memory, every product below is scaled by them instead */
+    __shared__ float Rk[CH], Rq[CH];
+    {
         const int row = tid & 63;
-        bf16_t *x = (tid < 64 ? Ks : Qs) + row * LDK;
+        const bf16_t *x = (tid < 64 ? Ks : Qs) + row * LDK;
         float ss = 0.f;
 #pragma unroll
         for (int c8 = 0; c8 < DK / 8; c8++) {
@@ -357,20 +359,10 @@ __global__ void __launch_bounds__(128) gdn_chunk_prep_kernel(const chunk_params 
                   a3.y * a3.y;
         }
         const float rn = rsqrtf(ss + 1e-6f);
-        bf16_t *gdst = const_cast<bf16_t *>(tid < 64 ? p.kn : p.qn) + (((size_t)t0 + c0 + row) * p.Hk + kh) * DK;
-#pragma unroll
-        for (int c8 = 0; c8 < DK / 8; c8++) {
-            uint4 u = *reinterpret_cast<const uint4 *>(x + c8 * 8);
-            const float2 a0 = bf2x2_to_f2(u.x), a1 = bf2x2_to_f2(u.y), a2 = bf2x2_to_f2(u.z), a3 = bf2x2_to_f2(u.w);
-            u.x = f2_to_bf2x2(a0.x * rn, a0.y * rn);
-            u.y = f2_to_bf2x2(a1.x * rn, a1.y * rn);
-            u.z = f2_to_bf2x2(a2.x * rn, a2.y * rn);
-            u.w = f2_to_bf2x2(a3.x * rn, a3.y * rn);
-            *reinterpret_cast<uint4 *>(x + c8 * 8) = u;
-            if (row < L) *reinterpret_cast<uint4 *>(gdst + c8 * 8) = u;
-        }
-        __syncthreads();
+        (tid < 64 ? Rk : Rq)[row] = rn;
+        if (row < L) (tid < 64 ? p.RK : p.RQ)[((size_t)t0 + c0 + row) * p.Hk + kh] = rn;
     }
+    __syncthreads();
     /* KK^T and QK^T: warp w rows [16w, 16w+16), all 64 columns */
     float kk[8][4], qk[8][4];
 #pragma unroll
@@ -409,8 +401,8 @@ __global__ void __launch_bounds__(128) gdn_chunk_prep_kernel(const chunk_params 
                     for (int e2 = 0; e2 < 2; e2++) {
                         const int cc = col + e2;
                         const float dec = expf(Gs[hh][row] - Gs[hh][cc > row ? row : cc]);
-                        A[row * 68 + cc] = cc < row ? Bs[hh][row] * dec * kk[nt][2 * hf + e2] : 0.f;
-                        pv[e2] = cc <= row ? scale * dec * qk[nt][2 * hf + e2] : 0.f;
+                        A[row * 68 + cc] = cc < row ? Bs[hh][row] * dec * Rk[row] * Rk[cc] * kk[nt][2 * hf + e2] : 0.f;
+                        pv[e2] = cc <= row ? scale * dec * Rq[row] * Rk[cc] * qk[nt][2 * hf + e2] : 0.f;
                     }
                     if (row < L)
                         *reinterpret_cast<uint32_t *>(p.P + (((size_t)t0 + c0 + row) * p.Hv + h) * CH + col) =
@@ -455,6 +447,7 @@ template <int BV> struct cs_smem {
     bf16_t Tb[2][CH * LDC];
     bf16_t P[2][CH * LDC];
     float G[2][CH];
+    float RK[2][CH], RQ[2][CH]; /* inverse norms of the raw k, q rows */
     bf16_t St[BV * LDK];  /* S^T as bf16 [v][k] */
     bf16_t Yt[BV * LDC];  /* Y^T [v][token] */
     bf16_t Vp[BV * LDC];  /* V'^T [v][token] */
@@ -491,6 +484,16 @@ __device__ __forceinline__ void cs_load_chunk(cs_smem<BV> &sm, int st, const chu
         const size_t tok = (size_t)t0 + c0 + (ok ? tid : 0);
         asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(smem_u32(&sm.G[st][tid])),
                      "l"(p.G + tok * p.Hv + h), "r"(ok ? 4 : 0)
+                     : "memory");
+    } else if (tid < 2 * CH) {
+        const int row = tid - CH;
+        const bool ok = row < L;
+        const size_t tok = (size_t)t0 + c0 + (ok ? row : 0);
+        asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(smem_u32(&sm.RK[st][row])),
+                     "l"(p.RK + tok * p.Hk + kh), "r"(ok ? 4 : 0)
+                     : "memory");
+        asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(smem_u32(&sm.RQ[st][row])),
+                     "l"(p.RQ + tok * p.Hk + kh), "r"(ok ? 4 : 0)
                      : "memory");
     }
     cp_commit();
@@ -549,8 +552,10 @@ __global__ void __launch_bounds__(256, 1) gdn_chunk_state_kernel(const chunk_par
         const float *G = sm.G[st];
         const float Glast = G[L - 1];
         const int r0 = 16 * rb + (lane >> 2); /* this thread's two token rows: r0, r0 + 8 */
-        const float eg0 = expf(G[r0]), eg1 = expf(G[r0 + 8]);
-        const float ed0 = expf(Glast - G[r0]), ed1 = expf(Glast - G[r0 + 8]);
+        const float rk0 = sm.RK[st][r0], rk1 = sm.RK[st][r0 + 8];
+        const float eg0 = expf(G[r0]) * rk0, eg1 = expf(G[r0 + 8]) * rk1; /* e^G times 1/|k_r| */
+        const float eq0 = expf(G[r0]) * sm.RQ[st][r0] * scale, eq1 = expf(G[r0 + 8]) * sm.RQ[st][r0 + 8] * scale;
+        const float ed0 = expf(Glast - G[r0]) * rk0, ed1 = expf(Glast - G[r0 + 8]) * rk1;
         /* KS, QS: rows [16rb, +16) x n-tiles [cb, cb + NBH) */
         float ks_[NBH][4], qs_[NBH][4];
 #pragma unroll
@@ -581,7 +586,7 @@ __global__ void __launch_bounds__(256, 1) gdn_chunk_state_kernel(const chunk_par
                 const float eg = (i >> 1) ? eg1 : eg0;
                 const float y = bf2f(sm.V[st][row * (BV + 8) + v]) - eg * ks_[nb][i];
                 sm.Yt[v * LDC + row] = f2bf(y);
-                qs_[nb][i] *= eg * scale;
+                qs_[nb][i] *= (i >> 1) ? eq1 : eq0;
             }
         __syncthreads();
         /* V' = Tb Y (lower triangular: k-steps 0..rb) */
@@ -689,10 +694,10 @@ template <int BV> static int launch_state(const chunk_params &p, int S, int Hv, 
 }
 
 extern "C" size_t gdn_chunk_workspace_bytes(int T, int Hv) {
-    return (size_t)T * Hv * CH * 2 * 2 + (size_t)T * Hv * 4 + 256;
+    return (size_t)T * Hv * CH * 2 * 2 + (size_t)T * Hv * 4 + (size_t)T * Hv * 2 * 4 + 256; /* Tb, P, G, RK+RQ */
 }
 
-extern "C" int gdn_chunk_launch(void *qn, void *kn, const void *v, const float *g, const float *beta,
+extern "C" int gdn_chunk_launch(const void *qn, const void *kn, const void *v, const float *g, const float *beta,
                                 const int32_t *tok_start, const int32_t *tok_start_host, const int32_t *n_past, int S,
                                 int T, int Hk, int Hv, const gdn_state_t *st, void *ws, void *o, void *stream) {
     if (T <= 0 || S <= 0) return HS_OK;
@@ -709,7 +714,6 @@ extern "C" int gdn_chunk_launch(void *qn, void *kn, const void *v, const float *
     p.qn = (const bf16_t *)qn;
     p.kn = (const bf16_t *)kn;
     p.v = (const bf16_t *)v;
-    p.normalize = 1;
     p.g = g;
     p.beta = beta;
     p.tok_start = tok_start;
@@ -721,6 +725,8 @@ extern "C" int gdn_chunk_launch(void *qn, void *kn, const void *v, const float *
     p.Tb = (bf16_t *)ws;
     p.P = p.Tb + (size_t)T * Hv * CH;
     p.G = reinterpret_cast<float *>(p.P + (size_t)T * Hv * CH);
+    p.RK = p.G + (size_t)T * Hv;
+    p.RQ = p.RK + (size_t)T * Hk;
     p.o = (bf16_t *)o;
     p.pool = st ? (char *)st->pool_base : nullptr;
     p.page_bytes = st ? st->page_bytes : 0;
@@ -738,6 +744,6 @@ extern "C" int gdn_chunk_launch(void *qn, void *kn, const void *v, const float *
     }
     if (gdn_chunk_bench_mode == 1) return HS_OK;
     /* V tiles of 64 halve the K/Q/Tb/P re-reads; 32 keeps more SMs busy on few heads */
-    int bv = gdn_chunk_bench_bv ? gdn_chunk_bench_bv : ((long)Hv * S * 2 >= 132 ? 64 : 32);
+    int bv = gdn_chunk_bench_bv ? gdn_chunk_bench_bv : ((long)Hv * S * 2 >= 128 ? 64 : 32);
     return bv == 64 ? launch_state<64>(p, S, Hv, s) : launch_state<32>(p, S, Hv, s);
 }
