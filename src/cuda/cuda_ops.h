@@ -72,7 +72,8 @@ int gdn_prefill_prep_launch(const void *qkv, const void *b, const void *a, const
                             int Hk, int Hv, int dk, int dv, const gdn_state_t *st, void *qn, void *kn, void *v,
                             float *g, float *beta, void *stream);
 
-/* In-place L2 normalisation of x bf16 [n_rows][128] (eps 1e-6 inside the sqrt). */
+/* In-place L2 normalisation of x bf16 [n_rows][128] (eps 1e-6 inside the sqrt). A utility:
+ * the chunk path needs no separate pass (gdn_chunk_launch applies the norms itself). */
 int gdn_l2norm_launch(void *x, int64_t n_rows, void *stream);
 
 /* Workspace bytes of gdn_chunk_launch for T tokens, Hv heads. */
@@ -105,8 +106,9 @@ int gdn_gated_norm_launch(const void *o, const void *z, const float *w, int64_t 
  *   block_size, Hkv: the block layout (V at layer_off + block_size*Hkv*256*2).
  *   gate     bf16 [S][Hq][256] or NULL: out *= sigmoid(gate)
  *   out      bf16 [S][Hq][256]
- * max_seq_len (host) sizes the split-KV grid; ws: gdn-free workspace of
- * attn_decode_workspace_bytes(S, Hq, max_seq_len) bytes. */
+ * max_seq_len (host) sizes the split-KV grid; ws: workspace of
+ * attn_decode_workspace_bytes(S, Hq, max_seq_len) bytes (fp32 split partials);
+ * split_override: 0 = heuristic (about 16 blocks per SM), else the split count. */
 size_t attn_decode_workspace_bytes(int S, int Hq, int max_seq_len);
 int attn_decode_launch(const void *q, const void *kv_base, size_t page_bytes, const int32_t *block_tables,
                        int max_blocks, const int32_t *seq_lens, int S, int max_seq_len, size_t layer_off,
