@@ -148,9 +148,9 @@ __global__ void __launch_bounds__(NT, 1536 / NT) gdn_decode_kernel(const gdn_dec
         c_win[0][c] = has ? conv[ch] : zero;
         c_win[1][c] = has ? conv[(size_t)p.conv_dim + ch] : zero;
         c_win[2][c] = has ? conv[(size_t)2 * p.conv_dim + ch] : zero;
-        c_x[c] = p.qkv[(size_t)t0 * p.conv_dim + ch]; /* token 0's input, loaded with the window */
+        c_x[c] = nt > 0 ? p.qkv[(size_t)t0 * p.conv_dim + ch] : zero; /* token 0's input, with the window */
     }
-    float bb = bf2f(p.b[(size_t)t0 * p.Hv + h]), aa = bf2f(p.a[(size_t)t0 * p.Hv + h]);
+    float bb = nt > 0 ? bf2f(p.b[(size_t)t0 * p.Hv + h]) : 0.f, aa = nt > 0 ? bf2f(p.a[(size_t)t0 * p.Hv + h]) : 0.f;
     const float Aexp = expf(p.A_log[h]), dtb = p.dt_bias[h];
     const float qscale = rsqrtf((float)GDN_DK);
 
