@@ -1,7 +1,7 @@
 /*
  * bench_gdn_prefill: time the chunked GDN prefill core on one sequence, Hk = 16,
- * Hv 32 and 64, T 4k, 16k, 64k: L2 norm of q and k + gdn_chunk_launch (chunk_prep +
- * chunk_state) with an fp32 initial state read from and the final state written to a
+ * Hv 32 and 64, T 4k, 16k, 64k: gdn_chunk_launch (chunk_prep, which L2-normalises q and
+ * k, + chunk_state) with an fp32 initial state read from and the final state written to a
  * paged pool: the same work as fla's chunk_gated_delta_rule(use_qk_l2norm_in_kernel,
  * initial_state, output_final_state) that tools/bench_fla.py times.
  * Method: CUDA events around one call, 3 warm-ups, median of 10 (the inputs are 50 MB
@@ -12,17 +12,20 @@
 #include "../src/cuda/cuda_ops.h"
 #include "../tests/gpu/gpu_util.h"
 
+extern "C" int gdn_chunk_bench_mode, gdn_chunk_bench_bv;
 static float median(float *v, int n) {
     std::sort(v, v + n);
     return v[n / 2];
 }
 
-int main(void) {
+int main(int argc, char **argv) {
+    gdn_chunk_bench_bv = argc > 1 ? atoi(argv[1]) : 0;
     cudaDeviceProp prop;
     CK(cudaGetDeviceProperties(&prop, 0));
     printf("device: %s\n", prop.name);
-    printf("hyserve chunk (l2norm + chunk_prep + chunk_state), fp32 paged h0/ht\n");
-    printf("%-6s %7s %10s %12s %10s\n", "Hk/Hv", "T", "ms", "Mtok/s", "l2norm ms");
+    printf("hyserve chunk (chunk_prep with q/k L2 norm + chunk_state), fp32 paged h0/ht, bv %d\n",
+           gdn_chunk_bench_bv);
+    printf("%-6s %7s %10s %12s %10s %10s\n", "Hk/Hv", "T", "ms", "Mtok/s", "prep ms", "state ms");
     const int Hk = 16, Hvs[2] = {32, 64}, Ts[3] = {4096, 16384, 65536};
     for (int hi = 0; hi < 2; hi++)
         for (int ti = 0; ti < 3; ti++) {
@@ -64,8 +67,6 @@ int main(void) {
             float tt[10], tl[10];
             for (int it = 0; it < 13; it++) {
                 CK(cudaEventRecord(e0));
-                CKRC(gdn_l2norm_launch(d_q, (int64_t)T * Hk, NULL));
-                CKRC(gdn_l2norm_launch(d_k, (int64_t)T * Hk, NULL));
                 CK(cudaEventRecord(e1));
                 CKRC(gdn_chunk_launch(d_q, d_k, d_v, d_g, d_b, d_ts, ts, d_np, S, T, Hk, Hv, &st, d_ws, d_o, NULL));
                 CK(cudaEventRecord(e2));
@@ -77,7 +78,24 @@ int main(void) {
             }
             CK(cudaGetLastError());
             float ms = median(tt, 10), ml = median(tl, 10);
-            printf("%2d/%-3d %7d %10.3f %12.2f %10.3f\n", Hk, Hv, T, ms, T / (ms * 1e-3) / 1e6, ml);
+            /* breakdown: each stage alone (same inputs; the workspace holds the prep results) */
+            float part[2];
+            for (int mode = 1; mode <= 2; mode++) {
+                gdn_chunk_bench_mode = mode;
+                float tm[5];
+                for (int it = 0; it < 6; it++) {
+                    CK(cudaEventRecord(e0));
+                    CKRC(gdn_chunk_launch(d_q, d_k, d_v, d_g, d_b, d_ts, ts, d_np, S, T, Hk, Hv, &st, d_ws, d_o, NULL));
+                    CK(cudaEventRecord(e1));
+                    CK(cudaEventSynchronize(e1));
+                    if (it >= 1) CK(cudaEventElapsedTime(&tm[it - 1], e0, e1));
+                }
+                part[mode - 1] = median(tm, 5);
+            }
+            gdn_chunk_bench_mode = 0;
+            (void)ml;
+            printf("%2d/%-3d %7d %10.3f %12.2f %10.3f %10.3f\n", Hk, Hv, T, ms, T / (ms * 1e-3) / 1e6, part[0],
+                   part[1]);
             fflush(stdout);
             cudaFree(d_q); cudaFree(d_k); cudaFree(d_v); cudaFree(d_g); cudaFree(d_b); cudaFree(d_ts); cudaFree(d_np);
             cudaFree(d_pool); cudaFree(d_pages); cudaFree(d_loc); cudaFree(d_o); cudaFree(d_ws);

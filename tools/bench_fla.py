@@ -6,7 +6,8 @@ sequence: Hk/Hv 16/16, 16/32, 16/64 x batch 1..512 x fp32/bf16 initial state, fp
 final state, l2norm in kernel) and chunk_gated_delta_rule (one sequence, Hv 32/64,
 T 4k/16k/64k, fp32 initial and final state), and a torch device-to-device copy.
 Method as the CUDA benchmarks: decode over rotating input copies (> 4x L2) captured
-in a CUDA graph, median of 15 replays / launches; chunk: CUDA events, median of 10.
+in a CUDA graph, median of 15 replays / launches; chunk: one call captured in a CUDA
+graph, median of 10 replays.
 Effective decode bandwidth = state read (its dtype) + fp32 state write (model-spec §8.1).
 Usage: python3 tools/bench_fla.py [decode|chunk|all]
 """
@@ -98,12 +99,23 @@ def bench_chunk():
             for _ in range(3):
                 f()
             torch.cuda.synchronize()
+            # CUDA-graph replay, as model-spec §8.1 measured it (no Python launch gaps)
+            stream = torch.cuda.Stream()
+            stream.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(stream):
+                f()
+            torch.cuda.current_stream().wait_stream(stream)
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph):
+                f()
+            graph.replay()
             ts = []
             for _ in range(10):
                 e0, e1 = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-                e0.record(); f(); e1.record(); e1.synchronize()
+                e0.record(); graph.replay(); e1.record(); e1.synchronize()
                 ts.append(e0.elapsed_time(e1))
             ms = med(ts)
+            del graph
             print("%2d/%-3d %7d %10.3f %12.2f" % (Hk, Hv, T, ms, T / (ms * 1e-3) / 1e6), flush=True)
 
 if __name__ == "__main__":

@@ -15,9 +15,9 @@
  *  - the 4 warps merge in shared memory; with one split the block writes the output
  *    (times sigmoid(gate)), otherwise partial (m, l, o) go to the workspace and
  *    attn_combine merges the splits.
- * Memory traffic: every cached K and V byte of the sequence once (+ q, out); the split
- * count is chosen so that about 4 blocks per SM exist.
- * Invariants: D = 256; block_size divides nothing in particular; seq_lens >= 1.
+ * Memory traffic: every cached K and V byte of the sequence once (+ q, out, and the
+ * fp32 partials of the splits); the split count aims at about 16 blocks per SM.
+ * Invariants: D = 256; seq_lens >= 1; block_tables hold every cached token's block.
  */
 #include "cuda_common.cuh"
 #include "cuda_ops.h"
@@ -65,12 +65,12 @@ __global__ void __launch_bounds__(128) attn_decode_kernel(const attn_params p) {
         const bool valid = t < t_end;
         const int tt = valid ? t : t_end - 1;
         const char *blk = p.kv + (size_t)bt[tt / p.bs] * p.page_bytes + p.layer_off;
-        const size_t roff = (size_t)(tt % p.bs) * row_bytes + (size_t)kh * AD * 2;
-        const uint4 *krow = reinterpret_cast<const uint4 *>(blk + roff);
+        const char *krow_b = blk + (size_t)(tt % p.bs) * row_bytes + (size_t)kh * AD * 2; /* this lane's K row */
+        const uint4 *krow = reinterpret_cast<const uint4 *>(krow_b);
         float sc[G];
 #pragma unroll
         for (int hh = 0; hh < G; hh++) sc[hh] = 0.f;
-#pragma unroll 4
+#pragma unroll 8
         for (int c = 0; c < AD / 8; c++) {
             const uint4 u = krow[c];
             const float2 k0 = bf2x2_to_f2(u.x), k1 = bf2x2_to_f2(u.y), k2 = bf2x2_to_f2(u.z), k3 = bf2x2_to_f2(u.w);
@@ -94,19 +94,27 @@ __global__ void __launch_bounds__(128) attn_decode_kernel(const attn_params p) {
             for (int i = 0; i < 8; i++) acc[hh][i] *= corr;
             m[hh] = mn;
         }
-        /* P V: lane owns dims [8*lane, 8*lane+8) */
+        /* P V: lane owns dims [8*lane, 8*lane+8); V row of token u = lane u's K row + v_off;
+         * 8 rows in flight per lane; lanes past the tile end carry p = 0 */
         const int ntok = min(TILE, t_end - t0);
-        for (int u = 0; u < ntok; u++) {
-            const int tu = t0 + u;
-            const char *vb = p.kv + (size_t)bt[tu / p.bs] * p.page_bytes + p.layer_off + p.v_off;
-            const uint4 vv = *reinterpret_cast<const uint4 *>(vb + (size_t)(tu % p.bs) * row_bytes +
-                                                              (size_t)kh * AD * 2 + (size_t)lane * 16);
-            const float2 v0 = bf2x2_to_f2(vv.x), v1 = bf2x2_to_f2(vv.y), v2 = bf2x2_to_f2(vv.z), v3 = bf2x2_to_f2(vv.w);
+        const unsigned long long kb = (unsigned long long)krow_b;
+        for (int u0 = 0; u0 < ntok; u0 += 8) {
+            uint4 vv[8];
 #pragma unroll
-            for (int hh = 0; hh < G; hh++) {
-                const float pu = __shfl_sync(0xffffffffu, pr[hh], u);
-                acc[hh][0] += pu * v0.x; acc[hh][1] += pu * v0.y; acc[hh][2] += pu * v1.x; acc[hh][3] += pu * v1.y;
-                acc[hh][4] += pu * v2.x; acc[hh][5] += pu * v2.y; acc[hh][6] += pu * v3.x; acc[hh][7] += pu * v3.y;
+            for (int i = 0; i < 8; i++) {
+                const unsigned long long b = __shfl_sync(0xffffffffu, kb, u0 + i);
+                vv[i] = *reinterpret_cast<const uint4 *>((const char *)b + p.v_off + (size_t)lane * 16);
+            }
+#pragma unroll
+            for (int i = 0; i < 8; i++) {
+                const float2 v0 = bf2x2_to_f2(vv[i].x), v1 = bf2x2_to_f2(vv[i].y), v2 = bf2x2_to_f2(vv[i].z),
+                             v3 = bf2x2_to_f2(vv[i].w);
+#pragma unroll
+                for (int hh = 0; hh < G; hh++) {
+                    const float pu = __shfl_sync(0xffffffffu, pr[hh], u0 + i);
+                    acc[hh][0] += pu * v0.x; acc[hh][1] += pu * v0.y; acc[hh][2] += pu * v1.x; acc[hh][3] += pu * v1.y;
+                    acc[hh][4] += pu * v2.x; acc[hh][5] += pu * v2.y; acc[hh][6] += pu * v3.x; acc[hh][7] += pu * v3.y;
+                }
             }
         }
     }
@@ -171,7 +179,8 @@ __global__ void __launch_bounds__(AD) attn_combine_kernel(const attn_params p) {
 }
 
 static void attn_split(int S, int Hkv, int max_seq_len, int split_override, int *nsplit, int *split_len) {
-    int ns = split_override > 0 ? split_override : (4 * 132 + S * Hkv - 1) / (S * Hkv);
+    /* about 16 blocks per SM (4 resident): several waves, so the last one is a small share */
+    int ns = split_override > 0 ? split_override : (16 * 132 + S * Hkv - 1) / (S * Hkv);
     const int maxns = (max_seq_len + 127) / 128;
     if (ns > maxns) ns = maxns;
     if (ns < 1) ns = 1;

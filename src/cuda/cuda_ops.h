@@ -63,27 +63,29 @@ int gdn_decode_launch(const void *qkv, const void *z, const void *b, const void 
                       const gdn_state_t *st, void *out, int cfg_override, void *stream);
 
 /* ---- chunked prefill (chunk 64), model-spec §3.1 -------------------------------- */
-/* Pre-processing for prefill: causal conv (state as left context) + SiLU over qkv,
- * L2-normalised q, k (eps 1e-6, q NOT scaled), gates.
- *   qn, kn bf16 [T][Hk*dk]; v bf16 [T][Hv*dv]; g f32 [T][Hv] log decay; beta f32 [T][Hv].
+/* Pre-processing for prefill: causal conv (state as left context) + SiLU over qkv, gates.
+ *   q, k bf16 [T][Hk*dk] (not L2-normalised: gdn_chunk_launch applies the norm);
+ *   v bf16 [T][Hv*dv]; g f32 [T][Hv] log decay; beta f32 [T][Hv].
  * Then writes each sequence's new conv state (the last Kc-1 pre-conv inputs). */
 int gdn_prefill_prep_launch(const void *qkv, const void *b, const void *a, const void *conv_w, const float *A_log,
                             const float *dt_bias, const int32_t *tok_start, const int32_t *n_past, int S, int T,
                             int Hk, int Hv, int dk, int dv, const gdn_state_t *st, void *qn, void *kn, void *v,
                             float *g, float *beta, void *stream);
 
-/* In-place L2 normalisation of x bf16 [n_rows][128] (eps 1e-6 inside the sqrt). */
+/* In-place L2 normalisation of x bf16 [n_rows][128] (eps 1e-6 inside the sqrt). A utility:
+ * the chunk path needs no separate pass (gdn_chunk_launch applies the norms itself). */
 int gdn_l2norm_launch(void *x, int64_t n_rows, void *stream);
 
 /* Workspace bytes of gdn_chunk_launch for T tokens, Hv heads. */
 size_t gdn_chunk_workspace_bytes(int T, int Hv);
 
 /* The chunked gated delta rule core over varlen sequences:
- *   qn, kn bf16 [T][Hk][128] L2-normalised (unscaled); v bf16 [T][Hv][128];
+ *   qn, kn bf16 [T][Hk][128]: q, k after conv + SiLU, not normalised: the L2 norm
+ *   (eps 1e-6) is applied inside (q, k are only read); v bf16 [T][Hv][128];
  *   g f32 [T][Hv] log decay per token; beta f32 [T][Hv];
  *   o bf16 [T][Hv][128] = S_t^T (q / sqrt(dk)) (before the gated norm).
  * Initial state: the paged state (st) where n_past[s] > 0, else zero; the final state is
- * written back in place. st == NULL: zero initial state, no state written (benchmarks).
+ * written back in place. st == NULL: zero initial state, no state written.
  * tok_start_host: host copy of cu_seqlens [S+1] (the grid is sized from it).
  * ws: device workspace of gdn_chunk_workspace_bytes(T, Hv). */
 int gdn_chunk_launch(const void *qn, const void *kn, const void *v, const float *g, const float *beta,
@@ -104,8 +106,9 @@ int gdn_gated_norm_launch(const void *o, const void *z, const float *w, int64_t 
  *   block_size, Hkv: the block layout (V at layer_off + block_size*Hkv*256*2).
  *   gate     bf16 [S][Hq][256] or NULL: out *= sigmoid(gate)
  *   out      bf16 [S][Hq][256]
- * max_seq_len (host) sizes the split-KV grid; ws: gdn-free workspace of
- * attn_decode_workspace_bytes(S, Hq, max_seq_len) bytes. */
+ * max_seq_len (host) sizes the split-KV grid; ws: workspace of
+ * attn_decode_workspace_bytes(S, Hq, max_seq_len) bytes (fp32 split partials);
+ * split_override: 0 = heuristic (about 16 blocks per SM), else the split count. */
 size_t attn_decode_workspace_bytes(int S, int Hq, int max_seq_len);
 int attn_decode_launch(const void *q, const void *kv_base, size_t page_bytes, const int32_t *block_tables,
                        int max_blocks, const int32_t *seq_lens, int S, int max_seq_len, size_t layer_off,

@@ -1,30 +1,33 @@
 /*
  * gdn_decode: fused Gated DeltaNet decode step (model-spec §2.9), recurrent form,
  * paged SSM state updated in place. Also serves short segments (<= 64 tokens per
- * sequence: MTP verify, tiny prefills) since the state stays in registers across tokens.
+ * sequence: MTP verify, tiny prefills); the state stays on chip across the tokens.
  *
  * Grid mapping: one thread block cluster per (sequence n, key head g): grid
  * (r * nsplit, Hk, S), cluster (r * nsplit, 1, 1), r = Hv / Hk. Block `rank` of the
  * cluster serves v-head h = g*r + rank / nsplit and the V-slice of BV = dv / nsplit rows
- * starting at (rank % nsplit) * BV. Warp w holds rows [w*RPW, (w+1)*RPW) of the slice,
- * lane l holds k-columns [4l, 4l+4): the state slice lives in registers (RPW*4 fp32 per
- * thread) for all tokens of the sequence; both reductions (S k and S q) are warp
- * shuffles over the same registers, read from the old state in one pass:
+ * starting at (rank % nsplit) * BV (BV = 128: the whole head, the fastest shape from 8
+ * requests on). Warp w owns rows [w*RPW, (w+1)*RPW) of the slice, lane l the k-columns
+ * [4l, 4l+4). The slice is first copied whole into shared memory with cp.async (no
+ * registers held while the bytes are in flight, so 3-4 blocks per SM keep ~200 KB of
+ * state reads outstanding); then per row both reductions (S k and S q) come from the
+ * old row in one pass, finished by warp shuffles:
  *   a = S k, b = S q (old S);  m = e^g a;  d = beta (v - m);  o = e^g b + d (k.q);
  *   S <- e^g S + d k^T        (V-major rows: S^T[v][:] += d[v] k)
- * Per block also: the causal conv (4 taps) + SiLU of its 256 q/k channels and BV v
- * channels with the conv state as left context, L2 norm of q and k (warp shuffles),
- * the gates, and the gated RMSNorm whose sum of squares over dv is exchanged between
- * the nsplit blocks of a head through distributed shared memory.
+ * and the updated row goes straight back to its global location (last token) or to
+ * shared memory (more tokens follow). Per block also: the causal conv (4 taps) + SiLU
+ * of its 256 q/k channels and BV v channels with the conv state as left context, L2
+ * norm of q and k (warp shuffles), the gates, and the gated RMSNorm whose sum of squares
+ * over dv is pushed to the nsplit blocks of the head through distributed shared memory.
  *
  * Memory traffic per (request, v-head, token): the state once read and once written in
- * its storage dtype (64+64 KiB fp32, 32+32 KiB bf16), plus conv state 3 rows and inputs
- * (< 2 KiB). The state loads are issued first so that they overlap the conv phase.
+ * its storage dtype (64+64 KiB fp32, 32+32 KiB bf16), plus conv state 3 rows, inputs and
+ * output (< 2 KiB). Every load of a block is issued before the first use.
  *
  * Invariants: dk = dv = 128, Kc = 4, conv_width (state rows) = 3; r * nsplit <= 8;
- * dv % slice_rows == 0. The q/k conv channels are shared by the r * nsplit blocks of a
- * cluster: all of them read the old conv state before the first cluster barrier and
- * only rank 0 writes the new one after it, so no block reads a half-updated state.
+ * dv % slice_rows == 0 and slice_rows % RPW == 0. The q/k conv channels are shared by
+ * the r * nsplit blocks of a cluster: every block arrives on the cluster barrier once it
+ * has read the old conv state, and only rank 0 writes the new one after waiting on it.
  */
 #include <cooperative_groups.h>
 
@@ -145,9 +148,9 @@ __global__ void __launch_bounds__(NT, 1536 / NT) gdn_decode_kernel(const gdn_dec
         c_win[0][c] = has ? conv[ch] : zero;
         c_win[1][c] = has ? conv[(size_t)p.conv_dim + ch] : zero;
         c_win[2][c] = has ? conv[(size_t)2 * p.conv_dim + ch] : zero;
-        c_x[c] = p.qkv[(size_t)t0 * p.conv_dim + ch]; /* token 0's input, loaded with the window */
+        c_x[c] = nt > 0 ? p.qkv[(size_t)t0 * p.conv_dim + ch] : zero; /* token 0's input, with the window */
     }
-    float bb = bf2f(p.b[(size_t)t0 * p.Hv + h]), aa = bf2f(p.a[(size_t)t0 * p.Hv + h]);
+    float bb = nt > 0 ? bf2f(p.b[(size_t)t0 * p.Hv + h]) : 0.f, aa = nt > 0 ? bf2f(p.a[(size_t)t0 * p.Hv + h]) : 0.f;
     const float Aexp = expf(p.A_log[h]), dtb = p.dt_bias[h];
     const float qscale = rsqrtf((float)GDN_DK);
 
@@ -365,8 +368,9 @@ extern "C" int gdn_decode_launch(const void *qkv, const void *z, const void *b, 
         cfg = cfg_override;
     } else {
         const long heads = (long)S * Hv;
-        /* measured on H100 (bench/RESULTS.md): the whole-head block wins from 8 requests on */
-        cfg = heads >= 128 ? 1 : 3;
+        /* measured on H100 (bench/RESULTS.md): whole-head blocks win from 128 heads on;
+         * 256 threads (16 rows per warp) when the grid is large or the state bf16 */
+        cfg = heads >= 4096 || (st->ssm_dtype == HS_BF16 && heads >= 512) ? 7 : heads >= 128 ? 1 : 3;
     }
     while (p.r * (dv / k_cfg_bv[cfg]) > 8) cfg = cfg == 6 ? 4 : cfg == 4 || cfg == 5 ? 3 : 1; /* cluster <= 8 */
     if (st->slice_rows % k_cfg_rpw[cfg]) cfg = cfg == 7 ? 1 : 3; /* a warp's rows must share a granule */

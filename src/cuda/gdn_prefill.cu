@@ -6,16 +6,19 @@
  *
  * Kernels, in stream order for one GDN layer:
  *  1. prep      warp per (token, 128-channel head block): 4-tap causal conv with the
- *               conv state as left context, SiLU, L2 norm of q/k heads; gates g, beta.
- *               Reads qkv once (+ 3 rows of halo through L1/L2), writes qn, kn, v bf16.
+ *               conv state as left context, SiLU; gates g, beta. Reads qkv once (+ 3
+ *               rows of halo through L1/L2), writes q, k, v bf16.
  *  2. conv_state  the new conv state (last Kc-1 inputs) of every sequence, in place
  *               (after prep, which read the old one).
- *  3. chunk_prep  block per (chunk, v-head), 4 warps, tensor cores (mma.sync bf16):
+ *  3. chunk_prep  block per (chunk, key head), 4 warps: inverse L2 norms of the chunk's
+ *               raw q and k rows (kept as f32 [T][Hk]; q and k are never rewritten, every
+ *               product is scaled instead), tensor cores (mma.sync bf16) for K K^T and
+ *               Q K^T (shared by the r v-heads), then per v-head:
  *               Gamma = cumsum(g) in the chunk; A = strict-lower(beta_r e^{G_r-G_s} k_r.k_s);
  *               T = (I + A)^-1 by forward substitution (thread per column, fp32);
  *               writes Tb = T diag(beta) and P = causal(e^{G_r-G_s} q_r.k_s) / sqrt(dk)
  *               as bf16 [T][Hv][64] (row r of a chunk at its token), Gamma f32 [T][Hv].
- *  4. chunk_state block per (sequence, v-head, V-tile of BV = 32 columns), 4 warps,
+ *  4. chunk_state block per (sequence, v-head, V-tile of BV = 32 or 64 columns), 8 warps,
  *               sequential over the sequence's chunks, the state tile S [128 x BV] fp32
  *               in mma accumulator registers. Per chunk (K, Q, V, Tb, P prefetched with
  *               cp.async into a second shared-memory stage while the previous chunk runs):
@@ -151,11 +154,7 @@ __global__ void __launch_bounds__(128) gdn_prep_kernel(const prep_params p) {
 #pragma unroll
     for (int c = 0; c < 4; c++) acc[c] = silu_f(acc[c]);
     bf16_t *dst;
-    if (blk < 2 * p.Hk) {
-        const float ss = warp_sum(acc[0] * acc[0] + acc[1] * acc[1] + acc[2] * acc[2] + acc[3] * acc[3]);
-        const float rn = rsqrtf(ss + 1e-6f);
-#pragma unroll
-        for (int c = 0; c < 4; c++) acc[c] *= rn;
+    if (blk < 2 * p.Hk) { /* (L2 norm: in gdn_chunk_launch) */
         dst = (blk < p.Hk ? p.qn + ((size_t)t * p.Hk + blk) * DK : p.kn + ((size_t)t * p.Hk + blk - p.Hk) * DK);
     } else {
         dst = p.v + ((size_t)t * p.Hv + blk - 2 * p.Hk) * DK;
@@ -283,6 +282,7 @@ extern "C" int gdn_gated_norm_launch(const void *o, const void *z, const float *
 /* 3. chunk_prep                                                                          */
 struct chunk_params {
     const bf16_t *qn, *kn, *v;
+    float *RK, *RQ; /* [T][Hk] inverse L2 norms of the raw k, q rows (chunk_prep writes them) */
     const float *g, *beta;
     const int32_t *tok_start, *n_past;
     int S, Hk, Hv, r;
@@ -300,19 +300,21 @@ struct chunk_params {
 #define LDK 136 /* padded row stride (elements) of 128-wide bf16 tiles */
 #define LDC 72  /* padded row stride of 64-wide bf16 tiles */
 
+#define MAXR 8
+/* Block per (chunk, key head): K K^T and Q K^T are shared by the r v-heads of the key
+ * head; only the gates differ. Heads are finished in pairs, one per 64 threads. */
 __global__ void __launch_bounds__(128) gdn_chunk_prep_kernel(const chunk_params p) {
-    __shared__ __align__(16) bf16_t KQs[2 * CH * LDK]; /* K and Q rows; A (fp32) reuses it after the mmas */
+    __shared__ __align__(16) bf16_t KQs[2 * CH * LDK]; /* K and Q rows; A (fp32, 2 heads) reuses it after the mmas */
     bf16_t *Ks = KQs, *Qs = KQs + CH * LDK;
-    float *As = reinterpret_cast<float *>(KQs);
-    __shared__ float Gs[CH], Bs[CH];
-    const int c = blockIdx.x, h = blockIdx.y, s = blockIdx.z;
+    float *As = reinterpret_cast<float *>(KQs); /* [2][CH][68] */
+    __shared__ float Gs[MAXR][CH], Bs[MAXR][CH];
+    const int c = blockIdx.x, kh = blockIdx.y, s = blockIdx.z;
     const int t0 = p.tok_start[s], len = p.tok_start[s + 1] - t0;
     const int c0 = c * CH;
     if (c0 >= len) return;
     const int L = min(CH, len - c0);
     const int tid = threadIdx.x, lane = tid & 31, w = tid >> 5;
-    const int kh = h / p.r;
-    /* load K, Q rows (zero past L) */
+    const int r = p.r;
     for (int e = tid; e < CH * 16; e += 128) {
         const int row = e >> 4, col = (e & 15) * 8;
         const bool ok = row < L;
@@ -321,23 +323,46 @@ __global__ void __launch_bounds__(128) gdn_chunk_prep_kernel(const chunk_params 
         cp16(&Qs[row * LDK + col], p.qn + (tok * p.Hk + kh) * DK + col, ok);
     }
     cp_commit();
-    if (tid < CH) {
-        const bool ok = tid < L;
-        const size_t tok = (size_t)t0 + c0 + tid;
-        Gs[tid] = ok ? p.g[tok * p.Hv + h] : 0.f;
-        Bs[tid] = ok ? p.beta[tok * p.Hv + h] : 0.f;
+    for (int e = tid; e < r * CH; e += 128) {
+        const int hh = e / CH, row = e % CH;
+        const bool ok = row < L;
+        const size_t tok = (size_t)t0 + c0 + row;
+        Gs[hh][row] = ok ? p.g[tok * p.Hv + kh * r + hh] : 0.f;
+        Bs[hh][row] = ok ? p.beta[tok * p.Hv + kh * r + hh] : 0.f;
     }
     __syncthreads();
-    if (tid == 0) { /* inclusive cumsum */
+    if (tid < r) { /* inclusive cumsum per head */
         float acc = 0.f;
         for (int i = 0; i < CH; i++) {
-            acc += Gs[i];
-            Gs[i] = acc;
+            acc += Gs[tid][i];
+            Gs[tid][i] = acc;
         }
     }
     cp_wait_all();
     __syncthreads();
-    if (tid < L) p.G[((size_t)t0 + c0 + tid) * p.Hv + h] = Gs[tid];
+    for (int e = tid; e < r * CH; e += 128) {
+        const int hh = e / CH, row = e % CH;
+        if (row < L) p.G[((size_t)t0 + c0 + row) * p.Hv + kh * r + hh] = Gs[hh][row];
+    }
+    /* inverse L2 norms of the chunk's k (threads 0..63) and q (64..127) rows; q and k
+     * stay raw in memory, every product below is scaled by them instead */
+    __shared__ float Rk[CH], Rq[CH];
+    {
+        const int row = tid & 63;
+        const bf16_t *x = (tid < 64 ? Ks : Qs) + row * LDK;
+        float ss = 0.f;
+#pragma unroll
+        for (int c8 = 0; c8 < DK / 8; c8++) {
+            const uint4 u = *reinterpret_cast<const uint4 *>(x + c8 * 8);
+            const float2 a0 = bf2x2_to_f2(u.x), a1 = bf2x2_to_f2(u.y), a2 = bf2x2_to_f2(u.z), a3 = bf2x2_to_f2(u.w);
+            ss += a0.x * a0.x + a0.y * a0.y + a1.x * a1.x + a1.y * a1.y + a2.x * a2.x + a2.y * a2.y + a3.x * a3.x +
+                  a3.y * a3.y;
+        }
+        const float rn = rsqrtf(ss + 1e-6f);
+        (tid < 64 ? Rk : Rq)[row] = rn;
+        if (row < L) (tid < 64 ? p.RK : p.RQ)[((size_t)t0 + c0 + row) * p.Hk + kh] = rn;
+    }
+    __syncthreads();
     /* KK^T and QK^T: warp w rows [16w, 16w+16), all 64 columns */
     float kk[8][4], qk[8][4];
 #pragma unroll
@@ -361,47 +386,55 @@ __global__ void __launch_bounds__(128) gdn_chunk_prep_kernel(const chunk_params 
     }
     const float scale = rsqrtf((float)DK);
     __syncthreads(); /* every warp is done with Ks/Qs: As overwrites them */
+    for (int h0 = 0; h0 < r; h0 += 2) {
+        const int nh = min(2, r - h0);
+        for (int x = 0; x < nh; x++) {
+            const int hh = h0 + x, h = kh * r + hh;
+            float *A = As + x * CH * 68;
 #pragma unroll
-    for (int nt = 0; nt < 8; nt++)
+            for (int nt = 0; nt < 8; nt++)
 #pragma unroll
-        for (int i = 0; i < 4; i++) {
-            const int row = 16 * w + (lane >> 2) + (i >> 1) * 8, col = nt * 8 + (lane & 3) * 2 + (i & 1);
-            const float dec = expf(Gs[row] - Gs[col > row ? row : col]);
-            As[row * 68 + col] = col < row ? Bs[row] * dec * kk[nt][i] : 0.f;
-            qk[nt][i] = col <= row ? scale * dec * qk[nt][i] : 0.f;
+                for (int hf = 0; hf < 2; hf++) {
+                    const int row = 16 * w + (lane >> 2) + hf * 8, col = nt * 8 + (lane & 3) * 2;
+                    float pv[2];
+#pragma unroll
+                    for (int e2 = 0; e2 < 2; e2++) {
+                        const int cc = col + e2;
+                        const float dec = expf(Gs[hh][row] - Gs[hh][cc > row ? row : cc]);
+                        A[row * 68 + cc] = cc < row ? Bs[hh][row] * dec * Rk[row] * Rk[cc] * kk[nt][2 * hf + e2] : 0.f;
+                        pv[e2] = cc <= row ? scale * dec * Rq[row] * Rk[cc] * qk[nt][2 * hf + e2] : 0.f;
+                    }
+                    if (row < L)
+                        *reinterpret_cast<uint32_t *>(p.P + (((size_t)t0 + c0 + row) * p.Hv + h) * CH + col) =
+                            f2_to_bf2x2(pv[0], pv[1]);
+                }
         }
-    /* P rows -> global */
+        __syncthreads();
+        /* T = (I + A)^-1 of head h0 + tid / 64; thread solves column j:
+         * t_i = [i == j] - sum_{k<i} A_ik t_k */
+        if (tid / CH < nh) {
+            const int x = tid / CH, j = tid % CH, h = kh * r + h0 + x;
+            const float *A = As + x * CH * 68;
+            float tcol[CH];
 #pragma unroll
-    for (int nt = 0; nt < 8; nt++)
+            for (int i = 0; i < CH; i++) {
+                float acc0 = (i == j) ? 1.f : 0.f, acc1 = 0.f, acc2 = 0.f, acc3 = 0.f; /* 4 chains */
 #pragma unroll
-        for (int hf = 0; hf < 2; hf++) {
-            const int row = 16 * w + (lane >> 2) + hf * 8, col = nt * 8 + (lane & 3) * 2;
-            if (row < L)
-                *reinterpret_cast<uint32_t *>(p.P + (((size_t)t0 + c0 + row) * p.Hv + h) * CH + col) =
-                    f2_to_bf2x2(qk[nt][2 * hf], qk[nt][2 * hf + 1]);
-        }
-    __syncthreads();
-    /* T = (I + A)^-1, thread j < 64 solves column j: t_i = [i == j] - sum_{k<i} A_ik t_k */
-    if (tid < CH) {
-        const int j = tid;
-        float tcol[CH];
-#pragma unroll
-        for (int i = 0; i < CH; i++) {
-            float acc = (i == j) ? 1.f : 0.f;
-#pragma unroll
-            for (int k = 0; k < i; k += 4) {
-                const float4 a4 = *reinterpret_cast<const float4 *>(&As[i * 68 + k]);
-                acc -= a4.x * tcol[k];
-                if (k + 1 < i) acc -= a4.y * tcol[k + 1];
-                if (k + 2 < i) acc -= a4.z * tcol[k + 2];
-                if (k + 3 < i) acc -= a4.w * tcol[k + 3];
+                for (int k = 0; k < i; k += 4) {
+                    const float4 a4 = *reinterpret_cast<const float4 *>(&A[i * 68 + k]);
+                    acc0 -= a4.x * tcol[k];
+                    if (k + 1 < i) acc1 -= a4.y * tcol[k + 1];
+                    if (k + 2 < i) acc2 -= a4.z * tcol[k + 2];
+                    if (k + 3 < i) acc3 -= a4.w * tcol[k + 3];
+                }
+                tcol[i] = i < j ? 0.f : (acc0 + acc1) + (acc2 + acc3);
             }
-            tcol[i] = i < j ? 0.f : acc;
-        }
-        const float bj = Bs[j];
+            const float bj = Bs[h0 + x][j];
 #pragma unroll
-        for (int i = 0; i < CH; i++)
-            if (i < L) p.Tb[(((size_t)t0 + c0 + i) * p.Hv + h) * CH + j] = f2bf(tcol[i] * bj);
+            for (int i = 0; i < CH; i++)
+                if (i < L) p.Tb[(((size_t)t0 + c0 + i) * p.Hv + h) * CH + j] = f2bf(tcol[i] * bj);
+        }
+        __syncthreads(); /* As is rewritten by the next pair */
     }
 }
 
@@ -414,231 +447,261 @@ template <int BV> struct cs_smem {
     bf16_t Tb[2][CH * LDC];
     bf16_t P[2][CH * LDC];
     float G[2][CH];
+    float RK[2][CH], RQ[2][CH]; /* inverse norms of the raw k, q rows */
     bf16_t St[BV * LDK];  /* S^T as bf16 [v][k] */
     bf16_t Yt[BV * LDC];  /* Y^T [v][token] */
     bf16_t Vp[BV * LDC];  /* V'^T [v][token] */
     bf16_t Vd[BV * LDC];  /* (decayed V')^T [v][token] */
 };
 
-template <int BV>
+template <int BV, int NT>
 __device__ __forceinline__ void cs_load_chunk(cs_smem<BV> &sm, int st, const chunk_params &p, int t0, int c0, int L,
                                               int kh, int h, int vt, int tid) {
-    for (int e = tid; e < CH * 16; e += 128) {
+    for (int e = tid; e < CH * 16; e += NT) {
         const int row = e >> 4, col = (e & 15) * 8;
         const bool ok = row < L;
         const size_t tok = (size_t)t0 + c0 + (ok ? row : 0);
         cp16(&sm.K[st][row * LDK + col], p.kn + (tok * p.Hk + kh) * DK + col, ok);
         cp16(&sm.Q[st][row * LDK + col], p.qn + (tok * p.Hk + kh) * DK + col, ok);
     }
-    for (int e = tid; e < CH * 8; e += 128) {
+    for (int e = tid; e < CH * 8; e += NT) {
         const int row = e >> 3, col = (e & 7) * 8;
         const bool ok = row < L;
         const size_t tok = (size_t)t0 + c0 + (ok ? row : 0);
         cp16(&sm.Tb[st][row * LDC + col], p.Tb + (tok * p.Hv + h) * CH + col, ok);
         cp16(&sm.P[st][row * LDC + col], p.P + (tok * p.Hv + h) * CH + col, ok);
     }
-    for (int e = tid; e < CH * (BV / 8); e += 128) {
+    for (int e = tid; e < CH * (BV / 8); e += NT) {
         const int row = e / (BV / 8), col = (e % (BV / 8)) * 8;
         const bool ok = row < L;
         const size_t tok = (size_t)t0 + c0 + (ok ? row : 0);
         cp16(&sm.V[st][row * (BV + 8) + col], p.v + (tok * p.Hv + h) * DK + vt * BV + col, ok);
     }
-    cp_commit();
+    /* Gamma rows are Hv floats apart: 4-byte copies, zero past L (padded rows have zero
+     * k, q, v, Tb, P rows, so any finite Gamma there is harmless) */
     if (tid < CH) {
         const bool ok = tid < L;
-        sm.G[st][tid] = ok ? p.G[((size_t)t0 + c0 + tid) * p.Hv + h] : 0.f;
+        const size_t tok = (size_t)t0 + c0 + (ok ? tid : 0);
+        asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(smem_u32(&sm.G[st][tid])),
+                     "l"(p.G + tok * p.Hv + h), "r"(ok ? 4 : 0)
+                     : "memory");
+    } else if (tid < 2 * CH) {
+        const int row = tid - CH;
+        const bool ok = row < L;
+        const size_t tok = (size_t)t0 + c0 + (ok ? row : 0);
+        asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(smem_u32(&sm.RK[st][row])),
+                     "l"(p.RK + tok * p.Hk + kh), "r"(ok ? 4 : 0)
+                     : "memory");
+        asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(smem_u32(&sm.RQ[st][row])),
+                     "l"(p.RQ + tok * p.Hk + kh), "r"(ok ? 4 : 0)
+                     : "memory");
     }
+    cp_commit();
 }
 
+/* 8 warps: for the token-row products warp w takes rows [16 (w & 3), +16) and columns
+ * [(w >> 2) * BV/2, +BV/2) of the tile; for the state update dk rows [16 w, +16). */
 template <int BV>
-__global__ void __launch_bounds__(128, 1) gdn_chunk_state_kernel(const chunk_params p) {
+__global__ void __launch_bounds__(256, 1) gdn_chunk_state_kernel(const chunk_params p) {
+    constexpr int NT = 256, NVT = DK / BV, NB = BV / 8, NBH = NB / 2;
+    static_assert(NBH % 2 == 0, "n-tiles are loaded in pairs");
     extern __shared__ __align__(16) unsigned char dsmem[];
     cs_smem<BV> &sm = *reinterpret_cast<cs_smem<BV> *>(dsmem);
-    constexpr int NVT = DK / BV, NB = BV / 8;
     const int vt = blockIdx.x % NVT, h = blockIdx.x / NVT, s = blockIdx.y;
     const int tid = threadIdx.x, lane = tid & 31, w = tid >> 5;
+    const int rb = w & 3, cb = (w >> 2) * NBH; /* row block, first n-tile */
     const int t0 = p.tok_start[s], len = p.tok_start[s + 1] - t0;
     const int kh = h / p.r;
     if (len <= 0) return;
     const bool has = p.pool && p.n_past[s] > 0;
-    /* S tile in accumulator layout: warp w holds dk rows [32w, 32w+32) = 2 m-tiles x NB n-tiles */
-    float S[2][NB][4];
+    /* S tile rows dk [16w, 16w+16) x BV in accumulator layout */
+    float S[NB][4];
     const int32_t *pages = p.pool ? p.state_pages + (size_t)s * p.E : nullptr;
 #pragma unroll
-    for (int mt = 0; mt < 2; mt++)
+    for (int nb = 0; nb < NB; nb++)
 #pragma unroll
-        for (int nb = 0; nb < NB; nb++)
-#pragma unroll
-            for (int i = 0; i < 4; i++) {
-                const int k = 32 * w + 16 * mt + (lane >> 2) + (i >> 1) * 8;
-                const int v = vt * BV + nb * 8 + (lane & 3) * 2 + (i & 1);
-                float val = 0.f;
-                if (has) {
-                    const sm_loc_t loc = p.ssm_loc[h * p.n_slices + v / p.slice_rows];
-                    const char *gb = p.pool + (size_t)pages[loc.page] * p.page_bytes + loc.offset;
-                    const size_t idx = (size_t)(v % p.slice_rows) * DK + k;
-                    val = p.ssm_f32 ? reinterpret_cast<const float *>(gb)[idx]
-                                    : bf2f(reinterpret_cast<const bf16_t *>(gb)[idx]);
-                }
-                S[mt][nb][i] = val;
+        for (int i = 0; i < 4; i++) {
+            const int k = 16 * w + (lane >> 2) + (i >> 1) * 8;
+            const int v = vt * BV + nb * 8 + (lane & 3) * 2 + (i & 1);
+            float val = 0.f;
+            if (has) {
+                const sm_loc_t loc = p.ssm_loc[h * p.n_slices + v / p.slice_rows];
+                const char *gb = p.pool + (size_t)pages[loc.page] * p.page_bytes + loc.offset;
+                const size_t idx = (size_t)(v % p.slice_rows) * DK + k;
+                val = p.ssm_f32 ? reinterpret_cast<const float *>(gb)[idx] : bf2f(reinterpret_cast<const bf16_t *>(gb)[idx]);
             }
+            S[nb][i] = val;
+        }
     const int nchunks = (len + CH - 1) / CH;
-    cs_load_chunk<BV>(sm, 0, p, t0, 0, min(CH, len), kh, h, vt, tid);
+    const float scale = rsqrtf((float)DK);
+    cs_load_chunk<BV, NT>(sm, 0, p, t0, 0, min(CH, len), kh, h, vt, tid);
     for (int c = 0; c < nchunks; c++) {
         const int st = c & 1, c0 = c * CH, L = min(CH, len - c0);
         /* S -> St (bf16, [v][k]) */
 #pragma unroll
-        for (int mt = 0; mt < 2; mt++)
+        for (int nb = 0; nb < NB; nb++)
 #pragma unroll
-            for (int nb = 0; nb < NB; nb++)
-#pragma unroll
-                for (int i = 0; i < 4; i++) {
-                    const int k = 32 * w + 16 * mt + (lane >> 2) + (i >> 1) * 8;
-                    const int v = nb * 8 + (lane & 3) * 2 + (i & 1);
-                    sm.St[v * LDK + k] = f2bf(S[mt][nb][i]);
-                }
+            for (int i = 0; i < 4; i++) {
+                const int k = 16 * w + (lane >> 2) + (i >> 1) * 8;
+                const int v = nb * 8 + (lane & 3) * 2 + (i & 1);
+                sm.St[v * LDK + k] = f2bf(S[nb][i]);
+            }
         cp_wait_all();
         __syncthreads(); /* chunk c landed; St complete; previous chunk's readers done */
-        if (c + 1 < nchunks) cs_load_chunk<BV>(sm, st ^ 1, p, t0, c0 + CH, min(CH, len - c0 - CH), kh, h, vt, tid);
+        if (c + 1 < nchunks) cs_load_chunk<BV, NT>(sm, st ^ 1, p, t0, c0 + CH, min(CH, len - c0 - CH), kh, h, vt, tid);
         const float *G = sm.G[st];
         const float Glast = G[L - 1];
-        /* KS, QS: rows [16w, 16w+16) x BV */
-        float ks_[NB][4], qs_[NB][4];
+        const int r0 = 16 * rb + (lane >> 2); /* this thread's two token rows: r0, r0 + 8 */
+        const float rk0 = sm.RK[st][r0], rk1 = sm.RK[st][r0 + 8];
+        const float eg0 = expf(G[r0]) * rk0, eg1 = expf(G[r0 + 8]) * rk1; /* e^G times 1/|k_r| */
+        const float eq0 = expf(G[r0]) * sm.RQ[st][r0] * scale, eq1 = expf(G[r0 + 8]) * sm.RQ[st][r0 + 8] * scale;
+        const float ed0 = expf(Glast - G[r0]) * rk0, ed1 = expf(Glast - G[r0 + 8]) * rk1;
+        /* KS, QS: rows [16rb, +16) x n-tiles [cb, cb + NBH) */
+        float ks_[NBH][4], qs_[NBH][4];
 #pragma unroll
-        for (int nb = 0; nb < NB; nb++)
+        for (int nb = 0; nb < NBH; nb++)
 #pragma unroll
             for (int i = 0; i < 4; i++) ks_[nb][i] = qs_[nb][i] = 0.f;
 #pragma unroll
         for (int kk = 0; kk < DK / 16; kk++) {
             unsigned ak[4], aq[4];
-            lda(ak, sm.K[st] + (16 * w) * LDK + kk * 16, LDK, lane);
-            lda(aq, sm.Q[st] + (16 * w) * LDK + kk * 16, LDK, lane);
+            lda(ak, sm.K[st] + (16 * rb) * LDK + kk * 16, LDK, lane);
+            lda(aq, sm.Q[st] + (16 * rb) * LDK + kk * 16, LDK, lane);
 #pragma unroll
-            for (int nb = 0; nb < NB; nb += 2) {
+            for (int nb = 0; nb < NBH; nb += 2) {
                 unsigned bb[4];
-                ldb2(bb, sm.St + (nb * 8) * LDK + kk * 16, LDK, lane);
+                ldb2(bb, sm.St + ((cb + nb) * 8) * LDK + kk * 16, LDK, lane);
                 mma16816(ks_[nb], ak, bb[0], bb[1]);
                 mma16816(ks_[nb + 1], ak, bb[2], bb[3]);
                 mma16816(qs_[nb], aq, bb[0], bb[1]);
                 mma16816(qs_[nb + 1], aq, bb[2], bb[3]);
             }
         }
-        /* Y = V - e^G KS -> Yt */
-        const float scale = rsqrtf((float)DK);
+        /* Y = V - e^G KS -> Yt;  QS *= e^G scale */
 #pragma unroll
-        for (int nb = 0; nb < NB; nb++)
+        for (int nb = 0; nb < NBH; nb++)
 #pragma unroll
             for (int i = 0; i < 4; i++) {
-                const int row = 16 * w + (lane >> 2) + (i >> 1) * 8, v = nb * 8 + (lane & 3) * 2 + (i & 1);
-                const float eg = expf(G[row]);
+                const int row = r0 + (i >> 1) * 8, v = (cb + nb) * 8 + (lane & 3) * 2 + (i & 1);
+                const float eg = (i >> 1) ? eg1 : eg0;
                 const float y = bf2f(sm.V[st][row * (BV + 8) + v]) - eg * ks_[nb][i];
                 sm.Yt[v * LDC + row] = f2bf(y);
-                qs_[nb][i] *= eg * scale;
+                qs_[nb][i] *= (i >> 1) ? eq1 : eq0;
             }
         __syncthreads();
-        /* V' = Tb Y (lower triangular: k-steps 0..w) */
-        float vp[NB][4];
+        /* V' = Tb Y (lower triangular: k-steps 0..rb) */
+        float vp[NBH][4];
 #pragma unroll
-        for (int nb = 0; nb < NB; nb++)
+        for (int nb = 0; nb < NBH; nb++)
 #pragma unroll
             for (int i = 0; i < 4; i++) vp[nb][i] = 0.f;
 #pragma unroll
         for (int kk = 0; kk < 4; kk++) {
-            if (kk > w) break;
+            if (kk > rb) break;
             unsigned at[4];
-            lda(at, sm.Tb[st] + (16 * w) * LDC + kk * 16, LDC, lane);
+            lda(at, sm.Tb[st] + (16 * rb) * LDC + kk * 16, LDC, lane);
 #pragma unroll
-            for (int nb = 0; nb < NB; nb += 2) {
+            for (int nb = 0; nb < NBH; nb += 2) {
                 unsigned bb[4];
-                ldb2(bb, sm.Yt + (nb * 8) * LDC + kk * 16, LDC, lane);
+                ldb2(bb, sm.Yt + ((cb + nb) * 8) * LDC + kk * 16, LDC, lane);
                 mma16816(vp[nb], at, bb[0], bb[1]);
                 mma16816(vp[nb + 1], at, bb[2], bb[3]);
             }
         }
 #pragma unroll
-        for (int nb = 0; nb < NB; nb++)
+        for (int nb = 0; nb < NBH; nb++)
 #pragma unroll
             for (int i = 0; i < 4; i++) {
-                const int row = 16 * w + (lane >> 2) + (i >> 1) * 8, v = nb * 8 + (lane & 3) * 2 + (i & 1);
+                const int row = r0 + (i >> 1) * 8, v = (cb + nb) * 8 + (lane & 3) * 2 + (i & 1);
                 sm.Vp[v * LDC + row] = f2bf(vp[nb][i]);
-                sm.Vd[v * LDC + row] = f2bf(vp[nb][i] * expf(Glast - G[row]));
+                sm.Vd[v * LDC + row] = f2bf(vp[nb][i] * ((i >> 1) ? ed1 : ed0));
             }
         __syncthreads();
         /* O = e^G Q S scale + P V' */
 #pragma unroll
         for (int kk = 0; kk < 4; kk++) {
-            if (kk > w) break;
+            if (kk > rb) break;
             unsigned ap[4];
-            lda(ap, sm.P[st] + (16 * w) * LDC + kk * 16, LDC, lane);
+            lda(ap, sm.P[st] + (16 * rb) * LDC + kk * 16, LDC, lane);
 #pragma unroll
-            for (int nb = 0; nb < NB; nb += 2) {
+            for (int nb = 0; nb < NBH; nb += 2) {
                 unsigned bb[4];
-                ldb2(bb, sm.Vp + (nb * 8) * LDC + kk * 16, LDC, lane);
+                ldb2(bb, sm.Vp + ((cb + nb) * 8) * LDC + kk * 16, LDC, lane);
                 mma16816(qs_[nb], ap, bb[0], bb[1]);
                 mma16816(qs_[nb + 1], ap, bb[2], bb[3]);
             }
         }
 #pragma unroll
-        for (int nb = 0; nb < NB; nb++)
+        for (int nb = 0; nb < NBH; nb++)
 #pragma unroll
             for (int hf = 0; hf < 2; hf++) {
-                const int row = 16 * w + (lane >> 2) + hf * 8, v = nb * 8 + (lane & 3) * 2;
+                const int row = r0 + hf * 8, v = (cb + nb) * 8 + (lane & 3) * 2;
                 if (row < L)
                     *reinterpret_cast<uint32_t *>(p.o + (((size_t)t0 + c0 + row) * p.Hv + h) * DK + vt * BV + v) =
                         f2_to_bf2x2(qs_[nb][2 * hf], qs_[nb][2 * hf + 1]);
             }
-        /* S = e^{G_last} S + K^T Vd */
+        /* S = e^{G_last} S + K^T Vd: dk rows [16w, +16) */
         const float el = expf(Glast);
 #pragma unroll
-        for (int mt = 0; mt < 2; mt++)
+        for (int nb = 0; nb < NB; nb++)
 #pragma unroll
-            for (int nb = 0; nb < NB; nb++)
-#pragma unroll
-                for (int i = 0; i < 4; i++) S[mt][nb][i] *= el;
+            for (int i = 0; i < 4; i++) S[nb][i] *= el;
 #pragma unroll
         for (int kk = 0; kk < 4; kk++) {
+            unsigned a[4];
+            lda_t(a, sm.K[st] + (kk * 16) * LDK + 16 * w, LDK, lane);
 #pragma unroll
-            for (int mt = 0; mt < 2; mt++) {
-                unsigned a[4];
-                lda_t(a, sm.K[st] + (kk * 16) * LDK + 32 * w + 16 * mt, LDK, lane);
-#pragma unroll
-                for (int nb = 0; nb < NB; nb += 2) {
-                    unsigned bb[4];
-                    ldb2(bb, sm.Vd + (nb * 8) * LDC + kk * 16, LDC, lane);
-                    mma16816(S[mt][nb], a, bb[0], bb[1]);
-                    mma16816(S[mt][nb + 1], a, bb[2], bb[3]);
-                }
+            for (int nb = 0; nb < NB; nb += 2) {
+                unsigned bb[4];
+                ldb2(bb, sm.Vd + (nb * 8) * LDC + kk * 16, LDC, lane);
+                mma16816(S[nb], a, bb[0], bb[1]);
+                mma16816(S[nb + 1], a, bb[2], bb[3]);
             }
         }
     }
     /* final state back in place */
     if (p.pool) {
 #pragma unroll
-        for (int mt = 0; mt < 2; mt++)
+        for (int nb = 0; nb < NB; nb++)
 #pragma unroll
-            for (int nb = 0; nb < NB; nb++)
-#pragma unroll
-                for (int i = 0; i < 4; i++) {
-                    const int k = 32 * w + 16 * mt + (lane >> 2) + (i >> 1) * 8;
-                    const int v = vt * BV + nb * 8 + (lane & 3) * 2 + (i & 1);
-                    const sm_loc_t loc = p.ssm_loc[h * p.n_slices + v / p.slice_rows];
-                    char *gb = p.pool + (size_t)pages[loc.page] * p.page_bytes + loc.offset;
-                    const size_t idx = (size_t)(v % p.slice_rows) * DK + k;
-                    if (p.ssm_f32) reinterpret_cast<float *>(gb)[idx] = S[mt][nb][i];
-                    else reinterpret_cast<bf16_t *>(gb)[idx] = f2bf(S[mt][nb][i]);
-                }
+            for (int i = 0; i < 4; i++) {
+                const int k = 16 * w + (lane >> 2) + (i >> 1) * 8;
+                const int v = vt * BV + nb * 8 + (lane & 3) * 2 + (i & 1);
+                const sm_loc_t loc = p.ssm_loc[h * p.n_slices + v / p.slice_rows];
+                char *gb = p.pool + (size_t)pages[loc.page] * p.page_bytes + loc.offset;
+                const size_t idx = (size_t)(v % p.slice_rows) * DK + k;
+                if (p.ssm_f32) reinterpret_cast<float *>(gb)[idx] = S[nb][i];
+                else reinterpret_cast<bf16_t *>(gb)[idx] = f2bf(S[nb][i]);
+            }
     }
 }
 
+/* Benchmark hooks: mode 1 = run chunk_prep only, 2 = chunk_state only, 0 = both;
+ * bv = V-tile width of chunk_state (32 or 64; 0 = heuristic). */
+extern "C" int gdn_chunk_bench_mode, gdn_chunk_bench_bv;
+int gdn_chunk_bench_mode = 0, gdn_chunk_bench_bv = 0;
+
+template <int BV> static int launch_state(const chunk_params &p, int S, int Hv, cudaStream_t s) {
+    static bool attr = false;
+    if (!attr) {
+        HS_CUDA_TRY(cudaFuncSetAttribute(gdn_chunk_state_kernel<BV>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                         (int)sizeof(cs_smem<BV>)));
+        attr = true;
+    }
+    gdn_chunk_state_kernel<BV><<<dim3((unsigned)(Hv * (DK / BV)), (unsigned)S), 256, sizeof(cs_smem<BV>), s>>>(p);
+    HS_CUDA_LAUNCHED();
+    return HS_OK;
+}
+
 extern "C" size_t gdn_chunk_workspace_bytes(int T, int Hv) {
-    return (size_t)T * Hv * CH * 2 * 2 + (size_t)T * Hv * 4 + 256;
+    return (size_t)T * Hv * CH * 2 * 2 + (size_t)T * Hv * 4 + (size_t)T * Hv * 2 * 4 + 256; /* Tb, P, G, RK+RQ */
 }
 
 extern "C" int gdn_chunk_launch(const void *qn, const void *kn, const void *v, const float *g, const float *beta,
                                 const int32_t *tok_start, const int32_t *tok_start_host, const int32_t *n_past, int S,
                                 int T, int Hk, int Hv, const gdn_state_t *st, void *ws, void *o, void *stream) {
     if (T <= 0 || S <= 0) return HS_OK;
-    if (Hk <= 0 || Hv % Hk || !tok_start_host || !ws) return HS_ERR_INVALID;
+    if (Hk <= 0 || Hv % Hk || Hv / Hk > MAXR || !tok_start_host || !ws) return HS_ERR_INVALID;
     if (st && ((st->ssm_dtype != HS_F32 && st->ssm_dtype != HS_BF16) || st->slice_rows <= 0 || DK % st->slice_rows))
         return HS_ERR_INVALID;
     int maxlen = 0;
@@ -662,6 +725,8 @@ extern "C" int gdn_chunk_launch(const void *qn, const void *kn, const void *v, c
     p.Tb = (bf16_t *)ws;
     p.P = p.Tb + (size_t)T * Hv * CH;
     p.G = reinterpret_cast<float *>(p.P + (size_t)T * Hv * CH);
+    p.RK = p.G + (size_t)T * Hv;
+    p.RQ = p.RK + (size_t)T * Hk;
     p.o = (bf16_t *)o;
     p.pool = st ? (char *)st->pool_base : nullptr;
     p.page_bytes = st ? st->page_bytes : 0;
@@ -673,16 +738,12 @@ extern "C" int gdn_chunk_launch(const void *qn, const void *kn, const void *v, c
     p.ssm_f32 = st ? st->ssm_dtype == HS_F32 : 1;
     cudaStream_t s = (cudaStream_t)stream;
     const int nch = (maxlen + CH - 1) / CH;
-    gdn_chunk_prep_kernel<<<dim3((unsigned)nch, (unsigned)Hv, (unsigned)S), 128, 0, s>>>(p);
-    HS_CUDA_LAUNCHED();
-    constexpr int BV = 32;
-    static bool attr = false;
-    if (!attr) {
-        HS_CUDA_TRY(cudaFuncSetAttribute(gdn_chunk_state_kernel<BV>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                         (int)sizeof(cs_smem<BV>)));
-        attr = true;
+    if (gdn_chunk_bench_mode != 2) {
+        gdn_chunk_prep_kernel<<<dim3((unsigned)nch, (unsigned)Hk, (unsigned)S), 128, 0, s>>>(p);
+        HS_CUDA_LAUNCHED();
     }
-    gdn_chunk_state_kernel<BV><<<dim3((unsigned)(Hv * (DK / BV)), (unsigned)S), 128, sizeof(cs_smem<BV>), s>>>(p);
-    HS_CUDA_LAUNCHED();
-    return HS_OK;
+    if (gdn_chunk_bench_mode == 1) return HS_OK;
+    /* V tiles of 64 halve the K/Q/Tb/P re-reads; 32 keeps more SMs busy on few heads */
+    int bv = gdn_chunk_bench_bv ? gdn_chunk_bench_bv : ((long)Hv * S * 2 >= 128 ? 64 : 32);
+    return bv == 64 ? launch_state<64>(p, S, Hv, s) : launch_state<32>(p, S, Hv, s);
 }

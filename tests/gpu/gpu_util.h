@@ -1,5 +1,5 @@
 /*
- * gpu_util: helpers shared by the GPU tests (tests/gpu) and benchmarks (bench/*.cu):
+ * gpu_util: helpers shared by the GPU tests (tests/gpu) and benchmarks (bench, .cu files):
  * CUDA error checks that abort, a deterministic RNG, bf16 host conversion, relative
  * error by norm, and a fake page pool with a request state map (layout.h) for tests.
  * Header-only; host code.
