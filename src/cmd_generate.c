@@ -4,7 +4,8 @@
  *   hyserve generate --model DIR (--prompt TEXT | --prompt-ids 1,2,3) [--max-tokens N]
  *       [--temperature T] [--top-p P] [--top-k K] [--min-p P] [--seed S]
  *       [--top-logprobs K] [--ignore-eos] [--device cpu|cuda] [--load-format auto|dummy]
- *       [--threads N] [--state-layout paged|slots|coupled] [--json]
+ *       [--threads N] [--state-layout paged|slots|coupled] [--state-dtype f32|bf16]
+ *       [--kv-dtype auto|bf16|f32] [--json]
  *
  * Without --json the text (or, with no tokenizer, the ids) is streamed to stdout as
  * it is generated. With --json one object is printed at the end:
@@ -37,6 +38,8 @@ static void usage(FILE *f) {
             "  --load-format auto|dummy   weights from the checkpoint or random (auto)\n"
             "  --threads N           CPU threads (all cores)\n"
             "  --state-layout paged|slots|coupled   pool layout (paged)\n"
+            "  --state-dtype f32|bf16   SSM state storage (the config's mamba_ssm_dtype, else bf16)\n"
+            "  --kv-dtype auto|bf16|f32 KV cache storage (auto: the backend's activation dtype)\n"
             "  --json                print one JSON object at the end\n");
 }
 
@@ -115,6 +118,12 @@ int cmd_generate(int argc, char **argv) {
         } else if (!strcmp(a, "--state-layout")) {
             NEED_VALUE;
             cfg.state_layout = v;
+        } else if (!strcmp(a, "--state-dtype")) {
+            NEED_VALUE;
+            cfg.state_dtype = v;
+        } else if (!strcmp(a, "--kv-dtype")) {
+            NEED_VALUE;
+            cfg.kv_dtype = v;
         } else if (!strcmp(a, "--max-tokens")) {
             NEED_VALUE;
             if (hs_parse_i64(v, 1, 1 << 24, &iv)) BAD_VALUE;

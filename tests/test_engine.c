@@ -29,6 +29,7 @@
 
 #include "hyserve.h"
 #include "util.h"
+#include <jansson.h>
 
 #define MODEL HYSERVE_SOURCE_DIR "/tests/fixtures/golden/qwen3_5_text"
 #define MAX_REQ 8
@@ -228,6 +229,54 @@ static void test_api_errors(void **state) {
     hs_engine_destroy(e);
 }
 
+/* `hyserve generate --json` end to end: the JSON fields, and HF's greedy tokens for
+ * the 5-token prompt of the qwen3_5_text golden fixture (its top-1/top-2 margins are
+ * all above 1e-3, so the tokens must be identical). */
+static void test_generate_cli(void **state) {
+    (void)state;
+    const char *bin = getenv("HYSERVE_BIN");
+    if (!bin) skip();
+    char path[1024];
+    snprintf(path, sizeof path, "%s/golden.json", MODEL);
+    json_error_t je;
+    json_t *g = json_load_file(path, 0, &je);
+    assert_non_null(g);
+    json_t *cs = json_array_get(json_object_get(g, "cases"), 1);
+    assert_int_equal(json_integer_value(json_object_get(cs, "prompt_len")), 5);
+    char ids[256] = "";
+    size_t i;
+    json_t *v;
+    json_array_foreach(json_object_get(cs, "prompt_ids"), i, v) {
+        char t[16];
+        snprintf(t, sizeof t, "%s%lld", i ? "," : "", (long long)json_integer_value(v));
+        strcat(ids, t);
+    }
+    char cmd[2048];
+    snprintf(cmd, sizeof cmd,
+             "%s generate --model %s --prompt-ids %s --max-tokens 16 --temperature 0 --ignore-eos --state-dtype f32 "
+             "--top-logprobs 3 --threads 1 --json 2>/dev/null",
+             bin, MODEL, ids);
+    FILE *f = popen(cmd, "r");
+    assert_non_null(f);
+    json_t *o = json_loadf(f, 0, &je);
+    assert_int_equal(pclose(f), 0);
+    if (!o) fail_msg("generate printed no JSON: %s", je.text);
+    json_t *toks = json_object_get(o, "tokens"), *ref = json_object_get(cs, "generated");
+    assert_int_equal(json_array_size(toks), 16);
+    for (size_t j = 0; j < 16; j++)
+        assert_int_equal(json_integer_value(json_array_get(toks, j)), json_integer_value(json_array_get(ref, j)));
+    assert_int_equal(json_array_size(json_object_get(o, "logprobs")), 16);
+    json_t *top0 = json_array_get(json_object_get(o, "top_logprobs"), 0);
+    assert_int_equal(json_array_size(top0), 3);
+    assert_int_equal(json_integer_value(json_object_get(json_array_get(top0, 0), "token")),
+                     json_integer_value(json_array_get(toks, 0)));
+    assert_string_equal(json_string_value(json_object_get(o, "finish_reason")), "length");
+    assert_null(json_object_get(o, "text")); /* the fixture has no tokenizer */
+    assert_int_equal(json_array_size(json_object_get(o, "prompt_ids")), 5);
+    json_decref(o);
+    json_decref(g);
+}
+
 int main(void) {
     int fails = 0;
     for (int pass = 0; pass < 2; pass++) {
@@ -236,7 +285,7 @@ int main(void) {
         printf("pass %d: %s\n", pass, pass == 0 ? "batch-invariant GEMMs, bit-identical" : "OpenBLAS sgemm, within 5e-5");
         const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_batched),   cmocka_unit_test(test_chunked_prefill), cmocka_unit_test(test_preemption),
-        cmocka_unit_test(test_layouts),   cmocka_unit_test(test_api_errors),
+        cmocka_unit_test(test_layouts),   cmocka_unit_test(test_api_errors), cmocka_unit_test(test_generate_cli),
     };
         fails += cmocka_run_group_tests(tests, setup_alone, NULL);
     }
