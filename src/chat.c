@@ -170,23 +170,7 @@ const char *chat_im_end(const chat_t *c) { return c->im_end; }
 
 /* ---- rendering -------------------------------------------------------------------- */
 
-typedef struct {
-    char *p;
-    size_t n, cap;
-} sb_t;
-
-static void put(sb_t *b, const char *s, size_t n) {
-    if (b->n + n + 1 > b->cap) {
-        size_t c = b->cap ? b->cap : 256;
-        while (c < b->n + n + 1) c *= 2;
-        b->p = hs_realloc(b->p, c);
-        b->cap = c;
-    }
-    memcpy(b->p + b->n, s, n);
-    b->n += n;
-    b->p[b->n] = 0;
-}
-static void puts_(sb_t *b, const char *s) { put(b, s, strlen(s)); }
+static void puts_(hs_buf_t *b, const char *s) { hs_buf_add(b, s, strlen(s)); }
 
 /* A view into a string; the Python string methods the template uses. */
 typedef struct {
@@ -237,8 +221,8 @@ int chat_render(const chat_t *c, const chat_msg_t *m, size_t nm, const chat_opts
             return hs_errf(err, n, HS_ERR_UNSUPPORTED, "chat_render: message %zu: role '%s' is not supported "
                            "(system, user, assistant, tool)", i, m[i].role ? m[i].role : "(null)");
     const char *S = c->im_start, *E = c->im_end;
-    sb_t b = {0};
-    put(&b, "", 0);
+    hs_buf_t b = {0};
+    hs_buf_add(&b, "", 0);
     if (!strcmp(m[0].role, "system")) {
         puts_(&b, S);
         puts_(&b, "system\n");
@@ -262,7 +246,7 @@ int chat_render(const chat_t *c, const chat_msg_t *m, size_t nm, const chat_opts
             puts_(&b, S);
             puts_(&b, role);
             puts_(&b, "\n");
-            put(&b, content.s, content.n);
+            hs_buf_add(&b, content.s, content.n);
             puts_(&b, E);
             puts_(&b, "\n");
         } else if (!strcmp(role, "assistant")) {
@@ -285,13 +269,13 @@ int chat_render(const chat_t *c, const chat_msg_t *m, size_t nm, const chat_opts
             if (i > last_query && (i == nm - 1 || reasoning.n)) {
                 puts_(&b, "\n<think>\n");
                 sv_t r = rstrip_nl(lstrip_nl(reasoning));
-                put(&b, r.s, r.n);
+                hs_buf_add(&b, r.s, r.n);
                 puts_(&b, "\n</think>\n\n");
                 content = lstrip_nl(content);
             } else {
                 puts_(&b, "\n");
             }
-            put(&b, content.s, content.n);
+            hs_buf_add(&b, content.s, content.n);
             puts_(&b, E);
             puts_(&b, "\n");
         } else if (!strcmp(role, "tool")) {
@@ -300,7 +284,7 @@ int chat_render(const chat_t *c, const chat_msg_t *m, size_t nm, const chat_opts
                 puts_(&b, "user");
             }
             puts_(&b, "\n<tool_response>\n");
-            put(&b, content.s, content.n);
+            hs_buf_add(&b, content.s, content.n);
             puts_(&b, "\n</tool_response>");
             if (i == nm - 1 || strcmp(m[i + 1].role, "tool")) {
                 puts_(&b, E);

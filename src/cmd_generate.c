@@ -223,9 +223,8 @@ int cmd_generate(int argc, char **argv) {
 
     json_t *toks = json_array(), *lps = json_array(), *tops = json_array();
     tok_stream_t *stream = tok ? tok_stream_new(tok, 0) : NULL;
-    size_t text_cap = 256, text_len = 0;
-    char *text = hs_malloc(text_cap);
-    text[0] = 0;
+    hs_buf_t text = {0};
+    hs_buf_add(&text, "", 0);
     hs_finish_t finish = HS_FINISH_NONE;
     double t0 = hs_now(), t_first = 0;
     int n_out = 0;
@@ -252,12 +251,7 @@ int cmd_generate(int argc, char **argv) {
                     const char *piece;
                     size_t len;
                     if (tok_stream_push(stream, ev.token, &piece, &len, err, sizeof err) == HS_OK && len) {
-                        if (text_len + len + 1 > text_cap) {
-                            while (text_len + len + 1 > text_cap) text_cap *= 2;
-                            text = hs_realloc(text, text_cap);
-                        }
-                        memcpy(text + text_len, piece, len);
-                        text[text_len += len] = 0;
+                        hs_buf_add(&text, piece, len);
                         if (!json) fwrite(piece, 1, len, stdout), fflush(stdout);
                     }
                 } else if (!json) {
@@ -274,9 +268,7 @@ int cmd_generate(int argc, char **argv) {
         size_t len;
         tok_stream_flush(stream, &piece, &len);
         if (len) {
-            if (text_len + len + 1 > text_cap) text = hs_realloc(text, text_cap = text_len + len + 1);
-            memcpy(text + text_len, piece, len);
-            text[text_len += len] = 0;
+            hs_buf_add(&text, piece, len);
             if (!json) fwrite(piece, 1, len, stdout);
         }
     }
@@ -290,7 +282,7 @@ int cmd_generate(int argc, char **argv) {
         json_object_set_new(o, "tokens", toks);
         json_object_set_new(o, "logprobs", lps);
         json_object_set_new(o, "top_logprobs", tops);
-        if (tok) json_object_set_new(o, "text", json_stringn(text, text_len));
+        if (tok) json_object_set_new(o, "text", json_stringn(text.p, text.n));
         json_object_set_new(o, "finish_reason", json_string(reason));
         char *s = json_dumps(o, JSON_COMPACT | JSON_REAL_PRECISION(9));
         puts(s);
@@ -306,7 +298,7 @@ int cmd_generate(int argc, char **argv) {
         fprintf(stderr, "hyserve: %d prompt tokens, %d generated (%s); first token %.1f ms, %.2f tokens/s after it\n",
                 n_ids, n_out, reason, (t_first - t0) * 1e3, n_out > 1 ? (n_out - 1) / (t1 - t_first) : 0.0);
     tok_stream_free(stream);
-    free(text);
+    free(text.p);
     free(ids);
     hs_engine_destroy(e);
     tok_free(tok);

@@ -87,44 +87,6 @@
 #define STOP_GRACE_S 2.0     /* after an abort: time for responses to finish */
 #define DISCARD_MAX (64u << 20) /* oversized bodies up to this are read and dropped before the 413 */
 
-/* ---- a growable byte buffer -------------------------------------------------------- */
-typedef struct {
-    char *p;
-    size_t n, cap;
-} sb_t;
-
-static void sb_add(sb_t *b, const char *s, size_t n) {
-    if (b->n + n + 1 > b->cap) {
-        size_t c = b->cap ? b->cap : 256;
-        while (c < b->n + n + 1) c *= 2;
-        b->p = hs_realloc(b->p, c);
-        b->cap = c;
-    }
-    memcpy(b->p + b->n, s, n);
-    b->n += n;
-    b->p[b->n] = 0;
-}
-
-static void sb_printf(sb_t *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void sb_printf(sb_t *b, const char *fmt, ...) {
-    char tmp[512];
-    va_list ap;
-    va_start(ap, fmt);
-    int k = vsnprintf(tmp, sizeof tmp, fmt, ap);
-    va_end(ap);
-    if (k < 0) return;
-    if ((size_t)k < sizeof tmp) {
-        sb_add(b, tmp, (size_t)k);
-        return;
-    }
-    char *big = hs_malloc((size_t)k + 1);
-    va_start(ap, fmt);
-    vsnprintf(big, (size_t)k + 1, fmt, ap);
-    va_end(ap);
-    sb_add(b, big, (size_t)k);
-    free(big);
-}
-
 /* ---- histograms (Prometheus cumulative buckets) ---------------------------------- */
 #define HIST_MAX 24
 typedef struct {
@@ -154,14 +116,14 @@ static void hist_add(hist_t *h, double v) {
     h->sum += v;
 }
 
-static void hist_print(sb_t *b, const hist_t *h) {
-    sb_printf(b, "# HELP %s %s\n# TYPE %s histogram\n", h->name, h->help, h->name);
+static void hist_print(hs_buf_t *b, const hist_t *h) {
+    hs_buf_printf(b, "# HELP %s %s\n# TYPE %s histogram\n", h->name, h->help, h->name);
     uint64_t cum = 0;
     for (int i = 0; i < h->n; i++) {
         cum += h->count[i];
-        sb_printf(b, "%s_bucket{le=\"%g\"} %" PRIu64 "\n", h->name, h->le[i], cum);
+        hs_buf_printf(b, "%s_bucket{le=\"%g\"} %" PRIu64 "\n", h->name, h->le[i], cum);
     }
-    sb_printf(b, "%s_bucket{le=\"+Inf\"} %" PRIu64 "\n%s_sum %.6f\n%s_count %" PRIu64 "\n", h->name, h->total, h->name,
+    hs_buf_printf(b, "%s_bucket{le=\"+Inf\"} %" PRIu64 "\n%s_sum %.6f\n%s_count %" PRIu64 "\n", h->name, h->total, h->name,
               h->sum, h->name, h->total);
 }
 
@@ -205,8 +167,8 @@ typedef struct srv_req {
     tok_stream_t *ts;
     oai_stop_t stop;
     oai_logprobs_t lp;          /* non-streaming logprobs */
-    sb_t text;                  /* non-streaming: the output text */
-    sb_t out;                   /* streaming: SSE bytes not yet handed to MHD */
+    hs_buf_t text;                  /* non-streaming: the output text */
+    hs_buf_t out;                   /* streaming: SSE bytes not yet handed to MHD */
     size_t out_off;
     bool done;                  /* the response is complete (final frames queued) */
     bool error;                 /* the engine reported an error */
@@ -468,7 +430,7 @@ static void *engine_main(void *arg) {
 /* ---- HTTP helpers ----------------------------------------------------------------- */
 
 typedef struct {
-    sb_t body;
+    hs_buf_t body;
     bool too_big;
     bool started;
 } conn_t;
@@ -575,7 +537,7 @@ static oai_tokp_t tokp(const srv_req_t *r, int32_t id, float lp, char *tmp, size
 static void sse_add(srv_req_t *r, json_t *j) {
     size_t len;
     char *f = oai_sse_frame(j, &len);
-    sb_add(&r->out, f, len);
+    hs_buf_add(&r->out, f, len);
     free(f);
     json_decref(j);
 }
@@ -584,7 +546,7 @@ static void sse_add(srv_req_t *r, json_t *j) {
 static void emit(srv_req_t *r, const char *text, size_t len, json_t *lp) {
     srv_t *s = r->srv;
     if (!r->q.stream) {
-        sb_add(&r->text, text, len);
+        hs_buf_add(&r->text, text, len);
         return;
     }
     if (len == 0 && !lp) return;
@@ -601,9 +563,9 @@ static void finish(srv_req_t *r, const char *reason) {
         oai_err_t e;
         oai_errf(&e, 500, "server_error", NULL, NULL, "the engine failed while generating");
         char *ej = oai_err_json(&e);
-        sb_add(&r->out, "data: ", 6);
-        sb_add(&r->out, ej, strlen(ej));
-        sb_add(&r->out, "\n\n", 2);
+        hs_buf_add(&r->out, "data: ", 6);
+        hs_buf_add(&r->out, ej, strlen(ej));
+        hs_buf_add(&r->out, "\n\n", 2);
         free(ej);
     } else {
         sse_add(r, oai_chunk(r->q.kind, r->id, r->created, s->model_name, r->q.kind == OAI_CHAT ? NULL : "", 0, false,
@@ -612,7 +574,7 @@ static void finish(srv_req_t *r, const char *reason) {
             sse_add(r, oai_usage_chunk(r->q.kind, r->id, r->created, s->model_name, r->n_prompt, r->n_output,
                                        r->n_cached));
     }
-    sb_add(&r->out, OAI_SSE_DONE, strlen(OAI_SSE_DONE));
+    hs_buf_add(&r->out, OAI_SSE_DONE, strlen(OAI_SSE_DONE));
 }
 
 static void on_event(srv_req_t *r, const hs_event_t *ev) {
@@ -936,12 +898,12 @@ static enum MHD_Result handle_health(srv_t *s, struct MHD_Connection *c) {
     return send_json(s, c, status, o);
 }
 
-static void gauge(sb_t *b, const char *name, const char *help, const char *type, double v) {
-    sb_printf(b, "# HELP %s %s\n# TYPE %s %s\n%s %.17g\n", name, help, name, type, name, v);
+static void gauge(hs_buf_t *b, const char *name, const char *help, const char *type, double v) {
+    hs_buf_printf(b, "# HELP %s %s\n# TYPE %s %s\n%s %.17g\n", name, help, name, type, name, v);
 }
 
 static enum MHD_Result handle_metrics(srv_t *s, struct MHD_Connection *c) {
-    sb_t b = {0};
+    hs_buf_t b = {0};
     pthread_mutex_lock(&s->smu);
     hs_stats_t st = s->st;
     double now = hs_now(), rate = 0;
@@ -977,11 +939,11 @@ static enum MHD_Result handle_metrics(srv_t *s, struct MHD_Connection *c) {
     gauge(&b, "hyserve_engine_steps_total", "Engine steps run.", "counter", (double)st.steps);
     gauge(&b, "hyserve_generation_tokens_per_second", "Generated tokens per second over the last 10 s.", "gauge", rate);
     static const char *fin[5] = {"none", "length", "stop", "abort", "error"};
-    sb_printf(&b, "# HELP hyserve_request_success_total Finished requests by finish reason.\n"
+    hs_buf_printf(&b, "# HELP hyserve_request_success_total Finished requests by finish reason.\n"
                   "# TYPE hyserve_request_success_total counter\n");
     for (int i = 1; i < 5; i++)
-        sb_printf(&b, "hyserve_request_success_total{finished_reason=\"%s\"} %" PRIu64 "\n", fin[i], s->n_finish[i]);
-    sb_printf(&b, "# HELP hyserve_http_responses_total HTTP responses by status class.\n"
+        hs_buf_printf(&b, "hyserve_request_success_total{finished_reason=\"%s\"} %" PRIu64 "\n", fin[i], s->n_finish[i]);
+    hs_buf_printf(&b, "# HELP hyserve_http_responses_total HTTP responses by status class.\n"
                   "# TYPE hyserve_http_responses_total counter\n"
                   "hyserve_http_responses_total{code=\"2xx\"} %" PRIu64 "\n"
                   "hyserve_http_responses_total{code=\"4xx\"} %" PRIu64 "\n"
@@ -1021,7 +983,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
             free(cc->body.p);
             memset(&cc->body, 0, sizeof cc->body);
         }
-        if (!cc->too_big) sb_add(&cc->body, upload_data, *upload_data_size);
+        if (!cc->too_big) hs_buf_add(&cc->body, upload_data, *upload_data_size);
         *upload_data_size = 0;
         return MHD_YES;
     }

@@ -236,3 +236,34 @@ int hs_dtype_parse(const char *s, hs_dtype_t *out) {
         if (!strcasecmp(s, aliases[i].alias)) { *out = aliases[i].t; return HS_OK; }
     return HS_ERR_INVALID;
 }
+
+void hs_buf_add(hs_buf_t *b, const char *s, size_t n) {
+    if (b->n + n + 1 > b->cap) {
+        size_t c = b->cap ? b->cap : 256;
+        while (c < b->n + n + 1) c *= 2;
+        b->p = hs_realloc(b->p, c);
+        b->cap = c;
+    }
+    if (n) memcpy(b->p + b->n, s, n);
+    b->n += n;
+    b->p[b->n] = 0;
+}
+
+void hs_buf_printf(hs_buf_t *b, const char *fmt, ...) {
+    char tmp[512];
+    va_list ap;
+    va_start(ap, fmt);
+    int k = vsnprintf(tmp, sizeof tmp, fmt, ap);
+    va_end(ap);
+    if (k < 0) return;
+    if ((size_t)k < sizeof tmp) {
+        hs_buf_add(b, tmp, (size_t)k);
+        return;
+    }
+    char *big = hs_malloc((size_t)k + 1);
+    va_start(ap, fmt);
+    vsnprintf(big, (size_t)k + 1, fmt, ap);
+    va_end(ap);
+    hs_buf_add(b, big, (size_t)k);
+    free(big);
+}

@@ -53,6 +53,15 @@ void *hs_realloc(void *p, size_t n);
 char *hs_strdup(const char *s);
 #define hs_free(p) free(p)
 
+/* A growable, always NUL-terminated byte buffer. Zero-initialise; p stays NULL until
+ * the first add; the owner frees p. Appends abort on out-of-memory like hs_malloc. */
+typedef struct {
+    char *p;
+    size_t n, cap; /* bytes used (without the NUL), bytes allocated */
+} hs_buf_t;
+void hs_buf_add(hs_buf_t *b, const char *s, size_t n);
+void hs_buf_printf(hs_buf_t *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
 /* Monotonic clock in seconds / nanoseconds. */
 double hs_now(void);
 uint64_t hs_now_ns(void);
