@@ -260,6 +260,21 @@ int hs_engine_create(const hs_engine_config_t *cfg, hs_engine_t **out, char *err
     if (!cfg->device || !strcmp(cfg->device, "cpu")) {
         e->bk = backend_cpu_create(cfg->n_threads);
     } else if (!strcmp(cfg->device, "cuda")) {
+        /* What the CUDA kernels are built for (every released model has it). */
+        if (c->lin_k_dim != 128 || c->lin_v_dim != 128 || c->conv_kernel != 4 || c->head_dim % 32 ||
+            c->head_dim > 256) {
+            rc = hs_errf(err, n, HS_ERR_UNSUPPORTED,
+                         "%s: the CUDA backend needs linear_key_head_dim = linear_value_head_dim = 128, "
+                         "linear_conv_kernel_dim = 4 and head_dim a multiple of 32 up to 256 (got %d, %d, %d, %d); "
+                         "use --device cpu",
+                         cfg->model, c->lin_k_dim, c->lin_v_dim, c->conv_kernel, c->head_dim);
+            goto fail;
+        }
+        if (!kv_auto && kv_dtype != HS_BF16) {
+            rc = hs_errf(err, n, HS_ERR_UNSUPPORTED, "kv dtype '%s': the CUDA backend keeps the KV cache in bf16",
+                         cfg->kv_dtype);
+            goto fail;
+        }
         e->bk = backend_cuda_create(0, err, n);
         if (!e->bk) {
             rc = HS_ERR_UNSUPPORTED;

@@ -227,6 +227,14 @@ static void test_api_errors(void **state) {
     assert_int_equal(st.pages_kv + st.pages_state, 0);
     assert_int_equal(hs_engine_check(e, err, sizeof err), HS_OK);
     hs_engine_destroy(e);
+    /* The CUDA kernels need the released head shapes (dk = dv = 128): a clear start-up
+     * error for this fixture (dk = 16), whether or not CUDA was built. */
+    c.device = "cuda";
+    assert_int_equal(hs_engine_create(&c, &e, err, sizeof err), HS_ERR_UNSUPPORTED);
+    assert_non_null(strstr(err, "linear_key_head_dim"));
+    c.device = "tpu";
+    assert_int_equal(hs_engine_create(&c, &e, err, sizeof err), HS_ERR_INVALID);
+    assert_non_null(strstr(err, "tpu"));
 }
 
 /* `hyserve generate --json` end to end: the JSON fields, and HF's greedy tokens for
