@@ -285,6 +285,33 @@ static void test_generate_cli(void **state) {
     json_decref(g);
 }
 
+/* `hyserve bench --json` end to end on the fixture: counts add up, rates are positive. */
+static void test_bench_cli(void **state) {
+    (void)state;
+    const char *bin = getenv("HYSERVE_BIN");
+    if (!bin) skip();
+    char cmd[2048];
+    snprintf(cmd, sizeof cmd,
+             "%s bench --model %s --input-len 20 --output-len 6 --range-ratio 0.5 --num-prompts 5 "
+             "--max-concurrency 2 --threads 1 --pool-gib 0.0625 --json 2>/dev/null",
+             bin, MODEL);
+    FILE *f = popen(cmd, "r");
+    assert_non_null(f);
+    json_error_t je;
+    json_t *o = json_loadf(f, 0, &je);
+    assert_int_equal(pclose(f), 0);
+    if (!o) fail_msg("bench printed no JSON: %s", je.text);
+    assert_int_equal(json_integer_value(json_object_get(o, "requests")), 5);
+    json_int_t in = json_integer_value(json_object_get(o, "input_tokens"));
+    json_int_t out = json_integer_value(json_object_get(o, "output_tokens"));
+    assert_true(in >= 5 * 10 && in <= 5 * 20); /* lengths uniform in [0.5 * 20, 20] */
+    assert_true(out >= 5 * 3 && out <= 5 * 6);
+    assert_true(json_real_value(json_object_get(o, "total_tokens_per_s")) > 0);
+    assert_true(json_real_value(json_object_get(o, "mean_running_batch")) <= 2.0 + 1e-9);
+    assert_int_equal(json_integer_value(json_object_get(o, "preemptions")), 0);
+    json_decref(o);
+}
+
 int main(void) {
     int fails = 0;
     for (int pass = 0; pass < 2; pass++) {
@@ -292,10 +319,19 @@ int main(void) {
         g_tol = pass == 0 ? 0 : 5e-5;
         printf("pass %d: %s\n", pass, pass == 0 ? "batch-invariant GEMMs, bit-identical" : "OpenBLAS sgemm, within 5e-5");
         const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_batched),   cmocka_unit_test(test_chunked_prefill), cmocka_unit_test(test_preemption),
-        cmocka_unit_test(test_layouts),   cmocka_unit_test(test_api_errors), cmocka_unit_test(test_generate_cli),
-    };
+            cmocka_unit_test(test_batched),
+            cmocka_unit_test(test_chunked_prefill),
+            cmocka_unit_test(test_preemption),
+            cmocka_unit_test(test_layouts),
+        };
         fails += cmocka_run_group_tests(tests, setup_alone, NULL);
     }
+    /* Once: the API's error paths and the CLI. */
+    const struct CMUnitTest once[] = {
+        cmocka_unit_test(test_api_errors),
+        cmocka_unit_test(test_generate_cli),
+        cmocka_unit_test(test_bench_cli),
+    };
+    fails += cmocka_run_group_tests(once, NULL, NULL);
     return fails;
 }
