@@ -189,6 +189,15 @@ uint16_t hs_f32_to_f16(float f) {
     return (uint16_t)(sign | r);
 }
 
+float hs_e4m3_to_f32(uint8_t v) {
+    int sign = v >> 7, exp = (v >> 3) & 0xf, man = v & 7;
+    float r;
+    if (exp == 0xf && man == 7) r = NAN;
+    else if (exp == 0) r = ldexpf((float)man, -9); /* subnormal: man/8 * 2^-6 */
+    else r = ldexpf(1.0f + (float)man / 8.0f, exp - 7);
+    return sign ? -r : r;
+}
+
 int hs_parse_i64(const char *s, int64_t lo, int64_t hi, int64_t *out) {
     if (!s || !*s) return HS_ERR_INVALID;
     errno = 0;

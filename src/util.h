@@ -95,6 +95,14 @@ uint16_t hs_f32_to_bf16(float f);
 float hs_f16_to_f32(uint16_t h);
 uint16_t hs_f32_to_f16(float f);
 
+/* fp8 E4M3 (OCP "fn": no infinities, 0x7f / 0xff are NaN, max 448) -> fp32, exact. */
+float hs_e4m3_to_f32(uint8_t v);
+/* Element (r, c) of an fp8 E4M3 matrix with `cols` columns and 128x128 block scales
+ * scale_inv [ceil(rows/128), ceil(cols/128)] (Qwen's FP8 checkpoints). */
+static inline float hs_fp8_block_elem(const uint8_t *q, const float *scale_inv, int64_t cols, int64_t r, int64_t c) {
+    return hs_e4m3_to_f32(q[r * cols + c]) * scale_inv[(r / 128) * ((cols + 127) / 128) + c / 128];
+}
+
 /* Parse a decimal integer / float with full validation (whole string, range). */
 int hs_parse_i64(const char *s, int64_t lo, int64_t hi, int64_t *out);
 int hs_parse_f64(const char *s, double *out);

@@ -94,15 +94,6 @@ static void record(ld_t *L, const bk_host_tensor_t *t, char *param, char *source
     r->seed = hash_str(m->opts.seed, param);
 }
 
-static float fp8_to_f32(uint8_t v) {
-    int s = v >> 7, e = (v >> 3) & 15, mnt = v & 7;
-    float x;
-    if (e == 15 && mnt == 7) x = NAN;
-    else if (e == 0) x = ldexpf((float)mnt / 8.0f, -6);
-    else x = ldexpf(1.0f + (float)mnt / 8.0f, e - 7);
-    return s ? -x : x;
-}
-
 static float elem_f32(const src_t *s, int64_t r, int64_t c, int64_t cols) {
     const uint8_t *d = s->t->data;
     int64_t i = r * cols + c;
@@ -110,10 +101,7 @@ static float elem_f32(const src_t *s, int64_t r, int64_t c, int64_t cols) {
     case HS_F32: { float f; memcpy(&f, d + 4 * i, 4); return f; }
     case HS_BF16: { uint16_t h; memcpy(&h, d + 2 * i, 2); return hs_bf16_to_f32(h); }
     case HS_F16: { uint16_t h; memcpy(&h, d + 2 * i, 2); return hs_f16_to_f32(h); }
-    case HS_F8_E4M3: {
-        int64_t sc = (cols + 127) / 128;
-        return fp8_to_f32(d[i]) * s->scale[(r / 128) * sc + c / 128];
-    }
+    case HS_F8_E4M3: return hs_fp8_block_elem(d, s->scale, cols, r, c);
     default: assert(!"not a weight dtype"); return 0;
     }
 }

@@ -82,7 +82,7 @@ static void kv_store(void *dst, float *scale, hs_dtype_t t, const float *x, int 
 
 static void kv_load(const void *src, const float *scale, hs_dtype_t t, float *x, int D) {
     if (t == HS_F8_E4M3) {
-        for (int i = 0; i < D; i++) x[i] = cpu_e4m3_to_f32(((const uint8_t *)src)[i]) * *scale;
+        for (int i = 0; i < D; i++) x[i] = hs_e4m3_to_f32(((const uint8_t *)src)[i]) * *scale;
     } else if (t == HS_F32) {
         memcpy(x, src, (size_t)D * sizeof(float));
     } else {

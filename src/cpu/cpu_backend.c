@@ -42,15 +42,6 @@ void *cpu_scratch(cpu_ctx_t *c, int i, size_t bytes) {
     return s->p;
 }
 
-float cpu_e4m3_to_f32(uint8_t v) {
-    int sign = v >> 7, exp = (v >> 3) & 0xf, man = v & 7;
-    float r;
-    if (exp == 0xf && man == 7) r = NAN;
-    else if (exp == 0) r = ldexpf((float)man, -9); /* subnormal: man/8 * 2^-6 */
-    else r = ldexpf(1.0f + (float)man / 8.0f, exp - 7);
-    return sign ? -r : r;
-}
-
 uint8_t cpu_f32_to_e4m3(float f) {
     uint8_t sign = signbit(f) ? 0x80 : 0;
     float a = fabsf(f);
@@ -162,10 +153,9 @@ static bk_weight_t *cpu_weight_load(backend_t *bk, const bk_host_tensor_t *t, ch
     }
     if (t->dtype == HS_F8_E4M3) {
         const uint8_t *q = t->data;
-        int64_t sc = (t->cols + 127) / 128;
         for (int64_t r = 0; r < t->rows; r++)
             for (int64_t c = 0; c < t->cols; c++)
-                d[r * t->cols + c] = cpu_e4m3_to_f32(q[r * t->cols + c]) * t->scale_inv[(r / 128) * sc + c / 128];
+                d[r * t->cols + c] = hs_fp8_block_elem(q, t->scale_inv, t->cols, r, c);
     } else {
         for (size_t i = 0; i < count; i++) d[i] = cpu_load(t->data, t->dtype, i);
     }

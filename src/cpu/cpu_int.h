@@ -62,7 +62,6 @@ void *cpu_scratch(cpu_ctx_t *c, int i, size_t bytes);
 
 /* fp8 E4M3 (OCP, "fn": no inf, max 448) <-> fp32. Encoding saturates to +-448 and
  * rounds to nearest even. */
-float cpu_e4m3_to_f32(uint8_t v);
 uint8_t cpu_f32_to_e4m3(float f);
 
 /* Load / store one element of a storage dtype (HS_F32, HS_BF16, HS_F16). */

@@ -461,25 +461,13 @@ static void cu_act_download(backend_t *bk, float *dst, const void *src, size_t n
     free(h);
 }
 
-static float e4m3_to_f32(uint8_t v) {
-    const int s = v >> 7, e = (v >> 3) & 15, m = v & 7;
-    float f;
-    if (e == 15 && m == 7) f = NAN;
-    else if (e == 0) f = ldexpf((float)m / 8.f, -6);
-    else f = ldexpf(1.f + (float)m / 8.f, e - 7);
-    return s ? -f : f;
-}
-
 static float host_elem(const bk_host_tensor_t *t, int64_t r, int64_t c) {
     const size_t i = (size_t)r * (size_t)t->cols + (size_t)c;
     switch (t->dtype) {
     case HS_F32: return ((const float *)t->data)[i];
     case HS_BF16: return hs_bf16_to_f32(((const uint16_t *)t->data)[i]);
     case HS_F16: return hs_f16_to_f32(((const uint16_t *)t->data)[i]);
-    case HS_F8_E4M3: {
-        const int64_t sc = (t->cols + 127) / 128;
-        return e4m3_to_f32(((const uint8_t *)t->data)[i]) * t->scale_inv[(r / 128) * sc + c / 128];
-    }
+    case HS_F8_E4M3: return hs_fp8_block_elem((const uint8_t *)t->data, t->scale_inv, t->cols, r, c);
     default: return 0.f;
     }
 }
