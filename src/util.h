@@ -18,6 +18,7 @@
 #include <stdint.h>
 #include <stdio.h>
 #include <stdarg.h>
+#include <string.h>
 
 enum {
     HS_OK = 0,
@@ -94,6 +95,20 @@ float hs_bf16_to_f32(uint16_t h);
 uint16_t hs_f32_to_bf16(float f);
 float hs_f16_to_f32(uint16_t h);
 uint16_t hs_f32_to_f16(float f);
+
+/* Element i of an f32, bf16 or f16 array as fp32 (memcpy loads: any alignment, as in
+ * an mmap'd checkpoint). Any other dtype gives 0: callers check the dtype first. */
+static inline float hs_load_f32(const void *p, hs_dtype_t t, size_t i) {
+    const unsigned char *b = (const unsigned char *)p;
+    uint16_t h;
+    float f;
+    switch (t) {
+    case HS_F32: memcpy(&f, b + 4 * i, 4); return f;
+    case HS_BF16: memcpy(&h, b + 2 * i, 2); return hs_bf16_to_f32(h);
+    case HS_F16: memcpy(&h, b + 2 * i, 2); return hs_f16_to_f32(h);
+    default: return 0.0f;
+    }
+}
 
 /* fp8 E4M3 (OCP "fn": no infinities, 0x7f / 0xff are NaN, max 448) -> fp32, exact. */
 float hs_e4m3_to_f32(uint8_t v);

@@ -95,15 +95,9 @@ static void record(ld_t *L, const bk_host_tensor_t *t, char *param, char *source
 }
 
 static float elem_f32(const src_t *s, int64_t r, int64_t c, int64_t cols) {
-    const uint8_t *d = s->t->data;
-    int64_t i = r * cols + c;
-    switch (s->t->dtype) {
-    case HS_F32: { float f; memcpy(&f, d + 4 * i, 4); return f; }
-    case HS_BF16: { uint16_t h; memcpy(&h, d + 2 * i, 2); return hs_bf16_to_f32(h); }
-    case HS_F16: { uint16_t h; memcpy(&h, d + 2 * i, 2); return hs_f16_to_f32(h); }
-    case HS_F8_E4M3: return hs_fp8_block_elem(d, s->scale, cols, r, c);
-    default: assert(!"not a weight dtype"); return 0;
-    }
+    assert(s->t->dtype == HS_F8_E4M3 || s->t->dtype == HS_F32 || s->t->dtype == HS_BF16 || s->t->dtype == HS_F16);
+    if (s->t->dtype == HS_F8_E4M3) return hs_fp8_block_elem(s->t->data, s->scale, cols, r, c);
+    return hs_load_f32(s->t->data, s->t->dtype, (size_t)(r * cols + c));
 }
 
 static int dtype_ok(hs_dtype_t d, int mask) {

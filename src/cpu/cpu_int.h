@@ -65,14 +65,7 @@ void *cpu_scratch(cpu_ctx_t *c, int i, size_t bytes);
 uint8_t cpu_f32_to_e4m3(float f);
 
 /* Load / store one element of a storage dtype (HS_F32, HS_BF16, HS_F16). */
-static inline float cpu_load(const void *p, hs_dtype_t t, size_t i) {
-    switch (t) {
-    case HS_F32: return ((const float *)p)[i];
-    case HS_BF16: return hs_bf16_to_f32(((const uint16_t *)p)[i]);
-    case HS_F16: return hs_f16_to_f32(((const uint16_t *)p)[i]);
-    default: return 0.0f; /* callers assert the dtype at entry */
-    }
-}
+static inline float cpu_load(const void *p, hs_dtype_t t, size_t i) { return hs_load_f32(p, t, i); }
 static inline void cpu_store(void *p, hs_dtype_t t, size_t i, float v) {
     switch (t) {
     case HS_F32: ((float *)p)[i] = v; break;

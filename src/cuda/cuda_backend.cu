@@ -462,14 +462,8 @@ static void cu_act_download(backend_t *bk, float *dst, const void *src, size_t n
 }
 
 static float host_elem(const bk_host_tensor_t *t, int64_t r, int64_t c) {
-    const size_t i = (size_t)r * (size_t)t->cols + (size_t)c;
-    switch (t->dtype) {
-    case HS_F32: return ((const float *)t->data)[i];
-    case HS_BF16: return hs_bf16_to_f32(((const uint16_t *)t->data)[i]);
-    case HS_F16: return hs_f16_to_f32(((const uint16_t *)t->data)[i]);
-    case HS_F8_E4M3: return hs_fp8_block_elem((const uint8_t *)t->data, t->scale_inv, t->cols, r, c);
-    default: return 0.f;
-    }
+    if (t->dtype == HS_F8_E4M3) return hs_fp8_block_elem((const uint8_t *)t->data, t->scale_inv, t->cols, r, c);
+    return hs_load_f32(t->data, t->dtype, (size_t)r * (size_t)t->cols + (size_t)c);
 }
 
 static bk_weight_t *cu_weight_load(backend_t *bk, const bk_host_tensor_t *t, char *err, size_t n) {
