@@ -39,6 +39,7 @@ typedef struct {
     int n_prompt;
     int n_output;
     int n_cached;
+    int row;                  /* batch row sampled in the current step */
 } req_t;
 
 struct hs_engine {
@@ -500,6 +501,7 @@ int hs_engine_step(hs_engine_t *e) {
         if (b->logit_start[s + 1] == b->logit_start[s] || !b->seqs[s]) continue;
         req_t *r = req_find(e, (uint64_t)b->ids[s]);
         assert(r);
+        r->row = s;
         const int row = b->logit_start[s];
         smp_result_t *res = &e->results[s];
         if (r->sp.temperature == 0 && r->sp.top_logprobs == 0) {
@@ -528,16 +530,13 @@ int hs_engine_step(hs_engine_t *e) {
             ev.id = r->id;
             ev.token = se->token;
             ev.first = se->index == 0;
-            /* The row's sampling result carries the logprobs. */
-            for (int s = 0; s < b->n_seqs; s++) {
-                if (b->ids[s] != se->id || e->n_new[s] == 0) continue;
-                const smp_result_t *res = &e->results[s];
-                ev.logprob = res->logprob;
-                ev.n_top = r->sp.top_logprobs < res->n_top ? r->sp.top_logprobs : res->n_top;
-                memcpy(ev.top_ids, res->top_ids, sizeof(int32_t) * (size_t)ev.n_top);
-                memcpy(ev.top_logprobs, res->top_logprobs, sizeof(float) * (size_t)ev.n_top);
-                break;
-            }
+            /* The row's sampling result carries the logprobs (k = 0: one token per row). */
+            assert(r->row >= 0 && b->ids[r->row] == se->id && e->n_new[r->row] == 1);
+            const smp_result_t *res = &e->results[r->row];
+            ev.logprob = res->logprob;
+            ev.n_top = r->sp.top_logprobs < res->n_top ? r->sp.top_logprobs : res->n_top;
+            memcpy(ev.top_ids, res->top_ids, sizeof(int32_t) * (size_t)ev.n_top);
+            memcpy(ev.top_logprobs, res->top_logprobs, sizeof(float) * (size_t)ev.n_top);
             if (ev.first) {
                 const seq_t *q = sched_find(e->sched, se->id);
                 r->n_cached = q ? q->n_cached : 0;
