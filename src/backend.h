@@ -53,6 +53,8 @@ typedef struct {
     int n_state_pages;             /* row stride of state_pages (E) */
     const int32_t *logit_rows;     /* [n_logits] token rows whose logits are wanted */
     int n_logits;
+    const int32_t *ids;            /* [T] the step's token ids, or NULL; when set, embed called with
+                                      this same pointer may use the copy set_batch made */
 } bk_batch_t;
 
 /* Where the KV blocks and recurrent state of all sequences live. */
@@ -90,6 +92,19 @@ struct backend {
 
     /* ---- per step ---- */
     void (*set_batch)(backend_t *bk, const bk_batch_t *b, const bk_pool_t *pool);
+
+    /* ---- step graphs (optional: NULL where the backend has none) ----
+     * A backend may record the ops of a step whose shape repeats (decode steps) and replay
+     * them as one unit (CUDA graphs). After set_batch: graph_launch replays the recording
+     * for this step's shape and returns true, or returns false; then graph_begin returns
+     * true when it starts recording this step (the ops that follow are recorded, not run),
+     * and graph_end finishes the recording and runs it, or returns false when the recording
+     * failed (nothing ran: the caller issues the ops again, unrecorded). Between begin and
+     * end the caller issues exactly the step's ops (none may read results on the host). */
+    long graphs_recorded, graphs_replayed; /* counts, for tests and reports */
+    bool (*graph_launch)(backend_t *bk);
+    bool (*graph_begin)(backend_t *bk);
+    bool (*graph_end)(backend_t *bk);
 
     /* ---- ops ---- */
     /* out[T, H] = embed[ids[t], :] ; ids is a host array. */

@@ -31,9 +31,11 @@
  * Every CUDA call is checked; a failure inside an op is a broken device and aborts
  * with the call and its location (ops cannot return errors, backend.h).
  */
+#include <assert.h>
 #include <cublas_v2.h>
 #include <cuda_runtime.h>
 #include <math.h>
+#include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -88,6 +90,23 @@ typedef struct {
     size_t bytes;
 } scratch_t;
 
+/* The shape of a decode step: steps with equal keys run the same kernels on the same
+ * buffers, so one recorded graph serves them all (max_ctx is bucketed in set_batch). */
+typedef struct {
+    int S, max_blocks, E, max_ctx;
+    const void *pool;
+} cu_gkey_t;
+
+#define CU_MAX_GRAPHS 64
+typedef struct {
+    cu_gkey_t key;
+    bool used;               /* slot in use */
+    cudaGraphExec_t exec;    /* NULL until recorded (the first sighting runs eagerly) */
+    uint64_t last;           /* LRU clock */
+} cu_graph_t;
+
+typedef struct cu_prof cu_prof_t;
+
 typedef struct {
     int device;
     cudaStream_t st;
@@ -97,10 +116,27 @@ typedef struct {
     int n_decode;         /* leading rows with 1 token and history (the scheduler puts them first) */
     int max_seg;          /* longest segment of the step */
     int max_ctx;          /* longest n_past + segment */
-    int32_t *d_tok_start, *d_n_past, *d_pos, *d_bt, *d_sp, *d_logit_rows, *d_seq_lens;
-    size_t cap_tok_start, cap_n_past, cap_pos, cap_bt, cap_sp, cap_logit_rows, cap_seq_lens;
+    /* device views into d_stage (one host-to-device copy per step) */
+    int32_t *d_tok_start, *d_n_past, *d_pos, *d_bt, *d_sp, *d_logit_rows, *d_seq_lens, *d_ids;
+    const int32_t *h_ids_src; /* the batch's host ids pointer (embed with it reads d_ids) */
+    char *h_stage, *d_stage;  /* pinned host staging and its device twin */
+    size_t stage_cap;
+    cudaEvent_t stage_done;   /* the staging copy has left h_stage */
     int32_t *h_tok_start, *h_n_past, *h_seq_lens;
     size_t cap_h;
+    /* step graphs */
+    bool graphs_on;           /* HS_CUDA_GRAPHS != 0 and not profiling */
+    bool graphable;           /* this step: pure decode */
+    bool capturing, stale;    /* stale: a buffer was replaced during capture */
+    cu_gkey_t gkey;           /* this step's shape */
+    cu_graph_t graphs[CU_MAX_GRAPHS];
+    uint64_t gclock;
+    void *deferred[SCR_N + 1];/* buffers replaced during a capture, freed after it */
+    int n_deferred;
+    void *blas_ws;
+    char *h_stats;            /* pinned host copy of logits_stats results */
+    size_t cap_h_stats;
+    cu_prof_t *prof;          /* HS_CUDA_PROF=1: per-op timing */
     bk_pool_t pool;
     bool has_pool;
     sm_loc_t *d_ssm_loc;  /* whole state map's ssm granules [n_gdn][Hv][n_slices] */
@@ -116,26 +152,30 @@ typedef struct {
 
 static cu_ctx_t *ctx(backend_t *bk) { return (cu_ctx_t *)bk->ctx; }
 
+static void graphs_clear(cu_ctx_t *c);
+
+/* Replace a device buffer that recorded graphs may point to: outside a capture the graphs
+ * go first; during one (cudaFree would break it) the old buffer waits until it ends. */
+static void retire(cu_ctx_t *c, void *old) {
+    if (!old) return;
+    if (c->capturing) {
+        assert(c->n_deferred < (int)(sizeof c->deferred / sizeof c->deferred[0]));
+        c->deferred[c->n_deferred++] = old;
+        c->stale = true;
+        return;
+    }
+    graphs_clear(c);
+    CK(cudaFree(old));
+}
+
 static void *scratch(cu_ctx_t *c, int i, size_t bytes) {
     if (c->scr[i].bytes < bytes) {
-        if (c->scr[i].p) CK(cudaFree(c->scr[i].p));
+        retire(c, c->scr[i].p);
         size_t nb = bytes + bytes / 4 + 256;
         CK(cudaMalloc(&c->scr[i].p, nb));
         c->scr[i].bytes = nb;
     }
     return c->scr[i].p;
-}
-
-/* Grow a device int32 buffer to n elements and copy src into it. */
-static int32_t *upload_i32(cu_ctx_t *c, int32_t **buf, size_t *cap, const int32_t *src, size_t n) {
-    if (n == 0) n = 1, src = NULL;
-    if (*cap < n) {
-        if (*buf) CK(cudaFree(*buf));
-        *cap = n * 2;
-        CK(cudaMalloc(buf, *cap * sizeof(int32_t)));
-    }
-    if (src) CK(cudaMemcpyAsync(*buf, src, n * sizeof(int32_t), cudaMemcpyHostToDevice, c->st));
-    return *buf;
 }
 
 /* ---- kernels -------------------------------------------------------------------- */
@@ -178,6 +218,66 @@ __global__ void k_rmsnorm(const bf16_t *x, bf16_t *res, const float *w, float ep
         const float g = plus_one ? 1.f + w[i] : w[i];
         out[row * n + i] = f2bf(v * inv * g);
     }
+}
+
+/* The same norm for rows of n = 8 * blockDim.x: each thread keeps its 8 elements in
+ * registers between the sum of squares and the output (16-byte loads, one pass). */
+__global__ void __launch_bounds__(1024) k_rmsnorm8(const bf16_t *x, bf16_t *res, const float *w, float eps,
+                                                   int plus_one, int n, bf16_t *out) {
+    __shared__ float sh[32];
+    const int64_t off = (int64_t)blockIdx.x * n + threadIdx.x * 8;
+    const uint4 xv = *reinterpret_cast<const uint4 *>(x + off);
+    float v[8];
+    const uint32_t xw[4] = {xv.x, xv.y, xv.z, xv.w};
+#pragma unroll
+    for (int i = 0; i < 4; i++) {
+        const float2 f = bf2x2_to_f2(xw[i]);
+        v[2 * i] = f.x, v[2 * i + 1] = f.y;
+    }
+    if (res) {
+        const uint4 rv = *reinterpret_cast<const uint4 *>(res + off);
+        const uint32_t rw[4] = {rv.x, rv.y, rv.z, rv.w};
+        uint32_t sw[4];
+#pragma unroll
+        for (int i = 0; i < 4; i++) {
+            const float2 f = bf2x2_to_f2(rw[i]);
+            sw[i] = f2_to_bf2x2(f.x + v[2 * i], f.y + v[2 * i + 1]); /* the residual stream is bf16 */
+            const float2 r = bf2x2_to_f2(sw[i]);
+            v[2 * i] = r.x, v[2 * i + 1] = r.y;
+        }
+        *reinterpret_cast<uint4 *>(res + off) = make_uint4(sw[0], sw[1], sw[2], sw[3]);
+    }
+    float ss = 0.f;
+#pragma unroll
+    for (int i = 0; i < 8; i++) ss += v[i] * v[i];
+    const float inv = rsqrtf(block_sum(ss, sh) / n + eps);
+    const float4 w0 = *reinterpret_cast<const float4 *>(w + threadIdx.x * 8);
+    const float4 w1 = *reinterpret_cast<const float4 *>(w + threadIdx.x * 8 + 4);
+    float g[8] = {w0.x, w0.y, w0.z, w0.w, w1.x, w1.y, w1.z, w1.w};
+    uint32_t o[4];
+#pragma unroll
+    for (int i = 0; i < 4; i++) {
+        const float g0 = plus_one ? 1.f + g[2 * i] : g[2 * i], g1 = plus_one ? 1.f + g[2 * i + 1] : g[2 * i + 1];
+        o[i] = f2_to_bf2x2(v[2 * i] * inv * g0, v[2 * i + 1] * inv * g1);
+    }
+    *reinterpret_cast<uint4 *>(out + off) = make_uint4(o[0], o[1], o[2], o[3]);
+}
+
+/* swiglu with 8 outputs per thread (I % 8 == 0). */
+__global__ void k_swiglu8(const bf16_t *gu, int64_t T, int I, bf16_t *out) {
+    const int64_t i = ((int64_t)blockIdx.x * blockDim.x + threadIdx.x) * 8;
+    if (i >= T * I) return;
+    const int64_t t = i / I, j = i % I;
+    const uint4 g = *reinterpret_cast<const uint4 *>(gu + t * 2 * I + j);
+    const uint4 u = *reinterpret_cast<const uint4 *>(gu + t * 2 * I + I + j);
+    const uint32_t gw[4] = {g.x, g.y, g.z, g.w}, uw[4] = {u.x, u.y, u.z, u.w};
+    uint32_t o[4];
+#pragma unroll
+    for (int k = 0; k < 4; k++) {
+        const float2 a = bf2x2_to_f2(gw[k]), b = bf2x2_to_f2(uw[k]);
+        o[k] = f2_to_bf2x2(silu_f(a.x) * b.x, silu_f(a.y) * b.y);
+    }
+    *reinterpret_cast<uint4 *>(out + i) = make_uint4(o[0], o[1], o[2], o[3]);
 }
 
 __global__ void k_add(bf16_t *y, const bf16_t *x, int64_t n) {
@@ -378,38 +478,69 @@ __global__ void k_moe_finish(const float *acc, const bf16_t *shared, const float
     out[i] = f2bf(v);
 }
 
-/* Per row: argmax (lowest id on ties), max, log-sum-exp (fp32, sum in fp32). */
-__global__ void k_logits_stats(const float *logits, int V, int32_t *argmax, float *mx_out, float *lse_out) {
-    __shared__ float sv[32];
-    __shared__ int si[32];
-    __shared__ float sh[32];
-    const float *x = logits + (int64_t)blockIdx.x * V;
-    float best = -INFINITY;
-    int bi = 0x7fffffff;
-    for (int i = threadIdx.x; i < V; i += blockDim.x)
-        if (x[i] > best) best = x[i], bi = i;
+/* Per row of logits: argmax (lowest id on ties), max, log-sum-exp (fp32). Two stages:
+ * k_stats_part splits each row into nb ranges (enough blocks to fill the GPU at batch 1)
+ * and keeps an online (max, first argmax, sum of exp(x - max)) per thread, merged per
+ * block; k_stats_combine merges a row's nb partials in range order. */
+struct stat3 {
+    float m, s;
+    int i;
+};
+__device__ __forceinline__ stat3 stat_merge(stat3 a, stat3 b) {
+    if (b.m > a.m || (b.m == a.m && b.i < a.i)) {
+        const stat3 t = a;
+        a = b, b = t;
+    } /* a has the larger max (or the same max and the lower id) */
+    if (b.m != -INFINITY) a.s += b.s * __expf(b.m - a.m);
+    return a;
+}
+__device__ __forceinline__ stat3 stat_warp(stat3 v) {
+#pragma unroll
     for (int o = 16; o > 0; o >>= 1) {
-        const float ob = __shfl_xor_sync(0xffffffffu, best, o);
-        const int oi = __shfl_xor_sync(0xffffffffu, bi, o);
-        if (ob > best || (ob == best && oi < bi)) best = ob, bi = oi;
+        stat3 u;
+        u.m = __shfl_xor_sync(0xffffffffu, v.m, o);
+        u.s = __shfl_xor_sync(0xffffffffu, v.s, o);
+        u.i = __shfl_xor_sync(0xffffffffu, v.i, o);
+        v = stat_merge(v, u);
     }
-    const int w = threadIdx.x >> 5, l = threadIdx.x & 31, nw = blockDim.x >> 5;
-    if (l == 0) sv[w] = best, si[w] = bi;
+    return v;
+}
+
+__global__ void __launch_bounds__(256) k_stats_part(const float *logits, int V, int chunk, stat3 *part) {
+    __shared__ stat3 sh[8];
+    const int r = blockIdx.y, nb = gridDim.x;
+    const float *x = logits + (int64_t)r * V;
+    const int lo = blockIdx.x * chunk, hi = min(V, lo + chunk);
+    stat3 v = {-INFINITY, 0.f, 0x7fffffff};
+    for (int i = lo + threadIdx.x; i < hi; i += blockDim.x) {
+        const float e = x[i];
+        if (e > v.m) {
+            v.s = (v.m == -INFINITY ? 0.f : v.s * __expf(v.m - e)) + 1.f;
+            v.m = e, v.i = i;
+        } else if (e != -INFINITY) {
+            v.s += __expf(e - v.m);
+        }
+    }
+    v = stat_warp(v);
+    if ((threadIdx.x & 31) == 0) sh[threadIdx.x >> 5] = v;
     __syncthreads();
-    best = l < nw ? sv[l] : -INFINITY;
-    bi = l < nw ? si[l] : 0x7fffffff;
-    for (int o = 16; o > 0; o >>= 1) {
-        const float ob = __shfl_xor_sync(0xffffffffu, best, o);
-        const int oi = __shfl_xor_sync(0xffffffffu, bi, o);
-        if (ob > best || (ob == best && oi < bi)) best = ob, bi = oi;
+    if (threadIdx.x < 32) {
+        v = threadIdx.x < (blockDim.x >> 5) ? sh[threadIdx.x] : stat3{-INFINITY, 0.f, 0x7fffffff};
+        v = stat_warp(v);
+        if (threadIdx.x == 0) part[(int64_t)r * nb + blockIdx.x] = v;
     }
-    float s = 0.f;
-    for (int i = threadIdx.x; i < V; i += blockDim.x) s += __expf(x[i] - best);
-    s = block_sum(s, sh);
+}
+
+/* out: [n] argmax, then [n] max, then [n] lse (12 n bytes). One warp per row. */
+__global__ void k_stats_combine(const stat3 *part, int nb, int n, char *out) {
+    const int r = blockIdx.x;
+    stat3 v = {-INFINITY, 0.f, 0x7fffffff};
+    for (int j = threadIdx.x; j < nb; j += 32) v = stat_merge(v, part[(int64_t)r * nb + j]);
+    v = stat_warp(v);
     if (threadIdx.x == 0) {
-        argmax[blockIdx.x] = bi;
-        mx_out[blockIdx.x] = best;
-        lse_out[blockIdx.x] = best + logf(s);
+        reinterpret_cast<int32_t *>(out)[r] = v.i;
+        reinterpret_cast<float *>(out + (size_t)n * 4)[r] = v.m;
+        reinterpret_cast<float *>(out + (size_t)n * 8)[r] = v.m + logf(v.s);
     }
 }
 
@@ -523,26 +654,40 @@ static void cu_weight_free(backend_t *bk, bk_weight_t *w) {
 
 /* ---- batch ------------------------------------------------------------------------ */
 
+/* Bytes of n int32 in the staging area, kept 16-byte aligned. */
+static size_t stage_bytes(size_t n) { return (n * 4 + 15) & ~(size_t)15; }
+
+/* Round a decode step's longest context up to a power of two (>= 256), so that steps a
+ * few tokens apart share a graph; attention's split grid is sized from it and the
+ * kernels bound every sequence by its own length. */
+static int ctx_bucket(int n) {
+    int b = 256;
+    while (b < n) b *= 2;
+    return b;
+}
+
 static void cu_set_batch(backend_t *bk, const bk_batch_t *b, const bk_pool_t *pool) {
     cu_ctx_t *c = ctx(bk);
-    c->S = b->n_seqs;
-    c->T = b->n_tokens;
+    assert(!c->capturing);
+    const int S = b->n_seqs, T = b->n_tokens;
+    c->S = S;
+    c->T = T;
     c->max_blocks = b->max_blocks;
     c->E = b->n_state_pages;
     c->n_logits = b->n_logits;
-    if (c->cap_h < (size_t)b->n_seqs + 1) {
-        c->cap_h = (size_t)b->n_seqs * 2 + 2;
+    if (c->cap_h < (size_t)S + 1) {
+        c->cap_h = (size_t)S * 2 + 2;
         c->h_tok_start = (int32_t *)hs_realloc(c->h_tok_start, c->cap_h * 4);
         c->h_n_past = (int32_t *)hs_realloc(c->h_n_past, c->cap_h * 4);
         c->h_seq_lens = (int32_t *)hs_realloc(c->h_seq_lens, c->cap_h * 4);
     }
-    memcpy(c->h_tok_start, b->tok_start, ((size_t)b->n_seqs + 1) * 4);
-    memcpy(c->h_n_past, b->n_past, (size_t)b->n_seqs * 4);
+    memcpy(c->h_tok_start, b->tok_start, ((size_t)S + 1) * 4);
+    memcpy(c->h_n_past, b->n_past, (size_t)S * 4);
     c->n_decode = 0;
     c->max_seg = 0;
     c->max_ctx = 0;
     bool prefix = true;
-    for (int s = 0; s < b->n_seqs; s++) {
+    for (int s = 0; s < S; s++) {
         const int len = b->tok_start[s + 1] - b->tok_start[s];
         c->h_seq_lens[s] = b->n_past[s] + len;
         if (len > c->max_seg) c->max_seg = len;
@@ -550,25 +695,166 @@ static void cu_set_batch(backend_t *bk, const bk_batch_t *b, const bk_pool_t *po
         if (prefix && len == 1 && b->n_past[s] > 0) c->n_decode++;
         else prefix = false;
     }
-    upload_i32(c, &c->d_tok_start, &c->cap_tok_start, b->tok_start, (size_t)b->n_seqs + 1);
-    upload_i32(c, &c->d_n_past, &c->cap_n_past, b->n_past, (size_t)b->n_seqs);
-    upload_i32(c, &c->d_pos, &c->cap_pos, b->positions, (size_t)b->n_tokens);
-    upload_i32(c, &c->d_bt, &c->cap_bt, b->block_tables, (size_t)b->n_seqs * (size_t)b->max_blocks);
-    upload_i32(c, &c->d_sp, &c->cap_sp, b->state_pages, (size_t)b->n_seqs * (size_t)b->n_state_pages);
-    upload_i32(c, &c->d_logit_rows, &c->cap_logit_rows, b->logit_rows, (size_t)b->n_logits);
-    upload_i32(c, &c->d_seq_lens, &c->cap_seq_lens, c->h_seq_lens, (size_t)b->n_seqs);
+    /* Pure decode steps can replay a recorded graph. Their longest context is bucketed
+     * whether graphs are on or not, so that both run the same split grid. */
+    const bool decode = S > 0 && c->n_decode == S && T == S;
+    if (decode) c->max_ctx = ctx_bucket(c->max_ctx);
+    c->graphable = c->graphs_on && decode && b->n_logits == S;
+    if (c->graphable) {
+        c->gkey.S = S;
+        c->gkey.max_blocks = b->max_blocks;
+        c->gkey.E = b->n_state_pages;
+        c->gkey.max_ctx = c->max_ctx;
+        c->gkey.pool = pool->base;
+    }
+
+    /* Every per-step array in one pinned staging area, one copy to the device. The
+     * offsets depend only on the sizes, so a step of the same shape reuses them. */
+    const size_t n_bt = (size_t)S * (size_t)b->max_blocks, n_sp = (size_t)S * (size_t)b->n_state_pages;
+    const size_t sz[8] = {(size_t)S + 1, (size_t)S, (size_t)T, n_bt, n_sp, (size_t)b->n_logits, (size_t)S, (size_t)T};
+    const int32_t *src[8] = {b->tok_start, b->n_past, b->positions, b->block_tables, b->state_pages,
+                             b->logit_rows, c->h_seq_lens, b->ids};
+    int32_t **dst[8] = {&c->d_tok_start, &c->d_n_past, &c->d_pos, &c->d_bt, &c->d_sp,
+                        &c->d_logit_rows, &c->d_seq_lens, &c->d_ids};
+    size_t total = 0;
+    for (int i = 0; i < 8; i++) total += stage_bytes(sz[i]);
+    if (total > c->stage_cap) {
+        CK(cudaStreamSynchronize(c->st));
+        if (c->h_stage) CK(cudaFreeHost(c->h_stage));
+        retire(c, c->d_stage);
+        c->stage_cap = total * 2 + 4096;
+        CK(cudaMallocHost((void **)&c->h_stage, c->stage_cap));
+        CK(cudaMalloc((void **)&c->d_stage, c->stage_cap));
+    } else {
+        CK(cudaEventSynchronize(c->stage_done)); /* the last step's copy has read h_stage */
+    }
+    size_t off = 0;
+    for (int i = 0; i < 8; i++) {
+        if (src[i] && sz[i]) memcpy(c->h_stage + off, src[i], sz[i] * 4);
+        *dst[i] = (int32_t *)(c->d_stage + off);
+        off += stage_bytes(sz[i]);
+    }
+    if (!b->ids) c->d_ids = NULL;
+    c->h_ids_src = b->ids;
+    CK(cudaMemcpyAsync(c->d_stage, c->h_stage, off, cudaMemcpyHostToDevice, c->st));
+    CK(cudaEventRecord(c->stage_done, c->st));
     c->pool = *pool;
     c->has_pool = true;
     /* The state map's granule table, once per map. */
     const statemap_t *sm = &pool->sm;
     if (sm->n_gdn > 0 && c->ssm_loc_src != (const void *)sm->ssm) {
         const size_t n = (size_t)sm->n_gdn * sm->hv * sm->n_slices;
+        CK(cudaStreamSynchronize(c->st));
+        graphs_clear(c);
         if (c->d_ssm_loc) CK(cudaFree(c->d_ssm_loc));
         CK(cudaMalloc(&c->d_ssm_loc, n * sizeof(sm_loc_t)));
         CK(cudaMemcpy(c->d_ssm_loc, sm->ssm, n * sizeof(sm_loc_t), cudaMemcpyHostToDevice));
         c->ssm_loc_src = sm->ssm;
     }
-    /* No sync: copies from pageable host memory have left the source on return. */
+}
+
+/* ---- step graphs ------------------------------------------------------------------- */
+
+static bool gkey_eq(const cu_gkey_t *a, const cu_gkey_t *b) {
+    return a->S == b->S && a->max_blocks == b->max_blocks && a->E == b->E && a->max_ctx == b->max_ctx &&
+           a->pool == b->pool;
+}
+
+static cu_graph_t *graph_find(cu_ctx_t *c) {
+    for (int i = 0; i < CU_MAX_GRAPHS; i++)
+        if (c->graphs[i].used && gkey_eq(&c->graphs[i].key, &c->gkey)) return &c->graphs[i];
+    return NULL;
+}
+
+static void graph_drop(cu_graph_t *g) {
+    if (g->exec) CK(cudaGraphExecDestroy(g->exec));
+    memset(g, 0, sizeof *g);
+}
+
+/* Forget every recorded graph (a buffer they point to is about to change). */
+static void graphs_clear(cu_ctx_t *c) {
+    bool any = false;
+    for (int i = 0; i < CU_MAX_GRAPHS; i++) any |= c->graphs[i].exec != NULL;
+    if (any) CK(cudaStreamSynchronize(c->st));
+    for (int i = 0; i < CU_MAX_GRAPHS; i++) graph_drop(&c->graphs[i]);
+}
+
+static bool cu_graph_launch(backend_t *bk) {
+    cu_ctx_t *c = ctx(bk);
+    if (!c->graphable) return false;
+    cu_graph_t *g = graph_find(c);
+    if (!g || !g->exec) return false;
+    g->last = ++c->gclock;
+    CK(cudaGraphLaunch(g->exec, c->st));
+    bk->graphs_replayed++;
+    return true;
+}
+
+static bool cu_graph_begin(backend_t *bk) {
+    cu_ctx_t *c = ctx(bk);
+    if (!c->graphable) return false;
+    cu_graph_t *g = graph_find(c);
+    if (!g) {
+        /* First sighting: run eagerly (it also sizes the scratch buffers); record the next. */
+        cu_graph_t *slot = NULL;
+        for (int i = 0; i < CU_MAX_GRAPHS && !slot; i++)
+            if (!c->graphs[i].used) slot = &c->graphs[i];
+        if (!slot) {
+            slot = &c->graphs[0];
+            for (int i = 1; i < CU_MAX_GRAPHS; i++)
+                if (c->graphs[i].last < slot->last) slot = &c->graphs[i];
+            CK(cudaStreamSynchronize(c->st));
+            graph_drop(slot);
+        }
+        slot->used = true;
+        slot->key = c->gkey;
+        slot->last = ++c->gclock;
+        return false;
+    }
+    assert(!g->exec);
+    CK(cudaStreamBeginCapture(c->st, cudaStreamCaptureModeRelaxed));
+    c->capturing = true;
+    return true;
+}
+
+static bool cu_graph_end(backend_t *bk) {
+    cu_ctx_t *c = ctx(bk);
+    assert(c->capturing);
+    cudaGraph_t graph = NULL;
+    cudaError_t e = cudaStreamEndCapture(c->st, &graph);
+    c->capturing = false;
+    cudaGraphExec_t exec = NULL;
+    if (e == cudaSuccess) e = cudaGraphInstantiate(&exec, graph, 0);
+    if (graph) cudaGraphDestroy(graph);
+    if (c->stale) { /* buffers were replaced during the capture: older graphs are void */
+        CK(cudaStreamSynchronize(c->st));
+        for (int i = 0; i < CU_MAX_GRAPHS; i++)
+            if (c->graphs[i].exec) graph_drop(&c->graphs[i]);
+        for (int i = 0; i < c->n_deferred; i++) CK(cudaFree(c->deferred[i]));
+        c->n_deferred = 0;
+        c->stale = false;
+    }
+    if (e != cudaSuccess) {
+        fprintf(stderr, "hyserve: cuda: recording a decode-step graph failed (%s); running without graphs\n",
+                cudaGetErrorString(e));
+        cudaGetLastError();
+        c->graphs_on = false;
+        graphs_clear(c);
+        return false;
+    }
+    cu_graph_t *g = graph_find(c);
+    if (!g) { /* its slot was dropped as stale: take the first free one */
+        for (int i = 0; i < CU_MAX_GRAPHS && !g; i++)
+            if (!c->graphs[i].used) g = &c->graphs[i];
+        assert(g);
+        g->used = true;
+        g->key = c->gkey;
+    }
+    g->exec = exec;
+    g->last = ++c->gclock;
+    CK(cudaGraphLaunch(exec, c->st));
+    bk->graphs_recorded++;
+    return true;
 }
 
 /* ---- GEMM ---------------------------------------------------------------------------- */
@@ -593,17 +879,25 @@ static void cu_logits(backend_t *bk, const void *x, const bk_weight_t *lm_head, 
 
 static void cu_embed(backend_t *bk, const bk_weight_t *embed, const int32_t *ids, int T, void *out) {
     cu_ctx_t *c = ctx(bk);
-    int32_t *d = (int32_t *)scratch(c, SCR_IDS, (size_t)T * 4);
-    CK(cudaMemcpyAsync(d, ids, (size_t)T * 4, cudaMemcpyHostToDevice, c->st));
-    /* From pageable memory the copy has left `ids` when cudaMemcpyAsync returns. */
+    int32_t *d = c->d_ids;
+    if (ids != c->h_ids_src || !d || T != c->T) { /* not the batch's ids: copy them now */
+        d = (int32_t *)scratch(c, SCR_IDS, (size_t)T * 4);
+        CK(cudaMemcpyAsync(d, ids, (size_t)T * 4, cudaMemcpyHostToDevice, c->st));
+        /* From pageable memory the copy has left `ids` when cudaMemcpyAsync returns. */
+    }
     k_embed<<<T, 256, 0, c->st>>>(d, embed->bf, embed->cols, (bf16_t *)out);
     LAUNCHED();
 }
 
 static void cu_rmsnorm(backend_t *bk, const void *x, void *residual, const bk_weight_t *w, float eps, bool plus_one,
                        int T, int n, void *out) {
-    k_rmsnorm<<<T, 256, 0, ctx(bk)->st>>>((const bf16_t *)x, (bf16_t *)residual, w->f32, eps, plus_one, n,
-                                          (bf16_t *)out);
+    const uintptr_t al = (uintptr_t)x | (uintptr_t)residual | (uintptr_t)out;
+    if (n % 8 == 0 && n / 8 <= 1024 && n >= 256 && al % 16 == 0)
+        k_rmsnorm8<<<T, n / 8, 0, ctx(bk)->st>>>((const bf16_t *)x, (bf16_t *)residual, w->f32, eps, plus_one, n,
+                                                 (bf16_t *)out);
+    else
+        k_rmsnorm<<<T, 256, 0, ctx(bk)->st>>>((const bf16_t *)x, (bf16_t *)residual, w->f32, eps, plus_one, n,
+                                              (bf16_t *)out);
     LAUNCHED();
 }
 
@@ -615,7 +909,10 @@ static void cu_add(backend_t *bk, void *y, const void *x, int T, int n) {
 
 static void cu_swiglu(backend_t *bk, const void *gu, int T, int I, void *out) {
     const int64_t N = (int64_t)T * I;
-    k_swiglu<<<(unsigned)((N + 255) / 256), 256, 0, ctx(bk)->st>>>((const bf16_t *)gu, T, I, (bf16_t *)out);
+    if (I % 8 == 0 && ((uintptr_t)gu | (uintptr_t)out) % 16 == 0)
+        k_swiglu8<<<(unsigned)((N / 8 + 255) / 256), 256, 0, ctx(bk)->st>>>((const bf16_t *)gu, T, I, (bf16_t *)out);
+    else
+        k_swiglu<<<(unsigned)((N + 255) / 256), 256, 0, ctx(bk)->st>>>((const bf16_t *)gu, T, I, (bf16_t *)out);
     LAUNCHED();
 }
 
@@ -826,15 +1123,226 @@ static void cu_moe(backend_t *bk, const void *x, const bk_weight_t *router, bk_w
 
 static void cu_logits_stats(backend_t *bk, const void *logits, int n, int V, int32_t *argmax, float *mx, float *lse) {
     cu_ctx_t *c = ctx(bk);
-    char *d = (char *)scratch(c, SCR_STATS, (size_t)n * 12);
-    k_logits_stats<<<n, 1024, 0, c->st>>>((const float *)logits, V, (int32_t *)d, (float *)(d + (size_t)n * 4),
-                                         (float *)(d + (size_t)n * 8));
+    if (n <= 0) return;
+    int nb = (4 * 132 + n - 1) / n; /* ranges per row: about 4 blocks per SM in all */
+    if (nb > 64) nb = 64;
+    if (nb < 1) nb = 1;
+    const int chunk = (V + nb - 1) / nb;
+    stat3 *part = (stat3 *)scratch(c, SCR_STATS, (size_t)n * nb * sizeof(stat3) + (size_t)n * 12 + 16);
+    char *d = (char *)(part + (size_t)n * nb);
+    k_stats_part<<<dim3((unsigned)nb, (unsigned)n), 256, 0, c->st>>>((const float *)logits, V, chunk, part);
     LAUNCHED();
-    CK(cudaMemcpyAsync(argmax, d, (size_t)n * 4, cudaMemcpyDeviceToHost, c->st));
-    CK(cudaMemcpyAsync(mx, d + (size_t)n * 4, (size_t)n * 4, cudaMemcpyDeviceToHost, c->st));
-    CK(cudaMemcpyAsync(lse, d + (size_t)n * 8, (size_t)n * 4, cudaMemcpyDeviceToHost, c->st));
+    k_stats_combine<<<n, 32, 0, c->st>>>(part, nb, n, d);
+    LAUNCHED();
+    if (c->cap_h_stats < (size_t)n * 12) {
+        if (c->h_stats) CK(cudaFreeHost(c->h_stats));
+        c->cap_h_stats = (size_t)n * 12 * 2;
+        CK(cudaMallocHost((void **)&c->h_stats, c->cap_h_stats));
+    }
+    CK(cudaMemcpyAsync(c->h_stats, d, (size_t)n * 12, cudaMemcpyDeviceToHost, c->st));
     CK(cudaStreamSynchronize(c->st));
+    memcpy(argmax, c->h_stats, (size_t)n * 4);
+    memcpy(mx, c->h_stats + (size_t)n * 4, (size_t)n * 4);
+    memcpy(lse, c->h_stats + (size_t)n * 8, (size_t)n * 4);
 }
+
+/* ---- op timing (HS_CUDA_PROF=1) ---------------------------------------------------- */
+/* Every op of the table is wrapped: an event is recorded before it, and at the next host
+ * synchronisation the time between consecutive events is charged to the op, by step class
+ * (D: pure decode step, P: step with prefill rows) and, for the GEMMs, by shape. The table
+ * goes to stderr when the backend is destroyed. Graphs are off while it runs. */
+#define PROF_EV 4096
+#define PROF_ENT 512
+struct cu_prof {
+    backend_t inner;                 /* the real op table */
+    cudaEvent_t ev[PROF_EV + 1];
+    int lab[PROF_EV];
+    int n;
+    struct {
+        char name[96];
+        double ms, bytes;
+        long calls;
+    } ent[PROF_ENT];
+    int n_ent;
+    long steps[2];
+};
+
+static char prof_class(const cu_ctx_t *c) { return c->S > 0 && c->n_decode == c->S ? 'D' : 'P'; }
+
+static void prof_flush(cu_ctx_t *c) {
+    cu_prof_t *p = c->prof;
+    if (!p || p->n == 0) return;
+    CK(cudaEventRecord(p->ev[p->n], c->st));
+    CK(cudaEventSynchronize(p->ev[p->n]));
+    for (int i = 0; i < p->n; i++) {
+        float ms = 0.f;
+        CK(cudaEventElapsedTime(&ms, p->ev[i], p->ev[i + 1]));
+        p->ent[p->lab[i]].ms += ms;
+        p->ent[p->lab[i]].calls++;
+    }
+    p->n = 0;
+}
+
+static void prof_mark(cu_ctx_t *c, double bytes, const char *fmt, ...) {
+    cu_prof_t *p = c->prof;
+    char name[96];
+    name[0] = prof_class(c);
+    name[1] = ' ';
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(name + 2, sizeof name - 2, fmt, ap);
+    va_end(ap);
+    int e = 0;
+    while (e < p->n_ent && strcmp(p->ent[e].name, name) != 0) e++;
+    if (e == p->n_ent) {
+        if (p->n_ent == PROF_ENT) e = PROF_ENT - 1; /* table full: the last row collects the rest */
+        else snprintf(p->ent[p->n_ent++].name, sizeof p->ent[0].name, "%s", name);
+    }
+    if (p->n == PROF_EV) prof_flush(c);
+    CK(cudaEventRecord(p->ev[p->n], c->st));
+    p->lab[p->n++] = e;
+    p->ent[e].bytes += bytes;
+}
+
+static void prof_report(cu_ctx_t *c) {
+    cu_prof_t *p = c->prof;
+    if (!p) return;
+    prof_flush(c);
+    int order[PROF_ENT];
+    for (int i = 0; i < p->n_ent; i++) order[i] = i;
+    for (int i = 1; i < p->n_ent; i++) /* insertion sort by class, then time */
+        for (int j = i; j > 0; j--) {
+            const int a = order[j - 1], b = order[j];
+            const bool swap = p->ent[a].name[0] != p->ent[b].name[0] ? p->ent[a].name[0] > p->ent[b].name[0]
+                                                                     : p->ent[a].ms < p->ent[b].ms;
+            if (!swap) break;
+            order[j - 1] = b, order[j] = a;
+        }
+    double tot[2] = {0, 0};
+    for (int i = 0; i < p->n_ent; i++) tot[p->ent[i].name[0] == 'P'] += p->ent[i].ms;
+    fprintf(stderr, "hyserve: cuda op timing (HS_CUDA_PROF): %ld pure-decode steps (D), %ld steps with prefill (P)\n",
+            p->steps[0], p->steps[1]);
+    for (int k = 0; k < 2; k++)
+        if (p->steps[k])
+            fprintf(stderr, "  %c: %.3f ms of device time per step (%.1f ms in all)\n", "DP"[k], tot[k] / p->steps[k],
+                    tot[k]);
+    fprintf(stderr, "  %-44s %8s %10s %10s %9s %6s %8s\n", "op", "calls", "total ms", "ms/step", "us/call", "%",
+            "GB/s");
+    for (int i = 0; i < p->n_ent; i++) {
+        const int e = order[i];
+        const int k = p->ent[e].name[0] == 'P';
+        const double ms = p->ent[e].ms;
+        fprintf(stderr, "  %-44s %8ld %10.2f %10.3f %9.1f %6.1f", p->ent[e].name, p->ent[e].calls, ms,
+                p->steps[k] ? ms / p->steps[k] : 0.0, p->ent[e].calls ? 1e3 * ms / p->ent[e].calls : 0.0,
+                tot[k] > 0 ? 100.0 * ms / tot[k] : 0.0);
+        if (p->ent[e].bytes > 0 && ms > 0) fprintf(stderr, " %8.0f", p->ent[e].bytes / ms / 1e6);
+        fprintf(stderr, "\n");
+    }
+    for (int i = 0; i <= PROF_EV; i++) cudaEventDestroy(p->ev[i]);
+    free(p);
+    c->prof = NULL;
+}
+
+static const char *tclass(int T) { return T == 1 ? "1" : T <= 16 ? "2-16" : T <= 256 ? "17-256" : ">256"; }
+#define PI (ctx(bk)->prof->inner)
+
+static void pw_set_batch(backend_t *bk, const bk_batch_t *b, const bk_pool_t *pool) {
+    cu_ctx_t *c = ctx(bk);
+    PI.set_batch(bk, b, pool);
+    c->prof->steps[prof_class(c) == 'P']++;
+    prof_mark(c, 0, "set_batch (staging copy)");
+}
+static void pw_embed(backend_t *bk, const bk_weight_t *w, const int32_t *ids, int T, void *out) {
+    prof_mark(ctx(bk), 0, "embed");
+    PI.embed(bk, w, ids, T, out);
+}
+static void pw_linear(backend_t *bk, const void *x, const bk_weight_t *w, int T, void *out) {
+    prof_mark(ctx(bk), 2.0 * (double)w->rows * (double)w->cols, "linear %lldx%lld T %s", (long long)w->rows,
+              (long long)w->cols, tclass(T));
+    PI.linear(bk, x, w, T, out);
+}
+static void pw_rmsnorm(backend_t *bk, const void *x, void *res, const bk_weight_t *w, float eps, bool p1, int T, int n,
+                       void *out) {
+    prof_mark(ctx(bk), 0, "rmsnorm%s", res ? " + residual" : "");
+    PI.rmsnorm(bk, x, res, w, eps, p1, T, n, out);
+}
+static void pw_add(backend_t *bk, void *y, const void *x, int T, int n) {
+    prof_mark(ctx(bk), 0, "add");
+    PI.add(bk, y, x, T, n);
+}
+static void pw_attention(backend_t *bk, int a, void *qg, void *k, const void *v, const bk_weight_t *qn,
+                         const bk_weight_t *kn, int Hq, int Hkv, int D, int rd, float th, float eps, void *out) {
+    prof_mark(ctx(bk), 0, "attention");
+    PI.attention(bk, a, qg, k, v, qn, kn, Hq, Hkv, D, rd, th, eps, out);
+}
+static void pw_gdn(backend_t *bk, int g, const void *qkv, const void *z, const void *b, const void *a,
+                   const bk_weight_t *cw, const bk_weight_t *al, const bk_weight_t *dt, const bk_weight_t *nw, int Hk,
+                   int Hv, int dk, int dv, int Kc, float eps, void *out) {
+    cu_ctx_t *c = ctx(bk);
+    prof_mark(c, 0, "gdn (%s)", c->max_seg <= GDN_RECURRENT_MAX_T ? "recurrent" : "chunked");
+    PI.gdn(bk, g, qkv, z, b, a, cw, al, dt, nw, Hk, Hv, dk, dv, Kc, eps, out);
+}
+static void pw_swiglu(backend_t *bk, const void *gu, int T, int I, void *out) {
+    prof_mark(ctx(bk), 0, "swiglu");
+    PI.swiglu(bk, gu, T, I, out);
+}
+static void pw_moe(backend_t *bk, const void *x, const bk_weight_t *r, bk_weight_t *const *egu,
+                   bk_weight_t *const *ed, int ne, int k, bool nk, int I, const bk_weight_t *sgu,
+                   const bk_weight_t *sd, const bk_weight_t *sg, int Is, int T, int H, void *out) {
+    prof_mark(ctx(bk), 0, "moe T %s", tclass(T));
+    PI.moe(bk, x, r, egu, ed, ne, k, nk, I, sgu, sd, sg, Is, T, H, out);
+}
+static void pw_gather_rows(backend_t *bk, const void *x, int H, void *out) {
+    prof_mark(ctx(bk), 0, "gather_rows");
+    PI.gather_rows(bk, x, H, out);
+}
+static void pw_logits(backend_t *bk, const void *x, const bk_weight_t *w, int n, void *out) {
+    prof_mark(ctx(bk), 2.0 * (double)w->rows * (double)w->cols, "logits %lldx%lld T %s", (long long)w->rows,
+              (long long)w->cols, tclass(n));
+    PI.logits(bk, x, w, n, out);
+}
+static void pw_logits_stats(backend_t *bk, const void *l, int n, int V, int32_t *am, float *mx, float *lse) {
+    prof_mark(ctx(bk), 0, "logits_stats + copy to host");
+    PI.logits_stats(bk, l, n, V, am, mx, lse);
+    prof_flush(ctx(bk));
+}
+static void pw_sync(backend_t *bk) {
+    prof_flush(ctx(bk));
+    PI.sync(bk);
+}
+static void pw_download(backend_t *bk, void *dst, const void *src, size_t n) {
+    prof_flush(ctx(bk));
+    PI.download(bk, dst, src, n);
+}
+static void pw_upload(backend_t *bk, void *dst, const void *src, size_t n) {
+    prof_flush(ctx(bk));
+    PI.upload(bk, dst, src, n);
+}
+
+static void prof_install(backend_t *bk) {
+    cu_ctx_t *c = ctx(bk);
+    cu_prof_t *p = (cu_prof_t *)hs_calloc(1, sizeof *p);
+    for (int i = 0; i <= PROF_EV; i++) CK(cudaEventCreate(&p->ev[i]));
+    p->inner = *bk;
+    c->prof = p;
+    c->graphs_on = false;
+    bk->set_batch = pw_set_batch;
+    bk->embed = pw_embed;
+    bk->linear = pw_linear;
+    bk->rmsnorm = pw_rmsnorm;
+    bk->add = pw_add;
+    bk->attention = pw_attention;
+    bk->gdn = pw_gdn;
+    bk->swiglu = pw_swiglu;
+    bk->moe = pw_moe;
+    bk->gather_rows = pw_gather_rows;
+    bk->logits = pw_logits;
+    bk->logits_stats = pw_logits_stats;
+    bk->sync = pw_sync;
+    bk->download = pw_download;
+    bk->upload = pw_upload;
+}
+#undef PI
 
 /* ---- pages -------------------------------------------------------------------------- */
 
@@ -852,9 +1360,14 @@ static void cu_destroy(backend_t *bk) {
         cudaStreamSynchronize(c->st);
         for (int i = 0; i < SCR_N; i++)
             if (c->scr[i].p) cudaFree(c->scr[i].p);
-        int32_t *bufs[] = {c->d_tok_start, c->d_n_past, c->d_pos, c->d_bt, c->d_sp, c->d_logit_rows, c->d_seq_lens};
-        for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
-            if (bufs[i]) cudaFree(bufs[i]);
+        prof_report(c);
+        for (int i = 0; i < CU_MAX_GRAPHS; i++)
+            if (c->graphs[i].exec) cudaGraphExecDestroy(c->graphs[i].exec);
+        if (c->h_stage) cudaFreeHost(c->h_stage);
+        if (c->d_stage) cudaFree(c->d_stage);
+        if (c->stage_done) cudaEventDestroy(c->stage_done);
+        if (c->blas_ws) cudaFree(c->blas_ws);
+        if (c->h_stats) cudaFreeHost(c->h_stats);
         if (c->d_ssm_loc) cudaFree(c->d_ssm_loc);
         free(c->h_tok_start);
         free(c->h_n_past);
@@ -900,6 +1413,21 @@ extern "C" backend_t *backend_cuda_create(int device, char *err, size_t n) {
         free(c);
         return NULL;
     }
+    /* cuBLAS gets a fixed workspace: it must not allocate while a graph is recorded. */
+    const size_t blas_ws = 32u << 20;
+    if (cudaEventCreateWithFlags(&c->stage_done, cudaEventDisableTiming) != cudaSuccess ||
+        cudaMalloc(&c->blas_ws, blas_ws) != cudaSuccess ||
+        cublasSetWorkspace(c->blas, c->blas_ws, blas_ws) != CUBLAS_STATUS_SUCCESS) {
+        hs_errf(err, n, HS_ERR_STATE, "cannot set up the cuBLAS workspace on device %d", device);
+        cudaGetLastError();
+        if (c->blas_ws) cudaFree(c->blas_ws);
+        cublasDestroy(c->blas);
+        cudaStreamDestroy(c->st);
+        free(c);
+        return NULL;
+    }
+    const char *gv = getenv("HS_CUDA_GRAPHS");
+    c->graphs_on = !(gv && strcmp(gv, "0") == 0);
     backend_t *bk = (backend_t *)hs_calloc(1, sizeof *bk);
     bk->name = "cuda";
     bk->act_dtype = HS_BF16;
@@ -930,5 +1458,10 @@ extern "C" backend_t *backend_cuda_create(int device, char *err, size_t n) {
     bk->page_out = cu_page_out;
     bk->page_in = cu_page_in;
     bk->destroy = cu_destroy;
+    bk->graph_launch = cu_graph_launch;
+    bk->graph_begin = cu_graph_begin;
+    bk->graph_end = cu_graph_end;
+    const char *pv = getenv("HS_CUDA_PROF");
+    if (pv && strcmp(pv, "0") != 0) prof_install(bk);
     return bk;
 }
