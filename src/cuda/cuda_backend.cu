@@ -41,6 +41,7 @@
 
 #include "cuda_common.cuh"
 #include "cuda_ops.h"
+#include "gemm_lt.h"
 
 extern "C" {
 #include "backend.h"
@@ -134,6 +135,7 @@ typedef struct {
     void *deferred[SCR_N + 1];/* buffers replaced during a capture, freed after it */
     int n_deferred;
     void *blas_ws;
+    gemm_lt_t *lt;            /* cuBLASLt with tuned algorithms (shares blas_ws: one stream) */
     char *h_stats;            /* pinned host copy of logits_stats results */
     size_t cap_h_stats;
     cu_prof_t *prof;          /* HS_CUDA_PROF=1: per-op timing */
@@ -863,6 +865,8 @@ static bool cu_graph_end(backend_t *bk) {
 static void gemm(cu_ctx_t *c, const void *x, const bk_weight_t *w, int T, void *out, bool out_f32) {
     const float one = 1.f, zero = 0.f;
     const int N = (int)w->rows, K = (int)w->cols;
+    /* Decode-sized batches: cuBLASLt with the algorithm timed fastest per shape. */
+    if (T >= 2 && T <= 256 && c->lt && gemm_lt_run(c->lt, x, w->bf, T, N, K, out, out_f32, c->st) == HS_OK) return;
     CKB(cublasGemmEx(c->blas, CUBLAS_OP_T, CUBLAS_OP_N, N, T, K, &one, w->bf, CUDA_R_16BF, K, x, CUDA_R_16BF, K,
                      &zero, out, out_f32 ? CUDA_R_32F : CUDA_R_16BF, N, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
 }
@@ -1366,6 +1370,7 @@ static void cu_destroy(backend_t *bk) {
         if (c->h_stage) cudaFreeHost(c->h_stage);
         if (c->d_stage) cudaFree(c->d_stage);
         if (c->stage_done) cudaEventDestroy(c->stage_done);
+        gemm_lt_destroy(c->lt);
         if (c->blas_ws) cudaFree(c->blas_ws);
         if (c->h_stats) cudaFreeHost(c->h_stats);
         if (c->d_ssm_loc) cudaFree(c->d_ssm_loc);
@@ -1426,6 +1431,8 @@ extern "C" backend_t *backend_cuda_create(int device, char *err, size_t n) {
         free(c);
         return NULL;
     }
+    const char *lv = getenv("HS_CUDA_GEMM_LT");
+    if (!(lv && strcmp(lv, "0") == 0)) c->lt = gemm_lt_create(c->blas_ws, blas_ws); /* NULL: cuBLAS alone */
     const char *gv = getenv("HS_CUDA_GRAPHS");
     c->graphs_on = !(gv && strcmp(gv, "0") == 0);
     backend_t *bk = (backend_t *)hs_calloc(1, sizeof *bk);

@@ -1,0 +1,164 @@
+/*
+ * gemm_lt: bf16 GEMMs through cuBLASLt with per-shape algorithm tuning (gemm_lt.h).
+ *
+ * Row-major out[M, N] = x[M, K] @ W[N, K]^T is, in cuBLAS's column-major terms,
+ * out^T (N x M, ld N) = op_T(W as K x N, ld K) * x^T (K x M, ld K).
+ */
+#include <cublasLt.h>
+#include <cuda_runtime.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cuda_common.cuh"
+#include "gemm_lt.h"
+
+#define LT_CANDIDATES 16
+#define LT_MAX_PLANS 4096
+
+typedef struct {
+    int M, N, K;
+    bool f32;
+    bool tuned;                       /* algo was chosen by timing */
+    cublasLtMatmulDesc_t op;
+    cublasLtMatrixLayout_t a, b, c;
+    cublasLtMatmulAlgo_t algo;
+} lt_plan_t;
+
+struct gemm_lt {
+    cublasLtHandle_t h;
+    void *ws;
+    size_t ws_bytes;
+    lt_plan_t *plans;
+    int n_plans;
+    int n_tuned;
+    cudaEvent_t ev[2];
+};
+
+#define LT_TRY(call)                                                                               \
+    do {                                                                                           \
+        cublasStatus_t s_ = (call);                                                                \
+        if (s_ != CUBLAS_STATUS_SUCCESS) {                                                         \
+            fprintf(stderr, "hyserve: cublasLt: %s:%d: %s: status %d\n", __FILE__, __LINE__, #call, \
+                    (int)s_);                                                                      \
+            return HS_ERR_STATE;                                                                   \
+        }                                                                                          \
+    } while (0)
+
+extern "C" gemm_lt_t *gemm_lt_create(void *ws, size_t ws_bytes) {
+    gemm_lt_t *g = (gemm_lt_t *)calloc(1, sizeof *g);
+    if (!g) return NULL;
+    if (cublasLtCreate(&g->h) != CUBLAS_STATUS_SUCCESS || cudaEventCreate(&g->ev[0]) != cudaSuccess ||
+        cudaEventCreate(&g->ev[1]) != cudaSuccess) {
+        free(g);
+        return NULL;
+    }
+    g->ws = ws;
+    g->ws_bytes = ws_bytes;
+    g->plans = (lt_plan_t *)calloc(LT_MAX_PLANS, sizeof(lt_plan_t));
+    return g;
+}
+
+extern "C" void gemm_lt_destroy(gemm_lt_t *g) {
+    if (!g) return;
+    for (int i = 0; i < g->n_plans; i++) {
+        cublasLtMatmulDescDestroy(g->plans[i].op);
+        cublasLtMatrixLayoutDestroy(g->plans[i].a);
+        cublasLtMatrixLayoutDestroy(g->plans[i].b);
+        cublasLtMatrixLayoutDestroy(g->plans[i].c);
+    }
+    free(g->plans);
+    cudaEventDestroy(g->ev[0]);
+    cudaEventDestroy(g->ev[1]);
+    cublasLtDestroy(g->h);
+    free(g);
+}
+
+extern "C" int gemm_lt_tuned(const gemm_lt_t *g) { return g ? g->n_tuned : 0; }
+
+static int plan_make(gemm_lt_t *g, lt_plan_t *p, int M, int N, int K, bool f32) {
+    memset(p, 0, sizeof *p);
+    p->M = M, p->N = N, p->K = K, p->f32 = f32;
+    LT_TRY(cublasLtMatmulDescCreate(&p->op, CUBLAS_COMPUTE_32F, CUDA_R_32F));
+    const cublasOperation_t ta = CUBLAS_OP_T, tb = CUBLAS_OP_N;
+    LT_TRY(cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof ta));
+    LT_TRY(cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof tb));
+    LT_TRY(cublasLtMatrixLayoutCreate(&p->a, CUDA_R_16BF, K, N, K));
+    LT_TRY(cublasLtMatrixLayoutCreate(&p->b, CUDA_R_16BF, K, M, K));
+    LT_TRY(cublasLtMatrixLayoutCreate(&p->c, f32 ? CUDA_R_32F : CUDA_R_16BF, N, M, N));
+    (void)g;
+    return HS_OK;
+}
+
+static cublasStatus_t lt_call(gemm_lt_t *g, const lt_plan_t *p, const cublasLtMatmulAlgo_t *algo, const void *x,
+                              const void *W, void *out, cudaStream_t st) {
+    const float one = 1.f, zero = 0.f;
+    return cublasLtMatmul(g->h, p->op, &one, W, p->a, x, p->b, &zero, out, p->c, out, p->c, algo, g->ws, g->ws_bytes,
+                          st);
+}
+
+/* Time every candidate on the real operands (3 runs each after one warm-up); keep the fastest. */
+static int plan_tune(gemm_lt_t *g, lt_plan_t *p, const void *x, const void *W, void *out, cudaStream_t st,
+                     bool capturing) {
+    cublasLtMatmulPreference_t pref;
+    LT_TRY(cublasLtMatmulPreferenceCreate(&pref));
+    LT_TRY(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &g->ws_bytes,
+                                                sizeof g->ws_bytes));
+    cublasLtMatmulHeuristicResult_t res[LT_CANDIDATES];
+    int n = 0;
+    cublasStatus_t s = cublasLtMatmulAlgoGetHeuristic(g->h, p->op, p->a, p->b, p->c, p->c, pref, LT_CANDIDATES, res, &n);
+    cublasLtMatmulPreferenceDestroy(pref);
+    if (s != CUBLAS_STATUS_SUCCESS || n == 0) return HS_ERR_UNSUPPORTED;
+    p->algo = res[0].algo;
+    if (capturing || n == 1) return HS_OK; /* no timing inside a capture: first choice for now */
+    float best = 1e30f;
+    for (int i = 0; i < n; i++) {
+        if (res[i].state != CUBLAS_STATUS_SUCCESS) continue;
+        if (lt_call(g, p, &res[i].algo, x, W, out, st) != CUBLAS_STATUS_SUCCESS) continue;
+        HS_CUDA_TRY(cudaEventRecord(g->ev[0], st));
+        bool ok = true;
+        for (int r = 0; r < 3 && ok; r++) ok = lt_call(g, p, &res[i].algo, x, W, out, st) == CUBLAS_STATUS_SUCCESS;
+        HS_CUDA_TRY(cudaEventRecord(g->ev[1], st));
+        HS_CUDA_TRY(cudaEventSynchronize(g->ev[1]));
+        float ms = 0.f;
+        HS_CUDA_TRY(cudaEventElapsedTime(&ms, g->ev[0], g->ev[1]));
+        if (ok && ms < best) best = ms, p->algo = res[i].algo;
+    }
+    p->tuned = true;
+    g->n_tuned++;
+    return HS_OK;
+}
+
+extern "C" int gemm_lt_run(gemm_lt_t *g, const void *x, const void *W, int M, int N, int K, void *out, bool out_f32,
+                           void *stream) {
+    cudaStream_t st = (cudaStream_t)stream;
+    cudaStreamCaptureStatus cs = cudaStreamCaptureStatusNone;
+    HS_CUDA_TRY(cudaStreamIsCapturing(st, &cs));
+    const bool capturing = cs != cudaStreamCaptureStatusNone;
+    lt_plan_t *p = NULL;
+    for (int i = 0; i < g->n_plans && !p; i++) {
+        lt_plan_t *q = &g->plans[i];
+        if (q->M == M && q->N == N && q->K == K && q->f32 == out_f32) p = q;
+    }
+    if (p && !p->tuned && !capturing) { /* planned during a capture: tune now */
+        const int rc = plan_tune(g, p, x, W, out, st, false);
+        if (rc != HS_OK) return rc;
+    }
+    if (!p) {
+        if (g->n_plans == LT_MAX_PLANS) return HS_ERR_UNSUPPORTED;
+        p = &g->plans[g->n_plans];
+        int rc = plan_make(g, p, M, N, K, out_f32);
+        if (rc == HS_OK) rc = plan_tune(g, p, x, W, out, st, capturing);
+        if (rc != HS_OK) {
+            cublasLtMatmulDescDestroy(p->op);
+            cublasLtMatrixLayoutDestroy(p->a);
+            cublasLtMatrixLayoutDestroy(p->b);
+            cublasLtMatrixLayoutDestroy(p->c);
+            memset(p, 0, sizeof *p);
+            return rc;
+        }
+        g->n_plans++;
+    }
+    LT_TRY(lt_call(g, p, &p->algo, x, W, out, st));
+    return HS_OK;
+}
