@@ -119,6 +119,7 @@ typedef struct {
     int max_ctx;          /* longest n_past + segment */
     /* device views into d_stage (one host-to-device copy per step) */
     int32_t *d_tok_start, *d_n_past, *d_pos, *d_bt, *d_sp, *d_logit_rows, *d_seq_lens, *d_ids;
+    int32_t *d_tok_pre, *h_tok_pre; /* cu_seqlens of the rows after the decode rows, from 0 */
     const int32_t *h_ids_src; /* the batch's host ids pointer (embed with it reads d_ids) */
     char *h_stage, *d_stage;  /* pinned host staging and its device twin */
     size_t stage_cap;
@@ -682,6 +683,7 @@ static void cu_set_batch(backend_t *bk, const bk_batch_t *b, const bk_pool_t *po
         c->h_tok_start = (int32_t *)hs_realloc(c->h_tok_start, c->cap_h * 4);
         c->h_n_past = (int32_t *)hs_realloc(c->h_n_past, c->cap_h * 4);
         c->h_seq_lens = (int32_t *)hs_realloc(c->h_seq_lens, c->cap_h * 4);
+        c->h_tok_pre = (int32_t *)hs_realloc(c->h_tok_pre, c->cap_h * 4);
     }
     memcpy(c->h_tok_start, b->tok_start, ((size_t)S + 1) * 4);
     memcpy(c->h_n_past, b->n_past, (size_t)S * 4);
@@ -697,6 +699,7 @@ static void cu_set_batch(backend_t *bk, const bk_batch_t *b, const bk_pool_t *po
         if (prefix && len == 1 && b->n_past[s] > 0) c->n_decode++;
         else prefix = false;
     }
+    for (int s = c->n_decode; s <= S; s++) c->h_tok_pre[s - c->n_decode] = b->tok_start[s] - b->tok_start[c->n_decode];
     /* Pure decode steps can replay a recorded graph. Their longest context is bucketed
      * whether graphs are on or not, so that both run the same split grid. */
     const bool decode = S > 0 && c->n_decode == S && T == S;
@@ -713,13 +716,15 @@ static void cu_set_batch(backend_t *bk, const bk_batch_t *b, const bk_pool_t *po
     /* Every per-step array in one pinned staging area, one copy to the device. The
      * offsets depend only on the sizes, so a step of the same shape reuses them. */
     const size_t n_bt = (size_t)S * (size_t)b->max_blocks, n_sp = (size_t)S * (size_t)b->n_state_pages;
-    const size_t sz[8] = {(size_t)S + 1, (size_t)S, (size_t)T, n_bt, n_sp, (size_t)b->n_logits, (size_t)S, (size_t)T};
-    const int32_t *src[8] = {b->tok_start, b->n_past, b->positions, b->block_tables, b->state_pages,
-                             b->logit_rows, c->h_seq_lens, b->ids};
-    int32_t **dst[8] = {&c->d_tok_start, &c->d_n_past, &c->d_pos, &c->d_bt, &c->d_sp,
-                        &c->d_logit_rows, &c->d_seq_lens, &c->d_ids};
+    enum { NA = 9 };
+    const size_t sz[NA] = {(size_t)S + 1, (size_t)S, (size_t)T, n_bt, n_sp, (size_t)b->n_logits, (size_t)S, (size_t)T,
+                           (size_t)(S - c->n_decode) + 1};
+    const int32_t *src[NA] = {b->tok_start, b->n_past, b->positions, b->block_tables, b->state_pages,
+                              b->logit_rows, c->h_seq_lens, b->ids, c->h_tok_pre};
+    int32_t **dst[NA] = {&c->d_tok_start, &c->d_n_past, &c->d_pos, &c->d_bt, &c->d_sp,
+                         &c->d_logit_rows, &c->d_seq_lens, &c->d_ids, &c->d_tok_pre};
     size_t total = 0;
-    for (int i = 0; i < 8; i++) total += stage_bytes(sz[i]);
+    for (int i = 0; i < NA; i++) total += stage_bytes(sz[i]);
     if (total > c->stage_cap) {
         CK(cudaStreamSynchronize(c->st));
         if (c->h_stage) CK(cudaFreeHost(c->h_stage));
@@ -731,7 +736,7 @@ static void cu_set_batch(backend_t *bk, const bk_batch_t *b, const bk_pool_t *po
         CK(cudaEventSynchronize(c->stage_done)); /* the last step's copy has read h_stage */
     }
     size_t off = 0;
-    for (int i = 0; i < 8; i++) {
+    for (int i = 0; i < NA; i++) {
         if (src[i] && sz[i]) memcpy(c->h_stage + off, src[i], sz[i] * 4);
         *dst[i] = (int32_t *)(c->d_stage + off);
         off += stage_bytes(sz[i]);
@@ -1020,19 +1025,35 @@ static void cu_gdn(backend_t *bk, int g, const void *qkv, const void *z, const v
                               c->d_n_past, c->S, c->max_seg, Hk, Hv, dk, dv, eps, &st, out, 0, c->st));
         return;
     }
-    const size_t T = (size_t)c->T;
+    /* A step with long segments: its leading decode rows (one token each) take the
+     * recurrent kernel, the other sequences the chunked path, as a batch of their own
+     * (rebased cu_seqlens from set_batch, pointers moved past the decode rows). */
+    const int s0 = c->n_decode, t0 = c->n_decode; /* one token per decode row */
+    if (s0 > 0)
+        CKL(gdn_decode_launch(qkv, z, b, a, conv_w->bf, A_log->f32, dt_bias->f32, norm_w->f32, c->d_tok_start,
+                              c->d_n_past, s0, 1, Hk, Hv, dk, dv, eps, &st, out, 0, c->st));
+    const int S = c->S - s0, Tn = c->T - t0;
+    const size_t conv_dim = (size_t)2 * Hk * dk + (size_t)Hv * dv;
+    qkv = (const bf16_t *)qkv + (size_t)t0 * conv_dim;
+    z = (const bf16_t *)z + (size_t)t0 * Hv * dv;
+    b = (const bf16_t *)b + (size_t)t0 * Hv;
+    a = (const bf16_t *)a + (size_t)t0 * Hv;
+    out = (bf16_t *)out + (size_t)t0 * Hv * dv;
+    st.state_pages = c->d_sp + (size_t)s0 * c->E;
+    const int32_t *n_past = c->d_n_past + s0;
+    const size_t T = (size_t)Tn;
     void *qn = scratch(c, SCR_QN, T * Hk * dk * 2);
     void *kn = scratch(c, SCR_KN, T * Hk * dk * 2);
     void *vv = scratch(c, SCR_V, T * Hv * dv * 2);
     float *gg = (float *)scratch(c, SCR_G, T * Hv * 4);
     float *beta = (float *)scratch(c, SCR_BETA, T * Hv * 4);
-    void *ws = scratch(c, SCR_CHUNK_WS, gdn_chunk_workspace_bytes(c->T, Hv));
+    void *ws = scratch(c, SCR_CHUNK_WS, gdn_chunk_workspace_bytes(Tn, Hv));
     void *o = scratch(c, SCR_O, T * Hv * dv * 2);
-    CKL(gdn_prefill_prep_launch(qkv, b, a, conv_w->bf, A_log->f32, dt_bias->f32, c->d_tok_start, c->d_n_past, c->S,
-                                c->T, Hk, Hv, dk, dv, &st, qn, kn, vv, gg, beta, c->st));
-    CKL(gdn_chunk_launch(qn, kn, vv, gg, beta, c->d_tok_start, c->h_tok_start, c->d_n_past, c->S, c->T, Hk, Hv, &st,
-                         ws, o, c->st));
-    CKL(gdn_gated_norm_launch(o, z, norm_w->f32, c->T, Hv, dv, eps, out, c->st));
+    CKL(gdn_prefill_prep_launch(qkv, b, a, conv_w->bf, A_log->f32, dt_bias->f32, c->d_tok_pre, n_past, S, Tn, Hk, Hv,
+                                dk, dv, &st, qn, kn, vv, gg, beta, c->st));
+    CKL(gdn_chunk_launch(qn, kn, vv, gg, beta, c->d_tok_pre, c->h_tok_pre, n_past, S, Tn, Hk, Hv, &st, ws, o,
+                         c->st));
+    CKL(gdn_gated_norm_launch(o, z, norm_w->f32, Tn, Hv, dv, eps, out, c->st));
 }
 
 /* ---- MoE ----------------------------------------------------------------------------- */
@@ -1377,6 +1398,7 @@ static void cu_destroy(backend_t *bk) {
         free(c->h_tok_start);
         free(c->h_n_past);
         free(c->h_seq_lens);
+        free(c->h_tok_pre);
         free(c->h_ids);
         free(c->h_w);
         free(c->h_idx);
