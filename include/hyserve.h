@@ -105,6 +105,12 @@ typedef struct {
     int n_eos;
     int32_t eos_ids[8];
     char model_type[32];
+    /* Bytes behind a roofline of a decode step (as stored by the engine's backend):
+     * every weight a step reads (all but the embedding table; MoE: all experts),
+     * one routed expert summed over the MoE layers (0 when dense), the recurrent state
+     * of one request, and the KV cache of one token (all attention layers). */
+    int64_t weight_bytes, expert_bytes, state_bytes, kv_bytes_per_token;
+    int n_experts, top_k;
 } hs_model_info_t;
 
 void hs_engine_config_default(hs_engine_config_t *cfg);
@@ -128,6 +134,9 @@ bool hs_engine_has_work(const hs_engine_t *e);
 bool hs_engine_poll(hs_engine_t *e, hs_event_t *ev);
 void hs_engine_stats(const hs_engine_t *e, hs_stats_t *st);
 void hs_engine_info(const hs_engine_t *e, hs_model_info_t *info);
+/* Measure the device's copy bandwidth with a 256 MiB device-to-device copy (bytes read
+ * plus written per second, median of 5); HS_ERR_NO_MEMORY when the buffers do not fit. */
+int hs_engine_membw(hs_engine_t *e, double *bytes_per_s);
 /* Check the pool's invariants; HS_OK when they hold (message in err otherwise). */
 int hs_engine_check(const hs_engine_t *e, char *err, size_t n);
 

@@ -13,7 +13,11 @@
  * Reported: requests, input and output tokens, wall time, total tokens/s ((input +
  * output) / duration, the seed's "Total Token throughput") and output tokens/s,
  * TTFT and TPOT percentiles, mean running batch per step, preemptions, and the pool
- * (pages, E). A shipped model name without weight files implies --load-format dummy.
+ * (pages, E), and the decode roofline: the bytes a decode step must move at least
+ * (weights, the recurrent state of every decoding row read and written, their KV
+ * read once; averaged over the run's steps) over the device's measured copy
+ * bandwidth, against the median TPOT. A shipped model name without weight files
+ * implies --load-format dummy.
  */
 #include <jansson.h>
 #include <math.h>
@@ -43,6 +47,21 @@ static double pct(double *v, int n, double p) {
     qsort(v, (size_t)n, sizeof *v, cmp_d);
     int i = (int)ceil(p / 100.0 * n) - 1;
     return v[i < 0 ? 0 : i >= n ? n - 1 : i];
+}
+
+/* Bytes one decode step must move at least (the roofline's numerator): the weights it
+ * reads (MoE: the experts that b rows touch, expected under uniform routing), every
+ * decoding row's recurrent state read and written, and the KV cache of all their
+ * contexts (ctx tokens in all) read once. Split into weights, state and KV. */
+static void step_bytes(const hs_model_info_t *m, int b, double ctx, double out[3]) {
+    double w = (double)m->weight_bytes;
+    if (m->n_experts > 0) {
+        const double touched = m->n_experts * (1.0 - pow(1.0 - (double)m->top_k / m->n_experts, b));
+        w -= (m->n_experts - touched) * (double)m->expert_bytes;
+    }
+    out[0] = w;
+    out[1] = 2.0 * b * (double)m->state_bytes;
+    out[2] = ctx * (double)m->kv_bytes_per_token;
 }
 
 static void usage(FILE *f) {
@@ -159,6 +178,9 @@ int cmd_bench(int argc, char **argv) {
     int64_t peak_state = 0, peak_kv = 0;
     /* id -> request index: ids are consecutive from the first submit */
     uint64_t id0 = 0;
+    int lo = 0;                        /* first request not finished */
+    double roof[3] = {0, 0, 0}, roof_rows = 0;
+    int64_t roof_steps = 0;
     while (done < n_prompts) {
         while (in_flight < conc && next < n_prompts) {
             breq_t *r = &rq[next];
@@ -179,6 +201,19 @@ int cmd_bench(int argc, char **argv) {
             r->t_submit = hs_now();
             next++;
             in_flight++;
+        }
+        /* Roofline bookkeeping: the rows this step decodes and their contexts. */
+        while (lo < next && rq[lo].t_end != 0) lo++;
+        int nb = 0;
+        double ctx = 0;
+        for (int i = lo; i < next; i++)
+            if (rq[i].got > 0 && rq[i].t_end == 0) nb++, ctx += rq[i].n_in + rq[i].got;
+        if (nb > 0) {
+            double by[3];
+            step_bytes(&info, nb, ctx, by);
+            for (int k = 0; k < 3; k++) roof[k] += by[k];
+            roof_rows += nb;
+            roof_steps++;
         }
         if (hs_engine_step(e) != HS_OK) {
             fprintf(stderr, "hyserve bench: a step failed\n");
@@ -217,6 +252,13 @@ int cmd_bench(int argc, char **argv) {
     }
     double p[3] = {50, 90, 99}, ttft_p[3], tpot_p[3];
     for (int k = 0; k < 3; k++) ttft_p[k] = pct(ttft, n_prompts, p[k]), tpot_p[k] = pct(tpot, nt, p[k]);
+    /* The roofline: mean bytes of a decode step over the measured copy bandwidth. */
+    double bw = 0, step_b = 0, floor_ms = 0;
+    if (roof_steps > 0) {
+        for (int k = 0; k < 3; k++) roof[k] /= (double)roof_steps;
+        step_b = roof[0] + roof[1] + roof[2];
+        if (hs_engine_membw(e, &bw) == HS_OK && bw > 0) floor_ms = step_b / bw * 1e3;
+    }
     if (json) {
         json_t *o = json_pack("{s:s, s:s, s:s, s:i, s:I, s:I, s:f, s:f, s:f, s:f, s:[f,f,f], s:[f,f,f], s:f, s:I, s:I, "
                               "s:i, s:I, s:I}",
@@ -229,6 +271,10 @@ int cmd_bench(int argc, char **argv) {
                               "pool_pages", (json_int_t)st.pages_total, "state_pages_per_request",
                               st.state_pages_per_request, "peak_kv_pages", (json_int_t)peak_kv, "peak_state_pages",
                               (json_int_t)peak_state);
+        json_object_set_new(o, "decode_step_bytes", json_real(step_b));
+        json_object_set_new(o, "copy_bytes_per_s", json_real(bw));
+        json_object_set_new(o, "decode_floor_ms", json_real(floor_ms));
+        json_object_set_new(o, "roofline_ratio", json_real(tpot_p[0] > 0 ? floor_ms / tpot_p[0] : 0.0));
         char *s = json_dumps(o, JSON_COMPACT | JSON_REAL_PRECISION(6));
         puts(s);
         free(s);
@@ -244,6 +290,12 @@ int cmd_bench(int argc, char **argv) {
         printf("mean running batch %.1f, preemptions %lld, pool %lld pages (peak KV %lld, peak state %lld, E = %d)\n",
                steps ? batch_sum / steps : 0.0, (long long)st.preemptions, (long long)st.pages_total,
                (long long)peak_kv, (long long)peak_state, st.state_pages_per_request);
+        if (floor_ms > 0)
+            printf("roofline: a decode step moves %.2f GB (weights %.2f, state %.2f, KV %.2f) at %.1f rows on "
+                   "average; copy bandwidth %.0f GB/s -> floor %.2f ms per step; TPOT p50 %.2f ms = %.0f%% of the "
+                   "floor speed\n",
+                   step_b / 1e9, roof[0] / 1e9, roof[1] / 1e9, roof[2] / 1e9, roof_rows / (double)roof_steps,
+                   bw / 1e9, floor_ms, tpot_p[0], tpot_p[0] > 0 ? 100.0 * floor_ms / tpot_p[0] : 0.0);
     }
     free(ttft);
     free(tpot);

@@ -23,6 +23,7 @@
 #include "backend.h"
 #include "layout.h"
 #include "mcfg.h"
+#include "memplan.h"
 #include "model.h"
 #include "pool.h"
 #include "sample.h"
@@ -585,6 +586,46 @@ void hs_engine_info(const hs_engine_t *e, hs_model_info_t *info) {
     info->n_eos = e->mc.n_eos < 8 ? e->mc.n_eos : 8;
     for (int i = 0; i < info->n_eos; i++) info->eos_ids[i] = e->mc.eos_ids[i];
     snprintf(info->model_type, sizeof info->model_type, "%s", e->mc.model_type);
+    const mcfg_t *c = &e->mc;
+    mcfg_t cs = *c;
+    cs.dtype = e->bk->act_dtype; /* how the backend stores the weights */
+    const int64_t wsz = (int64_t)hs_dtype_size(cs.dtype), H = c->hidden;
+    info->weight_bytes = (int64_t)mem_weight_bytes(&cs, 1, HS_BF16, false) - (int64_t)c->vocab * H * wsz;
+    int n_moe = 0;
+    for (int l = 0; l < c->n_layers; l++) n_moe += mcfg_layer_is_moe(c, l);
+    info->n_experts = n_moe ? c->n_experts : 0;
+    info->top_k = n_moe ? c->n_experts_per_tok : 0;
+    info->expert_bytes = n_moe ? (int64_t)n_moe * 3 * H * c->moe_intermediate * wsz : 0;
+    info->state_bytes = (int64_t)statemap_bytes(&cs, 1, e->sm.ssm_dtype, 0);
+    info->kv_bytes_per_token = (int64_t)(e->kv.kv_bytes / (size_t)e->kv.block_size);
+}
+
+int hs_engine_membw(hs_engine_t *e, double *bytes_per_s) {
+    const size_t n = (size_t)256 << 20;
+    backend_t *bk = e->bk;
+    void *a = bk->alloc(bk, n), *b = a ? bk->alloc(bk, n) : NULL;
+    if (!b) {
+        if (a) bk->free(bk, a);
+        return HS_ERR_NO_MEMORY;
+    }
+    double t[5];
+    bk->copy(bk, b, a, n); /* warm-up */
+    bk->sync(bk);
+    for (int i = 0; i < 5; i++) {
+        const double t0 = hs_now();
+        bk->copy(bk, b, a, n);
+        bk->sync(bk);
+        t[i] = hs_now() - t0;
+    }
+    for (int i = 1; i < 5; i++) /* median */
+        for (int j = i; j > 0 && t[j] < t[j - 1]; j--) {
+            const double x = t[j];
+            t[j] = t[j - 1], t[j - 1] = x;
+        }
+    *bytes_per_s = 2.0 * (double)n / t[2];
+    bk->free(bk, a);
+    bk->free(bk, b);
+    return HS_OK;
 }
 
 int hs_engine_check(const hs_engine_t *e, char *err, size_t n) { return sched_check(e->sched, err, n); }
