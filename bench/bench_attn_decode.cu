@@ -3,7 +3,8 @@
  * KV, block 16) at batch 1, 32, 128 x context 2k, 8k; and the device copy bandwidth.
  * Method: pools replicated to exceed 4x L2 and rotated; CUDA graph of one launch per
  * pool, median of 15 replays / launches. KV read rate = K and V bytes of every cached
- * token / time.
+ * token / time; also as a share of the copy rate measured first.
+ * Usage: bench_attn_decode [variants, e.g. "012" (attn_decode_config; default "0")] [pdl 0|1] [split]
  */
 #include <algorithm>
 
@@ -16,10 +17,13 @@ static float median(float *v, int n) {
 }
 
 int main(int argc, char **argv) {
-    const int split = argc > 1 ? atoi(argv[1]) : 0;
+    const char *vars = argc > 1 ? argv[1] : "0";
+    const int pdl = argc > 2 ? atoi(argv[2]) : 1;
+    const int split = argc > 3 ? atoi(argv[3]) : 0;
     cudaDeviceProp prop;
     CK(cudaGetDeviceProperties(&prop, 0));
     printf("device: %s\n", prop.name);
+    double copy_tbs = 0;
     {
         size_t n = (size_t)1 << 30;
         void *a = dmalloc(n), *b = dmalloc(n);
@@ -35,14 +39,18 @@ int main(int argc, char **argv) {
             CK(cudaEventSynchronize(e1));
             if (i >= 2) CK(cudaEventElapsedTime(&t[i - 2], e0, e1));
         }
-        printf("copy: %.3f TB/s (read + write)\n", 2.0 * n / (median(t, 10) * 1e-3) / 1e12);
+        copy_tbs = 2.0 * n / (median(t, 10) * 1e-3) / 1e12;
+        printf("copy: %.3f TB/s (read + write)\n", copy_tbs);
         cudaFree(a);
         cudaFree(b);
     }
     const int Hq = 16, Hkv = 4, D = 256, bs = 16, Bs[3] = {1, 32, 128}, Cs[2] = {2048, 8192};
-    printf("%5s %6s %10s %10s\n", "B", "ctx", "us", "KV TB/s");
+    printf("%4s %5s %6s %10s %10s %7s\n", "var", "B", "ctx", "us", "KV TB/s", "% copy");
+    for (const char *vp = vars; *vp; vp++)
     for (int bi = 0; bi < 3; bi++)
         for (int ci = 0; ci < 2; ci++) {
+            const int var = *vp - '0';
+            attn_decode_config(var, pdl);
             const int B = Bs[bi], ctx = Cs[ci], nb = ctx / bs;
             const size_t page = 2 * (size_t)bs * Hkv * D * 2; /* one attention layer per block */
             const size_t pool_bytes = (size_t)B * nb * page;
@@ -60,7 +68,8 @@ int main(int argc, char **argv) {
             uint16_t *hq = (uint16_t *)malloc(2 * (size_t)B * Hq * D);
             fill_bf16(hq, NULL, (size_t)B * Hq * D, 1.0);
             void *d_q = dupload(hq, 2 * (size_t)B * Hq * D), *d_g = dupload(hq, 2 * (size_t)B * Hq * D);
-            void *d_out = dmalloc(2 * (size_t)B * Hq * D), *d_ws = dmalloc(attn_decode_workspace_bytes(B, Hq, ctx) * 4);
+            void *d_out = dmalloc(2 * (size_t)B * Hq * D), *d_ws = dmalloc(attn_decode_workspace_bytes(B, Hq, ctx) +
+                                                                     (size_t)B * Hq * split * 260 * 4);
             void *pools[64];
             for (int c = 0; c < copies; c++) {
                 pools[c] = dmalloc(pool_bytes);
@@ -96,7 +105,8 @@ int main(int argc, char **argv) {
             CK(cudaGetLastError());
             double us = median(t, 15) * 1e3 / per;
             double bytes = (double)B * ctx * Hkv * D * 2 * 2;
-            printf("%5d %6d %10.2f %10.3f\n", B, ctx, us, bytes / (us * 1e-6) / 1e12);
+            const double tbs = bytes / (us * 1e-6) / 1e12;
+            printf("%4d %5d %6d %10.2f %10.3f %6.1f%%\n", var, B, ctx, us, tbs, 100.0 * tbs / copy_tbs);
             fflush(stdout);
             CK(cudaGraphExecDestroy(ge));
             CK(cudaGraphDestroy(graph));

@@ -1,200 +1,355 @@
 /*
- * attn_decode: paged attention for decode (one query token per sequence), GQA, head
- * dim 256, bf16 KV in layout.h's block layout, split-KV for long contexts, optional
- * sigmoid output gate.
+ * attn_decode: paged attention for decode (one query token per sequence), GQA with
+ * G = Hq / Hkv <= 8, head dim 256, bf16 KV in layout.h's block layout, split-KV for
+ * long contexts, optional sigmoid output gate. Tensor cores (mma.sync m16n8k16) do
+ * both products so that the SM's issue slots go to moving bytes.
  *
- * Grid mapping: block (split j, KV head kh, sequence s), 4 warps; the G = Hq / Hkv query
- * heads of kh are served together so that every K/V byte is read once. The split covers
- * tokens [j*L, (j+1)*L) of the sequence; warps take 32-token tiles in turn.
- *  - scores: lane t of a warp owns token t of the tile and reads its whole K row (512 B,
- *    16-byte loads; the tile's rows stay in L1), dotting it with the G query rows held
- *    in shared memory (fp32, broadcast reads): no shuffles; one exp per (token, head).
- *  - softmax: online, per warp, fp32; the tile max by warp shuffles.
- *  - P V: lane owns dims [8l, 8l+8); for each token of the tile the probability is
- *    broadcast by shuffle and the V row (512 B per warp, coalesced) is accumulated.
- *  - the 4 warps merge in shared memory; with one split the block writes the output
- *    (times sigmoid(gate)), otherwise partial (m, l, o) go to the workspace and
- *    attn_combine merges the splits.
- * Memory traffic: every cached K and V byte of the sequence once (+ q, out, and the
- * fp32 partials of the splits); the split count aims at about 16 blocks per SM.
- * Invariants: D = 256; seq_lens >= 1; block_tables hold every cached token's block.
+ * Grid: block (split j, KV head kh, sequence s), 4 warps; the G query heads of kh are
+ * served together so every K/V byte is read once. The split covers tokens
+ * [j*L, (j+1)*L) in tiles of TOK tokens.
+ *  - loads: each tile's K and V rows (512 B per token each) go by cp.async into a
+ *    ring of NS shared-memory stages (XOR-swizzled rows, attn_common.cuh), NS-1 tiles
+ *    ahead of the one being computed; a lane of warp 0..3 resolves one token's row
+ *    address through the block table and the warps share it by shuffle.
+ *  - scores: S = Q K^T with the G query rows padded to the 16 rows of the A operand
+ *    (Q fragments in registers for the whole block), K from shared memory by ldmatrix.
+ *    Every warp computes all TOK scores (the product is cheap; it saves a barrier).
+ *  - softmax: online, fp32, exp2 with the scale folded in; P rounded to bf16 for the
+ *    second product and the row sum taken from the rounded values.
+ *  - O += P V: warp w owns output dims [64w, 64w+64), V by ldmatrix.trans; the warps'
+ *    m and l are identical, so no merge between warps is needed.
+ *  - one split: the block writes out = O / l (times sigmoid(gate)); several splits: the
+ *    fp32 partials (O, m, l) go to the workspace and attn_combine merges them; it is
+ *    launched with programmatic dependent launch so that its launch overlaps the tail
+ *    of the main kernel.
+ * Memory traffic: every cached K and V byte of the sequence once (+ q, out, and the fp32
+ * partials of the splits). Split count: the smallest that fills the resident block slots
+ * in waves at least 85% full.
+ * Invariants: D = 256; G <= 8; seq_lens >= 1; block_tables hold every cached token's block.
  */
-#include "cuda_common.cuh"
+#include "attn_common.cuh"
 #include "cuda_ops.h"
 
 #define AD 256
-#define TILE 32
+#define PSTRIDE (AD + 4) /* floats per split partial: O[256], m, l, 2 pad (16-byte rows) */
 
-struct attn_params {
+struct attn_dec_params {
     const bf16_t *q, *gate;
     const char *kv;
     size_t page_bytes, layer_off, v_off; /* v_off: bytes from K to V inside a block */
     const int32_t *bt, *seq_lens;
     int max_blocks, bs, Hq, Hkv, nsplit, split_len;
-    float scale;
-    float *ws; /* [S][Hq][nsplit][AD + 2] */
+    float scale_log2; /* scale * log2(e) */
+    float *ws;        /* [S][Hq][nsplit][PSTRIDE] */
     bf16_t *out;
 };
 
-template <int G>
-__global__ void __launch_bounds__(128) attn_decode_kernel(const attn_params p) {
-    __shared__ __align__(16) float qs[G][AD];
-    __shared__ float wm[4][G], wl[4][G];
-    __shared__ __align__(16) float wo[4][G][AD];
+/* Issue the cp.async of tile `tile` (tokens t0 .. t0+TOK-1, clamped to t_end-1) into stage buffer `sbuf`. */
+template <int TOK>
+__device__ __forceinline__ void dec_load_tile(const attn_dec_params &p, uint4 *sbuf, const int32_t *bt, int kh,
+                                              int t0, int t_end, int lane, int w) {
+    /* lane l resolves the row addresses of tokens t0 + l (+ 32 ...), the warps share them by shuffle */
+    constexpr int NA = (TOK + 31) / 32;
+    const size_t row_bytes = (size_t)p.Hkv * AD * 2;
+    unsigned long long addr[NA];
+#pragma unroll
+    for (int a = 0; a < NA; a++) {
+        addr[a] = 0;
+        if (a * 32 + lane < TOK) {
+            const int t = min(t0 + a * 32 + lane, t_end - 1);
+            const int blk = __ldg(bt + t / p.bs);
+            addr[a] = (unsigned long long)(p.kv + (size_t)blk * p.page_bytes + p.layer_off +
+                                           (size_t)(t % p.bs) * row_bytes + (size_t)kh * AD * 2);
+        }
+    }
+    uint4 *ks = sbuf, *vs = sbuf + TOK * 32;
+#pragma unroll
+    for (int i = 0; i < TOK / 4; i++) {
+        const int r = w + 4 * i; /* r / 32 == 4i / 32 since w < 4 */
+        const char *src = (const char *)__shfl_sync(0xffffffffu, addr[(4 * i) / 32], r & 31) + lane * 16;
+        attn_cp16(ks + attn_swz(r, lane, 32), src, true);
+        attn_cp16(vs + attn_swz(r, lane, 32), src + p.v_off, true);
+    }
+}
+
+template <int G, int TOK, int NS>
+__global__ void __launch_bounds__(128) attn_decode_kernel(const attn_dec_params p) {
+    extern __shared__ uint4 smem[]; /* NS stages x (K [TOK][32 chunks], V [TOK][32 chunks]) */
     const int j = blockIdx.x, kh = blockIdx.y, s = blockIdx.z;
     const int tid = threadIdx.x, lane = tid & 31, w = tid >> 5;
+    const int g = lane >> 2, c = lane & 3;
+    attn_pdl_trigger(); /* the combine kernel may start launching; it waits for our completion */
     const int len = p.seq_lens[s];
-    const int t_begin = j * p.split_len, t_end = min(len, t_begin + p.split_len);
-    for (int e = tid; e < G * AD; e += 128) {
-        const int hh = e / AD, d = e % AD;
-        qs[hh][d] = bf2f(p.q[((size_t)s * p.Hq + kh * G + hh) * AD + d]) * p.scale;
-    }
-    __syncthreads();
-    float m[G], l[G], acc[G][8];
-#pragma unroll
-    for (int hh = 0; hh < G; hh++) {
-        m[hh] = -INFINITY;
-        l[hh] = 0.f;
-#pragma unroll
-        for (int i = 0; i < 8; i++) acc[hh][i] = 0.f;
-    }
+    const int t_begin = j * p.split_len;
+    if (t_begin >= len) return; /* a split past this (shorter) sequence's end */
+    const int t_end = min(len, t_begin + p.split_len);
+    const int ntile = (t_end - t_begin + TOK - 1) / TOK;
     const int32_t *bt = p.bt + (size_t)s * p.max_blocks;
-    const size_t row_bytes = (size_t)p.Hkv * AD * 2;
-    for (int t0 = t_begin + w * TILE; t0 < t_end; t0 += 4 * TILE) {
-        const int t = t0 + lane;
-        const bool valid = t < t_end;
-        const int tt = valid ? t : t_end - 1;
-        const char *blk = p.kv + (size_t)bt[tt / p.bs] * p.page_bytes + p.layer_off;
-        const char *krow_b = blk + (size_t)(tt % p.bs) * row_bytes + (size_t)kh * AD * 2; /* this lane's K row */
-        const uint4 *krow = reinterpret_cast<const uint4 *>(krow_b);
-        float sc[G];
+    constexpr int STAGE = 2 * TOK * 32; /* uint4 per stage */
+
 #pragma unroll
-        for (int hh = 0; hh < G; hh++) sc[hh] = 0.f;
-#pragma unroll 8
-        for (int c = 0; c < AD / 8; c++) {
-            const uint4 u = krow[c];
-            const float2 k0 = bf2x2_to_f2(u.x), k1 = bf2x2_to_f2(u.y), k2 = bf2x2_to_f2(u.z), k3 = bf2x2_to_f2(u.w);
+    for (int i = 0; i < NS - 1; i++) {
+        if (i < ntile) dec_load_tile<TOK>(p, smem + i * STAGE, bt, kh, t_begin + i * TOK, t_end, lane, w);
+        attn_cp_commit();
+    }
+    /* Q fragments (A operand rows g < G; rows g+8 are padding): qa[kt] = Q[g][16kt + 2c, +1], [16kt + 8 + 2c, +1] */
+    uint32_t qa[16][2];
+    {
+        const uint32_t *qr = reinterpret_cast<const uint32_t *>(p.q + ((size_t)s * p.Hq + kh * G + min(g, G - 1)) * AD);
 #pragma unroll
-            for (int hh = 0; hh < G; hh++) {
-                const float4 qa = *reinterpret_cast<const float4 *>(&qs[hh][c * 8]);
-                const float4 qb = *reinterpret_cast<const float4 *>(&qs[hh][c * 8 + 4]);
-                sc[hh] += k0.x * qa.x + k0.y * qa.y + k1.x * qa.z + k1.y * qa.w + k2.x * qb.x + k2.y * qb.y +
-                          k3.x * qb.z + k3.y * qb.w;
+        for (int kt = 0; kt < 16; kt++) {
+            qa[kt][0] = g < G ? __ldg(qr + kt * 8 + c) : 0u;
+            qa[kt][1] = g < G ? __ldg(qr + kt * 8 + 4 + c) : 0u;
+        }
+    }
+    float o[8][4]; /* n-tile jn: O[g][64w + 8jn + 2c, +1] in [0], [1]; [2], [3] = padding rows */
+#pragma unroll
+    for (int jn = 0; jn < 8; jn++) o[jn][0] = o[jn][1] = o[jn][2] = o[jn][3] = 0.f;
+    float m = -INFINITY, l = 0.f;
+
+    for (int it = 0; it < ntile; it++) {
+        attn_cp_wait<NS - 2>();
+        __syncthreads(); /* tile `it` visible to all; stage (it-1)%NS free for reuse */
+        {
+            const int nt = it + NS - 1;
+            if (nt < ntile) dec_load_tile<TOK>(p, smem + (nt % NS) * STAGE, bt, kh, t_begin + nt * TOK, t_end, lane, w);
+            attn_cp_commit();
+        }
+        const uint4 *ks = smem + (it % NS) * STAGE, *vs = ks + TOK * 32;
+        const int t0 = t_begin + it * TOK;
+        /* S = Q K^T: n-tile nt = tokens 8nt..8nt+7; ldmatrix.x4 = 2 k-tiles of one n-tile */
+        float sc[TOK / 8][4];
+#pragma unroll
+        for (int nt = 0; nt < TOK / 8; nt++) sc[nt][0] = sc[nt][1] = sc[nt][2] = sc[nt][3] = 0.f;
+#pragma unroll
+        for (int kp = 0; kp < 8; kp++) {
+#pragma unroll
+            for (int nt = 0; nt < TOK / 8; nt++) {
+                unsigned b0, b1, b2, b3;
+                attn_ldsm_x4(b0, b1, b2, b3, ks + attn_swz(nt * 8 + (lane & 7), kp * 4 + (lane >> 3), 32));
+                attn_mma(sc[nt], qa[2 * kp][0], 0u, qa[2 * kp][1], 0u, b0, b1);
+                attn_mma(sc[nt], qa[2 * kp + 1][0], 0u, qa[2 * kp + 1][1], 0u, b2, b3);
             }
         }
-        float pr[G];
+        /* online softmax of row g over this tile (the 4 lanes of a quad hold its 32 tokens) */
+        float tmax = -INFINITY;
 #pragma unroll
-        for (int hh = 0; hh < G; hh++) {
-            const float sv = valid ? sc[hh] : -INFINITY;
-            const float mn = fmaxf(m[hh], warp_max(sv));
-            const float corr = expf(m[hh] - mn); /* m = -inf first: corr = 0 */
-            pr[hh] = valid ? expf(sv - mn) : 0.f;
-            l[hh] = l[hh] * corr + pr[hh]; /* per-lane partial sum, summed at the end */
+        for (int nt = 0; nt < TOK / 8; nt++)
 #pragma unroll
-            for (int i = 0; i < 8; i++) acc[hh][i] *= corr;
-            m[hh] = mn;
-        }
-        /* P V: lane owns dims [8*lane, 8*lane+8); V row of token u = lane u's K row + v_off;
-         * 8 rows in flight per lane; lanes past the tile end carry p = 0 */
-        const int ntok = min(TILE, t_end - t0);
-        const unsigned long long kb = (unsigned long long)krow_b;
-        for (int u0 = 0; u0 < ntok; u0 += 8) {
-            uint4 vv[8];
-#pragma unroll
-            for (int i = 0; i < 8; i++) {
-                const unsigned long long b = __shfl_sync(0xffffffffu, kb, u0 + i);
-                vv[i] = *reinterpret_cast<const uint4 *>((const char *)b + p.v_off + (size_t)lane * 16);
+            for (int e = 0; e < 2; e++) {
+                const bool valid = t0 + nt * 8 + 2 * c + e < t_end;
+                sc[nt][e] = valid ? sc[nt][e] * p.scale_log2 : -INFINITY;
+                tmax = fmaxf(tmax, sc[nt][e]);
             }
+        tmax = fmaxf(tmax, __shfl_xor_sync(0xffffffffu, tmax, 1));
+        tmax = fmaxf(tmax, __shfl_xor_sync(0xffffffffu, tmax, 2));
+        const float mn = fmaxf(m, tmax); /* finite: every tile holds a valid token */
+        const float corr = exp2f(m - mn);
+        m = mn;
+        uint32_t pa[TOK / 16][2]; /* P as A operand: k-tile kt2 = tokens 16kt2.., a0a1 and a4a5 */
+        float ls = 0.f;
 #pragma unroll
-            for (int i = 0; i < 8; i++) {
-                const float2 v0 = bf2x2_to_f2(vv[i].x), v1 = bf2x2_to_f2(vv[i].y), v2 = bf2x2_to_f2(vv[i].z),
-                             v3 = bf2x2_to_f2(vv[i].w);
+        for (int nt = 0; nt < TOK / 8; nt++) {
+            const bf16_t p0 = f2bf(exp2f(sc[nt][0] - mn)), p1 = f2bf(exp2f(sc[nt][1] - mn));
+            ls += bf2f(p0) + bf2f(p1);
+            __nv_bfloat162 h;
+            h.x = p0;
+            h.y = p1;
+            pa[nt >> 1][nt & 1] = *reinterpret_cast<uint32_t *>(&h);
+        }
+        l = l * corr + ls;
 #pragma unroll
-                for (int hh = 0; hh < G; hh++) {
-                    const float pu = __shfl_sync(0xffffffffu, pr[hh], u0 + i);
-                    acc[hh][0] += pu * v0.x; acc[hh][1] += pu * v0.y; acc[hh][2] += pu * v1.x; acc[hh][3] += pu * v1.y;
-                    acc[hh][4] += pu * v2.x; acc[hh][5] += pu * v2.y; acc[hh][6] += pu * v3.x; acc[hh][7] += pu * v3.y;
-                }
+        for (int jn = 0; jn < 8; jn++) {
+            o[jn][0] *= corr;
+            o[jn][1] *= corr;
+        }
+        /* O += P V over this warp's 64 dims: ldmatrix.x4.trans = 2 n-tiles (16 dims) of one k-tile */
+#pragma unroll
+        for (int kt = 0; kt < TOK / 16; kt++) {
+#pragma unroll
+            for (int jp = 0; jp < 4; jp++) {
+                unsigned b0, b1, b2, b3;
+                const int r = kt * 16 + (lane & 7) + ((lane >> 3) & 1) * 8;
+                attn_ldsm_x4_t(b0, b1, b2, b3, vs + attn_swz(r, w * 8 + jp * 2 + (lane >> 4), 32));
+                attn_mma(o[2 * jp], pa[kt][0], 0u, pa[kt][1], 0u, b0, b1);
+                attn_mma(o[2 * jp + 1], pa[kt][0], 0u, pa[kt][1], 0u, b2, b3);
             }
         }
     }
-    /* merge warps */
+    attn_cp_wait<0>();
+    l += __shfl_xor_sync(0xffffffffu, l, 1);
+    l += __shfl_xor_sync(0xffffffffu, l, 2);
+    if (g >= G) return;
+    const int qh = kh * G + g;
+    if (p.nsplit == 1) {
+        const float inv = 1.f / l;
 #pragma unroll
-    for (int hh = 0; hh < G; hh++) {
-        const float lt = warp_sum(l[hh]);
-        if (lane == 0) {
-            wm[w][hh] = m[hh];
-            wl[w][hh] = lt;
-        }
-#pragma unroll
-        for (int i = 0; i < 8; i++) wo[w][hh][lane * 8 + i] = acc[hh][i];
-    }
-    __syncthreads();
-    for (int e = tid; e < G * AD; e += 128) {
-        const int hh = e / AD, d = e % AD;
-        float M = -INFINITY;
-#pragma unroll
-        for (int x = 0; x < 4; x++) M = fmaxf(M, wm[x][hh]);
-        float L = 0.f, O = 0.f;
-#pragma unroll
-        for (int x = 0; x < 4; x++) {
-            const float f = wm[x][hh] == -INFINITY ? 0.f : expf(wm[x][hh] - M);
-            L += wl[x][hh] * f;
-            O += wo[x][hh][d] * f;
-        }
-        const int qh = kh * G + hh;
-        if (p.nsplit == 1) {
-            float o = L > 0.f ? O / L : 0.f;
-            if (p.gate) o *= sigmoid_f(bf2f(p.gate[((size_t)s * p.Hq + qh) * AD + d]));
-            p.out[((size_t)s * p.Hq + qh) * AD + d] = f2bf(o);
-        } else {
-            float *part = p.ws + (((size_t)s * p.Hq + qh) * p.nsplit + j) * (AD + 2);
-            part[d] = O;
-            if (d == 0) {
-                part[AD] = M;
-                part[AD + 1] = L;
+        for (int jn = 0; jn < 8; jn++) {
+            const int d = w * 64 + jn * 8 + 2 * c;
+            float o0 = o[jn][0] * inv, o1 = o[jn][1] * inv;
+            const size_t off = ((size_t)s * p.Hq + qh) * AD + d;
+            if (p.gate) {
+                const float2 gv = bf2x2_to_f2(*reinterpret_cast<const uint32_t *>(p.gate + off));
+                o0 *= sigmoid_f(gv.x);
+                o1 *= sigmoid_f(gv.y);
             }
+            *reinterpret_cast<uint32_t *>(p.out + off) = f2_to_bf2x2(o0, o1);
+        }
+    } else {
+        float *part = p.ws + (((size_t)s * p.Hq + qh) * p.nsplit + j) * PSTRIDE;
+#pragma unroll
+        for (int jn = 0; jn < 8; jn++)
+            *reinterpret_cast<float2 *>(part + w * 64 + jn * 8 + 2 * c) = make_float2(o[jn][0], o[jn][1]);
+        if (w == 0 && c == 0) {
+            part[AD] = m;
+            part[AD + 1] = l;
         }
     }
 }
 
-/* merge the splits of one (sequence, q head): block of AD threads */
-__global__ void __launch_bounds__(AD) attn_combine_kernel(const attn_params p) {
-    const int qh = blockIdx.x, s = blockIdx.y, d = threadIdx.x;
+/* Merge the splits of one (sequence, q head): 64 threads, 4 dims each. Launched as a
+ * programmatic dependent of attn_decode_kernel: waits for it before reading. */
+__global__ void __launch_bounds__(64) attn_combine_kernel(const attn_dec_params p) {
+    attn_pdl_wait();
+    const int qh = blockIdx.x, s = blockIdx.y, d = threadIdx.x * 4;
     const int len = p.seq_lens[s];
     const int ns = min(p.nsplit, (len + p.split_len - 1) / p.split_len);
-    const float *part = p.ws + ((size_t)s * p.Hq + qh) * p.nsplit * (AD + 2);
+    const float *part = p.ws + ((size_t)s * p.Hq + qh) * p.nsplit * PSTRIDE;
     float M = -INFINITY;
-    for (int j = 0; j < ns; j++) M = fmaxf(M, part[(size_t)j * (AD + 2) + AD]);
-    float L = 0.f, O = 0.f;
+    for (int j = 0; j < ns; j++) M = fmaxf(M, part[(size_t)j * PSTRIDE + AD]);
+    float L = 0.f;
+    float4 O = make_float4(0.f, 0.f, 0.f, 0.f);
     for (int j = 0; j < ns; j++) {
-        const float mj = part[(size_t)j * (AD + 2) + AD];
-        const float f = mj == -INFINITY ? 0.f : expf(mj - M);
-        L += part[(size_t)j * (AD + 2) + AD + 1] * f;
-        O += part[(size_t)j * (AD + 2) + d] * f;
+        const float f = exp2f(part[(size_t)j * PSTRIDE + AD] - M);
+        L += part[(size_t)j * PSTRIDE + AD + 1] * f;
+        const float4 v = *reinterpret_cast<const float4 *>(part + (size_t)j * PSTRIDE + d);
+        O.x += v.x * f;
+        O.y += v.y * f;
+        O.z += v.z * f;
+        O.w += v.w * f;
     }
-    float o = L > 0.f ? O / L : 0.f;
-    if (p.gate) o *= sigmoid_f(bf2f(p.gate[((size_t)s * p.Hq + qh) * AD + d]));
-    p.out[((size_t)s * p.Hq + qh) * AD + d] = f2bf(o);
+    const float inv = 1.f / L;
+    float r[4] = {O.x * inv, O.y * inv, O.z * inv, O.w * inv};
+    const size_t off = ((size_t)s * p.Hq + qh) * AD + d;
+    if (p.gate) {
+        const uint2 gu = *reinterpret_cast<const uint2 *>(p.gate + off);
+        const float2 g0 = bf2x2_to_f2(gu.x), g1 = bf2x2_to_f2(gu.y);
+        r[0] *= sigmoid_f(g0.x);
+        r[1] *= sigmoid_f(g0.y);
+        r[2] *= sigmoid_f(g1.x);
+        r[3] *= sigmoid_f(g1.y);
+    }
+    *reinterpret_cast<uint2 *>(p.out + off) = make_uint2(f2_to_bf2x2(r[0], r[1]), f2_to_bf2x2(r[2], r[3]));
 }
 
-static void attn_split(int S, int Hkv, int max_seq_len, int split_override, int *nsplit, int *split_len) {
-    /* about 16 blocks per SM (4 resident): several waves, so the last one is a small share */
-    int ns = split_override > 0 ? split_override : (16 * 132 + S * Hkv - 1) / (S * Hkv);
-    const int maxns = (max_seq_len + 127) / 128;
-    if (ns > maxns) ns = maxns;
-    if (ns < 1) ns = 1;
-    int sl = (max_seq_len + ns - 1) / ns;
-    sl = (sl + TILE - 1) / TILE * TILE;
-    *nsplit = (max_seq_len + sl - 1) / sl;
-    *split_len = sl;
+/* ---- variants, split heuristic, launch ------------------------------------------- */
+
+/* Tile shapes (tokens per stage, stages): 0 = 32 x 3 (96 KiB, 2 blocks / SM), 1 = 16 x 4
+ * (64 KiB, 3 / SM), 2 = 64 x 2 (128 KiB, 1 / SM). */
+#define DEC_NVAR 3
+static const int dec_tok[DEC_NVAR] = {32, 16, 64}; /* stages: 3, 4, 2 */
+static int dec_variant = 0, dec_pdl = 1;
+#define DEC_MAX_SLOTS_PER_SM 4 /* the split heuristic assumes no more (bounds the workspace) */
+
+extern "C" int attn_decode_config(int variant, int pdl) {
+    const int old = dec_variant;
+    if (variant >= 0 && variant < DEC_NVAR) dec_variant = variant;
+    if (pdl >= 0) dec_pdl = pdl != 0;
+    return old;
+}
+
+template <int G, int TOK, int NS>
+static cudaError_t dec_prepare(int *slots_per_sm) {
+    static int cached = 0;
+    if (!cached) {
+        const int smem = NS * 2 * TOK * 512;
+        cudaError_t e = cudaFuncSetAttribute(attn_decode_kernel<G, TOK, NS>,
+                                             cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
+        if (e != cudaSuccess) return e;
+        int nb = 0;
+        e = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&nb, attn_decode_kernel<G, TOK, NS>, 128, smem);
+        if (e != cudaSuccess) return e;
+        cached = nb < 1 ? 1 : nb;
+    }
+    *slots_per_sm = cached;
+    return cudaSuccess;
+}
+
+template <int G, int TOK, int NS>
+static cudaError_t dec_launch(const attn_dec_params &p, dim3 grid, cudaStream_t st) {
+    int unused;
+    cudaError_t e = dec_prepare<G, TOK, NS>(&unused);
+    if (e != cudaSuccess) return e;
+    attn_decode_kernel<G, TOK, NS><<<grid, 128, NS * 2 * TOK * 512, st>>>(p);
+    return cudaGetLastError();
+}
+
+/* Resident blocks per SM of the current variant for group size G (<= DEC_MAX_SLOTS_PER_SM). */
+static cudaError_t dec_slots(int G, int *per_sm) {
+    cudaError_t e = cudaErrorInvalidValue;
+#define DEC_SLOTS_CASE(GG)                                                   \
+    case GG:                                                                 \
+        if (dec_variant == 0) e = dec_prepare<GG, 32, 3>(per_sm);            \
+        else if (dec_variant == 1) e = dec_prepare<GG, 16, 4>(per_sm);       \
+        else e = dec_prepare<GG, 64, 2>(per_sm);                             \
+        break;
+    switch (G) {
+        DEC_SLOTS_CASE(1)
+        DEC_SLOTS_CASE(2)
+        DEC_SLOTS_CASE(4)
+        DEC_SLOTS_CASE(6)
+        DEC_SLOTS_CASE(8)
+    }
+#undef DEC_SLOTS_CASE
+    if (*per_sm > DEC_MAX_SLOTS_PER_SM) *per_sm = DEC_MAX_SLOTS_PER_SM;
+    return e;
+}
+
+static int dec_num_sms(void) {
+    static int n = 0;
+    if (!n) {
+        int dev = 0;
+        if (cudaGetDevice(&dev) != cudaSuccess || cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, dev) !=
+                                                       cudaSuccess || n < 1)
+            n = 132;
+    }
+    return n;
+}
+
+/* Split count and length (a multiple of tok) for `units` (sequence, KV head) pairs over
+ * `slots` resident blocks: the smallest count whose blocks fill at least one wave and
+ * whose waves are at least 85% full on average, at most 2 * slots / units + 1. */
+static void attn_split(int units, int max_seq_len, int split_override, int tok, int slots, int *nsplit,
+                       int *split_len) {
+    const int ntiles = (max_seq_len + tok - 1) / tok;
+    int n = 1;
+    if (split_override > 0) {
+        n = split_override;
+    } else {
+        const int cmax = 2 * slots / units + 1;
+        for (int cnd = 1; cnd <= ntiles && cnd <= cmax; cnd++) {
+            const long long blocks = (long long)units * cnd, waves = (blocks + slots - 1) / slots;
+            n = cnd;
+            if (blocks >= slots && (double)blocks >= 0.85 * (double)(waves * slots)) break;
+        }
+    }
+    if (n > ntiles) n = ntiles;
+    if (n < 1) n = 1;
+    const int tiles = (ntiles + n - 1) / n;
+    *split_len = tiles * tok;
+    *nsplit = (max_seq_len + *split_len - 1) / *split_len;
+}
+
+/* Largest split count the heuristic can choose for S sequences (any Hkv >= 1, any variant). */
+static int attn_max_splits(int S, int max_seq_len) {
+    const int ntiles = (max_seq_len + 15) / 16;
+    const int cmax = 2 * DEC_MAX_SLOTS_PER_SM * dec_num_sms() / S + 1;
+    return ntiles < cmax ? ntiles : cmax;
 }
 
 extern "C" size_t attn_decode_workspace_bytes(int S, int Hq, int max_seq_len) {
-    /* the largest split count any Hkv >= 1 gives */
-    int ns, sl;
-    attn_split(S, 1, max_seq_len, 0, &ns, &sl);
-    return (size_t)S * Hq * ns * (AD + 2) * sizeof(float) + 256;
+    if (S <= 0 || max_seq_len <= 0) return 256;
+    return (size_t)S * Hq * attn_max_splits(S, max_seq_len) * PSTRIDE * sizeof(float) + 256;
 }
 
 extern "C" int attn_decode_launch(const void *q, const void *kv_base, size_t page_bytes, const int32_t *block_tables,
@@ -203,7 +358,9 @@ extern "C" int attn_decode_launch(const void *q, const void *kv_base, size_t pag
                                   void *out, int split_override, void *stream) {
     if (S <= 0) return HS_OK;
     if (D != AD || Hkv <= 0 || Hq % Hkv || block_size <= 0 || max_seq_len <= 0) return HS_ERR_INVALID;
-    attn_params p;
+    const int G = Hq / Hkv;
+    if (G != 1 && G != 2 && G != 4 && G != 6 && G != 8) return HS_ERR_UNSUPPORTED;
+    attn_dec_params p;
     p.q = (const bf16_t *)q;
     p.gate = (const bf16_t *)gate;
     p.kv = (const char *)kv_base;
@@ -216,30 +373,46 @@ extern "C" int attn_decode_launch(const void *q, const void *kv_base, size_t pag
     p.bs = block_size;
     p.Hq = Hq;
     p.Hkv = Hkv;
-    p.scale = scale;
+    p.scale_log2 = scale * 1.4426950408889634f;
     p.ws = (float *)ws;
     p.out = (bf16_t *)out;
-    attn_split(S, Hkv, max_seq_len, split_override, &p.nsplit, &p.split_len);
-    {
-        int ns1, sl1;
-        attn_split(S, 1, max_seq_len, 0, &ns1, &sl1);
-        if (p.nsplit > ns1 && split_override <= 0) return HS_ERR_INVALID; /* cannot happen: ws sized for Hkv = 1 */
-    }
+    int per_sm = 1;
+    HS_CUDA_TRY(dec_slots(G, &per_sm));
+    const int tok = dec_tok[dec_variant];
+    attn_split(S * Hkv, max_seq_len, split_override, tok, per_sm * dec_num_sms(), &p.nsplit, &p.split_len);
+    if (p.nsplit > 1 && split_override <= 0 && p.nsplit > attn_max_splits(S, max_seq_len))
+        return HS_ERR_INVALID; /* cannot happen: the workspace bound covers the heuristic */
     if (p.nsplit > 1 && !ws) return HS_ERR_INVALID;
     cudaStream_t st = (cudaStream_t)stream;
-    dim3 grid((unsigned)p.nsplit, (unsigned)Hkv, (unsigned)S);
-    switch (Hq / Hkv) {
-    case 1: attn_decode_kernel<1><<<grid, 128, 0, st>>>(p); break;
-    case 2: attn_decode_kernel<2><<<grid, 128, 0, st>>>(p); break;
-    case 4: attn_decode_kernel<4><<<grid, 128, 0, st>>>(p); break;
-    case 6: attn_decode_kernel<6><<<grid, 128, 0, st>>>(p); break;
-    case 8: attn_decode_kernel<8><<<grid, 128, 0, st>>>(p); break;
-    default: return HS_ERR_UNSUPPORTED;
+    const dim3 grid((unsigned)p.nsplit, (unsigned)Hkv, (unsigned)S);
+    cudaError_t e = cudaSuccess;
+#define DEC_LAUNCH_CASE(GG)                                                   \
+    case GG:                                                                  \
+        if (dec_variant == 0) e = dec_launch<GG, 32, 3>(p, grid, st);         \
+        else if (dec_variant == 1) e = dec_launch<GG, 16, 4>(p, grid, st);    \
+        else e = dec_launch<GG, 64, 2>(p, grid, st);                          \
+        break;
+    switch (G) {
+        DEC_LAUNCH_CASE(1)
+        DEC_LAUNCH_CASE(2)
+        DEC_LAUNCH_CASE(4)
+        DEC_LAUNCH_CASE(6)
+        DEC_LAUNCH_CASE(8)
     }
-    HS_CUDA_LAUNCHED();
+#undef DEC_LAUNCH_CASE
+    HS_CUDA_TRY(e);
     if (p.nsplit > 1) {
-        attn_combine_kernel<<<dim3((unsigned)Hq, (unsigned)S), AD, 0, st>>>(p);
-        HS_CUDA_LAUNCHED();
+        cudaLaunchConfig_t cfg = {};
+        cfg.gridDim = dim3((unsigned)Hq, (unsigned)S);
+        cfg.blockDim = dim3(64);
+        cfg.dynamicSmemBytes = 0;
+        cfg.stream = st;
+        cudaLaunchAttribute at[1];
+        at[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+        at[0].val.programmaticStreamSerializationAllowed = dec_pdl;
+        cfg.attrs = at;
+        cfg.numAttrs = 1;
+        HS_CUDA_TRY(cudaLaunchKernelEx(&cfg, attn_combine_kernel, p));
     }
     return HS_OK;
 }

@@ -98,7 +98,8 @@ int gdn_gated_norm_launch(const void *o, const void *z, const float *w, int64_t 
                           void *out, void *stream);
 
 /* ---- paged attention decode ------------------------------------------------------- */
-/* One query token per sequence, GQA, head dim 256, bf16 KV in the layout.h block layout.
+/* One query token per sequence, GQA (G = Hq / Hkv in {1, 2, 4, 6, 8}), head dim 256,
+ * bf16 KV in the layout.h block layout; tensor cores for both products.
  *   q        bf16 [S][Hq][256] (already normed + roped)
  *   kv_base  device pool base; page_bytes: pool page size
  *   block_tables device i32 [S][max_blocks]; seq_lens device i32 [S] (tokens in cache, >= 1)
@@ -108,12 +109,18 @@ int gdn_gated_norm_launch(const void *o, const void *z, const float *w, int64_t 
  *   out      bf16 [S][Hq][256]
  * max_seq_len (host) sizes the split-KV grid; ws: workspace of
  * attn_decode_workspace_bytes(S, Hq, max_seq_len) bytes (fp32 split partials);
- * split_override: 0 = heuristic (about 16 blocks per SM), else the split count. */
+ * split_override: 0 = heuristic (fills the resident block slots in waves), else the
+ * split count (then ws must hold S * Hq * split_override * 260 floats). With several
+ * splits a second kernel merges them (programmatic dependent launch). */
 size_t attn_decode_workspace_bytes(int S, int Hq, int max_seq_len);
 int attn_decode_launch(const void *q, const void *kv_base, size_t page_bytes, const int32_t *block_tables,
                        int max_blocks, const int32_t *seq_lens, int S, int max_seq_len, size_t layer_off,
                        int block_size, int Hq, int Hkv, int D, float scale, const void *gate, void *ws, void *out,
                        int split_override, void *stream);
+/* Tuning (benchmarks): tile shape variant 0 = 32 tokens x 3 stages (default), 1 = 16 x 4,
+ * 2 = 64 x 2; pdl 0/1 = merge kernel without/with programmatic dependent launch (-1: keep).
+ * Process-wide; returns the previous variant. */
+int attn_decode_config(int variant, int pdl);
 
 #ifdef __cplusplus
 }
