@@ -207,30 +207,68 @@ __global__ void __launch_bounds__(128) attn_decode_kernel(const attn_dec_params 
     }
 }
 
-/* Merge the splits of one (sequence, q head): 64 threads, 4 dims each. Launched as a
- * programmatic dependent of attn_decode_kernel: waits for it before reading. */
-__global__ void __launch_bounds__(64) attn_combine_kernel(const attn_dec_params p) {
+/* Merge the splits of one (sequence, q head). Launched as a programmatic dependent of
+ * attn_decode_kernel: waits for it before reading. 512 threads: the split maxima and
+ * weights first (a thread per split), then 8 groups of 64 threads, each summing every
+ * 8th split's partial O (4 dims a thread, loads unrolled so they are in flight together),
+ * then the groups are added up. */
+#define CMB_THREADS 512
+#define CMB_MAX_SPLITS 1024
+__global__ void __launch_bounds__(CMB_THREADS) attn_combine_kernel(const attn_dec_params p) {
+    __shared__ float wsh[CMB_MAX_SPLITS];
+    __shared__ float red[CMB_THREADS / 32];
+    __shared__ __align__(16) float4 acc[CMB_THREADS / 64][AD / 4];
     attn_pdl_wait();
-    const int qh = blockIdx.x, s = blockIdx.y, d = threadIdx.x * 4;
+    const int qh = blockIdx.x, s = blockIdx.y, tid = threadIdx.x, lane = tid & 31, wid = tid >> 5;
     const int len = p.seq_lens[s];
     const int ns = min(p.nsplit, (len + p.split_len - 1) / p.split_len);
     const float *part = p.ws + ((size_t)s * p.Hq + qh) * p.nsplit * PSTRIDE;
+    float mx = -INFINITY;
+    for (int j = tid; j < ns; j += CMB_THREADS) mx = fmaxf(mx, part[(size_t)j * PSTRIDE + AD]);
+    mx = warp_max(mx);
+    if (lane == 0) red[wid] = mx;
+    __syncthreads();
     float M = -INFINITY;
-    for (int j = 0; j < ns; j++) M = fmaxf(M, part[(size_t)j * PSTRIDE + AD]);
-    float L = 0.f;
-    float4 O = make_float4(0.f, 0.f, 0.f, 0.f);
-    for (int j = 0; j < ns; j++) {
+#pragma unroll
+    for (int x = 0; x < CMB_THREADS / 32; x++) M = fmaxf(M, red[x]);
+    __syncthreads(); /* red is reused below */
+    float ls = 0.f;
+    for (int j = tid; j < ns; j += CMB_THREADS) {
         const float f = exp2f(part[(size_t)j * PSTRIDE + AD] - M);
-        L += part[(size_t)j * PSTRIDE + AD + 1] * f;
-        const float4 v = *reinterpret_cast<const float4 *>(part + (size_t)j * PSTRIDE + d);
+        wsh[j] = f;
+        ls += part[(size_t)j * PSTRIDE + AD + 1] * f;
+    }
+    ls = warp_sum(ls);
+    if (lane == 0) red[wid] = ls;
+    __syncthreads();
+    float L = 0.f;
+#pragma unroll
+    for (int x = 0; x < CMB_THREADS / 32; x++) L += red[x];
+    const int d4 = tid & 63, grp = tid >> 6;
+    float4 O = make_float4(0.f, 0.f, 0.f, 0.f);
+#pragma unroll 4
+    for (int j = grp; j < ns; j += CMB_THREADS / 64) {
+        const float f = wsh[j];
+        const float4 v = *reinterpret_cast<const float4 *>(part + (size_t)j * PSTRIDE + d4 * 4);
         O.x += v.x * f;
         O.y += v.y * f;
         O.z += v.z * f;
         O.w += v.w * f;
     }
+    acc[grp][d4] = O;
+    __syncthreads();
+    if (tid >= 64) return;
+#pragma unroll
+    for (int x = 1; x < CMB_THREADS / 64; x++) {
+        const float4 v = acc[x][d4];
+        O.x += v.x;
+        O.y += v.y;
+        O.z += v.z;
+        O.w += v.w;
+    }
     const float inv = 1.f / L;
     float r[4] = {O.x * inv, O.y * inv, O.z * inv, O.w * inv};
-    const size_t off = ((size_t)s * p.Hq + qh) * AD + d;
+    const size_t off = ((size_t)s * p.Hq + qh) * AD + d4 * 4;
     if (p.gate) {
         const uint2 gu = *reinterpret_cast<const uint2 *>(p.gate + off);
         const float2 g0 = bf2x2_to_f2(gu.x), g1 = bf2x2_to_f2(gu.y);
@@ -334,6 +372,7 @@ static void attn_split(int units, int max_seq_len, int split_override, int tok, 
         }
     }
     if (n > ntiles) n = ntiles;
+    if (n > CMB_MAX_SPLITS) n = CMB_MAX_SPLITS;
     if (n < 1) n = 1;
     const int tiles = (ntiles + n - 1) / n;
     *split_len = tiles * tok;
@@ -344,7 +383,8 @@ static void attn_split(int units, int max_seq_len, int split_override, int tok, 
 static int attn_max_splits(int S, int max_seq_len) {
     const int ntiles = (max_seq_len + 15) / 16;
     const int cmax = 2 * DEC_MAX_SLOTS_PER_SM * dec_num_sms() / S + 1;
-    return ntiles < cmax ? ntiles : cmax;
+    const int n = ntiles < cmax ? ntiles : cmax;
+    return n < CMB_MAX_SPLITS ? n : CMB_MAX_SPLITS;
 }
 
 extern "C" size_t attn_decode_workspace_bytes(int S, int Hq, int max_seq_len) {
@@ -404,7 +444,7 @@ extern "C" int attn_decode_launch(const void *q, const void *kv_base, size_t pag
     if (p.nsplit > 1) {
         cudaLaunchConfig_t cfg = {};
         cfg.gridDim = dim3((unsigned)Hq, (unsigned)S);
-        cfg.blockDim = dim3(64);
+        cfg.blockDim = dim3(CMB_THREADS);
         cfg.dynamicSmemBytes = 0;
         cfg.stream = st;
         cudaLaunchAttribute at[1];

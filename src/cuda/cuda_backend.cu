@@ -12,9 +12,9 @@
  *   embed, rmsnorm (+residual add), add, swiglu, gather_rows     small kernels below
  *   attention             k_qk_prep: q/k norm (1+w), partial rotate-half RoPE, K/V written
  *                         into the paged cache; then decode rows (1 token, history) through
- *                         attn_decode_launch (split-KV, D = 256) and every other row through
- *                         k_attn_rows (one warp-group per (token, head), online softmax over
- *                         the sequence's cached keys, causal), sigmoid gate applied in both
+ *                         attn_decode_launch (split-KV, D = 256, tensor cores) and every other
+ *                         row through attn_prefill_launch (paged flash attention, causal over
+ *                         the cached prefix and the new tokens), sigmoid gate applied in both
  *   gdn                   segments of <= 64 tokens: gdn_decode_launch (fused conv, gates, L2
  *                         norm, recurrence, gated norm; state in place); longer segments:
  *                         gdn_prefill_prep_launch -> gdn_chunk_launch -> gdn_gated_norm_launch
@@ -364,67 +364,6 @@ __global__ void k_qk_prep(const qk_params p) {
     bf16_t *vd = reinterpret_cast<bf16_t *>(base) + (size_t)p.block_size * p.Hkv * p.D + kv_row;
     kd[i] = f2bf(y);
     vd[i] = p.v[((int64_t)t * p.Hkv + kh) * p.D + i];
-}
-
-struct attn_params {
-    const bf16_t *q, *gate;   /* [T][Hq][D] */
-    const int32_t *tok_start, *n_past, *pos, *bt;
-    int S, Hq, Hkv, D, max_blocks, block_size, t0;
-    float scale;
-    const char *pool;
-    size_t page_bytes, layer_off;
-    bf16_t *out;              /* [T][Hq*D] */
-};
-
-/* One block (4 warps) per (token t0 + blockIdx.x, query head): causal attention over the
- * sequence's keys [0, pos] from the paged cache, online softmax per warp, merged. */
-#define AR_WARPS 4
-#define AR_MAXD 8 /* D <= 256: 8 dims per lane */
-__global__ void __launch_bounds__(128) k_attn_rows(const attn_params p) {
-    __shared__ float m_sh[AR_WARPS], l_sh[AR_WARPS];
-    __shared__ float o_sh[AR_WARPS][256];
-    const int t = p.t0 + blockIdx.x, h = blockIdx.y;
-    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-    const int s = seq_of_tok(p.tok_start, p.S, t);
-    const int kh = h / (p.Hq / p.Hkv);
-    const int npl = p.D / 32; /* dims per lane */
-    float q[AR_MAXD], acc[AR_MAXD];
-    for (int j = 0; j < npl; j++) {
-        q[j] = bf2f(p.q[((int64_t)t * p.Hq + h) * p.D + lane * npl + j]) * p.scale;
-        acc[j] = 0.f;
-    }
-    float m = -INFINITY, l = 0.f;
-    const int last = p.pos[t];
-    const size_t vstride = (size_t)p.block_size * p.Hkv * p.D;
-    for (int key = warp; key <= last; key += AR_WARPS) {
-        const int blk = p.bt[(int64_t)s * p.max_blocks + key / p.block_size];
-        const bf16_t *kp = reinterpret_cast<const bf16_t *>(p.pool + (size_t)blk * p.page_bytes + p.layer_off) +
-                           ((size_t)(key % p.block_size) * p.Hkv + kh) * p.D + lane * npl;
-        float d = 0.f;
-        for (int j = 0; j < npl; j++) d += q[j] * bf2f(kp[j]);
-        d = warp_sum(d);
-        const float mn = fmaxf(m, d);
-        const float corr = __expf(m - mn), pe = __expf(d - mn);
-        l = l * corr + pe;
-        const bf16_t *vp = kp + vstride;
-        for (int j = 0; j < npl; j++) acc[j] = acc[j] * corr + pe * bf2f(vp[j]);
-        m = mn;
-    }
-    if (lane == 0) m_sh[warp] = m, l_sh[warp] = l;
-    for (int j = 0; j < npl; j++) o_sh[warp][lane * npl + j] = acc[j];
-    __syncthreads();
-    float M = -INFINITY;
-    for (int w = 0; w < AR_WARPS; w++) M = fmaxf(M, m_sh[w]);
-    float L = 0.f;
-    for (int w = 0; w < AR_WARPS; w++) L += m_sh[w] == -INFINITY ? 0.f : l_sh[w] * __expf(m_sh[w] - M);
-    for (int i = threadIdx.x; i < p.D; i += blockDim.x) {
-        float o = 0.f;
-        for (int w = 0; w < AR_WARPS; w++)
-            if (m_sh[w] != -INFINITY) o += o_sh[w][i] * __expf(m_sh[w] - M);
-        o /= L;
-        const float g = bf2f(p.gate[((int64_t)t * p.Hq + h) * p.D + i]);
-        p.out[((int64_t)t * p.Hq + h) * p.D + i] = f2bf(o * sigmoid_f(g));
-    }
 }
 
 /* Router probabilities -> top-k ids and weights. One warp per token, E <= 1024, k <= 32. */
@@ -968,39 +907,21 @@ static void cu_attention(backend_t *bk, int a, void *qg, void *k, const void *v,
     k_qk_prep<<<dim3((unsigned)c->T, (unsigned)(Hq + Hkv)), (unsigned)((D + 31) / 32 * 32), 0, c->st>>>(p);
     LAUNCHED();
     const float scale = 1.f / sqrtf((float)D);
-    int first = 0;
-    if (c->n_decode > 0 && D == 256) {
+    const int G = Hkv > 0 ? Hq / Hkv : 0;
+    int s0 = 0; /* sequences before s0 went through the decode kernel */
+    if (c->n_decode > 0 && D == 256 && (G == 1 || G == 2 || G == 4 || G == 6 || G == 8)) {
         /* decode rows are tokens [0, n_decode), one per sequence, in row order */
         const size_t ws_bytes = attn_decode_workspace_bytes(c->n_decode, Hq, c->max_ctx);
         void *ws = scratch(c, SCR_ATTN_WS, ws_bytes);
         CKL(attn_decode_launch(q, c->pool.base, c->pool.page_bytes, c->d_bt, c->max_blocks, c->d_seq_lens,
                                c->n_decode, c->max_ctx, layer_off, kv->block_size, Hq, Hkv, D, scale, gate, ws, out,
                                0, c->st));
-        first = c->n_decode; /* tokens of the decode rows */
+        s0 = c->n_decode;
     }
-    if (first < c->T) {
-        attn_params ap;
-        ap.q = q;
-        ap.gate = gate;
-        ap.tok_start = c->d_tok_start;
-        ap.n_past = c->d_n_past;
-        ap.pos = c->d_pos;
-        ap.bt = c->d_bt;
-        ap.S = c->S;
-        ap.Hq = Hq;
-        ap.Hkv = Hkv;
-        ap.D = D;
-        ap.max_blocks = c->max_blocks;
-        ap.block_size = kv->block_size;
-        ap.t0 = first;
-        ap.scale = scale;
-        ap.pool = (const char *)c->pool.base;
-        ap.page_bytes = c->pool.page_bytes;
-        ap.layer_off = layer_off;
-        ap.out = (bf16_t *)out;
-        k_attn_rows<<<dim3((unsigned)(c->T - first), (unsigned)Hq), 128, 0, c->st>>>(ap);
-        LAUNCHED();
-    }
+    if (s0 < c->S)
+        CKL(attn_prefill_launch(q, gate, c->pool.base, c->pool.page_bytes, c->d_bt, c->max_blocks, c->d_tok_start,
+                                c->d_n_past, c->h_tok_start, s0, c->S, layer_off, kv->block_size, Hq, Hkv, D, scale,
+                                out, c->st));
 }
 
 /* ---- Gated DeltaNet ------------------------------------------------------------------ */

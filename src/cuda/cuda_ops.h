@@ -122,6 +122,10 @@ int attn_decode_launch(const void *q, const void *kv_base, size_t page_bytes, co
  * Process-wide; returns the previous variant. */
 int attn_decode_config(int variant, int pdl);
 
+/* Prefill / chunked-prefill rows: attn_prefill_launch (paged flash attention), declared
+ * in attn_prefill.h. */
+#include "attn_prefill.h"
+
 #ifdef __cplusplus
 }
 #endif
