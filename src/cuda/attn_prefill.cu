@@ -4,12 +4,13 @@
  * read from the paged KV cache, fp32 online softmax, output times sigmoid(gate).
  *
  * Grid: block (work item, KV head kh); a work item is one query tile of a sequence:
- * 64 rows = M = 64 / G tokens x the G query heads of kh (row r = token r / G, head r % G),
+ * BM rows = M = BM / G tokens x the G query heads of kh (row r = token r / G, head r % G),
  * so the G heads that share a KV head share every K/V tile the block loads. Warp 0
  * finds its (sequence, tile) by a prefix scan over cu_seqlens; tiles are taken last
  * first within a sequence (the longest key ranges start first).
- * Per block (4 warps, each 16 rows):
- *  - Q tile [64][DP] in shared memory (cp.async), read as A fragments by ldmatrix;
+ * Per block (BM / 16 warps, each 16 rows; BM = 128 by default: each K/V tile that comes
+ * from L2 serves 128 rows, one block of 8 warps per SM):
+ *  - Q tile [BM][DP] in shared memory (cp.async), read as A fragments by ldmatrix;
  *  - key tiles of BN keys (32 at DP 256, 64 at DP 128): K and V by cp.async into two
  *    stages (the next tile loads while this one computes), rows XOR-swizzled;
  *  - S = Q K^T (mma.sync m16n8k16, fp32), causal mask only on the tiles that cross a
@@ -20,10 +21,10 @@
  * Invariants: D % 8 == 0, D <= 256; every sequence has >= 1 new token; block tables
  * cover keys 0 .. n_past + len - 1.
  */
+#include <algorithm>
+
 #include "attn_common.cuh"
 #include "attn_prefill.h"
-
-#define PF_BM 64 /* query rows per block */
 
 struct attn_pf_params {
     const bf16_t *q, *gate;
@@ -35,20 +36,22 @@ struct attn_pf_params {
     bf16_t *out;
 };
 
-template <int DP>
+/* DP: padded head dim; BM: query rows per block (BM / 16 warps, one m16 tile each). */
+template <int DP, int BM>
 struct pf_cfg {
+    static constexpr int NTH = BM * 2;               /* threads */
     static constexpr int CH = DP / 8;                /* 16-byte chunks per row */
     static constexpr int BN = DP == 256 ? 32 : 64;   /* keys per tile */
-    static constexpr int Q_CH = PF_BM * CH;          /* chunks of the Q tile */
+    static constexpr int Q_CH = BM * CH;             /* chunks of the Q tile */
     static constexpr int KV_CH = BN * CH;            /* chunks of one K (or V) tile */
     static constexpr int SMEM = (Q_CH + 4 * KV_CH) * 16;
 };
 
 /* cp.async of the K and V rows of keys kbase .. kbase+BN-1 (clamped to kmax) into ks / vs. */
-template <int DP>
+template <int DP, int BM>
 __device__ __forceinline__ void pf_load_kv(const attn_pf_params &p, uint4 *ks, uint4 *vs, const int32_t *bt,
                                            int kh, int kbase, int kmax, int tid) {
-    using C = pf_cfg<DP>;
+    using C = pf_cfg<DP, BM>;
     constexpr int NA = C::BN / 32;
     const int lane = tid & 31;
     const size_t row_bytes = (size_t)p.Hkv * p.D * 2;
@@ -61,19 +64,20 @@ __device__ __forceinline__ void pf_load_kv(const attn_pf_params &p, uint4 *ks, u
                                        (size_t)(key % p.bs) * row_bytes + (size_t)kh * p.D * 2);
     }
 #pragma unroll
-    for (int k = 0; k < C::KV_CH / 128; k++) {
-        const int idx = tid + 128 * k, r = idx / C::CH, c = idx % C::CH;
-        /* r / 32 is a compile-time constant: tid / CH < 128 / CH, which divides 32 */
-        const char *src = (const char *)__shfl_sync(0xffffffffu, addr[(128 * k / C::CH) / 32], r & 31) + c * 16;
+    for (int k = 0; k < C::KV_CH / C::NTH; k++) {
+        const int idx = tid + C::NTH * k, r = idx / C::CH, c = idx % C::CH;
+        /* r / 32 is a compile-time constant: tid / CH < NTH / CH, which divides 32 */
+        const char *src =
+            (const char *)__shfl_sync(0xffffffffu, addr[(C::NTH * k / C::CH) / 32], r & 31) + c * 16;
         const bool ok = c * 8 < p.D;
         attn_cp16(ks + attn_swz(r, c, C::CH), src, ok);
         attn_cp16(vs + attn_swz(r, c, C::CH), src + p.v_off, ok);
     }
 }
 
-template <int DP>
-__global__ void __launch_bounds__(128, 2) attn_prefill_kernel(const attn_pf_params p) {
-    using C = pf_cfg<DP>;
+template <int DP, int BM>
+__global__ void __launch_bounds__(BM * 2, 128 / BM) attn_prefill_kernel(const attn_pf_params p) {
+    using C = pf_cfg<DP, BM>;
     constexpr int BN = C::BN, CH = C::CH, NT = BN / 8, NO = DP / 8;
     extern __shared__ uint4 smem[];
     uint4 *qs = smem, *kbuf = smem + C::Q_CH, *vbuf = kbuf + 2 * C::KV_CH;
@@ -116,13 +120,13 @@ __global__ void __launch_bounds__(128, 2) attn_prefill_kernel(const attn_pf_para
     const int32_t *bt = p.bt + (size_t)s * p.max_blocks;
 
     /* Q tile: row r = (token i_lo + r / G, head r % G); rows past the tile are clamped copies */
-    for (int idx = tid; idx < C::Q_CH; idx += 128) {
+    for (int idx = tid; idx < C::Q_CH; idx += C::NTH) {
         const int r = idx / CH, c = idx % CH;
         const int i = min(i_lo + min(r / p.G, p.M - 1), i_hi), h = r % p.G;
         const bf16_t *src = p.q + ((size_t)(t_first + i) * p.Hq + kh * p.G + h) * p.D + c * 8;
         attn_cp16(qs + attn_swz(r, c, CH), c * 8 < p.D ? (const void *)src : (const void *)p.q, c * 8 < p.D);
     }
-    pf_load_kv<DP>(p, kbuf, vbuf, bt, kh, 0, kmax, tid);
+    pf_load_kv<DP, BM>(p, kbuf, vbuf, bt, kh, 0, kmax, tid);
     attn_cp_commit();
 
     /* this thread's rows: 16w + g and 16w + g + 8 -> key limits */
@@ -140,7 +144,7 @@ __global__ void __launch_bounds__(128, 2) attn_prefill_kernel(const attn_pf_para
     for (int it = 0; it < n_kt; it++) {
         if (it + 1 < n_kt) {
             const int nb = (it + 1) & 1;
-            pf_load_kv<DP>(p, kbuf + nb * C::KV_CH, vbuf + nb * C::KV_CH, bt, kh, (it + 1) * BN, kmax, tid);
+            pf_load_kv<DP, BM>(p, kbuf + nb * C::KV_CH, vbuf + nb * C::KV_CH, bt, kh, (it + 1) * BN, kmax, tid);
             attn_cp_commit();
             attn_cp_wait<1>();
         } else {
@@ -243,16 +247,27 @@ __global__ void __launch_bounds__(128, 2) attn_prefill_kernel(const attn_pf_para
     }
 }
 
-template <int DP>
+/* Block shape: 1 = 64 query rows (4 warps, two blocks per SM), 2 = 128 rows (8 warps,
+ * one block per SM), 0 = 128 unless every segment fits in 64 rows (short segments waste
+ * less of a smaller tile). */
+static int pf_variant = 0;
+extern "C" int attn_prefill_config(int variant) {
+    const int old = pf_variant;
+    if (variant >= 0 && variant <= 2) pf_variant = variant;
+    return old;
+}
+
+template <int DP, int BM>
 static cudaError_t pf_launch(const attn_pf_params &p, dim3 grid, cudaStream_t st) {
+    using C = pf_cfg<DP, BM>;
     static bool ready = false;
     if (!ready) {
-        cudaError_t e = cudaFuncSetAttribute(attn_prefill_kernel<DP>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                             pf_cfg<DP>::SMEM);
+        cudaError_t e = cudaFuncSetAttribute(attn_prefill_kernel<DP, BM>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                             C::SMEM);
         if (e != cudaSuccess) return e;
         ready = true;
     }
-    attn_prefill_kernel<DP><<<grid, 128, pf_cfg<DP>::SMEM, st>>>(p);
+    attn_prefill_kernel<DP, BM><<<grid, C::NTH, C::SMEM, st>>>(p);
     return cudaGetLastError();
 }
 
@@ -264,7 +279,10 @@ extern "C" int attn_prefill_launch(const void *q, const void *gate, const void *
     if (s0 >= S) return HS_OK;
     if (s0 < 0 || D <= 0 || D % 8 || Hkv <= 0 || Hq % Hkv || block_size <= 0 || !tok_start_host)
         return HS_ERR_INVALID;
-    if (D > 256 || Hq / Hkv > PF_BM) return HS_ERR_UNSUPPORTED;
+    if (D > 256 || Hq / Hkv > 64) return HS_ERR_UNSUPPORTED;
+    int max_len = 0;
+    for (int s = s0; s < S; s++) max_len = std::max(max_len, tok_start_host[s + 1] - tok_start_host[s]);
+    const int BM = pf_variant == 1 || (pf_variant == 0 && max_len * (Hq / Hkv) <= 64) ? 64 : 128;
     attn_pf_params p;
     p.q = (const bf16_t *)q;
     p.gate = (const bf16_t *)gate;
@@ -280,7 +298,7 @@ extern "C" int attn_prefill_launch(const void *q, const void *gate, const void *
     p.Hq = Hq;
     p.Hkv = Hkv;
     p.G = Hq / Hkv;
-    p.M = PF_BM / p.G;
+    p.M = BM / p.G;
     p.D = D;
     p.s0 = s0;
     p.S = S;
@@ -295,6 +313,9 @@ extern "C" int attn_prefill_launch(const void *q, const void *gate, const void *
     if (items > 0x7fffffff) return HS_ERR_UNSUPPORTED;
     const dim3 grid((unsigned)items, (unsigned)Hkv);
     cudaStream_t st = (cudaStream_t)stream;
-    HS_CUDA_TRY(D > 128 ? pf_launch<256>(p, grid, st) : pf_launch<128>(p, grid, st));
+    cudaError_t e;
+    if (BM == 128) e = D > 128 ? pf_launch<256, 128>(p, grid, st) : pf_launch<128, 128>(p, grid, st);
+    else e = D > 128 ? pf_launch<256, 64>(p, grid, st) : pf_launch<128, 64>(p, grid, st);
+    HS_CUDA_TRY(e);
     return HS_OK;
 }

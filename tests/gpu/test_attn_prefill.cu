@@ -5,7 +5,7 @@
  * when given. Random bf16 q, K, V; every key in shuffled pages of the layout.h block
  * layout (two attention layers, the second tested); varlen batches with cached prefixes,
  * lengths around block, query-tile and key-tile edges; GQA 1, 2, 4, 6, 8; D 256, 128
- * and 64 (zero-padded); outputs poisoned with NaN first; with s0 > 0 the rows of the
+ * and 64 (zero-padded); both block shapes (64 and 128 query rows); outputs poisoned with NaN first; with s0 > 0 the rows of the
  * first sequences must stay untouched. Reports ||out - ref|| / ||ref||.
  */
 #include "../../src/cuda/attn_prefill.h"
@@ -124,19 +124,24 @@ int main(void) {
         {16, 4, 256, 16, g, 4, 2, true}, {16, 4, 256, 16, a, 8, 0, false},
     };
     const int n = (int)(sizeof cases / sizeof cases[0]);
-    int fails = 0;
-    printf("%-34s %10s %10s  %s\n", "case", "out", "untouched", "result");
-    for (int i = 0; i < n; i++) {
-        int bad = 0;
-        const double err = run_case(cases[i].Hq, cases[i].Hkv, cases[i].D, cases[i].bs, cases[i].segs, cases[i].S,
-                                    cases[i].s0, cases[i].gate, 7000 + i, &bad);
-        const bool ok = err < 8e-3 && !isnan(err) && bad == 0;
-        fails += !ok;
-        char name[80];
-        snprintf(name, sizeof name, "%d/%d D%d bs%d S%d s0=%d%s", cases[i].Hq, cases[i].Hkv, cases[i].D, cases[i].bs,
-                 cases[i].S, cases[i].s0, cases[i].gate ? " gate" : "");
-        printf("%-34s %10.2e %10d  %s\n", name, err, bad, ok ? "ok" : "FAIL");
+    int fails = 0, total = 0;
+    printf("%-38s %10s %10s  %s\n", "case", "out", "untouched", "result");
+    for (int var = 1; var <= 2; var++) {
+        attn_prefill_config(var);
+        for (int i = 0; i < n; i++) {
+            int bad = 0;
+            const double err = run_case(cases[i].Hq, cases[i].Hkv, cases[i].D, cases[i].bs, cases[i].segs,
+                                        cases[i].S, cases[i].s0, cases[i].gate, 7000 + i, &bad);
+            const bool ok = err < 8e-3 && !isnan(err) && bad == 0;
+            fails += !ok;
+            total++;
+            char name[80];
+            snprintf(name, sizeof name, "BM%d %d/%d D%d bs%d S%d s0=%d%s", var == 1 ? 64 : 128, cases[i].Hq,
+                     cases[i].Hkv, cases[i].D, cases[i].bs, cases[i].S, cases[i].s0, cases[i].gate ? " gate" : "");
+            printf("%-38s %10.2e %10d  %s\n", name, err, bad, ok ? "ok" : "FAIL");
+        }
     }
-    printf("test_attn_prefill: %d/%d cases passed\n", n - fails, n);
+    attn_prefill_config(0);
+    printf("test_attn_prefill: %d/%d cases passed\n", total - fails, total);
     return fails ? 1 : 0;
 }
