@@ -46,10 +46,9 @@ int main(int argc, char **argv) {
     }
     const int Hq = 16, Hkv = 4, D = 256, bs = 16, Bs[3] = {1, 32, 128}, Cs[2] = {2048, 8192};
     printf("%4s %5s %6s %10s %10s %7s\n", "var", "B", "ctx", "us", "KV TB/s", "% copy");
-    for (const char *vp = vars; *vp; vp++)
-    for (int bi = 0; bi < 3; bi++)
-        for (int ci = 0; ci < 2; ci++) {
-            const int var = *vp - '0';
+    for (int k = 0; k < 3 * 2 * (int)strlen(vars); k++) {
+        {
+            const int var = vars[k / 6] - '0', bi = k / 2 % 3, ci = k % 2;
             attn_decode_config(var, pdl);
             const int B = Bs[bi], ctx = Cs[ci], nb = ctx / bs;
             const size_t page = 2 * (size_t)bs * Hkv * D * 2; /* one attention layer per block */
@@ -115,5 +114,6 @@ int main(int argc, char **argv) {
             cudaFree(d_bt); cudaFree(d_sl); cudaFree(d_q); cudaFree(d_g); cudaFree(d_out); cudaFree(d_ws);
             free(bt); free(sl); free(hq);
         }
+    }
     return 0;
 }

@@ -8,8 +8,7 @@
  * so the G heads that share a KV head share every K/V tile the block loads. Warp 0
  * finds its (sequence, tile) by a prefix scan over cu_seqlens; tiles are taken last
  * first within a sequence (the longest key ranges start first).
- * Per block (BM / 16 warps, each 16 rows; BM = 128 by default: each K/V tile that comes
- * from L2 serves 128 rows, one block of 8 warps per SM):
+ * Per block (BM / 16 warps, each 16 rows; BM = 64 by default, 128 as an option):
  *  - Q tile [BM][DP] in shared memory (cp.async), read as A fragments by ldmatrix;
  *  - key tiles of BN keys (32 at DP 256, 64 at DP 128): K and V by cp.async into two
  *    stages (the next tile loads while this one computes), rows XOR-swizzled;
@@ -21,8 +20,6 @@
  * Invariants: D % 8 == 0, D <= 256; every sequence has >= 1 new token; block tables
  * cover keys 0 .. n_past + len - 1.
  */
-#include <algorithm>
-
 #include "attn_common.cuh"
 #include "attn_prefill.h"
 
@@ -247,9 +244,9 @@ __global__ void __launch_bounds__(BM * 2, 128 / BM) attn_prefill_kernel(const at
     }
 }
 
-/* Block shape: 1 = 64 query rows (4 warps, two blocks per SM), 2 = 128 rows (8 warps,
- * one block per SM), 0 = 128 unless every segment fits in 64 rows (short segments waste
- * less of a smaller tile). */
+/* Block shape: 0 (default) and 1 = 64 query rows (4 warps, two blocks per SM: the shape
+ * measured in bench/RESULTS.md), 2 = 128 rows (8 warps, one block per SM: each K/V tile
+ * read from L2 serves twice the rows; not yet measured). */
 static int pf_variant = 0;
 extern "C" int attn_prefill_config(int variant) {
     const int old = pf_variant;
@@ -280,9 +277,7 @@ extern "C" int attn_prefill_launch(const void *q, const void *gate, const void *
     if (s0 < 0 || D <= 0 || D % 8 || Hkv <= 0 || Hq % Hkv || block_size <= 0 || !tok_start_host)
         return HS_ERR_INVALID;
     if (D > 256 || Hq / Hkv > 64) return HS_ERR_UNSUPPORTED;
-    int max_len = 0;
-    for (int s = s0; s < S; s++) max_len = std::max(max_len, tok_start_host[s + 1] - tok_start_host[s]);
-    const int BM = pf_variant == 1 || (pf_variant == 0 && max_len * (Hq / Hkv) <= 64) ? 64 : 128;
+    const int BM = pf_variant == 2 ? 128 : 64;
     attn_pf_params p;
     p.q = (const bf16_t *)q;
     p.gate = (const bf16_t *)gate;

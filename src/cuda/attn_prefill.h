@@ -34,9 +34,8 @@ int attn_prefill_launch(const void *q, const void *gate, const void *kv_base, si
                         const int32_t *tok_start_host, int s0, int S, size_t layer_off, int block_size, int Hq,
                         int Hkv, int D, float scale, void *out, void *stream);
 
-/* Tuning (benchmarks): block shape 1 = 64 query rows (4 warps), 2 = 128 rows (8 warps),
- * 0 = 128 unless every segment fits in 64 rows (default). Process-wide; returns the
- * previous value. */
+/* Tuning (benchmarks): block shape 0 (default) or 1 = 64 query rows (4 warps), 2 = 128
+ * rows (8 warps). Process-wide; returns the previous value. */
 int attn_prefill_config(int variant);
 
 #ifdef __cplusplus
