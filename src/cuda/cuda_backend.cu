@@ -39,6 +39,7 @@
 
 #include "cuda_common.cuh"
 #include "cuda_ops.h"
+#include "cuda_sample.h"
 
 extern "C" {
 #include "backend.h"
@@ -836,6 +837,13 @@ static void cu_logits_stats(backend_t *bk, const void *logits, int n, int V, int
     CK(cudaStreamSynchronize(c->st));
 }
 
+/* bk->sample (sample.cu); its workspace is SCR_STATS, free again once logits_stats returned. */
+static void cu_sample(backend_t *bk, const float *logits, int n, int V, const bk_sample_row_t *rows,
+                      bk_sample_out_t *out) {
+    cu_ctx_t *c = ctx(bk);
+    CKL(sample_run(logits, V, rows, n, out, scratch(c, SCR_STATS, sample_ws_bytes(n)), c->st));
+}
+
 /* ---- pages -------------------------------------------------------------------------- */
 
 static void cu_page_out(backend_t *bk, const bk_pool_t *pool, int64_t page, void *host) {
@@ -927,6 +935,7 @@ extern "C" backend_t *backend_cuda_create(int device, char *err, size_t n) {
     bk->gather_rows = cu_gather_rows;
     bk->logits = cu_logits;
     bk->logits_stats = cu_logits_stats;
+    bk->sample = cu_sample;
     bk->page_out = cu_page_out;
     bk->page_in = cu_page_in;
     bk->destroy = cu_destroy;
