@@ -26,6 +26,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "hyserve.h"
 #include "layout.h"
 #include "util.h"
 
@@ -65,6 +66,28 @@ typedef struct {
     kv_layout_t kv;                /* KV block layout */
     statemap_t sm;                 /* state map */
 } bk_pool_t;
+
+/* One row for bk->sample: which logits row, the request's sampling parameters and
+ * the coordinates of its draw (sample.h, sample_rng.h). */
+typedef struct {
+    int32_t row;          /* row of the logits buffer */
+    float temperature;    /* 0: greedy (lowest id on ties) */
+    int32_t top_k;        /* 0 (or >= V): off */
+    float top_p;          /* (0, 1]; 1: off */
+    float min_p;          /* [0, 1); 0: off */
+    int32_t n_top;        /* top log-probabilities wanted, 0..HS_MAX_TOP_LOGPROBS */
+    uint64_t seed;        /* the request's seed */
+    uint64_t step;        /* index of the output token being generated (0: the first) */
+} bk_sample_row_t;
+
+/* What bk->sample returns per row. Log-probabilities are log_softmax of the raw logits. */
+typedef struct {
+    int32_t token;
+    float logprob;                             /* of token */
+    int32_t n_top;                             /* = the row's n_top (V if smaller) */
+    int32_t top_ids[HS_MAX_TOP_LOGPROBS];      /* best first (ties: lowest id) */
+    float top_logprobs[HS_MAX_TOP_LOGPROBS];
+} bk_sample_out_t;
 
 typedef struct backend backend_t;
 struct backend {
@@ -167,6 +190,15 @@ struct backend {
      * rows without moving the vocabulary to the host. */
     void (*logits_stats)(backend_t *bk, const void *logits_f32, int n, int V, int32_t *argmax, float *max,
                          float *lse);
+
+    /* Sample n rows of logits[*, V] (backend memory, fp32): rows[i] names the logits row
+     * and its parameters, out[i] (host) receives the token, its logprob and the top
+     * log-probabilities. Semantics of sample.h (temperature, top-k, top-p, min-p, the
+     * counter-based draw of (seed, step)), so that every backend picks the same token
+     * for the same logits except within rounding of a filter or draw boundary. Waits
+     * for the result (one sync per call). */
+    void (*sample)(backend_t *bk, const float *logits, int n, int V, const bk_sample_row_t *rows,
+                   bk_sample_out_t *out);
 
     /* Copy whole pages between the pool and host memory (swap out / in). */
     void (*page_out)(backend_t *bk, const bk_pool_t *pool, int64_t page, void *host);

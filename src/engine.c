@@ -2,15 +2,15 @@
  * engine: the loop behind include/hyserve.h.
  *
  *   submit ──▶ sched (waiting) ─┐
- *   step:  sched_step ──▶ batch ──▶ model_forward ──▶ logits ──▶ smp_sample per row
+ *   step:  sched_step ──▶ batch ──▶ model_forward ──▶ logits ──▶ bk->sample / logits_stats
  *                         ▲                                        │
  *                         └──── sched_update (append, stop, free) ◀┘──▶ events ──▶ poll
  *
  * The engine owns, in order of creation: the model config, the weights (host,
  * freed once uploaded), the backend, the state map and KV layout, the page pool
  * (bookkeeping), the scheduler, the model (device weights, activations, the
- * pool's memory), and per-request sampling state (seeded random stream, logprob
- * options) in a hash table keyed by request id. Events wait in a ring buffer until
+ * pool's memory), and per-request sampling state (seed, logprob options) in a hash
+ * table keyed by request id. Events wait in a ring buffer until
  * polled. Single-threaded (hyserve.h).
  */
 #include "hyserve.h"
@@ -35,7 +35,7 @@
 typedef struct {
     uint64_t id;              /* 0: empty slot (ids start at 1) */
     bool tomb;                /* deleted (keeps probe chains intact) */
-    smp_rng_t rng;
+    uint64_t seed;            /* draws are counter-based: (seed, output index) */
     hs_sampling_t sp;         /* as submitted */
     int n_prompt;
     int n_output;
@@ -68,13 +68,14 @@ struct hs_engine {
     int32_t *bt;              /* [max_seqs][bt_stride] */
     int bt_stride;
     int32_t *sp_rows;         /* [max_seqs][E] */
-    float *logits;            /* [V] one row brought to the host for sampling */
+    bk_sample_row_t *smp_rows;/* [max_seqs] rows for bk->sample (not plain greedy) */
+    bk_sample_out_t *smp_out; /* [max_seqs] */
+    int32_t *smp_seq;         /* [max_seqs] batch row of each smp_rows entry */
     int32_t *lg_argmax;       /* [max_logits] per-row argmax, max and log-sum-exp */
     float *lg_max, *lg_lse;
     int32_t *new_tokens;      /* [max_seqs] */
     int32_t *n_new;           /* [max_seqs] */
     smp_result_t *results;    /* [max_seqs] */
-    smp_scratch_t scratch;
 
     /* events: ring buffer */
     hs_event_t *ev;
@@ -359,14 +360,15 @@ int hs_engine_create(const hs_engine_config_t *cfg, hs_engine_t **out, char *err
     e->bt_stride = 16;
     e->bt = hs_malloc(sizeof(int32_t) * (size_t)cfg->max_num_seqs * (size_t)e->bt_stride);
     e->sp_rows = hs_malloc(sizeof(int32_t) * (size_t)cfg->max_num_seqs * (size_t)(e->sm.n_pages + 1));
-    e->logits = hs_malloc(sizeof(float) * (size_t)c->vocab);
+    e->smp_rows = hs_malloc(sizeof(bk_sample_row_t) * (size_t)cfg->max_num_seqs);
+    e->smp_out = hs_malloc(sizeof(bk_sample_out_t) * (size_t)cfg->max_num_seqs);
+    e->smp_seq = hs_malloc(sizeof(int32_t) * (size_t)cfg->max_num_seqs);
     e->lg_argmax = hs_malloc(sizeof(int32_t) * (size_t)cfg->max_num_seqs);
     e->lg_max = hs_malloc(sizeof(float) * (size_t)cfg->max_num_seqs);
     e->lg_lse = hs_malloc(sizeof(float) * (size_t)cfg->max_num_seqs);
     e->new_tokens = hs_malloc(sizeof(int32_t) * (size_t)cfg->max_num_seqs);
     e->n_new = hs_malloc(sizeof(int32_t) * (size_t)cfg->max_num_seqs);
     e->results = hs_malloc(sizeof(smp_result_t) * (size_t)cfg->max_num_seqs);
-    smp_scratch_init(&e->scratch, c->vocab);
     req_grow(e);
     hs_info("engine: %s on %s, %s layout, %lld pages of %zu bytes, E = %d, max model len %d", c->model_type,
             e->bk->name, cfg->state_layout ? cfg->state_layout : "paged", (long long)n_pages, e->page_bytes,
@@ -390,14 +392,15 @@ void hs_engine_destroy(hs_engine_t *e) {
     free(e->reqs);
     free(e->bt);
     free(e->sp_rows);
-    free(e->logits);
+    free(e->smp_rows);
+    free(e->smp_out);
+    free(e->smp_seq);
     free(e->lg_argmax);
     free(e->lg_max);
     free(e->lg_lse);
     free(e->new_tokens);
     free(e->n_new);
     free(e->results);
-    smp_scratch_free(&e->scratch);
     free(e->ev);
     free(e);
 }
@@ -447,7 +450,7 @@ int hs_engine_submit(hs_engine_t *e, const int32_t *prompt, int n_prompt, const 
     req_t *r = req_insert(e, rid);
     r->sp = *sp;
     r->n_prompt = n_prompt;
-    smp_rng_seed(&r->rng, p.seed);
+    r->seed = p.seed;
     *id = rid;
     return HS_OK;
 }
@@ -492,10 +495,12 @@ int hs_engine_step(hs_engine_t *e) {
     const float *dev_logits = model_forward(e->model, &bb, b->token_ids);
 
     /* Sample the rows that want logits (k = 0: one logit row per final row). Greedy
-     * rows without top_logprobs need only the argmax and the log-sum-exp, computed
-     * where the logits are; other rows bring their row to the host. */
+     * rows without top_logprobs need only the argmax and the log-sum-exp; every other
+     * row goes to one bk->sample call; both run where the logits are. A row's draw is
+     * the one of (seed, index of the output token), so batching and preemption do not
+     * change it. */
     const int V = e->mc.vocab;
-    if (b->n_logits > 0) e->bk->logits_stats(e->bk, dev_logits, b->n_logits, V, e->lg_argmax, e->lg_max, e->lg_lse);
+    int n_smp = 0, n_greedy = 0;
     for (int s = 0; s < b->n_seqs; s++) {
         e->n_new[s] = 0;
         e->new_tokens[s] = 0;
@@ -504,18 +509,47 @@ int hs_engine_step(hs_engine_t *e) {
         assert(r);
         r->row = s;
         const int row = b->logit_start[s];
-        smp_result_t *res = &e->results[s];
         if (r->sp.temperature == 0 && r->sp.top_logprobs == 0) {
+            n_greedy++;
+        } else {
+            e->smp_seq[n_smp] = s;
+            bk_sample_row_t *q = &e->smp_rows[n_smp++];
+            q->row = row;
+            q->temperature = r->sp.temperature;
+            q->top_k = r->sp.top_k;
+            q->top_p = r->sp.top_p;
+            q->min_p = r->sp.min_p;
+            q->n_top = r->sp.top_logprobs;
+            q->seed = r->seed;
+            q->step = (uint64_t)seq_n_output(b->seqs[s]);
+        }
+        e->n_new[s] = 1;
+    }
+    if (n_greedy > 0) {
+        e->bk->logits_stats(e->bk, dev_logits, b->n_logits, V, e->lg_argmax, e->lg_max, e->lg_lse);
+        for (int s = 0; s < b->n_seqs; s++) {
+            if (!e->n_new[s]) continue;
+            const req_t *r = req_find(e, (uint64_t)b->ids[s]);
+            if (r->sp.temperature != 0 || r->sp.top_logprobs != 0) continue;
+            const int row = b->logit_start[s];
+            smp_result_t *res = &e->results[s];
             memset(res, 0, sizeof *res);
             res->token = e->lg_argmax[row];
             res->logprob = e->lg_max[row] - e->lg_lse[row];
-        } else {
-            e->bk->download(e->bk, e->logits, dev_logits + (size_t)row * (size_t)V, sizeof(float) * (size_t)V);
-            smp_sample(e->logits, V, &r->sp, &r->rng, &e->scratch, res);
         }
-        e->new_tokens[s] = res->token;
-        e->n_new[s] = 1;
     }
+    if (n_smp > 0) e->bk->sample(e->bk, dev_logits, n_smp, V, e->smp_rows, e->smp_out);
+    for (int i = 0; i < n_smp; i++) {
+        const bk_sample_out_t *o = &e->smp_out[i];
+        smp_result_t *res = &e->results[e->smp_seq[i]];
+        res->token = o->token;
+        res->logprob = o->logprob;
+        res->n_top = o->n_top;
+        memcpy(res->top_ids, o->top_ids, sizeof(int32_t) * (size_t)o->n_top);
+        memcpy(res->top_logprobs, o->top_logprobs, sizeof(float) * (size_t)o->n_top);
+    }
+    for (int s = 0; s < b->n_seqs; s++)
+        if (e->n_new[s]) e->new_tokens[s] = e->results[s].token;
     const sched_event_t *evs;
     int n_ev;
     rc = sched_update(e->sched, e->new_tokens, e->n_new, &evs, &n_ev);

@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "sample_rng.h"
 #include "util.h"
 
 static uint64_t splitmix64(uint64_t *x) {
@@ -113,20 +114,19 @@ static int top_k_select(const float *v, int V, int k, vi_t *out) {
     return n;
 }
 
-/* Draw from cand[0..n) with weights exp((v - mx) / T); cand sorted or not. */
-static int32_t draw(const vi_t *cand, int n, double mx, double T, smp_rng_t *rng) {
-    double z = 0;
-    for (int c = 0; c < n; c++) z += exp(((double)cand[c].v - mx) / T);
-    double u = smp_rng_uniform(rng) * z, acc = 0;
+/* The race winner among cand[0..n) (sample_rng.h): largest score, then lowest id. */
+static int32_t draw(const vi_t *cand, int n, double mx, double T, uint64_t key) {
+    double best = -INFINITY;
+    int32_t tok = cand[0].i;
     for (int c = 0; c < n; c++) {
-        acc += exp(((double)cand[c].v - mx) / T);
-        if (u < acc) return cand[c].i;
+        const double s = smp_race_score(((double)cand[c].v - mx) / T, key, cand[c].i);
+        if (s > best || (s == best && cand[c].i < tok)) best = s, tok = cand[c].i;
     }
-    return cand[n - 1].i; /* u landed in the rounding slack at the end */
+    return tok;
 }
 
-void smp_sample(const float *logits, int V, const hs_sampling_t *sp, smp_rng_t *rng, smp_scratch_t *scr,
-                smp_result_t *out) {
+void smp_sample(const float *logits, int V, const hs_sampling_t *sp, uint64_t seed, uint64_t step,
+                smp_scratch_t *scr, smp_result_t *out) {
     assert(V > 0 && scr->vocab >= V);
     memset(out, 0, sizeof *out);
 
@@ -144,7 +144,7 @@ void smp_sample(const float *logits, int V, const hs_sampling_t *sp, smp_rng_t *
         const double T = sp->temperature;
         vi_t *cand = scr->cand;
         int n;
-        bool filter_mass = sp->top_p < 1 || sp->min_p > 0;
+        const bool top_p = sp->top_p < 1, min_p = sp->min_p > 0, filter_mass = top_p || min_p;
         if (sp->top_k > 0 && sp->top_k < V) {
             n = top_k_select(logits, V, sp->top_k, cand);
         } else {
@@ -153,21 +153,23 @@ void smp_sample(const float *logits, int V, const hs_sampling_t *sp, smp_rng_t *
             if (filter_mass) qsort(cand, (size_t)n, sizeof *cand, cmp_vi);
         }
         if (filter_mass) {
-            /* cand is sorted best first: probabilities at T over the top-k survivors. */
+            /* cand is sorted best first: weights w = exp((v - max) / T) over the top-k survivors. */
             double z = 0;
-            for (int c = 0; c < n; c++) z += exp(((double)cand[c].v - mx) / T);
-            double pmax = exp(((double)cand[0].v - mx) / T) / z, mass = 0;
+            if (top_p)
+                for (int c = 0; c < n; c++) z += exp(((double)cand[c].v - mx) / T);
+            const double target = (double)sp->top_p * z;
+            double cum = 0;
             int keep = 0;
             while (keep < n) {
-                double p = exp(((double)cand[keep].v - mx) / T) / z;
-                if (sp->min_p > 0 && p < sp->min_p * pmax) break;
-                mass += p;
+                const double w = exp(((double)cand[keep].v - mx) / T);
+                if (min_p && w < (double)sp->min_p) break; /* p < min_p * p_max */
+                cum += w;
                 keep++;
-                if (mass >= sp->top_p) break;
+                if (top_p && cum >= target) break;
             }
             n = keep > 0 ? keep : 1;
         }
-        tok = draw(cand, n, mx, T, rng);
+        tok = draw(cand, n, mx, T, smp_draw_key(seed, step));
     }
     out->token = tok;
     out->logprob = logits[tok] - lse;

@@ -6,9 +6,19 @@
  *
  * Order of the filters (as vLLM and HF apply them): temperature scales the
  * logits, then top-k keeps the k largest, then top-p keeps the smallest set
- * whose probability reaches p, then min-p drops tokens below min_p times the top
- * probability; the survivors are renormalised and one is drawn with the
- * request's random stream. temperature == 0 is greedy (ties: the lowest id).
+ * whose probability reaches p (top_p < 1 only), then min-p drops tokens below min_p
+ * times the top probability; the survivors are renormalised and one is drawn.
+ * temperature == 0 is greedy (ties: the lowest id). Candidates are ranked by logit,
+ * then by lower id, so ties at a top-k or top-p boundary keep the lowest ids.
+ *
+ * The draw is counter-based (sample_rng.h): a function of (seed, step, token id),
+ * where step is the index of the output token being generated. The same logits and
+ * (seed, step) give the same token whatever came before (batching, preemption and
+ * recompute change nothing), and the CUDA sampler (cuda/sample.cu) implements the
+ * same definition. In exact terms, with x_i = (logit_i - max) / T and w_i = exp(x_i)
+ * (double precision): top-p keeps the shortest prefix of the top-k candidates whose
+ * cumulative w reaches top_p * (sum of w over the top-k candidates), min-p keeps
+ * w_i >= min_p, and the token is the survivor with the largest smp_race_score.
  * Every sampler here is O(V) plus O(k log k) for the candidates it keeps.
  */
 #ifndef HS_SAMPLE_H
@@ -18,7 +28,8 @@
 
 #include "hyserve.h"
 
-/* A request's random stream (xoshiro256**, seeded through splitmix64). */
+/* A sequential random stream (xoshiro256**, seeded through splitmix64), for tools
+ * (e.g. `hyserve bench`'s random prompts); the sampler itself is counter-based. */
 typedef struct {
     uint64_t s[4];
 } smp_rng_t;
@@ -50,9 +61,10 @@ typedef struct {
     float top_logprobs[HS_MAX_TOP_LOGPROBS]; /* descending */
 } smp_result_t;
 
-/* Sample from logits[V] (fp32, not modified) with the request's parameters and stream. */
-void smp_sample(const float *logits, int vocab, const hs_sampling_t *sp, smp_rng_t *rng, smp_scratch_t *scratch,
-                smp_result_t *out);
+/* Sample from logits[V] (fp32, not modified) with the request's parameters; the draw
+ * is the one of (seed, step) (sample_rng.h). */
+void smp_sample(const float *logits, int vocab, const hs_sampling_t *sp, uint64_t seed, uint64_t step,
+                smp_scratch_t *scratch, smp_result_t *out);
 
 /* Validate sampling parameters; HS_OK or HS_ERR_INVALID with a message. */
 int smp_validate(const hs_sampling_t *sp, char *err, size_t n);

@@ -1,4 +1,4 @@
-/* Unit tests for sample: greedy, filters, seeded determinism, frequencies, logprobs. */
+/* Unit tests for sample: greedy, filters, counter-based seeded draws, frequencies, logprobs. */
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>
@@ -25,12 +25,10 @@ static void test_greedy_and_logprobs(void **state) {
     float logits[6] = {0.5f, 2.0f, -1.0f, 2.0f, 1.0f, -3.0f};
     smp_scratch_t scr;
     smp_scratch_init(&scr, 6);
-    smp_rng_t rng;
-    smp_rng_seed(&rng, 1);
     hs_sampling_t sp = params(0, 1, 0, 0);
     sp.top_logprobs = 3;
     smp_result_t r;
-    smp_sample(logits, 6, &sp, &rng, &scr, &r);
+    smp_sample(logits, 6, &sp, 1, 0, &scr, &r);
     assert_int_equal(r.token, 1); /* tie between 1 and 3: lowest id */
     double z = 0;
     for (int i = 0; i < 6; i++) z += exp((double)logits[i]);
@@ -49,22 +47,27 @@ static void test_filters_collapse(void **state) {
     float logits[5] = {1.0f, 3.0f, 2.9f, -1.0f, 0.0f};
     smp_scratch_t scr;
     smp_scratch_init(&scr, 5);
-    smp_rng_t rng;
-    smp_rng_seed(&rng, 7);
     smp_result_t r;
+    int seen[5] = {0};
     for (int i = 0; i < 200; i++) {
         hs_sampling_t a = params(1.0f, 1, 1, 0), b = params(1.0f, 1e-3f, 0, 0), c = params(1.0f, 1, 0, 0.99f);
-        smp_sample(logits, 5, &a, &rng, &scr, &r);
+        smp_sample(logits, 5, &a, 7, (uint64_t)i, &scr, &r);
         assert_int_equal(r.token, 1);
-        smp_sample(logits, 5, &b, &rng, &scr, &r);
+        smp_sample(logits, 5, &b, 7, (uint64_t)i, &scr, &r);
         assert_int_equal(r.token, 1);
-        smp_sample(logits, 5, &c, &rng, &scr, &r);
+        smp_sample(logits, 5, &c, 7, (uint64_t)i, &scr, &r);
         assert_int_equal(r.token, 1);
-        /* top-k 2 only ever yields 1 or 2 */
+        /* top-k 2 only ever yields 1 or 2 (and both show up) */
         hs_sampling_t d = params(1.0f, 1, 2, 0);
-        smp_sample(logits, 5, &d, &rng, &scr, &r);
+        smp_sample(logits, 5, &d, 7, (uint64_t)i, &scr, &r);
+        assert_true(r.token == 1 || r.token == 2);
+        seen[r.token]++;
+        /* min-p 0.5: p(2.9) / p(3.0) = 0.905 stays, the rest (<= 0.135) goes */
+        hs_sampling_t m = params(1.0f, 1, 0, 0.5f);
+        smp_sample(logits, 5, &m, 7, (uint64_t)i, &scr, &r);
         assert_true(r.token == 1 || r.token == 2);
     }
+    assert_true(seen[1] > 50 && seen[2] > 50);
     smp_scratch_free(&scr);
 }
 
@@ -78,13 +81,11 @@ static void test_frequencies(void **state) {
     for (int i = 0; i < 4; i++) p[i] /= z;
     smp_scratch_t scr;
     smp_scratch_init(&scr, 4);
-    smp_rng_t rng;
-    smp_rng_seed(&rng, 12345);
     int count[4] = {0}, N = 200000;
     hs_sampling_t sp = params(T, 1, 0, 0);
     smp_result_t r;
-    for (int i = 0; i < N; i++) {
-        smp_sample(logits, 4, &sp, &rng, &scr, &r);
+    for (int i = 0; i < N; i++) { /* one seed, steps 0..N-1: the stream of one request */
+        smp_sample(logits, 4, &sp, 12345, (uint64_t)i, &scr, &r);
         count[r.token]++;
     }
     for (int i = 0; i < 4; i++) {
@@ -94,8 +95,8 @@ static void test_frequencies(void **state) {
     /* top_p 0.8: tokens 2 (p~.75) and 1 (p~.18) cover .8; 0 and 3 never drawn. */
     memset(count, 0, sizeof count);
     sp.top_p = 0.8f;
-    for (int i = 0; i < 20000; i++) {
-        smp_sample(logits, 4, &sp, &rng, &scr, &r);
+    for (int i = 0; i < 20000; i++) { /* many seeds, step 0 */
+        smp_sample(logits, 4, &sp, 1000 + (uint64_t)i, 0, &scr, &r);
         count[r.token]++;
     }
     assert_int_equal(count[0] + count[3], 0);
@@ -112,17 +113,26 @@ static void test_seed_determinism(void **state) {
     smp_scratch_t scr;
     smp_scratch_init(&scr, V);
     hs_sampling_t sp = params(1.0f, 0.95f, 50, 0.01f);
-    int32_t a[64], b[64];
-    for (int run = 0; run < 2; run++) {
-        smp_rng_t rng;
-        smp_rng_seed(&rng, 42);
+    int32_t a[64], b[64], c[64];
+    for (int run = 0; run < 2; run++)
         for (int i = 0; i < 64; i++) {
             smp_result_t r;
-            smp_sample(logits, V, &sp, &rng, &scr, &r);
-            (run ? b : a)[i] = r.token;
+            /* run 1 visits the steps backwards: a draw depends on (seed, step) only */
+            const int step = run ? 63 - i : i;
+            smp_sample(logits, V, &sp, 42, (uint64_t)step, &scr, &r);
+            (run ? b : a)[step] = r.token;
         }
-    }
     assert_memory_equal(a, b, sizeof a);
+    int differ = 0, distinct = 0;
+    for (int i = 0; i < 64; i++) {
+        smp_result_t r;
+        smp_sample(logits, V, &sp, 43, (uint64_t)i, &scr, &r);
+        c[i] = r.token;
+        differ += c[i] != a[i];
+        distinct += i > 0 && a[i] != a[i - 1];
+    }
+    assert_true(differ > 16);   /* another seed, another stream */
+    assert_true(distinct > 16); /* steps of one seed are not one draw repeated */
     smp_scratch_free(&scr);
 }
 

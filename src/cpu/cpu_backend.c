@@ -365,6 +365,7 @@ backend_t *backend_cpu_create(int n_threads) {
     bk->gather_rows = cpu_gather_rows;
     bk->logits = cpu_logits;
     bk->logits_stats = cpu_logits_stats;
+    bk->sample = cpu_sample;
     bk->page_out = cpu_page_out;
     bk->page_in = cpu_page_in;
     bk->destroy = cpu_destroy;

@@ -91,6 +91,8 @@ void cpu_attention(backend_t *bk, int a, void *qg, void *k, const void *v, const
 void cpu_gdn(backend_t *bk, int g, const void *qkv, const void *z, const void *b, const void *a,
              const bk_weight_t *conv_w, const bk_weight_t *A_log, const bk_weight_t *dt_bias,
              const bk_weight_t *norm_w, int Hk, int Hv, int dk, int dv, int Kc, float eps, void *out);
+/* bk->sample (cpu_sample.c). */
+void cpu_sample(backend_t *bk, const float *logits, int n, int V, const bk_sample_row_t *rows, bk_sample_out_t *out);
 void cpu_moe(backend_t *bk, const void *x, const bk_weight_t *router, bk_weight_t *const *experts_gate_up,
              bk_weight_t *const *experts_down, int n_experts, int top_k, bool norm_topk, int I,
              const bk_weight_t *shared_gate_up, const bk_weight_t *shared_down, const bk_weight_t *shared_gate,

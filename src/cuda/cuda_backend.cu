@@ -42,6 +42,7 @@
 #include "cuda_common.cuh"
 #include "cuda_ops.h"
 #include "gemm_lt.h"
+#include "cuda_sample.h"
 
 extern "C" {
 #include "backend.h"
@@ -1252,6 +1253,12 @@ static void pw_logits_stats(backend_t *bk, const void *l, int n, int V, int32_t 
     PI.logits_stats(bk, l, n, V, am, mx, lse);
     prof_flush(ctx(bk));
 }
+static void pw_sample(backend_t *bk, const float *l, int n, int V, const bk_sample_row_t *rows,
+                      bk_sample_out_t *out) {
+    prof_mark(ctx(bk), 0, "sample + copy to host");
+    PI.sample(bk, l, n, V, rows, out);
+    prof_flush(ctx(bk));
+}
 static void pw_sync(backend_t *bk) {
     prof_flush(ctx(bk));
     PI.sync(bk);
@@ -1284,11 +1291,19 @@ static void prof_install(backend_t *bk) {
     bk->gather_rows = pw_gather_rows;
     bk->logits = pw_logits;
     bk->logits_stats = pw_logits_stats;
+    if (bk->sample) bk->sample = pw_sample;
     bk->sync = pw_sync;
     bk->download = pw_download;
     bk->upload = pw_upload;
 }
 #undef PI
+
+/* bk->sample (sample.cu); its workspace is SCR_STATS, free again once logits_stats returned. */
+static void cu_sample(backend_t *bk, const float *logits, int n, int V, const bk_sample_row_t *rows,
+                      bk_sample_out_t *out) {
+    cu_ctx_t *c = ctx(bk);
+    CKL(sample_run(logits, V, rows, n, out, scratch(c, SCR_STATS, sample_ws_bytes(n)), c->st));
+}
 
 /* ---- pages -------------------------------------------------------------------------- */
 
@@ -1405,6 +1420,7 @@ extern "C" backend_t *backend_cuda_create(int device, char *err, size_t n) {
     bk->gather_rows = cu_gather_rows;
     bk->logits = cu_logits;
     bk->logits_stats = cu_logits_stats;
+    bk->sample = cu_sample;
     bk->page_out = cu_page_out;
     bk->page_in = cu_page_in;
     bk->destroy = cu_destroy;
