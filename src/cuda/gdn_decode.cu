@@ -53,6 +53,7 @@ struct gdn_dec_params {
     const sm_loc_t *ssm_loc;
     int slice_rows, n_slices;
     int conv_page, conv_off;
+    int n_groups; /* S * Hk (one-token kernels) */
 };
 
 template <typename ST> struct st_io;
@@ -283,6 +284,448 @@ __global__ void __launch_bounds__(NT, 1536 / NT) gdn_decode_kernel(const gdn_dec
     }
 }
 
+/* ======================================================================================
+ * One token per sequence (max_t == 1, plain decode): two kernels built from the same steps.
+ *
+ * Work item = (sequence n, v-head h, V-slice of BV rows). Everything an item reads is
+ * copied into one shared-memory "stage" with cp.async before any of it is used, in one
+ * round trip: the state slice (zero-filled through the src-size operand when n_past == 0,
+ * so fresh sequences need no branch) and, per conv channel of the item (q and k of key
+ * head g, then the BV v channels), the token's pre-conv input, the 3 window rows and the 4
+ * taps, plus the BV z values. Addresses take one dependent load: lane l of every warp loads
+ * page-table entry l of the request (E <= 32, else one more load), and the granule and conv
+ * pages are picked out with a shuffle.
+ *
+ * gdn_dec1_cluster (small batches): one item per block, grid (r * nsplit, Hk, S), a cluster
+ * per (n, g) as in the segment kernel above (the q/k conv state is shared by the cluster,
+ * rank 0 writes it after the cluster barrier; the gated RMSNorm's sum of squares goes to
+ * the nsplit slices of a head through distributed shared memory). BV 16..64 gives 128+
+ * blocks at batch 1.
+ * gdn_dec1_persist (large batches): a persistent grid, one block per SM (fp32 state) looping
+ * over whole heads (BV = 128) of its key-head groups (n, g), all r heads of a group in a row,
+ * STAGES-deep: while head j is computed, heads j+1 .. j+STAGES-1 are in flight. The last
+ * head of a group writes the group's q/k conv state (every earlier read of it by this block
+ * has landed), so no cluster and no barrier between blocks.
+ * ====================================================================================== */
+
+/* Byte layout of one stage for a BV-row item. */
+template <int BV, typename ST> struct dec1_stage {
+    static constexpr int NC = 2 * GDN_DK + BV;                          /* conv channels: q, k, v */
+    static constexpr int ST_B = BV * GDN_DK * (int)sizeof(ST);          /* state slice [BV][128] */
+    static constexpr int X = ST_B;                                      /* bf16 [NC] token input */
+    static constexpr int WIN = X + 2 * NC;                              /* bf16 [3][NC] old window */
+    static constexpr int W = WIN + 6 * NC;                              /* uint2 [NC] conv taps */
+    static constexpr int Z = W + 8 * NC;                                /* bf16 [BV] gate z */
+    static constexpr int BYTES = Z + 2 * BV;
+    static constexpr int N_SMALL = NC + BV / 8;                          /* 16-byte chunks besides the state */
+    static_assert(BV % 16 == 0 && BYTES % 16 == 0, "16-byte chunks");
+};
+
+/* cp.async of 16 bytes; src_bytes 0 zero-fills the destination (reads nothing). */
+__device__ __forceinline__ void cp_async16z(void *smem, const void *gmem, unsigned src_bytes) {
+    const unsigned sa = (unsigned)__cvta_generic_to_shared(smem);
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(sa), "l"(gmem), "r"(src_bytes) : "memory");
+}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
+template <int N> __device__ __forceinline__ void cp_async_wait_group() {
+    asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
+}
+
+/* Address values of one item, loaded before they are needed (no use of them stalls
+ * until page_of): lane l's entry l of the request's page table, this warp's granule. */
+struct dec1_ld {
+    int pg;
+    sm_loc_t loc;
+    int np;
+    int t0, t1; /* tok_start[n], tok_start[n + 1]: t1 == t0 + 1 (t1 == t0: no token, nothing changes) */
+};
+__device__ __forceinline__ dec1_ld dec1_load(const gdn_dec_params &p, int n, int h, int vw) {
+    const int lane = threadIdx.x & 31;
+    dec1_ld r;
+    r.pg = lane < p.E ? p.state_pages[(size_t)n * p.E + lane] : 0;
+    r.loc = p.ssm_loc[h * p.n_slices + vw / p.slice_rows];
+    r.np = p.n_past[n];
+    r.t0 = p.tok_start[n];
+    r.t1 = p.tok_start[n + 1];
+    return r;
+}
+__device__ __forceinline__ int dec1_page(const gdn_dec_params &p, const dec1_ld &L, int n, int page) {
+    const int s = __shfl_sync(0xffffffffu, L.pg, page & 31);
+    return page < 32 ? s : p.state_pages[(size_t)n * p.E + page];
+}
+
+/* Issue every cp.async of item (n, h, v0) into `stage`; returns (through the pointers)
+ * the global address of this warp's first state row and of the request's conv granule. */
+template <int BV, int NT, typename ST>
+__device__ __forceinline__ void dec1_issue(const gdn_dec_params &p, const dec1_ld &L, int n, int g, int h, int v0,
+                                           unsigned char *stage, ST **rows_out, bf16_t **conv_out) {
+    using SL = dec1_stage<BV, ST>;
+    constexpr int NW = NT / 32, RPW = BV / NW, NC8 = SL::NC / 8;
+    const int tid = threadIdx.x, lane = tid & 31, w = tid >> 5;
+    const bool live = L.t1 > L.t0;
+    const unsigned nb = L.np > 0 && live ? 16u : 0u, nx = live ? 16u : 0u;
+    const int kd = p.Hk * GDN_DK, t = live ? L.t0 : 0;
+    bf16_t *conv = reinterpret_cast<bf16_t *>(p.pool + (size_t)dec1_page(p, L, n, p.conv_page) * p.page_bytes +
+                                              p.conv_off);
+    ST *rows = reinterpret_cast<ST *>(p.pool + (size_t)dec1_page(p, L, n, L.loc.page) * p.page_bytes + L.loc.offset) +
+               (size_t)((v0 + w * RPW) % p.slice_rows) * GDN_DK;
+    {
+        constexpr int CH = RPW * GDN_DK * (int)sizeof(ST) / 16;
+        unsigned char *dst = stage + (size_t)w * RPW * GDN_DK * sizeof(ST);
+        const unsigned char *src = reinterpret_cast<const unsigned char *>(rows);
+#pragma unroll
+        for (int e = lane; e < CH; e += 32) cp_async16z(dst + 16 * e, src + 16 * e, nb);
+    }
+    for (int e = tid; e < SL::N_SMALL; e += NT) {
+        if (e < 4 * NC8) { /* token input (seg 0) or window row seg - 1 */
+            const int seg = e / NC8, c = 8 * (e % NC8), ch = chan_of(c, g, h, v0, kd);
+            if (seg == 0) cp_async16z(stage + SL::X + 2 * c, p.qkv + (size_t)t * p.conv_dim + ch, nx);
+            else cp_async16z(stage + SL::WIN + (seg - 1) * 2 * SL::NC + 2 * c, conv + (size_t)(seg - 1) * p.conv_dim + ch, nb);
+        } else if (e < 4 * NC8 + SL::NC / 2) { /* taps of 2 channels */
+            const int c = 2 * (e - 4 * NC8);
+            cp_async16z(stage + SL::W + 8 * c, p.conv_w + (size_t)chan_of(c, g, h, v0, kd) * GDN_KC, 16u);
+        } else if (p.z) {
+            const int i = e - 4 * NC8 - SL::NC / 2;
+            cp_async16z(stage + SL::Z + 16 * i, p.z + (size_t)t * p.Hv * GDN_DK + h * GDN_DK + v0 + 8 * i, nx);
+        }
+    }
+    *rows_out = rows;
+    *conv_out = conv;
+}
+
+/* Conv + SiLU of the item's channels into qs/ks/vs; writes the new window of the v
+ * channels (write_v) and of the q/k channels (write_qk) in place. */
+template <int BV, int NT, typename ST>
+__device__ __forceinline__ void dec1_conv(const gdn_dec_params &p, const unsigned char *stage, bf16_t *conv, int g,
+                                          int h, int v0, bool write_v, bool write_qk, float *qs, float *ks, float *vs) {
+    using SL = dec1_stage<BV, ST>;
+    const bf16_t *x = reinterpret_cast<const bf16_t *>(stage + SL::X);
+    const bf16_t *win = reinterpret_cast<const bf16_t *>(stage + SL::WIN);
+    const uint2 *wt = reinterpret_cast<const uint2 *>(stage + SL::W);
+    const int kd = p.Hk * GDN_DK;
+    for (int c = threadIdx.x; c < SL::NC; c += NT) {
+        const bf16_t xb = x[c], w0 = win[c], w1 = win[SL::NC + c], w2 = win[2 * SL::NC + c];
+        const uint2 tw = wt[c];
+        const float2 t01 = bf2x2_to_f2(tw.x), t23 = bf2x2_to_f2(tw.y);
+        const float y = silu_f(t01.x * bf2f(w0) + t01.y * bf2f(w1) + t23.x * bf2f(w2) + t23.y * bf2f(xb));
+        if (c < GDN_DK) qs[c] = y;
+        else if (c < 2 * GDN_DK) ks[c - GDN_DK] = y;
+        else vs[c - 2 * GDN_DK] = y;
+        if (c >= 2 * GDN_DK ? write_v : write_qk) {
+            const int ch = chan_of(c, g, h, v0, kd);
+            conv[ch] = w1;
+            conv[(size_t)p.conv_dim + ch] = w2;
+            conv[(size_t)2 * p.conv_dim + ch] = xb;
+        }
+    }
+}
+
+/* The q/k channels' new window (cluster kernel: rank 0, after every block has read it). */
+template <int BV, typename ST>
+__device__ __forceinline__ void dec1_write_qk(const gdn_dec_params &p, const unsigned char *stage, bf16_t *conv, int g,
+                                              int NT) {
+    using SL = dec1_stage<BV, ST>;
+    const bf16_t *x = reinterpret_cast<const bf16_t *>(stage + SL::X);
+    const bf16_t *win = reinterpret_cast<const bf16_t *>(stage + SL::WIN);
+    const int kd = p.Hk * GDN_DK;
+    for (int c = threadIdx.x; c < 2 * GDN_DK; c += NT) {
+        const int ch = chan_of(c, g, 0, 0, kd);
+        conv[ch] = win[SL::NC + c];
+        conv[(size_t)p.conv_dim + ch] = win[2 * SL::NC + c];
+        conv[(size_t)2 * p.conv_dim + ch] = x[c];
+    }
+}
+
+/* The recurrence over this warp's RPW rows (state in `sst`, shared memory), the new rows
+ * written to `grow` (global, this warp's first row), o to o_s. Returns this warp's sum of
+ * o^2 (same value in every lane). */
+template <int RPW, typename ST>
+__device__ __forceinline__ float dec1_rows(const ST *sst, ST *grow, const float *qs, const float *ks, const float *vs,
+                                           float bb, float aa, float Aexp, float dtb, bool live, float *o_s) {
+    static_assert(RPW % 4 == 0, "rows are processed in groups of 4");
+    const int lane = threadIdx.x & 31, w = threadIdx.x >> 5;
+    float4 q4 = *reinterpret_cast<const float4 *>(&qs[4 * lane]);
+    float4 k4 = *reinterpret_cast<const float4 *>(&ks[4 * lane]);
+    const float rq = rsqrtf(warp_sum(q4.x * q4.x + q4.y * q4.y + q4.z * q4.z + q4.w * q4.w) + 1e-6f) *
+                     rsqrtf((float)GDN_DK);
+    const float rk = rsqrtf(warp_sum(k4.x * k4.x + k4.y * k4.y + k4.z * k4.z + k4.w * k4.w) + 1e-6f);
+    q4.x *= rq; q4.y *= rq; q4.z *= rq; q4.w *= rq;
+    k4.x *= rk; k4.y *= rk; k4.z *= rk; k4.w *= rk;
+    const float kq = warp_sum(k4.x * q4.x + k4.y * q4.y + k4.z * q4.z + k4.w * q4.w);
+    const float beta = sigmoid_f(bb);
+    const float eg = expf(-Aexp * softplus_f(aa + dtb));
+    float ssq = 0.f;
+    sst += (size_t)w * RPW * GDN_DK + 4 * lane;
+    grow += 4 * lane;
+#pragma unroll
+    for (int i0 = 0; i0 < RPW; i0 += 4) {
+        float4 s4[4];
+        float da[4], db[4];
+#pragma unroll
+        for (int i = 0; i < 4; i++) {
+            s4[i] = st_io<ST>::load(sst + (size_t)(i0 + i) * GDN_DK);
+            da[i] = s4[i].x * k4.x + s4[i].y * k4.y + s4[i].z * k4.z + s4[i].w * k4.w;
+            db[i] = s4[i].x * q4.x + s4[i].y * q4.y + s4[i].z * q4.z + s4[i].w * q4.w;
+        }
+#pragma unroll
+        for (int o = 16; o > 0; o >>= 1) {
+#pragma unroll
+            for (int i = 0; i < 4; i++) {
+                da[i] += __shfl_xor_sync(0xffffffffu, da[i], o);
+                db[i] += __shfl_xor_sync(0xffffffffu, db[i], o);
+            }
+        }
+#pragma unroll
+        for (int i = 0; i < 4; i++) {
+            const int row = w * RPW + i0 + i;
+            const float d = beta * (vs[row] - eg * da[i]);
+            const float o = eg * db[i] + d * kq;
+            s4[i].x = eg * s4[i].x + d * k4.x;
+            s4[i].y = eg * s4[i].y + d * k4.y;
+            s4[i].z = eg * s4[i].z + d * k4.z;
+            s4[i].w = eg * s4[i].w + d * k4.w;
+            if (lane == i) o_s[row] = o;
+            ssq += o * o;
+            if (live) st_io<ST>::store(grow + (size_t)(i0 + i) * GDN_DK, s4[i]); /* in place */
+        }
+    }
+    return ssq;
+}
+
+/* Output of rows [0, BV) of the item: gated RMSNorm with the head's sum of squares `tot`
+ * (or o itself without z). */
+template <int BV, typename ST>
+__device__ __forceinline__ void dec1_out(const gdn_dec_params &p, const unsigned char *stage, const float *o_s,
+                                         float tot, float nw, int t, int h, int v0) {
+    using SL = dec1_stage<BV, ST>;
+    const int v = threadIdx.x;
+    if (v >= BV || t < 0) return;
+    const size_t o = (size_t)t * p.Hv * GDN_DK + h * GDN_DK + v0 + v;
+    if (p.z) {
+        const float zz = bf2f(reinterpret_cast<const bf16_t *>(stage + SL::Z)[v]);
+        p.out[o] = f2bf(o_s[v] * rsqrtf(tot / (float)GDN_DK + p.eps) * nw * silu_f(zz));
+    } else {
+        p.out[o] = f2bf(o_s[v]);
+    }
+}
+
+template <int BV, int NT, typename ST>
+__global__ void __launch_bounds__(NT) gdn_dec1_cluster(const gdn_dec_params p) {
+    using SL = dec1_stage<BV, ST>;
+    constexpr int NW = NT / 32, RPW = BV / NW;
+    static_assert(BV <= NT, "one output row per thread");
+    __shared__ __align__(16) float qs[GDN_DK], ks[GDN_DK], vs[BV], o_s[BV];
+    __shared__ float ssq_w[NW], ssq_all[16];
+    extern __shared__ __align__(16) unsigned char dsm[];
+
+    cg::cluster_group cluster = cg::this_cluster();
+    const int rank = (int)cluster.block_rank();
+    const int hl = rank / p.nsplit, slice = rank % p.nsplit;
+    const int g = blockIdx.y, n = blockIdx.z;
+    const int h = g * p.r + hl, v0 = slice * BV;
+    const int tid = threadIdx.x, lane = tid & 31, w = tid >> 5;
+
+    /* one round trip for the addresses, the gates alongside */
+    const dec1_ld L = dec1_load(p, n, h, v0 + w * RPW);
+    const float Aexp = expf(p.A_log[h]), dtb = p.dt_bias[h];
+    const float nw = p.z && tid < BV ? p.norm_w[v0 + tid] : 0.f;
+    ST *rows;
+    bf16_t *conv;
+    dec1_issue<BV, NT, ST>(p, L, n, g, h, v0, dsm, &rows, &conv);
+    const bool live = L.t1 > L.t0;
+    const size_t tg = (size_t)(live ? L.t0 : 0) * p.Hv + h;
+    const float bb = bf2f(p.b[tg]), aa = bf2f(p.a[tg]);
+    cp_async_wait_all();
+    __syncthreads();
+    cluster_arrive(); /* this block has read the old conv state */
+    dec1_conv<BV, NT, ST>(p, dsm, conv, g, h, v0, live, false, qs, ks, vs);
+    __syncthreads();
+    const float ssq =
+        dec1_rows<RPW, ST>(reinterpret_cast<const ST *>(dsm), rows, qs, ks, vs, bb, aa, Aexp, dtb, live, o_s);
+    if (lane == 0) ssq_w[w] = ssq;
+    __syncthreads();
+    float tot = 0.f;
+#pragma unroll
+    for (int j = 0; j < NW; j++) tot += ssq_w[j];
+    cluster_wait(); /* every block of the cluster has read the old q/k conv state (and has started) */
+    const bool split_norm = p.z && p.nsplit > 1;
+    if (split_norm && tid < p.nsplit) *cluster.map_shared_rank(&ssq_all[slice], hl * p.nsplit + tid) = tot;
+    if (rank == 0 && live) dec1_write_qk<BV, ST>(p, dsm, conv, g, NT);
+    if (split_norm) {
+        cluster_arrive(); /* partial sums pushed to the siblings */
+        cluster_wait();
+        tot = 0.f;
+        for (int j = 0; j < p.nsplit; j++) tot += ssq_all[j];
+    }
+    (void)lane;
+    dec1_out<BV, ST>(p, dsm, o_s, tot, nw, live ? L.t0 : -1, h, v0);
+}
+
+template <int NT, typename ST, int STAGES>
+__global__ void __launch_bounds__(NT, 1) gdn_dec1_persist(const gdn_dec_params p) {
+    constexpr int BV = GDN_DK, NW = NT / 32, RPW = BV / NW;
+    using SL = dec1_stage<BV, ST>;
+    static_assert(STAGES >= 2, "at least one item in flight");
+    __shared__ __align__(16) float qs[GDN_DK], ks[GDN_DK], vs[BV], o_s[BV];
+    __shared__ float ssq_w[NW];
+    __shared__ ST *g_rows[STAGES][NW];
+    __shared__ bf16_t *g_conv[STAGES];
+    __shared__ int g_tok[STAGES]; /* token of the item in each stage, -1: none */
+    extern __shared__ __align__(16) unsigned char dsm[];
+
+    const int tid = threadIdx.x, lane = tid & 31, w = tid >> 5;
+    const int G = gridDim.x, n_groups = p.n_groups, r = p.r;
+    const int nq = blockIdx.x < n_groups ? (n_groups - 1 - (int)blockIdx.x) / G + 1 : 0;
+    const int nj = nq * r;
+    const float nw = p.z && tid < BV ? p.norm_w[tid] : 0.f;
+    /* item j of this block: group blockIdx.x + (j / r) * G, v-head j % r of it */
+#define DEC1_ITEM(j, n_, g_, h_)                                \
+    const int q_##n_ = (int)blockIdx.x + ((j) / r) * G;         \
+    const int n_ = q_##n_ / p.Hk, g_ = q_##n_ % p.Hk, h_ = g_ * r + (j) % r
+
+    /* issue item j into its stage: pointers and token for the compute step go to shared memory */
+#define DEC1_ISSUE(j, L)                                                                            \
+    do {                                                                                            \
+        DEC1_ITEM(j, n, g, h);                                                                      \
+        const int sn = (j) % STAGES;                                                                \
+        ST *rows;                                                                                   \
+        bf16_t *conv;                                                                               \
+        dec1_issue<BV, NT, ST>(p, L, n, g, h, 0, dsm + (size_t)sn * SL::BYTES, &rows, &conv);        \
+        if (lane == 0) g_rows[sn][w] = rows;                                                        \
+        if (tid == 0) g_conv[sn] = conv;                                                            \
+        if (tid == 0) g_tok[sn] = (L).t1 > (L).t0 ? (L).t0 : -1;                                    \
+    } while (0)
+
+    for (int s = 0; s < STAGES - 1; s++) {
+        if (s < nj) {
+            DEC1_ITEM(s, n, g, h);
+            const dec1_ld L = dec1_load(p, n, h, w * RPW);
+            DEC1_ISSUE(s, L);
+        }
+        cp_async_commit();
+    }
+    dec1_ld Lnext = {0, {0, 0}, 0, 0, 0};
+    if (STAGES - 1 < nj) {
+        DEC1_ITEM(STAGES - 1, n, g, h);
+        Lnext = dec1_load(p, n, h, w * RPW);
+    }
+    __syncthreads(); /* g_tok[0] */
+    /* gates of item j, loaded one item ahead */
+    float bb = 0.f, aa = 0.f, Aexp = 0.f, dtb = 0.f;
+#define DEC1_GATES(j, bb_, aa_, Aexp_, dtb_)                            \
+    do {                                                                \
+        DEC1_ITEM(j, n, g, h);                                          \
+        (void)n;                                                        \
+        const int t_ = g_tok[(j) % STAGES];                             \
+        const size_t tg_ = (size_t)(t_ < 0 ? 0 : t_) * p.Hv + h;        \
+        bb_ = bf2f(p.b[tg_]);                                           \
+        aa_ = bf2f(p.a[tg_]);                                           \
+        Aexp_ = expf(p.A_log[h]);                                       \
+        dtb_ = p.dt_bias[h];                                            \
+    } while (0)
+    if (nj > 0) DEC1_GATES(0, bb, aa, Aexp, dtb);
+    for (int j = 0; j < nj; j++) {
+        cp_async_wait_group<STAGES - 2>();
+        __syncthreads(); /* item j has landed; every thread is done with item j - 1's stage */
+        if (j + STAGES - 1 < nj) DEC1_ISSUE(j + STAGES - 1, Lnext);
+        cp_async_commit();
+        if (j + STAGES < nj) {
+            DEC1_ITEM(j + STAGES, n, g, h);
+            Lnext = dec1_load(p, n, h, w * RPW);
+        }
+        DEC1_ITEM(j, n, g, h);
+        (void)n;
+        const int s = j % STAGES, t = g_tok[s];
+        const unsigned char *stage = dsm + (size_t)s * SL::BYTES;
+        dec1_conv<BV, NT, ST>(p, stage, g_conv[s], g, h, 0, t >= 0, t >= 0 && j % r == r - 1, qs, ks, vs);
+        __syncthreads(); /* (also: g_tok of item j + 1, issued this step when STAGES == 2) */
+        float bb2 = 0.f, aa2 = 0.f, Aexp2 = 0.f, dtb2 = 0.f;
+        if (j + 1 < nj) DEC1_GATES(j + 1, bb2, aa2, Aexp2, dtb2);
+        const float ssq = dec1_rows<RPW, ST>(reinterpret_cast<const ST *>(stage), g_rows[s][w], qs, ks, vs, bb, aa,
+                                             Aexp, dtb, t >= 0, o_s);
+        if (lane == 0) ssq_w[w] = ssq;
+        __syncthreads();
+        float tot = 0.f;
+#pragma unroll
+        for (int i = 0; i < NW; i++) tot += ssq_w[i];
+        dec1_out<BV, ST>(p, stage, o_s, tot, nw, t, h, 0);
+        bb = bb2;
+        aa = aa2;
+        Aexp = Aexp2;
+        dtb = dtb2;
+    }
+#undef DEC1_GATES
+#undef DEC1_ISSUE
+#undef DEC1_ITEM
+}
+
+template <int BV, int NT, typename ST>
+static int launch_dec1_cluster(const gdn_dec_params &p, int S, cudaStream_t stream) {
+    using SL = dec1_stage<BV, ST>;
+    static bool attr_set = false;
+    if (!attr_set) {
+        if (SL::BYTES > 48 * 1024)
+            HS_CUDA_TRY(cudaFuncSetAttribute(gdn_dec1_cluster<BV, NT, ST>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                             SL::BYTES));
+        HS_CUDA_TRY(cudaFuncSetAttribute(gdn_dec1_cluster<BV, NT, ST>, cudaFuncAttributeNonPortableClusterSizeAllowed, 1));
+        attr_set = true;
+    }
+    cudaLaunchConfig_t cfg = {};
+    static int fits16 = -1; /* clusters of 9..16 blocks (non-portable): only where the device schedules them */
+    cfg.gridDim = dim3((unsigned)(p.r * p.nsplit), (unsigned)p.Hk, (unsigned)S);
+    cfg.blockDim = dim3(NT, 1, 1);
+    cfg.dynamicSmemBytes = SL::BYTES;
+    cfg.stream = stream;
+    cudaLaunchAttribute attr[1];
+    attr[0].id = cudaLaunchAttributeClusterDimension;
+    attr[0].val.clusterDim.x = (unsigned)(p.r * p.nsplit);
+    attr[0].val.clusterDim.y = 1;
+    attr[0].val.clusterDim.z = 1;
+    cfg.attrs = attr;
+    cfg.numAttrs = 1;
+    if (p.r * p.nsplit > 8) {
+        if (fits16 < 0) {
+            cudaLaunchConfig_t c16 = cfg;
+            cudaLaunchAttribute a16 = attr[0];
+            a16.val.clusterDim.x = 16;
+            c16.gridDim = dim3(16, 1, 1);
+            c16.attrs = &a16;
+            int n = 0;
+            HS_CUDA_TRY(cudaOccupancyMaxActiveClusters(&n, gdn_dec1_cluster<BV, NT, ST>, &c16));
+            fits16 = n > 0;
+        }
+        if (!fits16) return HS_ERR_UNSUPPORTED;
+    }
+    HS_CUDA_TRY(cudaLaunchKernelEx(&cfg, gdn_dec1_cluster<BV, NT, ST>, p));
+    return HS_OK;
+}
+
+template <int NT, typename ST, int STAGES>
+static int launch_dec1_persist(const gdn_dec_params &p, cudaStream_t stream) {
+    using SL = dec1_stage<GDN_DK, ST>;
+    const int smem = STAGES * SL::BYTES;
+    static int blocks_per_sm = -1, n_sm = 0;
+    if (blocks_per_sm < 0) {
+        int dev, optin;
+        HS_CUDA_TRY(cudaGetDevice(&dev));
+        HS_CUDA_TRY(cudaDeviceGetAttribute(&n_sm, cudaDevAttrMultiProcessorCount, dev));
+        HS_CUDA_TRY(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev));
+        if (smem + 4096 > optin) {
+            blocks_per_sm = 0;
+        } else {
+            HS_CUDA_TRY(cudaFuncSetAttribute(gdn_dec1_persist<NT, ST, STAGES>,
+                                             cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
+            HS_CUDA_TRY(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&blocks_per_sm, gdn_dec1_persist<NT, ST, STAGES>,
+                                                                      NT, smem));
+        }
+    }
+    if (blocks_per_sm <= 0) return HS_ERR_UNSUPPORTED;
+    const int grid = p.n_groups < n_sm * blocks_per_sm ? p.n_groups : n_sm * blocks_per_sm;
+    gdn_dec1_persist<NT, ST, STAGES><<<grid, NT, smem, stream>>>(p);
+    HS_CUDA_LAUNCHED();
+    return HS_OK;
+}
+
 template <int BV, int NT, typename ST>
 static int launch_cfg(const gdn_dec_params &p, int S, cudaStream_t stream) {
     static bool attr_set = false;
@@ -361,10 +804,50 @@ extern "C" int gdn_decode_launch(const void *qkv, const void *z, const void *b, 
     p.n_slices = dv / st->slice_rows;
     p.conv_page = st->conv_loc.page;
     p.conv_off = st->conv_loc.offset;
+    p.n_groups = S * Hk;
+    cudaStream_t s = (cudaStream_t)stream;
+    const bool f32 = st->ssm_dtype == HS_F32;
+    /* one token per sequence: the decode kernels (cfg 8..17; 0 = chosen here) */
+    if (max_t == 1 && (cfg_override == 0 || cfg_override >= 8)) {
+        int cfg = cfg_override;
+        if (!cfg) {
+            /* measured on H100 (bench/RESULTS.md) */
+            const long heads = (long)S * Hv;
+            cfg = heads >= 512 ? (f32 ? 13 : 16) : p.r <= 1 && heads <= 32 ? 8 : p.r <= 2 ? 9 : 11;
+            if (cfg == 9 && p.r * 4 > 8) cfg = 11;
+            if (cfg == 11 && p.r * 2 > 8) cfg = 13;
+        }
+        static const int bv_of[18] = {0, 0, 0, 0, 0, 0, 0, 0, 16, 32, 32, 64, 0, 0, 0, 0, 0, 0};
+        static const int rpw_of[18] = {0, 0, 0, 0, 0, 0, 0, 0, 4, 8, 4, 8, 16, 16, 8, 8, 16, 8};
+        if (cfg > 17) return HS_ERR_INVALID;
+        if (st->slice_rows % rpw_of[cfg] && !cfg_override) cfg = st->slice_rows % 8 ? 0 : cfg >= 12 ? 14 : 10;
+        if (cfg && st->slice_rows % rpw_of[cfg]) return HS_ERR_UNSUPPORTED; /* a warp's rows share a granule */
+        if (bv_of[cfg]) {
+            p.nsplit = dv / bv_of[cfg];
+            if (p.r * p.nsplit > 16) return HS_ERR_UNSUPPORTED;
+        } else {
+            p.nsplit = 1;
+        }
+        switch (cfg) {
+        case 0: break; /* (granules of 4 rows: the segment kernel below reports it) */
+        case 8: return f32 ? launch_dec1_cluster<16, 128, float>(p, S, s) : launch_dec1_cluster<16, 128, bf16_t>(p, S, s);
+        case 9: return f32 ? launch_dec1_cluster<32, 128, float>(p, S, s) : launch_dec1_cluster<32, 128, bf16_t>(p, S, s);
+        case 10: return f32 ? launch_dec1_cluster<32, 256, float>(p, S, s) : launch_dec1_cluster<32, 256, bf16_t>(p, S, s);
+        case 11: return f32 ? launch_dec1_cluster<64, 256, float>(p, S, s) : launch_dec1_cluster<64, 256, bf16_t>(p, S, s);
+        case 12: return f32 ? launch_dec1_persist<256, float, 2>(p, s) : launch_dec1_persist<256, bf16_t, 2>(p, s);
+        case 13: return f32 ? launch_dec1_persist<256, float, 3>(p, s) : launch_dec1_persist<256, bf16_t, 3>(p, s);
+        case 14: return f32 ? launch_dec1_persist<512, float, 2>(p, s) : launch_dec1_persist<512, bf16_t, 2>(p, s);
+        case 15: return f32 ? launch_dec1_persist<512, float, 3>(p, s) : launch_dec1_persist<512, bf16_t, 3>(p, s);
+        case 16: return f32 ? HS_ERR_UNSUPPORTED : launch_dec1_persist<256, bf16_t, 4>(p, s);
+        case 17: return f32 ? HS_ERR_UNSUPPORTED : launch_dec1_persist<512, bf16_t, 4>(p, s);
+        default: return HS_ERR_INVALID;
+        }
+    }
+    if (cfg_override >= 8) return HS_ERR_INVALID;
     if (p.r > 8) return HS_ERR_UNSUPPORTED;
     int cfg;
     if (cfg_override) {
-        if (cfg_override < 1 || cfg_override > 7) return HS_ERR_INVALID;
+        if (cfg_override < 1 || cfg_override > 7) return HS_ERR_INVALID; /* 8..17: one token only */
         cfg = cfg_override;
     } else {
         const long heads = (long)S * Hv;
@@ -376,6 +859,5 @@ extern "C" int gdn_decode_launch(const void *qkv, const void *z, const void *b, 
     if (st->slice_rows % k_cfg_rpw[cfg]) cfg = cfg == 7 ? 1 : 3; /* a warp's rows must share a granule */
     p.nsplit = dv / k_cfg_bv[cfg];
     if (p.r * p.nsplit > 8) return HS_ERR_UNSUPPORTED;
-    cudaStream_t s = (cudaStream_t)stream;
     return st->ssm_dtype == HS_F32 ? launch_st<float>(p, S, cfg, s) : launch_st<bf16_t>(p, S, cfg, s);
 }
