@@ -11,6 +11,10 @@
  * Usage: bench_gdn_decode [cfg [Hv f32|bf16 B]]  (cfg: block shape 1..17 of gdn_decode_launch,
  *        0 = auto; Hv, B: 0 = all, B may be a comma list: 1,8)
  * Output: one line per shape ("n/a" where the launcher declines the shape); "copy" line first.
+ * Probes (not the kernel; same shapes, same timing): cfg 98 = an empty kernel of 128 blocks
+ * (the launch floor inside the graph); cfg 99 = every head's state read and written back
+ * as it is, one block of 256 threads per head, 16-byte loads to registers (the memory floor
+ * of this paged access pattern).
  */
 #include <algorithm>
 
@@ -20,6 +24,27 @@
 static float median(float *v, int n) {
     std::sort(v, v + n);
     return v[n / 2];
+}
+
+__global__ void k_floor(uint16_t *out) {
+    if (threadIdx.x == 0) out[blockIdx.x] = 0;
+}
+/* one head per block: read its granule (rows 128 x 128 of elem bytes) and store it back */
+template <int EB>
+__global__ void __launch_bounds__(256) k_probe(char *pool, const size_t *head_off) {
+    constexpr int N = 128 * 128 * EB / 16 / 256; /* 16-byte chunks per thread */
+    uint4 *g = reinterpret_cast<uint4 *>(pool + head_off[blockIdx.x]);
+    uint4 v[N];
+#pragma unroll
+    for (int i = 0; i < N; i++) v[i] = g[threadIdx.x + 256 * i];
+#pragma unroll
+    for (int i = 0; i < N; i++) g[threadIdx.x + 256 * i] = v[i];
+}
+static int probe_launch(int cfg, void *pool, const size_t *d_off, int heads, size_t se, void *out, cudaStream_t s) {
+    if (cfg == 98) k_floor<<<128, 128, 0, s>>>((uint16_t *)out);
+    else if (se == 4) k_probe<4><<<heads, 256, 0, s>>>((char *)pool, d_off);
+    else k_probe<2><<<heads, 256, 0, s>>>((char *)pool, d_off);
+    return cudaGetLastError() == cudaSuccess ? HS_OK : HS_ERR_STATE;
 }
 
 static double copy_bw(void) {
@@ -105,6 +130,11 @@ int main(int argc, char **argv) {
                 int32_t *d_pages = (int32_t *)dupload(m.pages, 4 * (size_t)B * m.E);
                 sm_loc_t *d_loc = (sm_loc_t *)dupload(m.ssm, sizeof(sm_loc_t) * Hv);
                 void *d_out = dmalloc(2 * (size_t)T * Hv * dv);
+                size_t *h_off = (size_t *)malloc(sizeof(size_t) * (size_t)B * Hv);
+                for (int n = 0; n < B; n++)
+                    for (int hh = 0; hh < Hv; hh++) h_off[(size_t)n * Hv + hh] = fake_addr(&m, n, m.ssm[hh]);
+                size_t *d_off = (size_t *)dupload(h_off, sizeof(size_t) * (size_t)B * Hv);
+                free(h_off);
                 void *pools[256];
                 for (int c = 0; c < copies; c++) {
                     pools[c] = dmalloc(pool_bytes);
@@ -118,8 +148,9 @@ int main(int argc, char **argv) {
                 int rc = HS_OK;
                 for (int c = 0; c < copies && rc == HS_OK; c++) {
                     st.pool_base = pools[c];
-                    rc = gdn_decode_launch(d_qkv, d_z, d_b, d_a, d_cw, d_Al, d_dtb, d_nw, d_ts, d_np, B, 1, Hk, Hv, dk, dv,
-                                           1e-6f, &st, d_out, cfg, s);
+                    rc = cfg >= 98 ? probe_launch(cfg, pools[c], d_off, B * Hv, se, d_out, s)
+                                   : gdn_decode_launch(d_qkv, d_z, d_b, d_a, d_cw, d_Al, d_dtb, d_nw, d_ts, d_np, B, 1, Hk,
+                                                       Hv, dk, dv, 1e-6f, &st, d_out, cfg, s);
                 }
                 CK(cudaStreamSynchronize(s));
                 if (rc != HS_OK) {
@@ -133,8 +164,9 @@ int main(int argc, char **argv) {
                     CK(cudaStreamBeginCapture(s, cudaStreamCaptureModeGlobal));
                     for (int i = 0; i < per; i++) {
                         st.pool_base = pools[i % copies];
-                        CKRC(gdn_decode_launch(d_qkv, d_z, d_b, d_a, d_cw, d_Al, d_dtb, d_nw, d_ts, d_np, B, 1, Hk, Hv, dk,
-                                               dv, 1e-6f, &st, d_out, cfg, s));
+                        CKRC(cfg >= 98 ? probe_launch(cfg, pools[i % copies], d_off, B * Hv, se, d_out, s)
+                                       : gdn_decode_launch(d_qkv, d_z, d_b, d_a, d_cw, d_Al, d_dtb, d_nw, d_ts, d_np, B, 1,
+                                                           Hk, Hv, dk, dv, 1e-6f, &st, d_out, cfg, s));
                     }
                     CK(cudaStreamEndCapture(s, &graph));
                     CK(cudaGraphInstantiate(&ge, graph, 0));
@@ -164,7 +196,7 @@ int main(int argc, char **argv) {
                 for (int c = 0; c < copies; c++) cudaFree(pools[c]);
                 cudaFree(d_qkv); cudaFree(d_z); cudaFree(d_b); cudaFree(d_a); cudaFree(d_cw); cudaFree(d_Al);
                 cudaFree(d_dtb); cudaFree(d_nw); cudaFree(d_ts); cudaFree(d_np); cudaFree(d_pages); cudaFree(d_loc);
-                cudaFree(d_out);
+                cudaFree(d_out); cudaFree(d_off);
                 free(ts); free(np);
                 fake_map_free(&m);
             }

@@ -309,15 +309,16 @@ __global__ void __launch_bounds__(NT, 1536 / NT) gdn_decode_kernel(const gdn_dec
  * ====================================================================================== */
 
 /* Byte layout of one stage for a BV-row item. */
-template <int BV, typename ST> struct dec1_stage {
+template <int BV, typename ST, bool TAPS = true> struct dec1_stage {
     static constexpr int NC = 2 * GDN_DK + BV;                          /* conv channels: q, k, v */
     static constexpr int ST_B = BV * GDN_DK * (int)sizeof(ST);          /* state slice [BV][128] */
     static constexpr int X = ST_B;                                      /* bf16 [NC] token input */
     static constexpr int WIN = X + 2 * NC;                              /* bf16 [3][NC] old window */
-    static constexpr int W = WIN + 6 * NC;                              /* uint2 [NC] conv taps */
-    static constexpr int Z = W + 8 * NC;                                /* bf16 [BV] gate z */
+    static constexpr int W = WIN + 6 * NC;                              /* uint2 [NC] conv taps (TAPS) */
+    static constexpr int Z = W + (TAPS ? 8 * NC : 0);                   /* bf16 [BV] gate z */
     static constexpr int BYTES = Z + 2 * BV;
-    static constexpr int N_SMALL = NC + BV / 8;                          /* 16-byte chunks besides the state */
+    static constexpr int N_TAPS = TAPS ? NC / 2 : 0;
+    static constexpr int N_SMALL = NC / 2 + N_TAPS + BV / 8;            /* 16-byte chunks besides the state */
     static_assert(BV % 16 == 0 && BYTES % 16 == 0, "16-byte chunks");
 };
 
@@ -356,10 +357,10 @@ __device__ __forceinline__ int dec1_page(const gdn_dec_params &p, const dec1_ld 
 
 /* Issue every cp.async of item (n, h, v0) into `stage`; returns (through the pointers)
  * the global address of this warp's first state row and of the request's conv granule. */
-template <int BV, int NT, typename ST>
+template <int BV, int NT, typename ST, bool TAPS = true>
 __device__ __forceinline__ void dec1_issue(const gdn_dec_params &p, const dec1_ld &L, int n, int g, int h, int v0,
                                            unsigned char *stage, ST **rows_out, bf16_t **conv_out) {
-    using SL = dec1_stage<BV, ST>;
+    using SL = dec1_stage<BV, ST, TAPS>;
     constexpr int NW = NT / 32, RPW = BV / NW, NC8 = SL::NC / 8;
     const int tid = threadIdx.x, lane = tid & 31, w = tid >> 5;
     const bool live = L.t1 > L.t0;
@@ -381,11 +382,11 @@ __device__ __forceinline__ void dec1_issue(const gdn_dec_params &p, const dec1_l
             const int seg = e / NC8, c = 8 * (e % NC8), ch = chan_of(c, g, h, v0, kd);
             if (seg == 0) cp_async16z(stage + SL::X + 2 * c, p.qkv + (size_t)t * p.conv_dim + ch, nx);
             else cp_async16z(stage + SL::WIN + (seg - 1) * 2 * SL::NC + 2 * c, conv + (size_t)(seg - 1) * p.conv_dim + ch, nb);
-        } else if (e < 4 * NC8 + SL::NC / 2) { /* taps of 2 channels */
+        } else if (e < 4 * NC8 + SL::N_TAPS) { /* taps of 2 channels */
             const int c = 2 * (e - 4 * NC8);
             cp_async16z(stage + SL::W + 8 * c, p.conv_w + (size_t)chan_of(c, g, h, v0, kd) * GDN_KC, 16u);
         } else if (p.z) {
-            const int i = e - 4 * NC8 - SL::NC / 2;
+            const int i = e - 4 * NC8 - SL::N_TAPS;
             cp_async16z(stage + SL::Z + 16 * i, p.z + (size_t)t * p.Hv * GDN_DK + h * GDN_DK + v0 + 8 * i, nx);
         }
     }
@@ -395,17 +396,21 @@ __device__ __forceinline__ void dec1_issue(const gdn_dec_params &p, const dec1_l
 
 /* Conv + SiLU of the item's channels into qs/ks/vs; writes the new window of the v
  * channels (write_v) and of the q/k channels (write_qk) in place. */
-template <int BV, int NT, typename ST>
+template <int BV, int NT, typename ST, bool TAPS = true>
 __device__ __forceinline__ void dec1_conv(const gdn_dec_params &p, const unsigned char *stage, bf16_t *conv, int g,
-                                          int h, int v0, bool write_v, bool write_qk, float *qs, float *ks, float *vs) {
-    using SL = dec1_stage<BV, ST>;
+                                          int h, int v0, bool write_v, bool write_qk, float *qs, float *ks, float *vs,
+                                          const uint2 *treg = nullptr) {
+    using SL = dec1_stage<BV, ST, TAPS>;
     const bf16_t *x = reinterpret_cast<const bf16_t *>(stage + SL::X);
     const bf16_t *win = reinterpret_cast<const bf16_t *>(stage + SL::WIN);
     const uint2 *wt = reinterpret_cast<const uint2 *>(stage + SL::W);
     const int kd = p.Hk * GDN_DK;
-    for (int c = threadIdx.x; c < SL::NC; c += NT) {
+#pragma unroll
+    for (int k = 0; k < (SL::NC + NT - 1) / NT; k++) {
+        const int c = (int)threadIdx.x + k * NT;
+        if (c >= SL::NC) break;
         const bf16_t xb = x[c], w0 = win[c], w1 = win[SL::NC + c], w2 = win[2 * SL::NC + c];
-        const uint2 tw = wt[c];
+        const uint2 tw = TAPS ? wt[c] : treg[k];
         const float2 t01 = bf2x2_to_f2(tw.x), t23 = bf2x2_to_f2(tw.y);
         const float y = silu_f(t01.x * bf2f(w0) + t01.y * bf2f(w1) + t23.x * bf2f(w2) + t23.y * bf2f(xb));
         if (c < GDN_DK) qs[c] = y;
@@ -421,10 +426,10 @@ __device__ __forceinline__ void dec1_conv(const gdn_dec_params &p, const unsigne
 }
 
 /* The q/k channels' new window (cluster kernel: rank 0, after every block has read it). */
-template <int BV, typename ST>
+template <int BV, typename ST, bool TAPS = true>
 __device__ __forceinline__ void dec1_write_qk(const gdn_dec_params &p, const unsigned char *stage, bf16_t *conv, int g,
                                               int NT) {
-    using SL = dec1_stage<BV, ST>;
+    using SL = dec1_stage<BV, ST, TAPS>;
     const bf16_t *x = reinterpret_cast<const bf16_t *>(stage + SL::X);
     const bf16_t *win = reinterpret_cast<const bf16_t *>(stage + SL::WIN);
     const int kd = p.Hk * GDN_DK;
@@ -436,68 +441,120 @@ __device__ __forceinline__ void dec1_write_qk(const gdn_dec_params &p, const uns
     }
 }
 
+/* 16 columns of a state row per lane, 8 lanes a row (lane sub = lane & 7): as 4 float4 of
+ * columns 4 * col4(m, sub), m = 0..3; 8 lanes read 128 contiguous bytes per access. */
+template <typename ST> struct st16;
+template <> struct st16<float> {
+    static __device__ __forceinline__ int col4(int m, int sub) { return sub + 8 * m; }
+    static __device__ __forceinline__ void load(const float *row, int sub, float4 v[4]) {
+#pragma unroll
+        for (int m = 0; m < 4; m++) v[m] = *reinterpret_cast<const float4 *>(row + 4 * (sub + 8 * m));
+    }
+    static __device__ __forceinline__ void store(float *row, int sub, const float4 v[4]) {
+#pragma unroll
+        for (int m = 0; m < 4; m++) *reinterpret_cast<float4 *>(row + 4 * (sub + 8 * m)) = v[m];
+    }
+};
+template <> struct st16<bf16_t> {
+    static __device__ __forceinline__ int col4(int m, int sub) { return 2 * (sub + 8 * (m >> 1)) + (m & 1); }
+    static __device__ __forceinline__ void load(const bf16_t *row, int sub, float4 v[4]) {
+#pragma unroll
+        for (int m = 0; m < 2; m++) {
+            const uint4 u = *reinterpret_cast<const uint4 *>(row + 8 * (sub + 8 * m));
+            const float2 a = bf2x2_to_f2(u.x), b = bf2x2_to_f2(u.y), c = bf2x2_to_f2(u.z), d = bf2x2_to_f2(u.w);
+            v[2 * m] = make_float4(a.x, a.y, b.x, b.y);
+            v[2 * m + 1] = make_float4(c.x, c.y, d.x, d.y);
+        }
+    }
+    static __device__ __forceinline__ void store(bf16_t *row, int sub, const float4 v[4]) {
+#pragma unroll
+        for (int m = 0; m < 2; m++) {
+            uint4 u;
+            u.x = f2_to_bf2x2(v[2 * m].x, v[2 * m].y);
+            u.y = f2_to_bf2x2(v[2 * m].z, v[2 * m].w);
+            u.z = f2_to_bf2x2(v[2 * m + 1].x, v[2 * m + 1].y);
+            u.w = f2_to_bf2x2(v[2 * m + 1].z, v[2 * m + 1].w);
+            *reinterpret_cast<uint4 *>(row + 8 * (sub + 8 * m)) = u;
+        }
+    }
+};
+__device__ __forceinline__ float dot4(float4 a, float4 b) { return a.x * b.x + a.y * b.y + a.z * b.z + a.w * b.w; }
+/* sum over the 8 lanes of a row */
+__device__ __forceinline__ float sum8(float v) {
+    v += __shfl_xor_sync(0xffffffffu, v, 1);
+    v += __shfl_xor_sync(0xffffffffu, v, 2);
+    v += __shfl_xor_sync(0xffffffffu, v, 4);
+    return v;
+}
+
 /* The recurrence over this warp's RPW rows (state in `sst`, shared memory), the new rows
- * written to `grow` (global, this warp's first row), o to o_s. Returns this warp's sum of
- * o^2 (same value in every lane). */
+ * written to `grow` (global, this warp's first row), o to o_s. A warp takes 4 rows at a
+ * time, 8 lanes a row, 16 columns a lane: both row reductions (S k, S q) cost 3 shuffle
+ * steps. Returns this warp's sum of o^2 (same value in every lane). */
 template <int RPW, typename ST>
 __device__ __forceinline__ float dec1_rows(const ST *sst, ST *grow, const float *qs, const float *ks, const float *vs,
                                            float bb, float aa, float Aexp, float dtb, bool live, float *o_s) {
     static_assert(RPW % 4 == 0, "rows are processed in groups of 4");
-    const int lane = threadIdx.x & 31, w = threadIdx.x >> 5;
-    float4 q4 = *reinterpret_cast<const float4 *>(&qs[4 * lane]);
-    float4 k4 = *reinterpret_cast<const float4 *>(&ks[4 * lane]);
-    const float rq = rsqrtf(warp_sum(q4.x * q4.x + q4.y * q4.y + q4.z * q4.z + q4.w * q4.w) + 1e-6f) *
-                     rsqrtf((float)GDN_DK);
-    const float rk = rsqrtf(warp_sum(k4.x * k4.x + k4.y * k4.y + k4.z * k4.z + k4.w * k4.w) + 1e-6f);
-    q4.x *= rq; q4.y *= rq; q4.z *= rq; q4.w *= rq;
-    k4.x *= rk; k4.y *= rk; k4.z *= rk; k4.w *= rk;
-    const float kq = warp_sum(k4.x * q4.x + k4.y * q4.y + k4.z * q4.z + k4.w * q4.w);
+    const int lane = threadIdx.x & 31, w = threadIdx.x >> 5, sub = lane & 7, rg = lane >> 3;
+    float4 q4[4], k4[4];
+    float sq = 0.f, sk = 0.f;
+#pragma unroll
+    for (int m = 0; m < 4; m++) {
+        const int c = 4 * st16<ST>::col4(m, sub);
+        q4[m] = *reinterpret_cast<const float4 *>(&qs[c]);
+        k4[m] = *reinterpret_cast<const float4 *>(&ks[c]);
+        sq += dot4(q4[m], q4[m]);
+        sk += dot4(k4[m], k4[m]);
+    }
+    const float rq = rsqrtf(sum8(sq) + 1e-6f) * rsqrtf((float)GDN_DK), rk = rsqrtf(sum8(sk) + 1e-6f);
+    float kq = 0.f;
+#pragma unroll
+    for (int m = 0; m < 4; m++) {
+        q4[m].x *= rq; q4[m].y *= rq; q4[m].z *= rq; q4[m].w *= rq;
+        k4[m].x *= rk; k4[m].y *= rk; k4[m].z *= rk; k4[m].w *= rk;
+        kq += dot4(k4[m], q4[m]);
+    }
+    kq = sum8(kq);
     const float beta = sigmoid_f(bb);
     const float eg = expf(-Aexp * softplus_f(aa + dtb));
     float ssq = 0.f;
-    sst += (size_t)w * RPW * GDN_DK + 4 * lane;
-    grow += 4 * lane;
 #pragma unroll
     for (int i0 = 0; i0 < RPW; i0 += 4) {
+        const int row = w * RPW + i0 + rg;
         float4 s4[4];
-        float da[4], db[4];
+        st16<ST>::load(sst + (size_t)row * GDN_DK, sub, s4);
+        float da = 0.f, db = 0.f;
 #pragma unroll
-        for (int i = 0; i < 4; i++) {
-            s4[i] = st_io<ST>::load(sst + (size_t)(i0 + i) * GDN_DK);
-            da[i] = s4[i].x * k4.x + s4[i].y * k4.y + s4[i].z * k4.z + s4[i].w * k4.w;
-            db[i] = s4[i].x * q4.x + s4[i].y * q4.y + s4[i].z * q4.z + s4[i].w * q4.w;
+        for (int m = 0; m < 4; m++) {
+            da += dot4(s4[m], k4[m]);
+            db += dot4(s4[m], q4[m]);
         }
+        da = sum8(da);
+        db = sum8(db);
+        const float d = beta * (vs[row] - eg * da);
+        const float o = eg * db + d * kq;
 #pragma unroll
-        for (int o = 16; o > 0; o >>= 1) {
-#pragma unroll
-            for (int i = 0; i < 4; i++) {
-                da[i] += __shfl_xor_sync(0xffffffffu, da[i], o);
-                db[i] += __shfl_xor_sync(0xffffffffu, db[i], o);
-            }
+        for (int m = 0; m < 4; m++) {
+            s4[m].x = eg * s4[m].x + d * k4[m].x;
+            s4[m].y = eg * s4[m].y + d * k4[m].y;
+            s4[m].z = eg * s4[m].z + d * k4[m].z;
+            s4[m].w = eg * s4[m].w + d * k4[m].w;
         }
-#pragma unroll
-        for (int i = 0; i < 4; i++) {
-            const int row = w * RPW + i0 + i;
-            const float d = beta * (vs[row] - eg * da[i]);
-            const float o = eg * db[i] + d * kq;
-            s4[i].x = eg * s4[i].x + d * k4.x;
-            s4[i].y = eg * s4[i].y + d * k4.y;
-            s4[i].z = eg * s4[i].z + d * k4.z;
-            s4[i].w = eg * s4[i].w + d * k4.w;
-            if (lane == i) o_s[row] = o;
+        if (sub == 0) {
+            o_s[row] = o;
             ssq += o * o;
-            if (live) st_io<ST>::store(grow + (size_t)(i0 + i) * GDN_DK, s4[i]); /* in place */
         }
+        if (live) st16<ST>::store(grow + (size_t)(i0 + rg) * GDN_DK, sub, s4); /* in place */
     }
-    return ssq;
+    return warp_sum(ssq);
 }
 
 /* Output of rows [0, BV) of the item: gated RMSNorm with the head's sum of squares `tot`
  * (or o itself without z). */
-template <int BV, typename ST>
+template <int BV, typename ST, bool TAPS = true>
 __device__ __forceinline__ void dec1_out(const gdn_dec_params &p, const unsigned char *stage, const float *o_s,
                                          float tot, float nw, int t, int h, int v0) {
-    using SL = dec1_stage<BV, ST>;
+    using SL = dec1_stage<BV, ST, TAPS>;
     const int v = threadIdx.x;
     if (v >= BV || t < 0) return;
     const size_t o = (size_t)t * p.Hv * GDN_DK + h * GDN_DK + v0 + v;
@@ -561,98 +618,122 @@ __global__ void __launch_bounds__(NT) gdn_dec1_cluster(const gdn_dec_params p) {
     dec1_out<BV, ST>(p, dsm, o_s, tot, nw, live ? L.t0 : -1, h, v0);
 }
 
-template <int NT, typename ST, int STAGES>
-__global__ void __launch_bounds__(NT, 1) gdn_dec1_persist(const gdn_dec_params p) {
-    constexpr int BV = GDN_DK, NW = NT / 32, RPW = BV / NW;
-    using SL = dec1_stage<BV, ST>;
+template <int BVI, int NT, typename ST, int STAGES>
+__global__ void __launch_bounds__(NT) gdn_dec1_persist(const gdn_dec_params p) {
+    constexpr int NW = NT / 32, RPW = BVI / NW, NSL = GDN_DK / BVI;
+    using SL = dec1_stage<BVI, ST, false>;
+    constexpr int KIT = (SL::NC + NT - 1) / NT; /* conv channels per thread */
     static_assert(STAGES >= 2, "at least one item in flight");
-    __shared__ __align__(16) float qs[GDN_DK], ks[GDN_DK], vs[BV], o_s[BV];
-    __shared__ float ssq_w[NW];
+    static_assert(NT >= GDN_DK, "one output row per thread");
+    __shared__ __align__(16) float qs[GDN_DK], ks[GDN_DK], vs[BVI], o_s[GDN_DK], zf[GDN_DK];
+    __shared__ float ssq_w[NSL][NW];
     __shared__ ST *g_rows[STAGES][NW];
     __shared__ bf16_t *g_conv[STAGES];
     __shared__ int g_tok[STAGES]; /* token of the item in each stage, -1: none */
     extern __shared__ __align__(16) unsigned char dsm[];
 
     const int tid = threadIdx.x, lane = tid & 31, w = tid >> 5;
-    const int G = gridDim.x, n_groups = p.n_groups, r = p.r;
+    const int G = gridDim.x, n_groups = p.n_groups, r = p.r, kd = p.Hk * GDN_DK;
     const int nq = blockIdx.x < n_groups ? (n_groups - 1 - (int)blockIdx.x) / G + 1 : 0;
-    const int nj = nq * r;
-    const float nw = p.z && tid < BV ? p.norm_w[tid] : 0.f;
-    /* item j of this block: group blockIdx.x + (j / r) * G, v-head j % r of it */
-#define DEC1_ITEM(j, n_, g_, h_)                                \
-    const int q_##n_ = (int)blockIdx.x + ((j) / r) * G;         \
-    const int n_ = q_##n_ / p.Hk, g_ = q_##n_ % p.Hk, h_ = g_ * r + (j) % r
-
+    const int nj = nq * r * NSL;
+    const float nw = p.z && tid < GDN_DK ? p.norm_w[tid] : 0.f;
+    /* item j of this block: group blockIdx.x + (j / (r NSL)) * G, v-head (j / NSL) % r, slice j % NSL */
+#define DEC1_ITEM(j, n_, g_, h_, v0_)                                                  \
+    const int q_##n_ = (int)blockIdx.x + ((j) / (r * NSL)) * G;                        \
+    const int n_ = q_##n_ / p.Hk, g_ = q_##n_ % p.Hk, h_ = g_ * r + ((j) / NSL) % r;    \
+    const int v0_ = ((j) % NSL) * BVI
     /* issue item j into its stage: pointers and token for the compute step go to shared memory */
-#define DEC1_ISSUE(j, L)                                                                            \
-    do {                                                                                            \
-        DEC1_ITEM(j, n, g, h);                                                                      \
-        const int sn = (j) % STAGES;                                                                \
-        ST *rows;                                                                                   \
-        bf16_t *conv;                                                                               \
-        dec1_issue<BV, NT, ST>(p, L, n, g, h, 0, dsm + (size_t)sn * SL::BYTES, &rows, &conv);        \
-        if (lane == 0) g_rows[sn][w] = rows;                                                        \
-        if (tid == 0) g_conv[sn] = conv;                                                            \
-        if (tid == 0) g_tok[sn] = (L).t1 > (L).t0 ? (L).t0 : -1;                                    \
+#define DEC1_ISSUE(j, L)                                                                              \
+    do {                                                                                              \
+        DEC1_ITEM(j, n, g, h, v0);                                                                    \
+        const int sn = (j) % STAGES;                                                                  \
+        ST *rows;                                                                                     \
+        bf16_t *conv;                                                                                 \
+        dec1_issue<BVI, NT, ST, false>(p, L, n, g, h, v0, dsm + (size_t)sn * SL::BYTES, &rows, &conv); \
+        if (lane == 0) g_rows[sn][w] = rows;                                                          \
+        if (tid == 0) g_conv[sn] = conv;                                                              \
+        if (tid == 0) g_tok[sn] = (L).t1 > (L).t0 ? (L).t0 : -1;                                      \
+    } while (0)
+    /* gates and conv taps of item j, loaded one item ahead */
+#define DEC1_GATES(j, bb_, aa_, Aexp_, dtb_, tp_)                                           \
+    do {                                                                                    \
+        DEC1_ITEM(j, n, g, h, v0);                                                          \
+        (void)n;                                                                            \
+        const int t_ = g_tok[(j) % STAGES];                                                 \
+        const size_t tg_ = (size_t)(t_ < 0 ? 0 : t_) * p.Hv + h;                            \
+        bb_ = bf2f(p.b[tg_]);                                                               \
+        aa_ = bf2f(p.a[tg_]);                                                               \
+        Aexp_ = expf(p.A_log[h]);                                                           \
+        dtb_ = p.dt_bias[h];                                                                \
+        _Pragma("unroll") for (int k = 0; k < KIT; k++) {                                   \
+            const int c = tid + k * NT;                                                     \
+            if (c < SL::NC)                                                                 \
+                tp_[k] = *reinterpret_cast<const uint2 *>(p.conv_w +                        \
+                                                          (size_t)chan_of(c, g, h, v0, kd) * GDN_KC); \
+        }                                                                                   \
     } while (0)
 
     for (int s = 0; s < STAGES - 1; s++) {
         if (s < nj) {
-            DEC1_ITEM(s, n, g, h);
-            const dec1_ld L = dec1_load(p, n, h, w * RPW);
+            DEC1_ITEM(s, n, g, h, v0);
+            const dec1_ld L = dec1_load(p, n, h, v0 + w * RPW);
             DEC1_ISSUE(s, L);
         }
         cp_async_commit();
     }
     dec1_ld Lnext = {0, {0, 0}, 0, 0, 0};
     if (STAGES - 1 < nj) {
-        DEC1_ITEM(STAGES - 1, n, g, h);
-        Lnext = dec1_load(p, n, h, w * RPW);
+        DEC1_ITEM(STAGES - 1, n, g, h, v0);
+        Lnext = dec1_load(p, n, h, v0 + w * RPW);
     }
     __syncthreads(); /* g_tok[0] */
-    /* gates of item j, loaded one item ahead */
     float bb = 0.f, aa = 0.f, Aexp = 0.f, dtb = 0.f;
-#define DEC1_GATES(j, bb_, aa_, Aexp_, dtb_)                            \
-    do {                                                                \
-        DEC1_ITEM(j, n, g, h);                                          \
-        (void)n;                                                        \
-        const int t_ = g_tok[(j) % STAGES];                             \
-        const size_t tg_ = (size_t)(t_ < 0 ? 0 : t_) * p.Hv + h;        \
-        bb_ = bf2f(p.b[tg_]);                                           \
-        aa_ = bf2f(p.a[tg_]);                                           \
-        Aexp_ = expf(p.A_log[h]);                                       \
-        dtb_ = p.dt_bias[h];                                            \
-    } while (0)
-    if (nj > 0) DEC1_GATES(0, bb, aa, Aexp, dtb);
+    uint2 tp[KIT];
+    if (nj > 0) DEC1_GATES(0, bb, aa, Aexp, dtb, tp);
     for (int j = 0; j < nj; j++) {
         cp_async_wait_group<STAGES - 2>();
         __syncthreads(); /* item j has landed; every thread is done with item j - 1's stage */
         if (j + STAGES - 1 < nj) DEC1_ISSUE(j + STAGES - 1, Lnext);
         cp_async_commit();
         if (j + STAGES < nj) {
-            DEC1_ITEM(j + STAGES, n, g, h);
-            Lnext = dec1_load(p, n, h, w * RPW);
+            DEC1_ITEM(j + STAGES, n, g, h, v0);
+            Lnext = dec1_load(p, n, h, v0 + w * RPW);
         }
-        DEC1_ITEM(j, n, g, h);
+        DEC1_ITEM(j, n, g, h, v0);
         (void)n;
-        const int s = j % STAGES, t = g_tok[s];
+        const int s = j % STAGES, t = g_tok[s], sl = j % NSL;
+        const bool last_slice = sl == NSL - 1;
         const unsigned char *stage = dsm + (size_t)s * SL::BYTES;
-        dec1_conv<BV, NT, ST>(p, stage, g_conv[s], g, h, 0, t >= 0, t >= 0 && j % r == r - 1, qs, ks, vs);
+        dec1_conv<BVI, NT, ST, false>(p, stage, g_conv[s], g, h, v0, t >= 0,
+                                      t >= 0 && last_slice && (j / NSL) % r == r - 1, qs, ks, vs, tp);
+        if (p.z && tid < BVI) zf[v0 + tid] = bf2f(reinterpret_cast<const bf16_t *>(stage + SL::Z)[tid]);
         __syncthreads(); /* (also: g_tok of item j + 1, issued this step when STAGES == 2) */
         float bb2 = 0.f, aa2 = 0.f, Aexp2 = 0.f, dtb2 = 0.f;
-        if (j + 1 < nj) DEC1_GATES(j + 1, bb2, aa2, Aexp2, dtb2);
+        uint2 tp2[KIT];
+        if (j + 1 < nj) DEC1_GATES(j + 1, bb2, aa2, Aexp2, dtb2, tp2);
         const float ssq = dec1_rows<RPW, ST>(reinterpret_cast<const ST *>(stage), g_rows[s][w], qs, ks, vs, bb, aa,
-                                             Aexp, dtb, t >= 0, o_s);
-        if (lane == 0) ssq_w[w] = ssq;
-        __syncthreads();
-        float tot = 0.f;
+                                             Aexp, dtb, t >= 0, o_s + v0);
+        if (lane == 0) ssq_w[sl][w] = ssq;
+        if (last_slice) {
+            __syncthreads();
+            if (tid < GDN_DK && t >= 0) {
+                const size_t o = (size_t)t * p.Hv * GDN_DK + h * GDN_DK + tid;
+                if (p.z) {
+                    float tot = 0.f;
 #pragma unroll
-        for (int i = 0; i < NW; i++) tot += ssq_w[i];
-        dec1_out<BV, ST>(p, stage, o_s, tot, nw, t, h, 0);
+                    for (int i = 0; i < NSL * NW; i++) tot += (&ssq_w[0][0])[i];
+                    p.out[o] = f2bf(o_s[tid] * rsqrtf(tot / (float)GDN_DK + p.eps) * nw * silu_f(zf[tid]));
+                } else {
+                    p.out[o] = f2bf(o_s[tid]);
+                }
+            }
+        }
         bb = bb2;
         aa = aa2;
         Aexp = Aexp2;
         dtb = dtb2;
+#pragma unroll
+        for (int k = 0; k < KIT; k++) tp[k] = tp2[k];
     }
 #undef DEC1_GATES
 #undef DEC1_ISSUE
@@ -700,9 +781,9 @@ static int launch_dec1_cluster(const gdn_dec_params &p, int S, cudaStream_t stre
     return HS_OK;
 }
 
-template <int NT, typename ST, int STAGES>
+template <int BVI, int NT, typename ST, int STAGES>
 static int launch_dec1_persist(const gdn_dec_params &p, cudaStream_t stream) {
-    using SL = dec1_stage<GDN_DK, ST>;
+    using SL = dec1_stage<BVI, ST, false>;
     const int smem = STAGES * SL::BYTES;
     static int blocks_per_sm = -1, n_sm = 0;
     if (blocks_per_sm < 0) {
@@ -713,15 +794,15 @@ static int launch_dec1_persist(const gdn_dec_params &p, cudaStream_t stream) {
         if (smem + 4096 > optin) {
             blocks_per_sm = 0;
         } else {
-            HS_CUDA_TRY(cudaFuncSetAttribute(gdn_dec1_persist<NT, ST, STAGES>,
+            HS_CUDA_TRY(cudaFuncSetAttribute(gdn_dec1_persist<BVI, NT, ST, STAGES>,
                                              cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
-            HS_CUDA_TRY(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&blocks_per_sm, gdn_dec1_persist<NT, ST, STAGES>,
-                                                                      NT, smem));
+            HS_CUDA_TRY(cudaOccupancyMaxActiveBlocksPerMultiprocessor(
+                &blocks_per_sm, gdn_dec1_persist<BVI, NT, ST, STAGES>, NT, smem));
         }
     }
     if (blocks_per_sm <= 0) return HS_ERR_UNSUPPORTED;
     const int grid = p.n_groups < n_sm * blocks_per_sm ? p.n_groups : n_sm * blocks_per_sm;
-    gdn_dec1_persist<NT, ST, STAGES><<<grid, NT, smem, stream>>>(p);
+    gdn_dec1_persist<BVI, NT, ST, STAGES><<<grid, NT, smem, stream>>>(p);
     HS_CUDA_LAUNCHED();
     return HS_OK;
 }
@@ -813,13 +894,13 @@ extern "C" int gdn_decode_launch(const void *qkv, const void *z, const void *b, 
         if (!cfg) {
             /* measured on H100 (bench/RESULTS.md) */
             const long heads = (long)S * Hv;
-            cfg = heads >= 512 ? (f32 ? 13 : 16) : p.r <= 1 && heads <= 32 ? 8 : p.r <= 2 ? 9 : 11;
+            cfg = heads >= 512 ? 15 : p.r <= 1 && heads <= 32 ? 8 : p.r <= 2 ? 9 : 11;
             if (cfg == 9 && p.r * 4 > 8) cfg = 11;
             if (cfg == 11 && p.r * 2 > 8) cfg = 13;
         }
-        static const int bv_of[18] = {0, 0, 0, 0, 0, 0, 0, 0, 16, 32, 32, 64, 0, 0, 0, 0, 0, 0};
-        static const int rpw_of[18] = {0, 0, 0, 0, 0, 0, 0, 0, 4, 8, 4, 8, 16, 16, 8, 8, 16, 8};
-        if (cfg > 17) return HS_ERR_INVALID;
+        static const int bv_of[20] = {0, 0, 0, 0, 0, 0, 0, 0, 16, 32, 32, 64, 0, 0, 0, 0, 0, 0, 128, 64};
+        static const int rpw_of[20] = {0, 0, 0, 0, 0, 0, 0, 0, 4, 8, 4, 8, 16, 16, 8, 16, 8, 8, 8, 4};
+        if (cfg > 19) return HS_ERR_INVALID;
         if (st->slice_rows % rpw_of[cfg] && !cfg_override) cfg = st->slice_rows % 8 ? 0 : cfg >= 12 ? 14 : 10;
         if (cfg && st->slice_rows % rpw_of[cfg]) return HS_ERR_UNSUPPORTED; /* a warp's rows share a granule */
         if (bv_of[cfg]) {
@@ -834,12 +915,14 @@ extern "C" int gdn_decode_launch(const void *qkv, const void *z, const void *b, 
         case 9: return f32 ? launch_dec1_cluster<32, 128, float>(p, S, s) : launch_dec1_cluster<32, 128, bf16_t>(p, S, s);
         case 10: return f32 ? launch_dec1_cluster<32, 256, float>(p, S, s) : launch_dec1_cluster<32, 256, bf16_t>(p, S, s);
         case 11: return f32 ? launch_dec1_cluster<64, 256, float>(p, S, s) : launch_dec1_cluster<64, 256, bf16_t>(p, S, s);
-        case 12: return f32 ? launch_dec1_persist<256, float, 2>(p, s) : launch_dec1_persist<256, bf16_t, 2>(p, s);
-        case 13: return f32 ? launch_dec1_persist<256, float, 3>(p, s) : launch_dec1_persist<256, bf16_t, 3>(p, s);
-        case 14: return f32 ? launch_dec1_persist<512, float, 2>(p, s) : launch_dec1_persist<512, bf16_t, 2>(p, s);
-        case 15: return f32 ? launch_dec1_persist<512, float, 3>(p, s) : launch_dec1_persist<512, bf16_t, 3>(p, s);
-        case 16: return f32 ? HS_ERR_UNSUPPORTED : launch_dec1_persist<256, bf16_t, 4>(p, s);
-        case 17: return f32 ? HS_ERR_UNSUPPORTED : launch_dec1_persist<512, bf16_t, 4>(p, s);
+        case 12: return f32 ? launch_dec1_persist<128, 256, float, 2>(p, s) : launch_dec1_persist<128, 256, bf16_t, 2>(p, s);
+        case 13: return f32 ? launch_dec1_persist<128, 256, float, 3>(p, s) : launch_dec1_persist<128, 256, bf16_t, 3>(p, s);
+        case 14: return f32 ? launch_dec1_persist<64, 256, float, 2>(p, s) : launch_dec1_persist<64, 256, bf16_t, 2>(p, s);
+        case 15: return f32 ? launch_dec1_persist<64, 128, float, 2>(p, s) : launch_dec1_persist<64, 128, bf16_t, 2>(p, s);
+        case 16: return f32 ? launch_dec1_persist<32, 128, float, 2>(p, s) : launch_dec1_persist<32, 128, bf16_t, 2>(p, s);
+        case 17: return f32 ? launch_dec1_persist<64, 256, float, 3>(p, s) : launch_dec1_persist<64, 256, bf16_t, 3>(p, s);
+        case 18: return f32 ? launch_dec1_cluster<128, 512, float>(p, S, s) : launch_dec1_cluster<128, 512, bf16_t>(p, S, s);
+        case 19: return f32 ? launch_dec1_cluster<64, 512, float>(p, S, s) : launch_dec1_cluster<64, 512, bf16_t>(p, S, s);
         default: return HS_ERR_INVALID;
         }
     }
