@@ -2,6 +2,8 @@
  * gdn_decode: fused Gated DeltaNet decode step (model-spec §2.9), recurrent form,
  * paged SSM state updated in place. Also serves short segments (<= 64 tokens per
  * sequence: MTP verify, tiny prefills); the state stays on chip across the tokens.
+ * Two more kernels for exactly one token per sequence follow the segment kernel below
+ * (gdn_dec1_cluster, gdn_dec1_persist; block shapes 8..19 of gdn_decode_launch).
  *
  * Grid mapping: one thread block cluster per (sequence n, key head g): grid
  * (r * nsplit, Hk, S), cluster (r * nsplit, 1, 1), r = Hv / Hk. Block `rank` of the
@@ -38,6 +40,12 @@ namespace cg = cooperative_groups;
 
 #define GDN_DK 128
 #define GDN_KC 4
+/* 1: cfg 0 picks the one-token kernels where they measured faster. Off until the test and
+ * bench of this version have run on a GPU (bench/RESULTS.md, "GDN decode"); cfg 8..19 force
+ * them regardless. */
+#ifndef GDN_DEC1_AUTO
+#define GDN_DEC1_AUTO 0
+#endif
 
 struct gdn_dec_params {
     const bf16_t *qkv, *z, *b, *a, *conv_w;
@@ -301,11 +309,20 @@ __global__ void __launch_bounds__(NT, 1536 / NT) gdn_decode_kernel(const gdn_dec
  * rank 0 writes it after the cluster barrier; the gated RMSNorm's sum of squares goes to
  * the nsplit slices of a head through distributed shared memory). BV 16..64 gives 128+
  * blocks at batch 1.
- * gdn_dec1_persist (large batches): a persistent grid, one block per SM (fp32 state) looping
- * over whole heads (BV = 128) of its key-head groups (n, g), all r heads of a group in a row,
- * STAGES-deep: while head j is computed, heads j+1 .. j+STAGES-1 are in flight. The last
- * head of a group writes the group's q/k conv state (every earlier read of it by this block
- * has landed), so no cluster and no barrier between blocks.
+ * gdn_dec1_persist (large batches): a persistent grid (as many blocks as fit) looping over
+ * the key-head groups (n, g) given to it, all r heads of a group in a row, each head in
+ * 128 / BVI items of BVI rows, STAGES deep: while item j is computed, items j+1 ..
+ * j+STAGES-1 are in flight. Conv taps and gates of the next item are loaded into
+ * registers one item ahead (the stage holds no taps). The gated RMSNorm runs after a head's
+ * last item. The last item of a group writes the group's q/k conv state (every earlier
+ * read of it by this block has landed), so no cluster and no barrier between blocks.
+ *
+ * Recurrence layout (both): a warp takes 4 rows at a time, 8 lanes a row, 16 columns a
+ * lane, so the two row reductions cost 3 shuffle steps (the segment kernel above: 32 lanes
+ * a row, 5 steps).
+ *
+ * Status: cfg 8..19 select these kernels; cfg 0 uses them only when built with
+ * GDN_DEC1_AUTO=1 (see there and bench/RESULTS.md: this version has not yet run on a GPU).
  * ====================================================================================== */
 
 /* Byte layout of one stage for a BV-row item. */
@@ -888,21 +905,23 @@ extern "C" int gdn_decode_launch(const void *qkv, const void *z, const void *b, 
     p.n_groups = S * Hk;
     cudaStream_t s = (cudaStream_t)stream;
     const bool f32 = st->ssm_dtype == HS_F32;
-    /* one token per sequence: the decode kernels (cfg 8..17; 0 = chosen here) */
-    if (max_t == 1 && (cfg_override == 0 || cfg_override >= 8)) {
-        int cfg = cfg_override;
-        if (!cfg) {
-            /* measured on H100 (bench/RESULTS.md) */
-            const long heads = (long)S * Hv;
-            cfg = heads >= 512 ? 15 : p.r <= 1 && heads <= 32 ? 8 : p.r <= 2 ? 9 : 11;
-            if (cfg == 9 && p.r * 4 > 8) cfg = 11;
-            if (cfg == 11 && p.r * 2 > 8) cfg = 13;
-        }
+    /* one token per sequence: the decode kernels (cfg 8..19; with GDN_DEC1_AUTO, also cfg 0) */
+    int cfg1 = cfg_override >= 8 ? cfg_override : 0;
+    if (max_t == 1 && !cfg_override && GDN_DEC1_AUTO) {
+        /* from the H100 sweep of the first version (bench/RESULTS.md, "GDN decode"): the
+         * cluster kernel at batch 1 (-0.7..-1.0 us), the persistent one for bf16 state from
+         * 1024 heads on (+4..16%); elsewhere the segment kernel was as fast or faster */
+        const long heads = (long)S * Hv;
+        if (heads <= 64) cfg1 = p.r * 4 <= 8 ? 10 : p.r * 2 <= 8 ? 11 : 0;
+        else if (!f32 && heads >= 1024) cfg1 = 12;
+        if (cfg1 && st->slice_rows % (cfg1 == 12 ? 16 : cfg1 == 10 ? 4 : 8)) cfg1 = 0;
+    }
+    if (max_t == 1 && cfg1) {
+        int cfg = cfg1;
         static const int bv_of[20] = {0, 0, 0, 0, 0, 0, 0, 0, 16, 32, 32, 64, 0, 0, 0, 0, 0, 0, 128, 64};
         static const int rpw_of[20] = {0, 0, 0, 0, 0, 0, 0, 0, 4, 8, 4, 8, 16, 16, 8, 16, 8, 8, 8, 4};
         if (cfg > 19) return HS_ERR_INVALID;
-        if (st->slice_rows % rpw_of[cfg] && !cfg_override) cfg = st->slice_rows % 8 ? 0 : cfg >= 12 ? 14 : 10;
-        if (cfg && st->slice_rows % rpw_of[cfg]) return HS_ERR_UNSUPPORTED; /* a warp's rows share a granule */
+        if (st->slice_rows % rpw_of[cfg]) return HS_ERR_UNSUPPORTED; /* a warp's rows share a granule */
         if (bv_of[cfg]) {
             p.nsplit = dv / bv_of[cfg];
             if (p.r * p.nsplit > 16) return HS_ERR_UNSUPPORTED;
@@ -910,7 +929,6 @@ extern "C" int gdn_decode_launch(const void *qkv, const void *z, const void *b, 
             p.nsplit = 1;
         }
         switch (cfg) {
-        case 0: break; /* (granules of 4 rows: the segment kernel below reports it) */
         case 8: return f32 ? launch_dec1_cluster<16, 128, float>(p, S, s) : launch_dec1_cluster<16, 128, bf16_t>(p, S, s);
         case 9: return f32 ? launch_dec1_cluster<32, 128, float>(p, S, s) : launch_dec1_cluster<32, 128, bf16_t>(p, S, s);
         case 10: return f32 ? launch_dec1_cluster<32, 256, float>(p, S, s) : launch_dec1_cluster<32, 256, bf16_t>(p, S, s);
@@ -926,7 +944,7 @@ extern "C" int gdn_decode_launch(const void *qkv, const void *z, const void *b, 
         default: return HS_ERR_INVALID;
         }
     }
-    if (cfg_override >= 8) return HS_ERR_INVALID;
+    if (cfg_override >= 8) return HS_ERR_INVALID; /* (8..19 with more than one token) */
     if (p.r > 8) return HS_ERR_UNSUPPORTED;
     int cfg;
     if (cfg_override) {

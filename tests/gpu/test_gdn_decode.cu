@@ -202,6 +202,7 @@ int main(void) {
         {16, 16, 64, 1, HS_BF16, 128, 0, true}, {16, 64, 8, 1, HS_F32, 128, 0, true},
         {16, 32, 1, 1, HS_F32, 128, 18, true}, {4, 8, 3, 1, HS_BF16, 32, 18, true},
         {16, 64, 1, 1, HS_BF16, 128, 19, true}, {4, 4, 5, 1, HS_F32, 16, 19, false},
+        {16, 32, 1, 1, HS_BF16, 128, 0, true}, {16, 64, 1, 1, HS_F32, 128, 0, true},
     };
     const int n = (int)(sizeof cases / sizeof cases[0]);
     int fails = 0;
