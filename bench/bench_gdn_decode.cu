@@ -8,8 +8,13 @@
  * CUDA graph of one launch per copy is replayed 15 times; the figure is the median
  * replay time over the launches in it. Effective bandwidth counts the state bytes read
  * and written in the storage dtype (model-spec §8.1), nothing else.
- * Usage: bench_gdn_decode [cfg]   (cfg: block shape 1..6 of gdn_decode_launch, 0 = auto)
- * Output: one line per shape; "copy" line first.
+ * Usage: bench_gdn_decode [cfg [Hv f32|bf16 B]]  (cfg: block shape 1..17 of gdn_decode_launch,
+ *        0 = auto; Hv, B: 0 = all, B may be a comma list: 1,8)
+ * Output: one line per shape ("n/a" where the launcher declines the shape); "copy" line first.
+ * Probes (not the kernel; same shapes, same timing): cfg 98 = an empty kernel of 128 blocks
+ * (the launch floor inside the graph); cfg 99 = every head's state read and written back
+ * as it is, one block of 256 threads per head, 16-byte loads to registers (the memory floor
+ * of this paged access pattern).
  */
 #include <algorithm>
 
@@ -19,6 +24,27 @@
 static float median(float *v, int n) {
     std::sort(v, v + n);
     return v[n / 2];
+}
+
+__global__ void k_floor(uint16_t *out) {
+    if (threadIdx.x == 0) out[blockIdx.x] = 0;
+}
+/* one head per block: read its granule (rows 128 x 128 of elem bytes) and store it back */
+template <int EB>
+__global__ void __launch_bounds__(256) k_probe(char *pool, const size_t *head_off) {
+    constexpr int N = 128 * 128 * EB / 16 / 256; /* 16-byte chunks per thread */
+    uint4 *g = reinterpret_cast<uint4 *>(pool + head_off[blockIdx.x]);
+    uint4 v[N];
+#pragma unroll
+    for (int i = 0; i < N; i++) v[i] = g[threadIdx.x + 256 * i];
+#pragma unroll
+    for (int i = 0; i < N; i++) g[threadIdx.x + 256 * i] = v[i];
+}
+static int probe_launch(int cfg, void *pool, const size_t *d_off, int heads, size_t se, void *out, cudaStream_t s) {
+    if (cfg == 98) k_floor<<<128, 128, 0, s>>>((uint16_t *)out);
+    else if (se == 4) k_probe<4><<<heads, 256, 0, s>>>((char *)pool, d_off);
+    else k_probe<2><<<heads, 256, 0, s>>>((char *)pool, d_off);
+    return cudaGetLastError() == cudaSuccess ? HS_OK : HS_ERR_STATE;
 }
 
 static double copy_bw(void) {
@@ -44,8 +70,9 @@ static double copy_bw(void) {
 int main(int argc, char **argv) {
     int cfg = argc > 1 ? atoi(argv[1]) : 0;
     /* optional single shape: bench_gdn_decode cfg Hv f32|bf16 B */
-    const int only_hv = argc > 4 ? atoi(argv[2]) : 0, only_b = argc > 4 ? atoi(argv[4]) : 0;
-    const int only_dt = argc > 4 ? (strcmp(argv[3], "bf16") == 0 ? 1 : 0) : -1;
+    const int only_hv = argc > 4 ? atoi(argv[2]) : 0;
+    const int only_dt = argc > 4 ? (strcmp(argv[3], "bf16") == 0 ? 1 : strcmp(argv[3], "f32") == 0 ? 0 : -1) : -1;
+    const char *only_b = argc > 4 ? argv[4] : "0";
     cudaDeviceProp prop;
     CK(cudaGetDeviceProperties(&prop, 0));
     printf("device: %s, %d SMs, L2 %d MB\n", prop.name, prop.multiProcessorCount, prop.l2CacheSize >> 20);
@@ -56,7 +83,12 @@ int main(int argc, char **argv) {
     for (int hi = 0; hi < 3; hi++)
         for (int di = 0; di < 2; di++)
             for (int bi = 0; bi < 5; bi++) {
-                if (only_hv && (Hvs[hi] != only_hv || Bs[bi] != only_b || di != only_dt)) continue;
+                if ((only_hv && Hvs[hi] != only_hv) || (only_dt >= 0 && di != only_dt)) continue;
+                if (strcmp(only_b, "0")) {
+                    bool want = false;
+                    for (const char *c = only_b; *c; c += strcspn(c, ",") + (c[strcspn(c, ",")] == ',')) want |= atoi(c) == Bs[bi];
+                    if (!want) continue;
+                }
                 const int Hv = Hvs[hi], B = Bs[bi], dk = 128, dv = 128, conv_dim = 2 * Hk * dk + Hv * dv;
                 const hs_dtype_t dt = dts[di];
                 const size_t se = hs_dtype_size(dt);
@@ -98,6 +130,11 @@ int main(int argc, char **argv) {
                 int32_t *d_pages = (int32_t *)dupload(m.pages, 4 * (size_t)B * m.E);
                 sm_loc_t *d_loc = (sm_loc_t *)dupload(m.ssm, sizeof(sm_loc_t) * Hv);
                 void *d_out = dmalloc(2 * (size_t)T * Hv * dv);
+                size_t *h_off = (size_t *)malloc(sizeof(size_t) * (size_t)B * Hv);
+                for (int n = 0; n < B; n++)
+                    for (int hh = 0; hh < Hv; hh++) h_off[(size_t)n * Hv + hh] = fake_addr(&m, n, m.ssm[hh]);
+                size_t *d_off = (size_t *)dupload(h_off, sizeof(size_t) * (size_t)B * Hv);
+                free(h_off);
                 void *pools[256];
                 for (int c = 0; c < copies; c++) {
                     pools[c] = dmalloc(pool_bytes);
@@ -107,50 +144,59 @@ int main(int argc, char **argv) {
                 cudaStream_t s;
                 CK(cudaStreamCreate(&s));
                 gdn_state_t st = {pools[0], m.page_bytes, d_pages, m.E, d_loc, 128, m.conv, dt};
-                /* warm up */
-                for (int c = 0; c < copies; c++) {
+                /* warm up (a shape the launcher declines is reported and skipped) */
+                int rc = HS_OK;
+                for (int c = 0; c < copies && rc == HS_OK; c++) {
                     st.pool_base = pools[c];
-                    CKRC(gdn_decode_launch(d_qkv, d_z, d_b, d_a, d_cw, d_Al, d_dtb, d_nw, d_ts, d_np, B, 1, Hk, Hv, dk,
-                                           dv, 1e-6f, &st, d_out, cfg, s));
+                    rc = cfg >= 98 ? probe_launch(cfg, pools[c], d_off, B * Hv, se, d_out, s)
+                                   : gdn_decode_launch(d_qkv, d_z, d_b, d_a, d_cw, d_Al, d_dtb, d_nw, d_ts, d_np, B, 1, Hk,
+                                                       Hv, dk, dv, 1e-6f, &st, d_out, cfg, s);
                 }
                 CK(cudaStreamSynchronize(s));
-                int per = copies < 20 ? (20 / copies + 1) * copies : copies;
+                if (rc != HS_OK) {
+                    (void)cudaGetLastError();
+                    printf("%2d/%-3d %-5s %5d %10s %10s\n", Hk, Hv, hs_dtype_name(dt), B, "n/a", "n/a");
+                }
+                int per = rc != HS_OK ? 0 : copies < 20 ? (20 / copies + 1) * copies : copies;
                 cudaGraph_t graph;
                 cudaGraphExec_t ge;
-                CK(cudaStreamBeginCapture(s, cudaStreamCaptureModeGlobal));
-                for (int i = 0; i < per; i++) {
-                    st.pool_base = pools[i % copies];
-                    CKRC(gdn_decode_launch(d_qkv, d_z, d_b, d_a, d_cw, d_Al, d_dtb, d_nw, d_ts, d_np, B, 1, Hk, Hv, dk,
-                                           dv, 1e-6f, &st, d_out, cfg, s));
-                }
-                CK(cudaStreamEndCapture(s, &graph));
-                CK(cudaGraphInstantiate(&ge, graph, 0));
-                cudaEvent_t e0, e1;
-                CK(cudaEventCreate(&e0));
-                CK(cudaEventCreate(&e1));
-                float t[15];
-                CK(cudaGraphLaunch(ge, s));
-                for (int i = 0; i < 15; i++) {
-                    CK(cudaEventRecord(e0, s));
+                if (per) {
+                    CK(cudaStreamBeginCapture(s, cudaStreamCaptureModeGlobal));
+                    for (int i = 0; i < per; i++) {
+                        st.pool_base = pools[i % copies];
+                        CKRC(cfg >= 98 ? probe_launch(cfg, pools[i % copies], d_off, B * Hv, se, d_out, s)
+                                       : gdn_decode_launch(d_qkv, d_z, d_b, d_a, d_cw, d_Al, d_dtb, d_nw, d_ts, d_np, B, 1,
+                                                           Hk, Hv, dk, dv, 1e-6f, &st, d_out, cfg, s));
+                    }
+                    CK(cudaStreamEndCapture(s, &graph));
+                    CK(cudaGraphInstantiate(&ge, graph, 0));
+                    cudaEvent_t e0, e1;
+                    CK(cudaEventCreate(&e0));
+                    CK(cudaEventCreate(&e1));
+                    float t[15];
                     CK(cudaGraphLaunch(ge, s));
-                    CK(cudaEventRecord(e1, s));
-                    CK(cudaEventSynchronize(e1));
-                    CK(cudaEventElapsedTime(&t[i], e0, e1));
+                    for (int i = 0; i < 15; i++) {
+                        CK(cudaEventRecord(e0, s));
+                        CK(cudaGraphLaunch(ge, s));
+                        CK(cudaEventRecord(e1, s));
+                        CK(cudaEventSynchronize(e1));
+                        CK(cudaEventElapsedTime(&t[i], e0, e1));
+                    }
+                    CK(cudaGetLastError());
+                    double us = median(t, 15) * 1e3 / per;
+                    double bytes = 2.0 * B * Hv * 128.0 * 128.0 * se;
+                    printf("%2d/%-3d %-5s %5d %10.2f %10.3f\n", Hk, Hv, hs_dtype_name(dt), B, us, bytes / (us * 1e-6) / 1e12);
+                    fflush(stdout);
+                    CK(cudaGraphExecDestroy(ge));
+                    CK(cudaGraphDestroy(graph));
+                    CK(cudaEventDestroy(e0));
+                    CK(cudaEventDestroy(e1));
                 }
-                CK(cudaGetLastError());
-                double us = median(t, 15) * 1e3 / per;
-                double bytes = 2.0 * B * Hv * 128.0 * 128.0 * se;
-                printf("%2d/%-3d %-5s %5d %10.2f %10.3f\n", Hk, Hv, hs_dtype_name(dt), B, us, bytes / (us * 1e-6) / 1e12);
-                fflush(stdout);
-                CK(cudaGraphExecDestroy(ge));
-                CK(cudaGraphDestroy(graph));
-                CK(cudaEventDestroy(e0));
-                CK(cudaEventDestroy(e1));
                 CK(cudaStreamDestroy(s));
                 for (int c = 0; c < copies; c++) cudaFree(pools[c]);
                 cudaFree(d_qkv); cudaFree(d_z); cudaFree(d_b); cudaFree(d_a); cudaFree(d_cw); cudaFree(d_Al);
                 cudaFree(d_dtb); cudaFree(d_nw); cudaFree(d_ts); cudaFree(d_np); cudaFree(d_pages); cudaFree(d_loc);
-                cudaFree(d_out);
+                cudaFree(d_out); cudaFree(d_off);
                 free(ts); free(np);
                 fake_map_free(&m);
             }

@@ -2,6 +2,8 @@
  * gdn_decode: fused Gated DeltaNet decode step (model-spec §2.9), recurrent form,
  * paged SSM state updated in place. Also serves short segments (<= 64 tokens per
  * sequence: MTP verify, tiny prefills); the state stays on chip across the tokens.
+ * Two more kernels for exactly one token per sequence follow the segment kernel below
+ * (gdn_dec1_cluster, gdn_dec1_persist; block shapes 8..19 of gdn_decode_launch).
  *
  * Grid mapping: one thread block cluster per (sequence n, key head g): grid
  * (r * nsplit, Hk, S), cluster (r * nsplit, 1, 1), r = Hv / Hk. Block `rank` of the
@@ -38,6 +40,12 @@ namespace cg = cooperative_groups;
 
 #define GDN_DK 128
 #define GDN_KC 4
+/* 1: cfg 0 picks the one-token kernels where they measured faster. Off until the test and
+ * bench of this version have run on a GPU (bench/RESULTS.md, "GDN decode"); cfg 8..19 force
+ * them regardless. */
+#ifndef GDN_DEC1_AUTO
+#define GDN_DEC1_AUTO 0
+#endif
 
 struct gdn_dec_params {
     const bf16_t *qkv, *z, *b, *a, *conv_w;
@@ -53,6 +61,7 @@ struct gdn_dec_params {
     const sm_loc_t *ssm_loc;
     int slice_rows, n_slices;
     int conv_page, conv_off;
+    int n_groups; /* S * Hk (one-token kernels) */
 };
 
 template <typename ST> struct st_io;
@@ -283,6 +292,538 @@ __global__ void __launch_bounds__(NT, 1536 / NT) gdn_decode_kernel(const gdn_dec
     }
 }
 
+/* ======================================================================================
+ * One token per sequence (max_t == 1, plain decode): two kernels built from the same steps.
+ *
+ * Work item = (sequence n, v-head h, V-slice of BV rows). Everything an item reads is
+ * copied into one shared-memory "stage" with cp.async before any of it is used, in one
+ * round trip: the state slice (zero-filled through the src-size operand when n_past == 0,
+ * so fresh sequences need no branch) and, per conv channel of the item (q and k of key
+ * head g, then the BV v channels), the token's pre-conv input, the 3 window rows and the 4
+ * taps, plus the BV z values. Addresses take one dependent load: lane l of every warp loads
+ * page-table entry l of the request (E <= 32, else one more load), and the granule and conv
+ * pages are picked out with a shuffle.
+ *
+ * gdn_dec1_cluster (small batches): one item per block, grid (r * nsplit, Hk, S), a cluster
+ * per (n, g) as in the segment kernel above (the q/k conv state is shared by the cluster,
+ * rank 0 writes it after the cluster barrier; the gated RMSNorm's sum of squares goes to
+ * the nsplit slices of a head through distributed shared memory). BV 16..64 gives 128+
+ * blocks at batch 1.
+ * gdn_dec1_persist (large batches): a persistent grid (as many blocks as fit) looping over
+ * the key-head groups (n, g) given to it, all r heads of a group in a row, each head in
+ * 128 / BVI items of BVI rows, STAGES deep: while item j is computed, items j+1 ..
+ * j+STAGES-1 are in flight. Conv taps and gates of the next item are loaded into
+ * registers one item ahead (the stage holds no taps). The gated RMSNorm runs after a head's
+ * last item. The last item of a group writes the group's q/k conv state (every earlier
+ * read of it by this block has landed), so no cluster and no barrier between blocks.
+ *
+ * Recurrence layout (both): a warp takes 4 rows at a time, 8 lanes a row, 16 columns a
+ * lane, so the two row reductions cost 3 shuffle steps (the segment kernel above: 32 lanes
+ * a row, 5 steps).
+ *
+ * Status: cfg 8..19 select these kernels; cfg 0 uses them only when built with
+ * GDN_DEC1_AUTO=1 (see there and bench/RESULTS.md: this version has not yet run on a GPU).
+ * ====================================================================================== */
+
+/* Byte layout of one stage for a BV-row item. */
+template <int BV, typename ST, bool TAPS = true> struct dec1_stage {
+    static constexpr int NC = 2 * GDN_DK + BV;                          /* conv channels: q, k, v */
+    static constexpr int ST_B = BV * GDN_DK * (int)sizeof(ST);          /* state slice [BV][128] */
+    static constexpr int X = ST_B;                                      /* bf16 [NC] token input */
+    static constexpr int WIN = X + 2 * NC;                              /* bf16 [3][NC] old window */
+    static constexpr int W = WIN + 6 * NC;                              /* uint2 [NC] conv taps (TAPS) */
+    static constexpr int Z = W + (TAPS ? 8 * NC : 0);                   /* bf16 [BV] gate z */
+    static constexpr int BYTES = Z + 2 * BV;
+    static constexpr int N_TAPS = TAPS ? NC / 2 : 0;
+    static constexpr int N_SMALL = NC / 2 + N_TAPS + BV / 8;            /* 16-byte chunks besides the state */
+    static_assert(BV % 16 == 0 && BYTES % 16 == 0, "16-byte chunks");
+};
+
+/* cp.async of 16 bytes; src_bytes 0 zero-fills the destination (reads nothing). */
+__device__ __forceinline__ void cp_async16z(void *smem, const void *gmem, unsigned src_bytes) {
+    const unsigned sa = (unsigned)__cvta_generic_to_shared(smem);
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(sa), "l"(gmem), "r"(src_bytes) : "memory");
+}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
+template <int N> __device__ __forceinline__ void cp_async_wait_group() {
+    asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
+}
+
+/* Address values of one item, loaded before they are needed (no use of them stalls
+ * until page_of): lane l's entry l of the request's page table, this warp's granule. */
+struct dec1_ld {
+    int pg;
+    sm_loc_t loc;
+    int np;
+    int t0, t1; /* tok_start[n], tok_start[n + 1]: t1 == t0 + 1 (t1 == t0: no token, nothing changes) */
+};
+__device__ __forceinline__ dec1_ld dec1_load(const gdn_dec_params &p, int n, int h, int vw) {
+    const int lane = threadIdx.x & 31;
+    dec1_ld r;
+    r.pg = lane < p.E ? p.state_pages[(size_t)n * p.E + lane] : 0;
+    r.loc = p.ssm_loc[h * p.n_slices + vw / p.slice_rows];
+    r.np = p.n_past[n];
+    r.t0 = p.tok_start[n];
+    r.t1 = p.tok_start[n + 1];
+    return r;
+}
+__device__ __forceinline__ int dec1_page(const gdn_dec_params &p, const dec1_ld &L, int n, int page) {
+    const int s = __shfl_sync(0xffffffffu, L.pg, page & 31);
+    return page < 32 ? s : p.state_pages[(size_t)n * p.E + page];
+}
+
+/* Issue every cp.async of item (n, h, v0) into `stage`; returns (through the pointers)
+ * the global address of this warp's first state row and of the request's conv granule. */
+template <int BV, int NT, typename ST, bool TAPS = true>
+__device__ __forceinline__ void dec1_issue(const gdn_dec_params &p, const dec1_ld &L, int n, int g, int h, int v0,
+                                           unsigned char *stage, ST **rows_out, bf16_t **conv_out) {
+    using SL = dec1_stage<BV, ST, TAPS>;
+    constexpr int NW = NT / 32, RPW = BV / NW, NC8 = SL::NC / 8;
+    const int tid = threadIdx.x, lane = tid & 31, w = tid >> 5;
+    const bool live = L.t1 > L.t0;
+    const unsigned nb = L.np > 0 && live ? 16u : 0u, nx = live ? 16u : 0u;
+    const int kd = p.Hk * GDN_DK, t = live ? L.t0 : 0;
+    bf16_t *conv = reinterpret_cast<bf16_t *>(p.pool + (size_t)dec1_page(p, L, n, p.conv_page) * p.page_bytes +
+                                              p.conv_off);
+    ST *rows = reinterpret_cast<ST *>(p.pool + (size_t)dec1_page(p, L, n, L.loc.page) * p.page_bytes + L.loc.offset) +
+               (size_t)((v0 + w * RPW) % p.slice_rows) * GDN_DK;
+    {
+        constexpr int CH = RPW * GDN_DK * (int)sizeof(ST) / 16;
+        unsigned char *dst = stage + (size_t)w * RPW * GDN_DK * sizeof(ST);
+        const unsigned char *src = reinterpret_cast<const unsigned char *>(rows);
+#pragma unroll
+        for (int e = lane; e < CH; e += 32) cp_async16z(dst + 16 * e, src + 16 * e, nb);
+    }
+    for (int e = tid; e < SL::N_SMALL; e += NT) {
+        if (e < 4 * NC8) { /* token input (seg 0) or window row seg - 1 */
+            const int seg = e / NC8, c = 8 * (e % NC8), ch = chan_of(c, g, h, v0, kd);
+            if (seg == 0) cp_async16z(stage + SL::X + 2 * c, p.qkv + (size_t)t * p.conv_dim + ch, nx);
+            else cp_async16z(stage + SL::WIN + (seg - 1) * 2 * SL::NC + 2 * c, conv + (size_t)(seg - 1) * p.conv_dim + ch, nb);
+        } else if (e < 4 * NC8 + SL::N_TAPS) { /* taps of 2 channels */
+            const int c = 2 * (e - 4 * NC8);
+            cp_async16z(stage + SL::W + 8 * c, p.conv_w + (size_t)chan_of(c, g, h, v0, kd) * GDN_KC, 16u);
+        } else if (p.z) {
+            const int i = e - 4 * NC8 - SL::N_TAPS;
+            cp_async16z(stage + SL::Z + 16 * i, p.z + (size_t)t * p.Hv * GDN_DK + h * GDN_DK + v0 + 8 * i, nx);
+        }
+    }
+    *rows_out = rows;
+    *conv_out = conv;
+}
+
+/* Conv + SiLU of the item's channels into qs/ks/vs; writes the new window of the v
+ * channels (write_v) and of the q/k channels (write_qk) in place. */
+template <int BV, int NT, typename ST, bool TAPS = true>
+__device__ __forceinline__ void dec1_conv(const gdn_dec_params &p, const unsigned char *stage, bf16_t *conv, int g,
+                                          int h, int v0, bool write_v, bool write_qk, float *qs, float *ks, float *vs,
+                                          const uint2 *treg = nullptr) {
+    using SL = dec1_stage<BV, ST, TAPS>;
+    const bf16_t *x = reinterpret_cast<const bf16_t *>(stage + SL::X);
+    const bf16_t *win = reinterpret_cast<const bf16_t *>(stage + SL::WIN);
+    const uint2 *wt = reinterpret_cast<const uint2 *>(stage + SL::W);
+    const int kd = p.Hk * GDN_DK;
+#pragma unroll
+    for (int k = 0; k < (SL::NC + NT - 1) / NT; k++) {
+        const int c = (int)threadIdx.x + k * NT;
+        if (c >= SL::NC) break;
+        const bf16_t xb = x[c], w0 = win[c], w1 = win[SL::NC + c], w2 = win[2 * SL::NC + c];
+        const uint2 tw = TAPS ? wt[c] : treg[k];
+        const float2 t01 = bf2x2_to_f2(tw.x), t23 = bf2x2_to_f2(tw.y);
+        const float y = silu_f(t01.x * bf2f(w0) + t01.y * bf2f(w1) + t23.x * bf2f(w2) + t23.y * bf2f(xb));
+        if (c < GDN_DK) qs[c] = y;
+        else if (c < 2 * GDN_DK) ks[c - GDN_DK] = y;
+        else vs[c - 2 * GDN_DK] = y;
+        if (c >= 2 * GDN_DK ? write_v : write_qk) {
+            const int ch = chan_of(c, g, h, v0, kd);
+            conv[ch] = w1;
+            conv[(size_t)p.conv_dim + ch] = w2;
+            conv[(size_t)2 * p.conv_dim + ch] = xb;
+        }
+    }
+}
+
+/* The q/k channels' new window (cluster kernel: rank 0, after every block has read it). */
+template <int BV, typename ST, bool TAPS = true>
+__device__ __forceinline__ void dec1_write_qk(const gdn_dec_params &p, const unsigned char *stage, bf16_t *conv, int g,
+                                              int NT) {
+    using SL = dec1_stage<BV, ST, TAPS>;
+    const bf16_t *x = reinterpret_cast<const bf16_t *>(stage + SL::X);
+    const bf16_t *win = reinterpret_cast<const bf16_t *>(stage + SL::WIN);
+    const int kd = p.Hk * GDN_DK;
+    for (int c = threadIdx.x; c < 2 * GDN_DK; c += NT) {
+        const int ch = chan_of(c, g, 0, 0, kd);
+        conv[ch] = win[SL::NC + c];
+        conv[(size_t)p.conv_dim + ch] = win[2 * SL::NC + c];
+        conv[(size_t)2 * p.conv_dim + ch] = x[c];
+    }
+}
+
+/* 16 columns of a state row per lane, 8 lanes a row (lane sub = lane & 7): as 4 float4 of
+ * columns 4 * col4(m, sub), m = 0..3; 8 lanes read 128 contiguous bytes per access. */
+template <typename ST> struct st16;
+template <> struct st16<float> {
+    static __device__ __forceinline__ int col4(int m, int sub) { return sub + 8 * m; }
+    static __device__ __forceinline__ void load(const float *row, int sub, float4 v[4]) {
+#pragma unroll
+        for (int m = 0; m < 4; m++) v[m] = *reinterpret_cast<const float4 *>(row + 4 * (sub + 8 * m));
+    }
+    static __device__ __forceinline__ void store(float *row, int sub, const float4 v[4]) {
+#pragma unroll
+        for (int m = 0; m < 4; m++) *reinterpret_cast<float4 *>(row + 4 * (sub + 8 * m)) = v[m];
+    }
+};
+template <> struct st16<bf16_t> {
+    static __device__ __forceinline__ int col4(int m, int sub) { return 2 * (sub + 8 * (m >> 1)) + (m & 1); }
+    static __device__ __forceinline__ void load(const bf16_t *row, int sub, float4 v[4]) {
+#pragma unroll
+        for (int m = 0; m < 2; m++) {
+            const uint4 u = *reinterpret_cast<const uint4 *>(row + 8 * (sub + 8 * m));
+            const float2 a = bf2x2_to_f2(u.x), b = bf2x2_to_f2(u.y), c = bf2x2_to_f2(u.z), d = bf2x2_to_f2(u.w);
+            v[2 * m] = make_float4(a.x, a.y, b.x, b.y);
+            v[2 * m + 1] = make_float4(c.x, c.y, d.x, d.y);
+        }
+    }
+    static __device__ __forceinline__ void store(bf16_t *row, int sub, const float4 v[4]) {
+#pragma unroll
+        for (int m = 0; m < 2; m++) {
+            uint4 u;
+            u.x = f2_to_bf2x2(v[2 * m].x, v[2 * m].y);
+            u.y = f2_to_bf2x2(v[2 * m].z, v[2 * m].w);
+            u.z = f2_to_bf2x2(v[2 * m + 1].x, v[2 * m + 1].y);
+            u.w = f2_to_bf2x2(v[2 * m + 1].z, v[2 * m + 1].w);
+            *reinterpret_cast<uint4 *>(row + 8 * (sub + 8 * m)) = u;
+        }
+    }
+};
+__device__ __forceinline__ float dot4(float4 a, float4 b) { return a.x * b.x + a.y * b.y + a.z * b.z + a.w * b.w; }
+/* sum over the 8 lanes of a row */
+__device__ __forceinline__ float sum8(float v) {
+    v += __shfl_xor_sync(0xffffffffu, v, 1);
+    v += __shfl_xor_sync(0xffffffffu, v, 2);
+    v += __shfl_xor_sync(0xffffffffu, v, 4);
+    return v;
+}
+
+/* The recurrence over this warp's RPW rows (state in `sst`, shared memory), the new rows
+ * written to `grow` (global, this warp's first row), o to o_s. A warp takes 4 rows at a
+ * time, 8 lanes a row, 16 columns a lane: both row reductions (S k, S q) cost 3 shuffle
+ * steps. Returns this warp's sum of o^2 (same value in every lane). */
+template <int RPW, typename ST>
+__device__ __forceinline__ float dec1_rows(const ST *sst, ST *grow, const float *qs, const float *ks, const float *vs,
+                                           float bb, float aa, float Aexp, float dtb, bool live, float *o_s) {
+    static_assert(RPW % 4 == 0, "rows are processed in groups of 4");
+    const int lane = threadIdx.x & 31, w = threadIdx.x >> 5, sub = lane & 7, rg = lane >> 3;
+    float4 q4[4], k4[4];
+    float sq = 0.f, sk = 0.f;
+#pragma unroll
+    for (int m = 0; m < 4; m++) {
+        const int c = 4 * st16<ST>::col4(m, sub);
+        q4[m] = *reinterpret_cast<const float4 *>(&qs[c]);
+        k4[m] = *reinterpret_cast<const float4 *>(&ks[c]);
+        sq += dot4(q4[m], q4[m]);
+        sk += dot4(k4[m], k4[m]);
+    }
+    const float rq = rsqrtf(sum8(sq) + 1e-6f) * rsqrtf((float)GDN_DK), rk = rsqrtf(sum8(sk) + 1e-6f);
+    float kq = 0.f;
+#pragma unroll
+    for (int m = 0; m < 4; m++) {
+        q4[m].x *= rq; q4[m].y *= rq; q4[m].z *= rq; q4[m].w *= rq;
+        k4[m].x *= rk; k4[m].y *= rk; k4[m].z *= rk; k4[m].w *= rk;
+        kq += dot4(k4[m], q4[m]);
+    }
+    kq = sum8(kq);
+    const float beta = sigmoid_f(bb);
+    const float eg = expf(-Aexp * softplus_f(aa + dtb));
+    float ssq = 0.f;
+#pragma unroll
+    for (int i0 = 0; i0 < RPW; i0 += 4) {
+        const int row = w * RPW + i0 + rg;
+        float4 s4[4];
+        st16<ST>::load(sst + (size_t)row * GDN_DK, sub, s4);
+        float da = 0.f, db = 0.f;
+#pragma unroll
+        for (int m = 0; m < 4; m++) {
+            da += dot4(s4[m], k4[m]);
+            db += dot4(s4[m], q4[m]);
+        }
+        da = sum8(da);
+        db = sum8(db);
+        const float d = beta * (vs[row] - eg * da);
+        const float o = eg * db + d * kq;
+#pragma unroll
+        for (int m = 0; m < 4; m++) {
+            s4[m].x = eg * s4[m].x + d * k4[m].x;
+            s4[m].y = eg * s4[m].y + d * k4[m].y;
+            s4[m].z = eg * s4[m].z + d * k4[m].z;
+            s4[m].w = eg * s4[m].w + d * k4[m].w;
+        }
+        if (sub == 0) {
+            o_s[row] = o;
+            ssq += o * o;
+        }
+        if (live) st16<ST>::store(grow + (size_t)(i0 + rg) * GDN_DK, sub, s4); /* in place */
+    }
+    return warp_sum(ssq);
+}
+
+/* Output of rows [0, BV) of the item: gated RMSNorm with the head's sum of squares `tot`
+ * (or o itself without z). */
+template <int BV, typename ST, bool TAPS = true>
+__device__ __forceinline__ void dec1_out(const gdn_dec_params &p, const unsigned char *stage, const float *o_s,
+                                         float tot, float nw, int t, int h, int v0) {
+    using SL = dec1_stage<BV, ST, TAPS>;
+    const int v = threadIdx.x;
+    if (v >= BV || t < 0) return;
+    const size_t o = (size_t)t * p.Hv * GDN_DK + h * GDN_DK + v0 + v;
+    if (p.z) {
+        const float zz = bf2f(reinterpret_cast<const bf16_t *>(stage + SL::Z)[v]);
+        p.out[o] = f2bf(o_s[v] * rsqrtf(tot / (float)GDN_DK + p.eps) * nw * silu_f(zz));
+    } else {
+        p.out[o] = f2bf(o_s[v]);
+    }
+}
+
+template <int BV, int NT, typename ST>
+__global__ void __launch_bounds__(NT) gdn_dec1_cluster(const gdn_dec_params p) {
+    using SL = dec1_stage<BV, ST>;
+    constexpr int NW = NT / 32, RPW = BV / NW;
+    static_assert(BV <= NT, "one output row per thread");
+    __shared__ __align__(16) float qs[GDN_DK], ks[GDN_DK], vs[BV], o_s[BV];
+    __shared__ float ssq_w[NW], ssq_all[16];
+    extern __shared__ __align__(16) unsigned char dsm[];
+
+    cg::cluster_group cluster = cg::this_cluster();
+    const int rank = (int)cluster.block_rank();
+    const int hl = rank / p.nsplit, slice = rank % p.nsplit;
+    const int g = blockIdx.y, n = blockIdx.z;
+    const int h = g * p.r + hl, v0 = slice * BV;
+    const int tid = threadIdx.x, lane = tid & 31, w = tid >> 5;
+
+    /* one round trip for the addresses, the gates alongside */
+    const dec1_ld L = dec1_load(p, n, h, v0 + w * RPW);
+    const float Aexp = expf(p.A_log[h]), dtb = p.dt_bias[h];
+    const float nw = p.z && tid < BV ? p.norm_w[v0 + tid] : 0.f;
+    ST *rows;
+    bf16_t *conv;
+    dec1_issue<BV, NT, ST>(p, L, n, g, h, v0, dsm, &rows, &conv);
+    const bool live = L.t1 > L.t0;
+    const size_t tg = (size_t)(live ? L.t0 : 0) * p.Hv + h;
+    const float bb = bf2f(p.b[tg]), aa = bf2f(p.a[tg]);
+    cp_async_wait_all();
+    __syncthreads();
+    cluster_arrive(); /* this block has read the old conv state */
+    dec1_conv<BV, NT, ST>(p, dsm, conv, g, h, v0, live, false, qs, ks, vs);
+    __syncthreads();
+    const float ssq =
+        dec1_rows<RPW, ST>(reinterpret_cast<const ST *>(dsm), rows, qs, ks, vs, bb, aa, Aexp, dtb, live, o_s);
+    if (lane == 0) ssq_w[w] = ssq;
+    __syncthreads();
+    float tot = 0.f;
+#pragma unroll
+    for (int j = 0; j < NW; j++) tot += ssq_w[j];
+    cluster_wait(); /* every block of the cluster has read the old q/k conv state (and has started) */
+    const bool split_norm = p.z && p.nsplit > 1;
+    if (split_norm && tid < p.nsplit) *cluster.map_shared_rank(&ssq_all[slice], hl * p.nsplit + tid) = tot;
+    if (rank == 0 && live) dec1_write_qk<BV, ST>(p, dsm, conv, g, NT);
+    if (split_norm) {
+        cluster_arrive(); /* partial sums pushed to the siblings */
+        cluster_wait();
+        tot = 0.f;
+        for (int j = 0; j < p.nsplit; j++) tot += ssq_all[j];
+    }
+    (void)lane;
+    dec1_out<BV, ST>(p, dsm, o_s, tot, nw, live ? L.t0 : -1, h, v0);
+}
+
+template <int BVI, int NT, typename ST, int STAGES>
+__global__ void __launch_bounds__(NT) gdn_dec1_persist(const gdn_dec_params p) {
+    constexpr int NW = NT / 32, RPW = BVI / NW, NSL = GDN_DK / BVI;
+    using SL = dec1_stage<BVI, ST, false>;
+    constexpr int KIT = (SL::NC + NT - 1) / NT; /* conv channels per thread */
+    static_assert(STAGES >= 2, "at least one item in flight");
+    static_assert(NT >= GDN_DK, "one output row per thread");
+    __shared__ __align__(16) float qs[GDN_DK], ks[GDN_DK], vs[BVI], o_s[GDN_DK], zf[GDN_DK];
+    __shared__ float ssq_w[NSL][NW];
+    __shared__ ST *g_rows[STAGES][NW];
+    __shared__ bf16_t *g_conv[STAGES];
+    __shared__ int g_tok[STAGES]; /* token of the item in each stage, -1: none */
+    extern __shared__ __align__(16) unsigned char dsm[];
+
+    const int tid = threadIdx.x, lane = tid & 31, w = tid >> 5;
+    const int G = gridDim.x, n_groups = p.n_groups, r = p.r, kd = p.Hk * GDN_DK;
+    const int nq = blockIdx.x < n_groups ? (n_groups - 1 - (int)blockIdx.x) / G + 1 : 0;
+    const int nj = nq * r * NSL;
+    const float nw = p.z && tid < GDN_DK ? p.norm_w[tid] : 0.f;
+    /* item j of this block: group blockIdx.x + (j / (r NSL)) * G, v-head (j / NSL) % r, slice j % NSL */
+#define DEC1_ITEM(j, n_, g_, h_, v0_)                                                  \
+    const int q_##n_ = (int)blockIdx.x + ((j) / (r * NSL)) * G;                        \
+    const int n_ = q_##n_ / p.Hk, g_ = q_##n_ % p.Hk, h_ = g_ * r + ((j) / NSL) % r;    \
+    const int v0_ = ((j) % NSL) * BVI
+    /* issue item j into its stage: pointers and token for the compute step go to shared memory */
+#define DEC1_ISSUE(j, L)                                                                              \
+    do {                                                                                              \
+        DEC1_ITEM(j, n, g, h, v0);                                                                    \
+        const int sn = (j) % STAGES;                                                                  \
+        ST *rows;                                                                                     \
+        bf16_t *conv;                                                                                 \
+        dec1_issue<BVI, NT, ST, false>(p, L, n, g, h, v0, dsm + (size_t)sn * SL::BYTES, &rows, &conv); \
+        if (lane == 0) g_rows[sn][w] = rows;                                                          \
+        if (tid == 0) g_conv[sn] = conv;                                                              \
+        if (tid == 0) g_tok[sn] = (L).t1 > (L).t0 ? (L).t0 : -1;                                      \
+    } while (0)
+    /* gates and conv taps of item j, loaded one item ahead */
+#define DEC1_GATES(j, bb_, aa_, Aexp_, dtb_, tp_)                                           \
+    do {                                                                                    \
+        DEC1_ITEM(j, n, g, h, v0);                                                          \
+        (void)n;                                                                            \
+        const int t_ = g_tok[(j) % STAGES];                                                 \
+        const size_t tg_ = (size_t)(t_ < 0 ? 0 : t_) * p.Hv + h;                            \
+        bb_ = bf2f(p.b[tg_]);                                                               \
+        aa_ = bf2f(p.a[tg_]);                                                               \
+        Aexp_ = expf(p.A_log[h]);                                                           \
+        dtb_ = p.dt_bias[h];                                                                \
+        _Pragma("unroll") for (int k = 0; k < KIT; k++) {                                   \
+            const int c = tid + k * NT;                                                     \
+            if (c < SL::NC)                                                                 \
+                tp_[k] = *reinterpret_cast<const uint2 *>(p.conv_w +                        \
+                                                          (size_t)chan_of(c, g, h, v0, kd) * GDN_KC); \
+        }                                                                                   \
+    } while (0)
+
+    for (int s = 0; s < STAGES - 1; s++) {
+        if (s < nj) {
+            DEC1_ITEM(s, n, g, h, v0);
+            const dec1_ld L = dec1_load(p, n, h, v0 + w * RPW);
+            DEC1_ISSUE(s, L);
+        }
+        cp_async_commit();
+    }
+    dec1_ld Lnext = {0, {0, 0}, 0, 0, 0};
+    if (STAGES - 1 < nj) {
+        DEC1_ITEM(STAGES - 1, n, g, h, v0);
+        Lnext = dec1_load(p, n, h, v0 + w * RPW);
+    }
+    __syncthreads(); /* g_tok[0] */
+    float bb = 0.f, aa = 0.f, Aexp = 0.f, dtb = 0.f;
+    uint2 tp[KIT];
+    if (nj > 0) DEC1_GATES(0, bb, aa, Aexp, dtb, tp);
+    for (int j = 0; j < nj; j++) {
+        cp_async_wait_group<STAGES - 2>();
+        __syncthreads(); /* item j has landed; every thread is done with item j - 1's stage */
+        if (j + STAGES - 1 < nj) DEC1_ISSUE(j + STAGES - 1, Lnext);
+        cp_async_commit();
+        if (j + STAGES < nj) {
+            DEC1_ITEM(j + STAGES, n, g, h, v0);
+            Lnext = dec1_load(p, n, h, v0 + w * RPW);
+        }
+        DEC1_ITEM(j, n, g, h, v0);
+        (void)n;
+        const int s = j % STAGES, t = g_tok[s], sl = j % NSL;
+        const bool last_slice = sl == NSL - 1;
+        const unsigned char *stage = dsm + (size_t)s * SL::BYTES;
+        dec1_conv<BVI, NT, ST, false>(p, stage, g_conv[s], g, h, v0, t >= 0,
+                                      t >= 0 && last_slice && (j / NSL) % r == r - 1, qs, ks, vs, tp);
+        if (p.z && tid < BVI) zf[v0 + tid] = bf2f(reinterpret_cast<const bf16_t *>(stage + SL::Z)[tid]);
+        __syncthreads(); /* (also: g_tok of item j + 1, issued this step when STAGES == 2) */
+        float bb2 = 0.f, aa2 = 0.f, Aexp2 = 0.f, dtb2 = 0.f;
+        uint2 tp2[KIT];
+        if (j + 1 < nj) DEC1_GATES(j + 1, bb2, aa2, Aexp2, dtb2, tp2);
+        const float ssq = dec1_rows<RPW, ST>(reinterpret_cast<const ST *>(stage), g_rows[s][w], qs, ks, vs, bb, aa,
+                                             Aexp, dtb, t >= 0, o_s + v0);
+        if (lane == 0) ssq_w[sl][w] = ssq;
+        if (last_slice) {
+            __syncthreads();
+            if (tid < GDN_DK && t >= 0) {
+                const size_t o = (size_t)t * p.Hv * GDN_DK + h * GDN_DK + tid;
+                if (p.z) {
+                    float tot = 0.f;
+#pragma unroll
+                    for (int i = 0; i < NSL * NW; i++) tot += (&ssq_w[0][0])[i];
+                    p.out[o] = f2bf(o_s[tid] * rsqrtf(tot / (float)GDN_DK + p.eps) * nw * silu_f(zf[tid]));
+                } else {
+                    p.out[o] = f2bf(o_s[tid]);
+                }
+            }
+        }
+        bb = bb2;
+        aa = aa2;
+        Aexp = Aexp2;
+        dtb = dtb2;
+#pragma unroll
+        for (int k = 0; k < KIT; k++) tp[k] = tp2[k];
+    }
+#undef DEC1_GATES
+#undef DEC1_ISSUE
+#undef DEC1_ITEM
+}
+
+template <int BV, int NT, typename ST>
+static int launch_dec1_cluster(const gdn_dec_params &p, int S, cudaStream_t stream) {
+    using SL = dec1_stage<BV, ST>;
+    static bool attr_set = false;
+    if (!attr_set) {
+        if (SL::BYTES > 48 * 1024)
+            HS_CUDA_TRY(cudaFuncSetAttribute(gdn_dec1_cluster<BV, NT, ST>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                             SL::BYTES));
+        HS_CUDA_TRY(cudaFuncSetAttribute(gdn_dec1_cluster<BV, NT, ST>, cudaFuncAttributeNonPortableClusterSizeAllowed, 1));
+        attr_set = true;
+    }
+    cudaLaunchConfig_t cfg = {};
+    static int fits16 = -1; /* clusters of 9..16 blocks (non-portable): only where the device schedules them */
+    cfg.gridDim = dim3((unsigned)(p.r * p.nsplit), (unsigned)p.Hk, (unsigned)S);
+    cfg.blockDim = dim3(NT, 1, 1);
+    cfg.dynamicSmemBytes = SL::BYTES;
+    cfg.stream = stream;
+    cudaLaunchAttribute attr[1];
+    attr[0].id = cudaLaunchAttributeClusterDimension;
+    attr[0].val.clusterDim.x = (unsigned)(p.r * p.nsplit);
+    attr[0].val.clusterDim.y = 1;
+    attr[0].val.clusterDim.z = 1;
+    cfg.attrs = attr;
+    cfg.numAttrs = 1;
+    if (p.r * p.nsplit > 8) {
+        if (fits16 < 0) {
+            cudaLaunchConfig_t c16 = cfg;
+            cudaLaunchAttribute a16 = attr[0];
+            a16.val.clusterDim.x = 16;
+            c16.gridDim = dim3(16, 1, 1);
+            c16.attrs = &a16;
+            int n = 0;
+            HS_CUDA_TRY(cudaOccupancyMaxActiveClusters(&n, gdn_dec1_cluster<BV, NT, ST>, &c16));
+            fits16 = n > 0;
+        }
+        if (!fits16) return HS_ERR_UNSUPPORTED;
+    }
+    HS_CUDA_TRY(cudaLaunchKernelEx(&cfg, gdn_dec1_cluster<BV, NT, ST>, p));
+    return HS_OK;
+}
+
+template <int BVI, int NT, typename ST, int STAGES>
+static int launch_dec1_persist(const gdn_dec_params &p, cudaStream_t stream) {
+    using SL = dec1_stage<BVI, ST, false>;
+    const int smem = STAGES * SL::BYTES;
+    static int blocks_per_sm = -1, n_sm = 0;
+    if (blocks_per_sm < 0) {
+        int dev, optin;
+        HS_CUDA_TRY(cudaGetDevice(&dev));
+        HS_CUDA_TRY(cudaDeviceGetAttribute(&n_sm, cudaDevAttrMultiProcessorCount, dev));
+        HS_CUDA_TRY(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev));
+        if (smem + 4096 > optin) {
+            blocks_per_sm = 0;
+        } else {
+            HS_CUDA_TRY(cudaFuncSetAttribute(gdn_dec1_persist<BVI, NT, ST, STAGES>,
+                                             cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
+            HS_CUDA_TRY(cudaOccupancyMaxActiveBlocksPerMultiprocessor(
+                &blocks_per_sm, gdn_dec1_persist<BVI, NT, ST, STAGES>, NT, smem));
+        }
+    }
+    if (blocks_per_sm <= 0) return HS_ERR_UNSUPPORTED;
+    const int grid = p.n_groups < n_sm * blocks_per_sm ? p.n_groups : n_sm * blocks_per_sm;
+    gdn_dec1_persist<BVI, NT, ST, STAGES><<<grid, NT, smem, stream>>>(p);
+    HS_CUDA_LAUNCHED();
+    return HS_OK;
+}
+
 template <int BV, int NT, typename ST>
 static int launch_cfg(const gdn_dec_params &p, int S, cudaStream_t stream) {
     static bool attr_set = false;
@@ -361,10 +902,53 @@ extern "C" int gdn_decode_launch(const void *qkv, const void *z, const void *b, 
     p.n_slices = dv / st->slice_rows;
     p.conv_page = st->conv_loc.page;
     p.conv_off = st->conv_loc.offset;
+    p.n_groups = S * Hk;
+    cudaStream_t s = (cudaStream_t)stream;
+    const bool f32 = st->ssm_dtype == HS_F32;
+    /* one token per sequence: the decode kernels (cfg 8..19; with GDN_DEC1_AUTO, also cfg 0) */
+    int cfg1 = cfg_override >= 8 ? cfg_override : 0;
+    if (max_t == 1 && !cfg_override && GDN_DEC1_AUTO) {
+        /* from the H100 sweep of the first version (bench/RESULTS.md, "GDN decode"): the
+         * cluster kernel at batch 1 (-0.7..-1.0 us), the persistent one for bf16 state from
+         * 1024 heads on (+4..16%); elsewhere the segment kernel was as fast or faster */
+        const long heads = (long)S * Hv;
+        if (heads <= 64) cfg1 = p.r * 4 <= 8 ? 10 : p.r * 2 <= 8 ? 11 : 0;
+        else if (!f32 && heads >= 1024) cfg1 = 12;
+        if (cfg1 && st->slice_rows % (cfg1 == 12 ? 16 : cfg1 == 10 ? 4 : 8)) cfg1 = 0;
+    }
+    if (max_t == 1 && cfg1) {
+        int cfg = cfg1;
+        static const int bv_of[20] = {0, 0, 0, 0, 0, 0, 0, 0, 16, 32, 32, 64, 0, 0, 0, 0, 0, 0, 128, 64};
+        static const int rpw_of[20] = {0, 0, 0, 0, 0, 0, 0, 0, 4, 8, 4, 8, 16, 16, 8, 16, 8, 8, 8, 4};
+        if (cfg > 19) return HS_ERR_INVALID;
+        if (st->slice_rows % rpw_of[cfg]) return HS_ERR_UNSUPPORTED; /* a warp's rows share a granule */
+        if (bv_of[cfg]) {
+            p.nsplit = dv / bv_of[cfg];
+            if (p.r * p.nsplit > 16) return HS_ERR_UNSUPPORTED;
+        } else {
+            p.nsplit = 1;
+        }
+        switch (cfg) {
+        case 8: return f32 ? launch_dec1_cluster<16, 128, float>(p, S, s) : launch_dec1_cluster<16, 128, bf16_t>(p, S, s);
+        case 9: return f32 ? launch_dec1_cluster<32, 128, float>(p, S, s) : launch_dec1_cluster<32, 128, bf16_t>(p, S, s);
+        case 10: return f32 ? launch_dec1_cluster<32, 256, float>(p, S, s) : launch_dec1_cluster<32, 256, bf16_t>(p, S, s);
+        case 11: return f32 ? launch_dec1_cluster<64, 256, float>(p, S, s) : launch_dec1_cluster<64, 256, bf16_t>(p, S, s);
+        case 12: return f32 ? launch_dec1_persist<128, 256, float, 2>(p, s) : launch_dec1_persist<128, 256, bf16_t, 2>(p, s);
+        case 13: return f32 ? launch_dec1_persist<128, 256, float, 3>(p, s) : launch_dec1_persist<128, 256, bf16_t, 3>(p, s);
+        case 14: return f32 ? launch_dec1_persist<64, 256, float, 2>(p, s) : launch_dec1_persist<64, 256, bf16_t, 2>(p, s);
+        case 15: return f32 ? launch_dec1_persist<64, 128, float, 2>(p, s) : launch_dec1_persist<64, 128, bf16_t, 2>(p, s);
+        case 16: return f32 ? launch_dec1_persist<32, 128, float, 2>(p, s) : launch_dec1_persist<32, 128, bf16_t, 2>(p, s);
+        case 17: return f32 ? launch_dec1_persist<64, 256, float, 3>(p, s) : launch_dec1_persist<64, 256, bf16_t, 3>(p, s);
+        case 18: return f32 ? launch_dec1_cluster<128, 512, float>(p, S, s) : launch_dec1_cluster<128, 512, bf16_t>(p, S, s);
+        case 19: return f32 ? launch_dec1_cluster<64, 512, float>(p, S, s) : launch_dec1_cluster<64, 512, bf16_t>(p, S, s);
+        default: return HS_ERR_INVALID;
+        }
+    }
+    if (cfg_override >= 8) return HS_ERR_INVALID; /* (8..19 with more than one token) */
     if (p.r > 8) return HS_ERR_UNSUPPORTED;
     int cfg;
     if (cfg_override) {
-        if (cfg_override < 1 || cfg_override > 7) return HS_ERR_INVALID;
+        if (cfg_override < 1 || cfg_override > 7) return HS_ERR_INVALID; /* 8..17: one token only */
         cfg = cfg_override;
     } else {
         const long heads = (long)S * Hv;
@@ -376,6 +960,5 @@ extern "C" int gdn_decode_launch(const void *qkv, const void *z, const void *b, 
     if (st->slice_rows % k_cfg_rpw[cfg]) cfg = cfg == 7 ? 1 : 3; /* a warp's rows must share a granule */
     p.nsplit = dv / k_cfg_bv[cfg];
     if (p.r * p.nsplit > 8) return HS_ERR_UNSUPPORTED;
-    cudaStream_t s = (cudaStream_t)stream;
     return st->ssm_dtype == HS_F32 ? launch_st<float>(p, S, cfg, s) : launch_st<bf16_t>(p, S, cfg, s);
 }
