@@ -66,6 +66,15 @@ __device__ __forceinline__ void cp16(void *smem, const void *gmem, bool valid) {
 }
 __device__ __forceinline__ void cp_commit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
 __device__ __forceinline__ void cp_wait_all() { asm volatile("cp.async.wait_all;\n" ::: "memory"); }
+/* 16-byte shared load kept whole (the compiler split float4 loads whose lanes feed
+ * separate chains into four 4-byte loads); volatile keeps it after the barriers. */
+__device__ __forceinline__ float4 lds128(const float *p) {
+    float4 v;
+    asm volatile("ld.shared.v4.f32 {%0,%1,%2,%3}, [%4];\n"
+                 : "=f"(v.x), "=f"(v.y), "=f"(v.z), "=f"(v.w)
+                 : "r"(smem_u32(p)));
+    return v;
+}
 /* A-operand fragment (16 rows x 16 k) from row-major smem [row][k] with row stride ld (elements). */
 __device__ __forceinline__ void lda(unsigned *a, const bf16_t *base, int ld, int lane) {
     const bf16_t *p = base + (size_t)(lane & 15) * ld + (lane >> 4) * 8;
@@ -454,17 +463,22 @@ __device__ __forceinline__ void pp_compute(pp_stage &ps, pp_aux &ax, const chunk
         if (tid / CH < nh) {
             const int x = tid / CH, j = tid % CH, h = kh * r + h0 + x;
             const float *A = As + x * CH * 68;
+            /* A_ik = 0 for k >= i and tcol_k = 0 until it is solved, so whole float4 groups of
+             * the row are taken (one 16-byte broadcast load per 4 FMAs: the shared-memory
+             * pipe, not the FMAs, bounded this loop with scalar loads) */
             float tcol[CH];
+#pragma unroll
+            for (int i = 0; i < CH; i++) tcol[i] = 0.f;
 #pragma unroll
             for (int i = 0; i < CH; i++) {
                 float acc0 = (i == j) ? 1.f : 0.f, acc1 = 0.f, acc2 = 0.f, acc3 = 0.f; /* 4 chains */
 #pragma unroll
                 for (int k = 0; k < i; k += 4) {
-                    const float4 a4 = *reinterpret_cast<const float4 *>(&A[i * 68 + k]);
-                    acc0 -= a4.x * tcol[k];
-                    if (k + 1 < i) acc1 -= a4.y * tcol[k + 1];
-                    if (k + 2 < i) acc2 -= a4.z * tcol[k + 2];
-                    if (k + 3 < i) acc3 -= a4.w * tcol[k + 3];
+                    const float4 a4 = lds128(&A[i * 68 + k]);
+                    acc0 = fmaf(-a4.x, tcol[k], acc0);
+                    acc1 = fmaf(-a4.y, tcol[k + 1], acc1);
+                    acc2 = fmaf(-a4.z, tcol[k + 2], acc2);
+                    acc3 = fmaf(-a4.w, tcol[k + 3], acc3);
                 }
                 tcol[i] = i < j ? 0.f : (acc0 + acc1) + (acc2 + acc3);
             }
