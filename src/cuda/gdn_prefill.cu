@@ -26,6 +26,11 @@
  *                 V' = Tb Y ;  O = diag(e^G) Q S / sqrt(dk) + P V'
  *                 S  = e^{G_last} S + K^T diag(e^{G_last - G_r}) V'
  *               S is rounded to bf16 as the mma operand (as fla does); accumulation fp32.
+ *  3+4 fused  where chunk_state has V-tiles of 32 and its blocks fit one wave (e.g. Hk/Hv
+ *               16/32, one sequence): one kernel of 384-thread blocks, warps 0-7 the
+ *               sequential pass, warps 8-11 a chunk_prep worker taking items chunk-major
+ *               from an atomic counter; the pass waits on a per-item flag (see
+ *               gdn_chunk_fused_kernel). The pass leaves most issue slots idle; prep fills them.
  *  5. gated_norm  warp per (token, head).
  * Memory traffic of 3+4 per token and v-head: Tb, P 256 B written and read, Gamma 4 B,
  * q/k (per key head) and v read; no W, U or per-chunk states go through HBM.
