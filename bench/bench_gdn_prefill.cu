@@ -4,6 +4,9 @@
  * k, + chunk_state) with an fp32 initial state read from and the final state written to a
  * paged pool: the same work as fla's chunk_gated_delta_rule(use_qk_l2norm_in_kernel,
  * initial_state, output_final_state) that tools/bench_fla.py times.
+ * Columns: ms = the launcher's choice (the fused pass, chunk_prep overlapped with
+ * chunk_state, where it applies); split ms = chunk_prep then chunk_state as two kernels;
+ * prep ms, state ms = each of those alone.
  * Method: CUDA events around one call, 3 warm-ups, median of 10 (the inputs are 50 MB
  * to 1.6 GB, beyond or near L2, and each call reads them once).
  */
@@ -12,7 +15,7 @@
 #include "../src/cuda/cuda_ops.h"
 #include "../tests/gpu/gpu_util.h"
 
-extern "C" int gdn_chunk_bench_mode, gdn_chunk_bench_bv;
+extern "C" int gdn_chunk_bench_mode, gdn_chunk_bench_bv, gdn_chunk_bench_fused;
 static float median(float *v, int n) {
     std::sort(v, v + n);
     return v[n / 2];
@@ -25,7 +28,7 @@ int main(int argc, char **argv) {
     printf("device: %s\n", prop.name);
     printf("hyserve chunk (chunk_prep with q/k L2 norm + chunk_state), fp32 paged h0/ht, bv %d\n",
            gdn_chunk_bench_bv);
-    printf("%-6s %7s %10s %12s %10s %10s\n", "Hk/Hv", "T", "ms", "Mtok/s", "prep ms", "state ms");
+    printf("%-6s %7s %10s %12s %10s %10s %10s\n", "Hk/Hv", "T", "ms", "Mtok/s", "split ms", "prep ms", "state ms");
     const int Hk = 16, Hvs[2] = {32, 64}, Ts[3] = {4096, 16384, 65536};
     for (int hi = 0; hi < 2; hi++)
         for (int ti = 0; ti < 3; ti++) {
@@ -78,6 +81,17 @@ int main(int argc, char **argv) {
             }
             CK(cudaGetLastError());
             float ms = median(tt, 10), ml = median(tl, 10);
+            /* the same with chunk_prep and chunk_state as two kernels (where ms is the fused pass) */
+            gdn_chunk_bench_fused = 0;
+            for (int it = 0; it < 13; it++) {
+                CK(cudaEventRecord(e0));
+                CKRC(gdn_chunk_launch(d_q, d_k, d_v, d_g, d_b, d_ts, ts, d_np, S, T, Hk, Hv, &st, d_ws, d_o, NULL));
+                CK(cudaEventRecord(e1));
+                CK(cudaEventSynchronize(e1));
+                if (it >= 3) CK(cudaEventElapsedTime(&tt[it - 3], e0, e1));
+            }
+            gdn_chunk_bench_fused = 1;
+            const float ms_split = median(tt, 10);
             /* breakdown: each stage alone (same inputs; the workspace holds the prep results) */
             float part[2];
             for (int mode = 1; mode <= 2; mode++) {
@@ -94,8 +108,8 @@ int main(int argc, char **argv) {
             }
             gdn_chunk_bench_mode = 0;
             (void)ml;
-            printf("%2d/%-3d %7d %10.3f %12.2f %10.3f %10.3f\n", Hk, Hv, T, ms, T / (ms * 1e-3) / 1e6, part[0],
-                   part[1]);
+            printf("%2d/%-3d %7d %10.3f %12.2f %10.3f %10.3f %10.3f\n", Hk, Hv, T, ms, T / (ms * 1e-3) / 1e6, ms_split,
+                   part[0], part[1]);
             fflush(stdout);
             cudaFree(d_q); cudaFree(d_k); cudaFree(d_v); cudaFree(d_g); cudaFree(d_b); cudaFree(d_ts); cudaFree(d_np);
             cudaFree(d_pool); cudaFree(d_pages); cudaFree(d_loc); cudaFree(d_o); cudaFree(d_ws);

@@ -26,11 +26,18 @@
  *                 V' = Tb Y ;  O = diag(e^G) Q S / sqrt(dk) + P V'
  *                 S  = e^{G_last} S + K^T diag(e^{G_last - G_r}) V'
  *               S is rounded to bf16 as the mma operand (as fla does); accumulation fp32.
+ *  3+4 fused  where chunk_state has V-tiles of 32 and its blocks fit one wave (e.g. Hk/Hv
+ *               16/32, one sequence): one kernel of 384-thread blocks, warps 0-7 the
+ *               sequential pass, warps 8-11 a chunk_prep worker taking items chunk-major
+ *               from an atomic counter; the pass waits on a per-item flag (see
+ *               gdn_chunk_fused_kernel). The pass leaves most issue slots idle; prep fills them.
  *  5. gated_norm  warp per (token, head).
  * Memory traffic of 3+4 per token and v-head: Tb, P 256 B written and read, Gamma 4 B,
  * q/k (per key head) and v read; no W, U or per-chunk states go through HBM.
  * Invariants: dk = dv = 128, Kc = 4, chunks never straddle sequences.
  */
+#include <assert.h>
+
 #include "cuda_common.cuh"
 #include "cuda_ops.h"
 
@@ -64,6 +71,15 @@ __device__ __forceinline__ void cp16(void *smem, const void *gmem, bool valid) {
 }
 __device__ __forceinline__ void cp_commit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
 __device__ __forceinline__ void cp_wait_all() { asm volatile("cp.async.wait_all;\n" ::: "memory"); }
+/* 16-byte shared load kept whole (the compiler split float4 loads whose lanes feed
+ * separate chains into four 4-byte loads); volatile keeps it after the barriers. */
+__device__ __forceinline__ float4 lds128(const float *p) {
+    float4 v;
+    asm volatile("ld.shared.v4.f32 {%0,%1,%2,%3}, [%4];\n"
+                 : "=f"(v.x), "=f"(v.y), "=f"(v.z), "=f"(v.w)
+                 : "r"(smem_u32(p)));
+    return v;
+}
 /* A-operand fragment (16 rows x 16 k) from row-major smem [row][k] with row stride ld (elements). */
 __device__ __forceinline__ void lda(unsigned *a, const bf16_t *base, int ld, int lane) {
     const bf16_t *p = base + (size_t)(lane & 15) * ld + (lane >> 4) * 8;
@@ -295,26 +311,45 @@ struct chunk_params {
     int E;
     const sm_loc_t *ssm_loc;
     int slice_rows, n_slices, ssm_f32;
+    /* fused pass only: flags[0] = work counter, flags[4 + (t0 / CH + s + c) * Hk + kh] = 1
+     * once chunk c of sequence s, key head kh is prepared; n_items = nch * S * Hk */
+    int *flags;
+    int n_items, n_state;
 };
 
 #define LDK 136 /* padded row stride (elements) of 128-wide bf16 tiles */
 #define LDC 72  /* padded row stride of 64-wide bf16 tiles */
 
 #define MAXR 8
-/* Block per (chunk, key head): K K^T and Q K^T are shared by the r v-heads of the key
- * head; only the gates differ. Heads are finished in pairs, one per 64 threads. */
-__global__ void __launch_bounds__(128) gdn_chunk_prep_kernel(const chunk_params p) {
-    __shared__ __align__(16) bf16_t KQs[2 * CH * LDK]; /* K and Q rows; A (fp32, 2 heads) reuses it after the mmas */
-    bf16_t *Ks = KQs, *Qs = KQs + CH * LDK;
-    float *As = reinterpret_cast<float *>(KQs); /* [2][CH][68] */
-    __shared__ float Gs[MAXR][CH], Bs[MAXR][CH];
-    const int c = blockIdx.x, kh = blockIdx.y, s = blockIdx.z;
-    const int t0 = p.tok_start[s], len = p.tok_start[s + 1] - t0;
-    const int c0 = c * CH;
-    if (c0 >= len) return;
-    const int L = min(CH, len - c0);
-    const int tid = threadIdx.x, lane = tid & 31, w = tid >> 5;
-    const int r = p.r;
+#define FUSE_MAXS 64 /* the fused pass takes at most this many sequences (flag space) */
+
+template <int ID, int N> __device__ __forceinline__ void bar_sync() {
+    asm volatile("bar.sync %0, %1;\n" ::"n"(ID), "n"(N) : "memory");
+}
+__device__ __forceinline__ int ld_acquire(const int *p) {
+    int v;
+    asm volatile("ld.acquire.gpu.global.s32 %0, [%1];\n" : "=r"(v) : "l"(p) : "memory");
+    return v;
+}
+__device__ __forceinline__ int flag_index(int t0, int s, int c, int Hk, int kh) {
+    /* unique: sequence s covers ids floor(t0/CH)+s+[0, nch_s) and the next starts past them */
+    return 4 + (t0 / CH + s + c) * Hk + kh;
+}
+
+/* One (chunk, key head) item of chunk_prep, 128 threads: K/Q rows and the gates in one
+ * stage, A (fp32, 2 heads) reusing the K/Q rows after the mmas. */
+struct pp_stage {
+    bf16_t KQ[2 * CH * LDK];
+    float G[MAXR][CH], B[MAXR][CH];
+};
+struct pp_aux {
+    float Rk[CH], Rq[CH];
+    int slot;
+};
+
+/* cp.async of the item's raw k, q rows and its r heads' g, beta (zero past L); one group. */
+__device__ __forceinline__ void pp_load(pp_stage &ps, const chunk_params &p, int t0, int c0, int L, int kh, int tid) {
+    bf16_t *Ks = ps.KQ, *Qs = ps.KQ + CH * LDK;
     for (int e = tid; e < CH * 16; e += 128) {
         const int row = e >> 4, col = (e & 15) * 8;
         const bool ok = row < L;
@@ -322,31 +357,44 @@ __global__ void __launch_bounds__(128) gdn_chunk_prep_kernel(const chunk_params 
         cp16(&Ks[row * LDK + col], p.kn + (tok * p.Hk + kh) * DK + col, ok);
         cp16(&Qs[row * LDK + col], p.qn + (tok * p.Hk + kh) * DK + col, ok);
     }
-    cp_commit();
-    for (int e = tid; e < r * CH; e += 128) {
+    for (int e = tid; e < p.r * CH; e += 128) {
         const int hh = e / CH, row = e % CH;
         const bool ok = row < L;
-        const size_t tok = (size_t)t0 + c0 + row;
-        Gs[hh][row] = ok ? p.g[tok * p.Hv + kh * r + hh] : 0.f;
-        Bs[hh][row] = ok ? p.beta[tok * p.Hv + kh * r + hh] : 0.f;
+        const size_t idx = ((size_t)t0 + c0 + (ok ? row : 0)) * p.Hv + kh * p.r + hh;
+        asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(smem_u32(&ps.G[hh][row])),
+                     "l"(p.g + idx), "r"(ok ? 4 : 0)
+                     : "memory");
+        asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(smem_u32(&ps.B[hh][row])),
+                     "l"(p.beta + idx), "r"(ok ? 4 : 0)
+                     : "memory");
     }
-    __syncthreads();
-    if (tid < r) { /* inclusive cumsum per head */
-        float acc = 0.f;
-        for (int i = 0; i < CH; i++) {
-            acc += Gs[tid][i];
-            Gs[tid][i] = acc;
+    cp_commit();
+}
+
+/* The item's work once its loads landed (and a barrier passed): cumsum of g, inverse
+ * norms, K K^T and Q K^T by tensor cores (shared by the r v-heads), then per v-head
+ * A, P and T = (I + A)^-1 (heads in pairs, one per 64 threads). Barriers: bar ID of 128. */
+template <int ID>
+__device__ __forceinline__ void pp_compute(pp_stage &ps, pp_aux &ax, const chunk_params &p, int t0, int c0, int L,
+                                           int kh, int tid) {
+    bf16_t *Ks = ps.KQ, *Qs = ps.KQ + CH * LDK;
+    float *As = reinterpret_cast<float *>(ps.KQ); /* [2][CH][68] */
+    const int lane = tid & 31, w = tid >> 5, r = p.r;
+    /* inclusive cumsum of g per head: warp per head, lane per row pair */
+    for (int hh = w; hh < r; hh += 4) {
+        const float a = ps.G[hh][2 * lane], b = ps.G[hh][2 * lane + 1];
+        const float s2 = a + b;
+        float x = s2;
+#pragma unroll
+        for (int o = 1; o < 32; o <<= 1) {
+            const float y = __shfl_up_sync(0xffffffffu, x, o);
+            if (lane >= o) x += y;
         }
-    }
-    cp_wait_all();
-    __syncthreads();
-    for (int e = tid; e < r * CH; e += 128) {
-        const int hh = e / CH, row = e % CH;
-        if (row < L) p.G[((size_t)t0 + c0 + row) * p.Hv + kh * r + hh] = Gs[hh][row];
+        ps.G[hh][2 * lane] = x - s2 + a;
+        ps.G[hh][2 * lane + 1] = x;
     }
     /* inverse L2 norms of the chunk's k (threads 0..63) and q (64..127) rows; q and k
      * stay raw in memory, every product below is scaled by them instead */
-    __shared__ float Rk[CH], Rq[CH];
     {
         const int row = tid & 63;
         const bf16_t *x = (tid < 64 ? Ks : Qs) + row * LDK;
@@ -359,10 +407,14 @@ __global__ void __launch_bounds__(128) gdn_chunk_prep_kernel(const chunk_params 
                   a3.y * a3.y;
         }
         const float rn = rsqrtf(ss + 1e-6f);
-        (tid < 64 ? Rk : Rq)[row] = rn;
+        (tid < 64 ? ax.Rk : ax.Rq)[row] = rn;
         if (row < L) (tid < 64 ? p.RK : p.RQ)[((size_t)t0 + c0 + row) * p.Hk + kh] = rn;
     }
-    __syncthreads();
+    bar_sync<ID, 128>();
+    for (int e = tid; e < r * CH; e += 128) {
+        const int hh = e / CH, row = e % CH;
+        if (row < L) p.G[((size_t)t0 + c0 + row) * p.Hv + kh * r + hh] = ps.G[hh][row];
+    }
     /* KK^T and QK^T: warp w rows [16w, 16w+16), all 64 columns */
     float kk[8][4], qk[8][4];
 #pragma unroll
@@ -385,7 +437,7 @@ __global__ void __launch_bounds__(128) gdn_chunk_prep_kernel(const chunk_params 
         }
     }
     const float scale = rsqrtf((float)DK);
-    __syncthreads(); /* every warp is done with Ks/Qs: As overwrites them */
+    bar_sync<ID, 128>(); /* every warp is done with Ks/Qs: As overwrites them */
     for (int h0 = 0; h0 < r; h0 += 2) {
         const int nh = min(2, r - h0);
         for (int x = 0; x < nh; x++) {
@@ -400,42 +452,64 @@ __global__ void __launch_bounds__(128) gdn_chunk_prep_kernel(const chunk_params 
 #pragma unroll
                     for (int e2 = 0; e2 < 2; e2++) {
                         const int cc = col + e2;
-                        const float dec = expf(Gs[hh][row] - Gs[hh][cc > row ? row : cc]);
-                        A[row * 68 + cc] = cc < row ? Bs[hh][row] * dec * Rk[row] * Rk[cc] * kk[nt][2 * hf + e2] : 0.f;
-                        pv[e2] = cc <= row ? scale * dec * Rq[row] * Rk[cc] * qk[nt][2 * hf + e2] : 0.f;
+                        const float dec = expf(ps.G[hh][row] - ps.G[hh][cc > row ? row : cc]);
+                        A[row * 68 + cc] =
+                            cc < row ? ps.B[hh][row] * dec * ax.Rk[row] * ax.Rk[cc] * kk[nt][2 * hf + e2] : 0.f;
+                        pv[e2] = cc <= row ? scale * dec * ax.Rq[row] * ax.Rk[cc] * qk[nt][2 * hf + e2] : 0.f;
                     }
                     if (row < L)
                         *reinterpret_cast<uint32_t *>(p.P + (((size_t)t0 + c0 + row) * p.Hv + h) * CH + col) =
                             f2_to_bf2x2(pv[0], pv[1]);
                 }
         }
-        __syncthreads();
+        bar_sync<ID, 128>();
         /* T = (I + A)^-1 of head h0 + tid / 64; thread solves column j:
          * t_i = [i == j] - sum_{k<i} A_ik t_k */
         if (tid / CH < nh) {
             const int x = tid / CH, j = tid % CH, h = kh * r + h0 + x;
             const float *A = As + x * CH * 68;
+            /* A_ik = 0 for k >= i and tcol_k = 0 until it is solved, so whole float4 groups of
+             * the row are taken (one 16-byte broadcast load per 4 FMAs: the shared-memory
+             * pipe, not the FMAs, bounded this loop with scalar loads) */
             float tcol[CH];
+#pragma unroll
+            for (int i = 0; i < CH; i++) tcol[i] = 0.f;
 #pragma unroll
             for (int i = 0; i < CH; i++) {
                 float acc0 = (i == j) ? 1.f : 0.f, acc1 = 0.f, acc2 = 0.f, acc3 = 0.f; /* 4 chains */
 #pragma unroll
                 for (int k = 0; k < i; k += 4) {
-                    const float4 a4 = *reinterpret_cast<const float4 *>(&A[i * 68 + k]);
-                    acc0 -= a4.x * tcol[k];
-                    if (k + 1 < i) acc1 -= a4.y * tcol[k + 1];
-                    if (k + 2 < i) acc2 -= a4.z * tcol[k + 2];
-                    if (k + 3 < i) acc3 -= a4.w * tcol[k + 3];
+                    const float4 a4 = lds128(&A[i * 68 + k]);
+                    acc0 = fmaf(-a4.x, tcol[k], acc0);
+                    acc1 = fmaf(-a4.y, tcol[k + 1], acc1);
+                    acc2 = fmaf(-a4.z, tcol[k + 2], acc2);
+                    acc3 = fmaf(-a4.w, tcol[k + 3], acc3);
                 }
                 tcol[i] = i < j ? 0.f : (acc0 + acc1) + (acc2 + acc3);
             }
-            const float bj = Bs[h0 + x][j];
+            const float bj = ps.B[h0 + x][j];
 #pragma unroll
             for (int i = 0; i < CH; i++)
                 if (i < L) p.Tb[(((size_t)t0 + c0 + i) * p.Hv + h) * CH + j] = f2bf(tcol[i] * bj);
         }
-        __syncthreads(); /* As is rewritten by the next pair */
+        bar_sync<ID, 128>(); /* As is rewritten by the next pair (or the next item's loads) */
     }
+}
+
+/* Block per (chunk, key head): K K^T and Q K^T are shared by the r v-heads of the key
+ * head; only the gates differ. */
+__global__ void __launch_bounds__(128) gdn_chunk_prep_kernel(const chunk_params p) {
+    __shared__ __align__(16) pp_stage ps;
+    __shared__ pp_aux ax;
+    const int c = blockIdx.x, kh = blockIdx.y, s = blockIdx.z;
+    const int t0 = p.tok_start[s], len = p.tok_start[s + 1] - t0;
+    const int c0 = c * CH;
+    if (c0 >= len) return;
+    const int L = min(CH, len - c0);
+    pp_load(ps, p, t0, c0, L, kh, threadIdx.x);
+    cp_wait_all();
+    __syncthreads();
+    pp_compute<0>(ps, ax, p, t0, c0, L, kh, threadIdx.x);
 }
 
 /* ------------------------------------------------------------------------------------ */
@@ -499,16 +573,23 @@ __device__ __forceinline__ void cs_load_chunk(cs_smem<BV> &sm, int st, const chu
     cp_commit();
 }
 
-/* 8 warps: for the token-row products warp w takes rows [16 (w & 3), +16) and columns
- * [(w >> 2) * BV/2, +BV/2) of the tile; for the state update dk rows [16 w, +16). */
-template <int BV>
-__global__ void __launch_bounds__(256, 1) gdn_chunk_state_kernel(const chunk_params p) {
-    constexpr int NT = 256, NVT = DK / BV, NB = BV / 8, NBH = NB / 2;
+/* Fused pass: thread 0 waits until chunk c of (s, kh) is prepared (callers then barrier). */
+__device__ __forceinline__ void cs_wait_prepared(const chunk_params &p, int t0, int s, int c, int kh, int tid) {
+    if (p.flags && tid == 0) {
+        const int *f = p.flags + flag_index(t0, s, c, p.Hk, kh);
+        while (ld_acquire(f) == 0) __nanosleep(100);
+    }
+}
+
+/* The sequential pass of one (sequence s, v-head h, V-tile vt) on 256 threads (8 warps):
+ * for the token-row products warp w takes rows [16 (w & 3), +16) and columns
+ * [(w >> 2) * BV/2, +BV/2) of the tile; for the state update dk rows [16 w, +16).
+ * Barriers: bar ID of 256. */
+template <int BV, int ID>
+__device__ __forceinline__ void cs_run(const chunk_params &p, cs_smem<BV> &sm, int h, int vt, int s, int tid) {
+    constexpr int NT = 256, NB = BV / 8, NBH = NB / 2;
     static_assert(NBH % 2 == 0, "n-tiles are loaded in pairs");
-    extern __shared__ __align__(16) unsigned char dsmem[];
-    cs_smem<BV> &sm = *reinterpret_cast<cs_smem<BV> *>(dsmem);
-    const int vt = blockIdx.x % NVT, h = blockIdx.x / NVT, s = blockIdx.y;
-    const int tid = threadIdx.x, lane = tid & 31, w = tid >> 5;
+    const int lane = tid & 31, w = tid >> 5;
     const int rb = w & 3, cb = (w >> 2) * NBH; /* row block, first n-tile */
     const int t0 = p.tok_start[s], len = p.tok_start[s + 1] - t0;
     const int kh = h / p.r;
@@ -534,6 +615,8 @@ __global__ void __launch_bounds__(256, 1) gdn_chunk_state_kernel(const chunk_par
         }
     const int nchunks = (len + CH - 1) / CH;
     const float scale = rsqrtf((float)DK);
+    cs_wait_prepared(p, t0, s, 0, kh, tid);
+    bar_sync<ID, NT>();
     cs_load_chunk<BV, NT>(sm, 0, p, t0, 0, min(CH, len), kh, h, vt, tid);
     for (int c = 0; c < nchunks; c++) {
         const int st = c & 1, c0 = c * CH, L = min(CH, len - c0);
@@ -547,7 +630,8 @@ __global__ void __launch_bounds__(256, 1) gdn_chunk_state_kernel(const chunk_par
                 sm.St[v * LDK + k] = f2bf(S[nb][i]);
             }
         cp_wait_all();
-        __syncthreads(); /* chunk c landed; St complete; previous chunk's readers done */
+        if (c + 1 < nchunks) cs_wait_prepared(p, t0, s, c + 1, kh, tid);
+        bar_sync<ID, NT>(); /* chunk c landed; St complete; previous chunk's readers done */
         if (c + 1 < nchunks) cs_load_chunk<BV, NT>(sm, st ^ 1, p, t0, c0 + CH, min(CH, len - c0 - CH), kh, h, vt, tid);
         const float *G = sm.G[st];
         const float Glast = G[L - 1];
@@ -588,7 +672,7 @@ __global__ void __launch_bounds__(256, 1) gdn_chunk_state_kernel(const chunk_par
                 sm.Yt[v * LDC + row] = f2bf(y);
                 qs_[nb][i] *= (i >> 1) ? eq1 : eq0;
             }
-        __syncthreads();
+        bar_sync<ID, NT>();
         /* V' = Tb Y (lower triangular: k-steps 0..rb) */
         float vp[NBH][4];
 #pragma unroll
@@ -616,7 +700,7 @@ __global__ void __launch_bounds__(256, 1) gdn_chunk_state_kernel(const chunk_par
                 sm.Vp[v * LDC + row] = f2bf(vp[nb][i]);
                 sm.Vd[v * LDC + row] = f2bf(vp[nb][i] * ((i >> 1) ? ed1 : ed0));
             }
-        __syncthreads();
+        bar_sync<ID, NT>();
         /* O = e^G Q S scale + P V' */
 #pragma unroll
         for (int kk = 0; kk < 4; kk++) {
@@ -676,10 +760,99 @@ __global__ void __launch_bounds__(256, 1) gdn_chunk_state_kernel(const chunk_par
     }
 }
 
+/* Block per (v-head, V-tile) x sequence, after chunk_prep finished (stream order). */
+template <int BV>
+__global__ void __launch_bounds__(256, 1) gdn_chunk_state_kernel(const chunk_params p) {
+    extern __shared__ __align__(16) unsigned char dsmem[];
+    cs_smem<BV> &sm = *reinterpret_cast<cs_smem<BV> *>(dsmem);
+    constexpr int NVT = DK / BV;
+    cs_run<BV, 0>(p, sm, blockIdx.x / NVT, blockIdx.x % NVT, blockIdx.y, threadIdx.x);
+}
+
+/* ------------------------------------------------------------------------------------ */
+/* 3+4 fused: chunk_prep overlapped with chunk_state. With few heads the sequential pass
+ * has one block per SM that is mostly waiting on latencies (mma chains, barriers, L2);
+ * its idle issue slots and the spare SMs run chunk_prep meanwhile. Block of 384 threads:
+ * warps 0-7 run the sequential pass of one (sequence, v-head, V-tile) (blocks past
+ * n_state have none), warps 8-11 are a chunk_prep worker that takes (chunk, sequence,
+ * key head) items in chunk-major order from an atomic counter, prefetching the next
+ * item's rows while it computes the current one, and raises a flag per item; the pass
+ * waits on the flag of a chunk before loading it. The workers never wait on anything,
+ * so every item completes as long as one block runs: no deadlock whatever the number of
+ * co-resident blocks. Flags and the counter are zeroed (memset) before each launch. */
+#define FZ_BV 32
+struct fz_smem {
+    cs_smem<FZ_BV> cs;
+    pp_stage pp[2];
+    pp_aux ax;
+};
+
+__device__ __forceinline__ int fz_claim(const chunk_params &p, pp_aux &ax, int tid) {
+    bar_sync<2, 128>(); /* everyone has read the previous slot */
+    if (tid == 0) {
+        int it;
+        for (;;) {
+            it = atomicAdd(p.flags, 1);
+            if (it >= p.n_items) break;
+            const int s = (it / p.Hk) % p.S, c = it / (p.Hk * p.S);
+            if (c * CH < p.tok_start[s + 1] - p.tok_start[s]) break;
+        }
+        ax.slot = it;
+    }
+    bar_sync<2, 128>();
+    return ax.slot;
+}
+
+__global__ void __launch_bounds__(384, 1) gdn_chunk_fused_kernel(const chunk_params p) {
+    extern __shared__ __align__(16) unsigned char dsmem[];
+    fz_smem &sm = *reinterpret_cast<fz_smem *>(dsmem);
+    constexpr int NVT = DK / FZ_BV;
+    if (threadIdx.x < 256) {
+        const int b = blockIdx.x;
+        if (b >= p.n_state) return;
+        const int hv = b % (p.Hv * NVT), s = b / (p.Hv * NVT);
+        cs_run<FZ_BV, 1>(p, sm.cs, hv / NVT, hv % NVT, s, threadIdx.x);
+        return;
+    }
+    const int tid = threadIdx.x - 256;
+    int cur = fz_claim(p, sm.ax, tid), st = 0;
+    auto decode = [&](int it, int &s, int &c, int &kh, int &t0, int &L) {
+        kh = it % p.Hk;
+        s = (it / p.Hk) % p.S;
+        c = it / (p.Hk * p.S);
+        t0 = p.tok_start[s];
+        L = min(CH, p.tok_start[s + 1] - t0 - c * CH);
+    };
+    if (cur < p.n_items) {
+        int s, c, kh, t0, L;
+        decode(cur, s, c, kh, t0, L);
+        pp_load(sm.pp[0], p, t0, c * CH, L, kh, tid);
+    }
+    while (cur < p.n_items) {
+        const int nxt = fz_claim(p, sm.ax, tid);
+        cp_wait_all();
+        bar_sync<2, 128>(); /* the current item's rows landed for every thread */
+        if (nxt < p.n_items) {
+            int s, c, kh, t0, L;
+            decode(nxt, s, c, kh, t0, L);
+            pp_load(sm.pp[st ^ 1], p, t0, c * CH, L, kh, tid);
+        }
+        int s, c, kh, t0, L;
+        decode(cur, s, c, kh, t0, L);
+        pp_compute<2>(sm.pp[st], sm.ax, p, t0, c * CH, L, kh, tid);
+        __threadfence();
+        bar_sync<2, 128>(); /* every thread's results are out before the flag */
+        if (tid == 0) __threadfence(), atomicExch(p.flags + flag_index(t0, s, c, p.Hk, kh), 1);
+        cur = nxt;
+        st ^= 1;
+    }
+}
+
 /* Benchmark hooks: mode 1 = run chunk_prep only, 2 = chunk_state only, 0 = both;
- * bv = V-tile width of chunk_state (32 or 64; 0 = heuristic). */
-extern "C" int gdn_chunk_bench_mode, gdn_chunk_bench_bv;
-int gdn_chunk_bench_mode = 0, gdn_chunk_bench_bv = 0;
+ * bv = V-tile width of chunk_state (32 or 64; 0 = heuristic); fused = 0 keeps the two
+ * kernels apart where the fused pass would be taken. */
+extern "C" int gdn_chunk_bench_mode, gdn_chunk_bench_bv, gdn_chunk_bench_fused;
+int gdn_chunk_bench_mode = 0, gdn_chunk_bench_bv = 0, gdn_chunk_bench_fused = 1;
 
 template <int BV> static int launch_state(const chunk_params &p, int S, int Hv, cudaStream_t s) {
     static bool attr = false;
@@ -693,8 +866,11 @@ template <int BV> static int launch_state(const chunk_params &p, int S, int Hv, 
     return HS_OK;
 }
 
+static size_t flag_bytes(int T, int Hv) { return ((size_t)T / CH + FUSE_MAXS + 2) * Hv * 4 + 64; }
+
 extern "C" size_t gdn_chunk_workspace_bytes(int T, int Hv) {
-    return (size_t)T * Hv * CH * 2 * 2 + (size_t)T * Hv * 4 + (size_t)T * Hv * 2 * 4 + 256; /* Tb, P, G, RK+RQ */
+    /* Tb, P, G, RK+RQ, flags */
+    return (size_t)T * Hv * CH * 2 * 2 + (size_t)T * Hv * 4 + (size_t)T * Hv * 2 * 4 + flag_bytes(T, Hv) + 256;
 }
 
 extern "C" int gdn_chunk_launch(const void *qn, const void *kn, const void *v, const float *g, const float *beta,
@@ -736,14 +912,40 @@ extern "C" int gdn_chunk_launch(const void *qn, const void *kn, const void *v, c
     p.slice_rows = st ? st->slice_rows : DK;
     p.n_slices = DK / p.slice_rows;
     p.ssm_f32 = st ? st->ssm_dtype == HS_F32 : 1;
+    p.flags = nullptr;
+    p.n_items = 0;
+    p.n_state = 0;
     cudaStream_t s = (cudaStream_t)stream;
     const int nch = (maxlen + CH - 1) / CH;
+    /* V tiles of 64 halve the K/Q/Tb/P re-reads; 32 keeps more SMs busy on few heads */
+    const int bv = gdn_chunk_bench_bv ? gdn_chunk_bench_bv : ((long)Hv * S * 2 >= 128 ? 64 : 32);
+    static int n_sm = 0;
+    if (!n_sm) {
+        int dev;
+        HS_CUDA_TRY(cudaGetDevice(&dev));
+        HS_CUDA_TRY(cudaDeviceGetAttribute(&n_sm, cudaDevAttrMultiProcessorCount, dev));
+        HS_CUDA_TRY(cudaFuncSetAttribute(gdn_chunk_fused_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                         (int)sizeof(fz_smem)));
+    }
+    /* fused where one wave of pass blocks leaves issue slots (and maybe SMs) to chunk_prep */
+    if (bv == FZ_BV && S <= FUSE_MAXS && S * Hv * (DK / FZ_BV) <= n_sm && gdn_chunk_bench_mode == 0 &&
+        gdn_chunk_bench_fused) {
+        /* flags after the RK+RQ space (T * Hv * 2 floats, of which T * Hk * 2 are used) */
+        p.flags = reinterpret_cast<int *>(p.RK + (size_t)T * Hv * 2);
+        const size_t fb = ((size_t)T / CH + S + 2) * Hk * 4 + 16;
+        assert(fb <= flag_bytes(T, Hv));
+        HS_CUDA_TRY(cudaMemsetAsync(p.flags, 0, fb, s));
+        p.n_items = nch * S * Hk;
+        p.n_state = S * Hv * (DK / FZ_BV);
+        const int grid = p.n_state < n_sm ? n_sm : p.n_state;
+        gdn_chunk_fused_kernel<<<(unsigned)grid, 384, sizeof(fz_smem), s>>>(p);
+        HS_CUDA_LAUNCHED();
+        return HS_OK;
+    }
     if (gdn_chunk_bench_mode != 2) {
         gdn_chunk_prep_kernel<<<dim3((unsigned)nch, (unsigned)Hk, (unsigned)S), 128, 0, s>>>(p);
         HS_CUDA_LAUNCHED();
     }
     if (gdn_chunk_bench_mode == 1) return HS_OK;
-    /* V tiles of 64 halve the K/Q/Tb/P re-reads; 32 keeps more SMs busy on few heads */
-    int bv = gdn_chunk_bench_bv ? gdn_chunk_bench_bv : ((long)Hv * S * 2 >= 128 ? 64 : 32);
     return bv == 64 ? launch_state<64>(p, S, Hv, s) : launch_state<32>(p, S, Hv, s);
 }

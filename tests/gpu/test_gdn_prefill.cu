@@ -5,11 +5,15 @@
  *    initial/final state -> gated RMSNorm, on varlen batches whose lengths hit the
  *    chunk edges (1, 3, 63, 64, 65, 200, ...), fresh and continuing sequences, fp32 and
  *    bf16 state; compares out, SSM state and conv state;
- *  - "core": the chunk core alone without state (as the benchmark runs it).
+ *  - "core": the chunk core alone without state (as the benchmark runs it);
+ *  - the Qwen3.5 head shape (16/32, one 1000-token sequence), and one case again with
+ *    chunk_prep and chunk_state as two kernels (gdn_chunk_bench_fused = 0).
  * Reports ||x - ref|| / ||ref||; exit 0 only when every case is under tolerance.
  */
 #include "../../src/cuda/cuda_ops.h"
 #include "gpu_util.h"
+
+extern "C" int gdn_chunk_bench_fused; /* 0: chunk_prep and chunk_state as two kernels */
 
 static double silu_d(double x) { return x / (1.0 + exp(-x)); }
 static double softplus_d(double x) { return x > 20 ? x : log1p(exp(x)); }
@@ -180,11 +184,14 @@ int main(void) {
     struct { int Hk, Hv; const int *lens; int S; hs_dtype_t dt; int slice; bool st; } cases[] = {
         {2, 4, l1, 6, HS_F32, 128, true},  {2, 4, l2, 4, HS_BF16, 32, true}, {1, 2, l3, 1, HS_F32, 64, true},
         {2, 2, l4, 3, HS_F32, 128, false}, {4, 16, l2, 4, HS_F32, 128, true}, {1, 3, l4, 3, HS_BF16, 128, true},
+        {16, 32, l3, 1, HS_F32, 128, true}, /* the Qwen3.5 shape: the fused pass (prep overlapped) */
+        {2, 4, l1, 6, HS_F32, 128, true},   /* case 0 again with the two kernels apart */
     };
     const int n = (int)(sizeof cases / sizeof cases[0]);
     int fails = 0;
     printf("%-30s %10s %10s %10s  %s\n", "case", "out", "state", "conv", "result");
     for (int i = 0; i < n; i++) {
+        gdn_chunk_bench_fused = i != n - 1;
         errs_t e = run_case(cases[i].Hk, cases[i].Hv, cases[i].lens, cases[i].S, cases[i].dt, cases[i].slice,
                             cases[i].st, 2000 + i);
         bool ok = e.out < 2e-2 && (!cases[i].st || (e.state < 2e-2 && e.conv == 0.0)) && !isnan(e.out) && !isnan(e.state);
@@ -192,8 +199,9 @@ int main(void) {
         char name[64];
         int T = 0;
         for (int s = 0; s < cases[i].S; s++) T += cases[i].lens[s];
-        snprintf(name, sizeof name, "%d/%d S%d T%d %s s%d%s", cases[i].Hk, cases[i].Hv, cases[i].S, T,
-                 hs_dtype_name(cases[i].dt), cases[i].slice, cases[i].st ? "" : " nostate");
+        snprintf(name, sizeof name, "%d/%d S%d T%d %s s%d%s%s", cases[i].Hk, cases[i].Hv, cases[i].S, T,
+                 hs_dtype_name(cases[i].dt), cases[i].slice, cases[i].st ? "" : " nostate",
+                 gdn_chunk_bench_fused ? "" : " unfused");
         printf("%-30s %10.2e %10.2e %10.2e  %s\n", name, e.out, e.state, e.conv, ok ? "ok" : "FAIL");
     }
     printf("test_gdn_prefill: %d/%d cases passed\n", n - fails, n);
