@@ -119,7 +119,7 @@ static void run_shape(shape_t *s, size_t l2, bool sweep, FILE *log) {
         auto ours = [&](int cfg) {
             return time_us(copies, 20, [&](int c) {
                 gemv_seg_t segs[4];
-                for (int i = 0; i < s->n; i++) segs[i] = (gemv_seg_t){w[(size_t)c * s->n + i], s->N[i], out[i], s->f32};
+                for (int i = 0; i < s->n; i++) segs[i] = gemv_seg_t{w[(size_t)c * s->n + i], s->N[i], out[i], s->f32};
                 CKRC(gemv_grouped_launch(x, M, s->K, segs, s->n, cfg, g_st));
             });
         };

@@ -122,7 +122,7 @@ static void run_group(const char *tag, int K, const int *Ns, const int *f32s, in
                 CKRC(gemv_launch(d_x, M, K, w[0].d_w, Ns[0], w[0].d_out, f32s[0], cfg, NULL));
             } else {
                 gemv_seg_t segs[GEMV_MAX_GROUP];
-                for (int i = 0; i < n; i++) segs[i] = (gemv_seg_t){w[i].d_w, Ns[i], w[i].d_out, f32s[i]};
+                for (int i = 0; i < n; i++) segs[i] = gemv_seg_t{w[i].d_w, Ns[i], w[i].d_out, f32s[i]};
                 CKRC(gemv_grouped_launch(d_x, M, K, segs, n, cfg, NULL));
             }
             CK(cudaGetLastError());
