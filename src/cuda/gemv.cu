@@ -169,6 +169,7 @@ typedef struct {
 static const gemv_cfg_t CFGS[] = {
     {2, 4, 48, "R2U4s48"},  {1, 4, 48, "R1U4s48"},  {2, 2, 48, "R2U2s48"},
     {4, 2, 48, "R4U2s48"},  {2, 4, 100, "R2U4s100"}, {4, 2, 100, "R4U2s100"},
+    {1, 8, 48, "R1U8s48"},  {4, 4, 48, "R4U4s48"},
 };
 #define GEMV_N_CFGS ((int)(sizeof CFGS / sizeof CFGS[0]))
 
@@ -178,6 +179,8 @@ static gemv_kfn kernel_mt(int R, int U) {
     if (R == 2 && U == 2) return k_gemv<MT, 2, 2>;
     if (R == 2 && U == 4) return k_gemv<MT, 2, 4>;
     if (R == 4 && U == 2) return k_gemv<MT, 4, 2>;
+    if (R == 1 && U == 8) return k_gemv<MT, 1, 8>;
+    if (R == 4 && U == 4) return k_gemv<MT, 4, 4>;
     return nullptr;
 }
 static gemv_kfn kernel_for(int MT, int R, int U) {
