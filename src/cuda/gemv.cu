@@ -156,20 +156,118 @@ __global__ void __launch_bounds__(GEMV_THREADS) k_gemv(const __grid_constant__ g
     }
 }
 
+/* ---- tensor-core variant ------------------------------------------------------------ */
+
+/* d += A (16x16 bf16, row) * B (16x8 bf16, col), fp32 accumulate. */
+__device__ __forceinline__ void mma_16816(float (&d)[4], uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3,
+                                          uint32_t b0, uint32_t b1) {
+    asm("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, "
+                 "{%8, %9}, {%0, %1, %2, %3};"
+                 : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+                 : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+}
+
+/* One block of 8 warps per 16-row tile of W; warp w takes the k-steps (32 columns each)
+ * w, w + 8, ... and the warps' partial sums meet in shared memory at the end. Lane
+ * (g = lane/4, c = lane%4) loads 16 bytes of rows g and g+8 at columns 8c..8c+7 of the
+ * step, and 16 bytes of x for token g (and g+8 when NT = 2) at the same columns. The dot
+ * product does not care in which order k runs, so those registers are used as the
+ * m16n8k16 fragments directly: A = {w_g.x, w_g8.x, w_g.y, w_g8.y} against B = {x.x, x.y}
+ * (columns 8c+0..3 of the step), then the .z/.w halves (columns 8c+4..7). Tokens past
+ * M read a clamped row and are multiplied by zero. Accumulator lane (g, c) holds rows g,
+ * g+8 x tokens 2c, 2c+1 (+8 per n-tile). */
+template <int NT, int U>
+__global__ void __launch_bounds__(GEMV_THREADS) k_gemv_mma(const __grid_constant__ gemv_params p) {
+    __shared__ float4 red[GEMV_WARPS][NT][32];
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, c = lane & 3;
+    const int tile = blockIdx.x;
+    gemv_seg_dev sg = p.seg[0];
+#pragma unroll
+    for (int i = 1; i < GEMV_MAX_GROUP; i++)
+        if (i < p.n_segs && tile >= p.seg[i].g0) sg = p.seg[i];
+    const int row0 = (tile - sg.g0) * 16;
+    const int Kv = p.K >> 3;
+    const uint4 *w0 = sg.w + (size_t)min(row0 + g, sg.N - 1) * Kv;
+    const uint4 *w8 = sg.w + (size_t)min(row0 + g + 8, sg.N - 1) * Kv;
+    const uint4 *xr[NT];
+    bool has[NT];
+#pragma unroll
+    for (int n = 0; n < NT; n++) {
+        has[n] = g + 8 * n < p.M;
+        xr[n] = p.x + (size_t)min(g + 8 * n, p.M - 1) * Kv;
+    }
+    float d[NT][4];
+#pragma unroll
+    for (int n = 0; n < NT; n++) d[n][0] = d[n][1] = d[n][2] = d[n][3] = 0.f;
+    const uint4 zero = make_uint4(0u, 0u, 0u, 0u);
+    const int nsteps = (Kv + 3) >> 2;
+    int s = warp;
+    for (; s + GEMV_WARPS * (U - 1) < nsteps; s += GEMV_WARPS * U) {
+        uint4 a[U], b[U], xv[U][NT];
+#pragma unroll
+        for (int u = 0; u < U; u++) {
+            const int v = (s + GEMV_WARPS * u) * 4 + c, vc = min(v, Kv - 1);
+            a[u] = ld_stream(w0 + vc);
+            b[u] = ld_stream(w8 + vc);
+#pragma unroll
+            for (int n = 0; n < NT; n++) {
+                xv[u][n] = __ldg(xr[n] + vc);
+                if (!has[n] || v >= Kv) xv[u][n] = zero;
+            }
+        }
+#pragma unroll
+        for (int u = 0; u < U; u++)
+#pragma unroll
+            for (int n = 0; n < NT; n++) {
+                mma_16816(d[n], a[u].x, b[u].x, a[u].y, b[u].y, xv[u][n].x, xv[u][n].y);
+                mma_16816(d[n], a[u].z, b[u].z, a[u].w, b[u].w, xv[u][n].z, xv[u][n].w);
+            }
+    }
+    for (; s < nsteps; s += GEMV_WARPS) {
+        const int v = s * 4 + c, vc = min(v, Kv - 1);
+        const uint4 a = ld_stream(w0 + vc), b = ld_stream(w8 + vc);
+#pragma unroll
+        for (int n = 0; n < NT; n++) {
+            uint4 xv = __ldg(xr[n] + vc);
+            if (!has[n] || v >= Kv) xv = zero;
+            mma_16816(d[n], a.x, b.x, a.y, b.y, xv.x, xv.y);
+            mma_16816(d[n], a.z, b.z, a.w, b.w, xv.z, xv.w);
+        }
+    }
+#pragma unroll
+    for (int n = 0; n < NT; n++) red[warp][n][lane] = make_float4(d[n][0], d[n][1], d[n][2], d[n][3]);
+    __syncthreads();
+    for (int t = threadIdx.x; t < NT * 128; t += GEMV_THREADS) {
+        const int n = t >> 7, ln = (t >> 2) & 31, i = t & 3;
+        float sum = 0.f;
+#pragma unroll
+        for (int w = 0; w < GEMV_WARPS; w++) sum += reinterpret_cast<const float *>(&red[w][n][ln])[i];
+        const int row = row0 + (ln >> 2) + 8 * (i >> 1), tok = 8 * n + 2 * (ln & 3) + (i & 1);
+        if (tok < p.M && row < sg.N) {
+            if (sg.out_f32)
+                reinterpret_cast<float *>(sg.out)[(size_t)tok * sg.N + row] = sum;
+            else
+                reinterpret_cast<bf16_t *>(sg.out)[(size_t)tok * sg.N + row] = f2bf(sum);
+        }
+    }
+}
+
 /* ---- host side ------------------------------------------------------------------- */
 
 typedef void (*gemv_kfn)(const gemv_params);
 
 typedef struct {
+    int mma;        /* 1: tensor-core kernel (k_gemv_mma), 0: CUDA-core kernel (k_gemv) */
     int R, U, cap_kb;
     const char *name;
 } gemv_cfg_t;
 
-/* Variants: rows per warp R, 16-byte loads in flight per row U, shared-memory cap for x. */
+/* Variants. CUDA-core: rows per warp R, 16-byte loads in flight per row U, shared-memory
+ * cap for x. Tensor-core: U k-steps in flight (2U weight loads per lane). */
 static const gemv_cfg_t CFGS[] = {
-    {2, 4, 48, "R2U4s48"},  {1, 4, 48, "R1U4s48"},  {2, 2, 48, "R2U2s48"},
-    {4, 2, 48, "R4U2s48"},  {2, 4, 100, "R2U4s100"}, {4, 2, 100, "R4U2s100"},
-    {1, 8, 48, "R1U8s48"},  {4, 4, 48, "R4U4s48"},
+    {0, 2, 4, 48, "R2U4s48"}, {0, 1, 4, 48, "R1U4s48"}, {0, 2, 2, 48, "R2U2s48"},  {0, 4, 2, 48, "R4U2s48"},
+    {0, 2, 4, 100, "R2U4s100"}, {0, 4, 2, 100, "R4U2s100"}, {0, 1, 8, 48, "R1U8s48"}, {0, 4, 4, 48, "R4U4s48"},
+    {1, 0, 2, 0, "mmaU2"},    {1, 0, 4, 0, "mmaU4"},    {1, 0, 8, 0, "mmaU8"},
 };
 #define GEMV_N_CFGS ((int)(sizeof CFGS / sizeof CFGS[0]))
 
@@ -181,6 +279,13 @@ static gemv_kfn kernel_mt(int R, int U) {
     if (R == 4 && U == 2) return k_gemv<MT, 4, 2>;
     if (R == 1 && U == 8) return k_gemv<MT, 1, 8>;
     if (R == 4 && U == 4) return k_gemv<MT, 4, 4>;
+    return nullptr;
+}
+static gemv_kfn kernel_mma(int M, int U) {
+    const bool two = M > 8;
+    if (U == 2) return two ? k_gemv_mma<2, 2> : k_gemv_mma<1, 2>;
+    if (U == 4) return two ? k_gemv_mma<2, 4> : k_gemv_mma<1, 4>;
+    if (U == 8) return two ? k_gemv_mma<2, 8> : k_gemv_mma<1, 8>;
     return nullptr;
 }
 static gemv_kfn kernel_for(int MT, int R, int U) {
@@ -230,8 +335,8 @@ static int n_sms(void) {
 
 /* The heuristic variant for M tokens (tuned with bench_gemv's sweep). */
 static int pick_cfg(int M) {
-    if (M <= 2) return 1;
-    return 6;
+    (void)M;
+    return 10;
 }
 
 static int launch(const void *x, int M, int K, const gemv_seg_t *segs, int n_segs, int cfg, cudaStream_t st) {
@@ -242,7 +347,7 @@ static int launch(const void *x, int M, int K, const gemv_seg_t *segs, int n_seg
     if (cfg < 1 || cfg > GEMV_N_CFGS) return HS_ERR_INVALID;
     const gemv_cfg_t *c = &CFGS[cfg - 1];
     const int MT = M <= 1 ? 1 : M <= 2 ? 2 : M <= 4 ? 4 : M <= 8 ? 8 : 16;
-    gemv_kfn fn = kernel_for(MT, c->R, c->U);
+    gemv_kfn fn = c->mma ? kernel_mma(M, c->U) : kernel_for(MT, c->R, c->U);
     if (!fn) return HS_ERR_INVALID;
 
     gemv_params p;
@@ -251,7 +356,7 @@ static int launch(const void *x, int M, int K, const gemv_seg_t *segs, int n_seg
     p.M = M;
     p.K = K;
     p.n_segs = n_segs;
-    const int rows_per_group = GEMV_WARPS * c->R;
+    const int rows_per_group = c->mma ? 16 : GEMV_WARPS * c->R;
     int groups = 0;
     for (int i = 0; i < n_segs; i++) {
         const gemv_seg_t *s = &segs[i];
@@ -264,6 +369,13 @@ static int launch(const void *x, int M, int K, const gemv_seg_t *segs, int n_seg
         groups += (s->N + rows_per_group - 1) / rows_per_group;
     }
     p.n_groups = groups;
+
+    if (c->mma) { /* one block per 16-row tile, x read through L1 */
+        p.kt = K;
+        fn<<<groups, GEMV_THREADS, 0, st>>>(p);
+        HS_CUDA_LAUNCHED();
+        return HS_OK;
+    }
 
     /* K tile: all of K when MT*K bf16 fit the cap, else equal tiles (multiples of a
      * warp's 256 elements where the cap allows). */
@@ -312,5 +424,5 @@ extern "C" const char *gemv_cfg_name(int cfg) {
 extern "C" int gemv_max_m(int N, int K) {
     (void)N;
     (void)K;
-    return 8;
+    return 16;
 }
