@@ -836,8 +836,8 @@ static void cu_logits(backend_t *bk, const void *x, const bk_weight_t *lm_head, 
     gemm(ctx(bk), x, lm_head, n, out, true);
 }
 
-/* n projections of one x: a single grouped GEMV launch when every weight takes the GEMV
- * at this T, else one gemm each. */
+/* n projections of one x: one grouped GEMV launch up to the T where that beats n cuBLAS
+ * GEMMs (gemv_grouped_max_m), else one gemm each. */
 static void cu_linear_n(backend_t *bk, const void *x, int n, const bk_weight_t *const *w, int T, void *const *out) {
     cu_ctx_t *c = ctx(bk);
     const int K = n >= 1 ? (int)w[0]->cols : 0;
@@ -847,12 +847,9 @@ static void cu_linear_n(backend_t *bk, const void *x, int n, const bk_weight_t *
         fprintf(stderr, "hyserve: cuda: linear_n: %d weights of different widths\n", n);
         abort();
     }
-    bool grouped = n <= GEMV_MAX_GROUP;
+    const bool grouped = n <= GEMV_MAX_GROUP && T <= gemv_grouped_max_m(n, K);
     gemv_seg_t segs[GEMV_MAX_GROUP];
-    for (int i = 0; i < n && grouped; i++) {
-        grouped = T <= gemv_max_m((int)w[i]->rows, K);
-        segs[i] = gemv_seg_t{w[i]->bf, (int)w[i]->rows, out[i], 0};
-    }
+    for (int i = 0; i < n && grouped; i++) segs[i] = gemv_seg_t{w[i]->bf, (int)w[i]->rows, out[i], 0};
     if (grouped && gemv_ran(gemv_grouped_launch(x, T, K, segs, n, 0, c->st), "gemv_grouped_launch")) return;
     for (int i = 0; i < n; i++) gemm(c, x, w[i], T, out[i], false);
 }

@@ -333,17 +333,27 @@ static int n_sms(void) {
     return sms;
 }
 
-/* The heuristic variant for M tokens (tuned with bench_gemv's sweep). */
-static int pick_cfg(int M) {
-    (void)M;
-    return 10;
+/* The heuristic variant: the CUDA-core kernel's best in bench_gemv's sweep on an H100
+ * (bench/RESULTS.md "GEMV", 2026-11-26): M = 1: R2U2 (R1U8 for N <= 1024 rows in all),
+ * M = 2: R1U8, M = 3..4: R2U4 (lm_head, grouped in-projections); larger M: R2U4 with the
+ * 100 KB cap. The tensor-core variants (mmaU*) are in the sweep but not yet measured
+ * on a GPU, so not chosen here. */
+static int pick_cfg(int M, int rows) {
+    if (M == 1) return rows <= 1024 ? 7 : 3;
+    if (M == 2) return 7;
+    if (M <= 4) return 1;
+    return 5;
 }
 
 static int launch(const void *x, int M, int K, const gemv_seg_t *segs, int n_segs, int cfg, cudaStream_t st) {
     if (!x || M < 1 || M > GEMV_MAX_M || K < 8 || K % 8 != 0 || n_segs < 1 || n_segs > GEMV_MAX_GROUP ||
         ((uintptr_t)x & 15) != 0)
         return HS_ERR_INVALID;
-    if (cfg == 0) cfg = pick_cfg(M);
+    if (cfg == 0) {
+        int rows = 0;
+        for (int i = 0; i < n_segs; i++) rows += segs[i].N;
+        cfg = pick_cfg(M, rows);
+    }
     if (cfg < 1 || cfg > GEMV_N_CFGS) return HS_ERR_INVALID;
     const gemv_cfg_t *c = &CFGS[cfg - 1];
     const int MT = M <= 1 ? 1 : M <= 2 ? 2 : M <= 4 ? 4 : M <= 8 ? 8 : 16;
@@ -421,8 +431,25 @@ extern "C" const char *gemv_cfg_name(int cfg) {
     return cfg >= 1 && cfg <= GEMV_N_CFGS ? CFGS[cfg - 1].name : "?";
 }
 
+/* Thresholds from bench_gemv on an H100 (bench/RESULTS.md "GEMV"), our kernel at the
+ * heuristic variant against cublasGemmEx, CUDA-graph replay, weights not in L2:
+ *   lm_head 248320 x 4096: ours faster up to M = 4 (668 vs 716 us at M = 1);
+ *   4096 x 4096, 24576 x 4096, 1024 x 4096, 32 x 4096: up to M = 2 (e.g. 14.5 vs 15.6 us);
+ *   4096 x 12288 (down): M = 1 only (38.1 vs 38.8 us; a tie at M = 2);
+ *   8192 x 4096 alone: cuBLAS is 1% faster at M = 1 (25.15 vs 24.82 us): 0;
+ * other shapes follow the nearest of these. From M = 4 (M = 8 for lm_head) on, the
+ * CUDA-core kernel is issue-bound (8 FMAs per weight pair per token) and cuBLAS wins. */
 extern "C" int gemv_max_m(int N, int K) {
-    (void)N;
+    if (N >= 65536) return 4;
+    if (K > 8192) return 1;
+    if (N > 4096 && N <= 16384) return 0;
+    return 2;
+}
+
+/* One grouped launch against one cuBLAS GEMM per weight (GDN in_proj qkv/z/b/a: 36.3 vs
+ * 51.9 us at M = 1, 40.8 vs 52.3 at M = 4; attention q/k/v: 30.9 vs 39.7, 37.6 vs 40.1):
+ * up to M = 4; at M = 8 cuBLAS wins for q/k/v. */
+extern "C" int gemv_grouped_max_m(int n, int K) {
     (void)K;
-    return 16;
+    return n >= 2 ? 4 : 0;
 }

@@ -43,6 +43,9 @@ const char *gemv_cfg_name(int cfg);
 /* The largest M at which gemv_launch beats cuBLAS for an [N, K] weight (measured on an
  * H100, bench/RESULTS.md "GEMV"); 0: use cuBLAS at every M. */
 int gemv_max_m(int N, int K);
+/* The largest M at which one grouped launch of n weights of K columns beats n cuBLAS
+ * GEMMs (measured for the GDN and attention in-projections). */
+int gemv_grouped_max_m(int n, int K);
 
 #ifdef __cplusplus
 }
