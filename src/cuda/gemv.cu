@@ -19,6 +19,8 @@
  *     GEMV_MAX_GROUP weights (each padded to whole groups) that read the same x.
  * M is rounded up to a power of two MT (template) for the accumulator array; rows of x
  * past M are zero in shared memory and their outputs are not written.
+ * k_gemv_mma is a tensor-core variant of the same stream (below): the CUDA-core kernel
+ * needs 8 FMAs per weight pair per token and becomes issue-bound from M ~ 4.
  */
 #include <cuda_runtime.h>
 #include <stdint.h>
