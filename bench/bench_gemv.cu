@@ -1,10 +1,12 @@
 /*
  * bench_gemv: the decode GEMV (src/cuda/gemv.cu) against cuBLAS (cublasGemmEx, exactly as
- * the backend's gemm() calls it) on every Qwen3.5-9B projection shape, M = 1, 2, 4, 8, 16;
- * the grouped launches (GDN in_proj qkv/z/b/a, attention q/k/v) against one cuBLAS GEMM
- * per weight; the sum over one decode step (24 GDN + 8 attention layers + 32 FFN +
- * lm_head); and all GEMMs of one step with distinct weights (15.9 GB) replayed as one
- * CUDA graph. Also the device copy bandwidth of the same run.
+ * the backend's gemm() calls it) and the backend's cuBLASLt path (gemm_lt: algorithm
+ * timed per shape, M >= 2) on every Qwen3.5-9B projection shape, M = 1, 2, 4, 8, 16; the
+ * grouped launches (GDN in_proj qkv/z/b/a, attention q/k/v) against one GEMM per weight;
+ * the sum over one decode step (24 GDN + 8 attention layers + 32 FFN + lm_head); and all
+ * GEMMs of one step with distinct weights (15.9 GB) replayed as one CUDA graph, through
+ * cuBLAS, our kernel, the backend's dispatch before the GEMV and the dispatch with it.
+ * Also the device copy bandwidth of the same run.
  * Method: weight copies rotated so that the footprint exceeds 4x L2; a CUDA graph of >= 20
  * launches over the copies, median of 15 replays; TB/s = weight bytes / time. Our kernel
  * at the heuristic variant (auto) and at every forced variant (the sweep that tunes it).
@@ -15,6 +17,7 @@
 #include <algorithm>
 #include <vector>
 
+#include "../src/cuda/gemm_lt.h"
 #include "../src/cuda/gemv.h"
 #include "../tests/gpu/gpu_util.h"
 
@@ -46,11 +49,18 @@ static void *dfill(size_t n, uint64_t seed) {
 
 static cublasHandle_t g_blas;
 static cudaStream_t g_st;
+static gemm_lt_t *g_lt; /* the backend's cuBLASLt path (tuned algorithm per shape) */
 
 static void blas_gemm(const void *x, int M, int K, const void *w, int N, void *out, bool f32) {
     const float one = 1.f, zero = 0.f;
     CKB(cublasGemmEx(g_blas, CUBLAS_OP_T, CUBLAS_OP_N, N, M, K, &one, w, CUDA_R_16BF, K, x, CUDA_R_16BF, K, &zero, out,
                      f32 ? CUDA_R_32F : CUDA_R_16BF, N, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+}
+
+/* The backend's GEMM before the GEMV: cuBLASLt (tuned) for 2..256 rows, else cuBLAS. */
+static void lt_gemm(const void *x, int M, int K, const void *w, int N, void *out, bool f32) {
+    if (M >= 2 && M <= 256 && gemm_lt_run(g_lt, x, w, M, N, K, out, f32, g_st) == HS_OK) return;
+    blas_gemm(x, M, K, w, N, out, f32);
 }
 
 /* Median per-launch time (µs) of `launch(copy)` over rotating copies, CUDA-graph replay. */
@@ -93,7 +103,7 @@ typedef struct {
     int n;          /* weights in the group (1: a single projection) */
     int N[4];
     int K, f32;
-    double blas[5], ours[5]; /* µs per M */
+    double blas[5], lt[5], ours[5]; /* µs per M: cublasGemmEx, gemm_lt (M >= 2), ours (heuristic) */
     int best_cfg[5];
     double best[5];
 } shape_t;
@@ -116,6 +126,9 @@ static void run_shape(shape_t *s, size_t l2, bool sweep, FILE *log) {
         s->blas[mi] = time_us(copies, 20, [&](int c) {
             for (int i = 0; i < s->n; i++) blas_gemm(x, M, s->K, w[(size_t)c * s->n + i], s->N[i], out[i], s->f32);
         });
+        s->lt[mi] = time_us(copies, 20, [&](int c) {
+            for (int i = 0; i < s->n; i++) lt_gemm(x, M, s->K, w[(size_t)c * s->n + i], s->N[i], out[i], s->f32);
+        });
         auto ours = [&](int cfg) {
             return time_us(copies, 20, [&](int c) {
                 gemv_seg_t segs[4];
@@ -126,8 +139,9 @@ static void run_shape(shape_t *s, size_t l2, bool sweep, FILE *log) {
         s->ours[mi] = ours(0);
         s->best[mi] = s->ours[mi];
         s->best_cfg[mi] = 0;
-        fprintf(log, "%-10s M=%2d cublas %9.2f us %6.3f TB/s | auto %9.2f us %6.3f TB/s", s->name, M, s->blas[mi],
-                bytes / (s->blas[mi] * 1e-6) / 1e12, s->ours[mi], bytes / (s->ours[mi] * 1e-6) / 1e12);
+        fprintf(log, "%-10s M=%2d cublas %9.2f us %6.3f TB/s | gemm_lt %9.2f us | auto %9.2f us %6.3f TB/s", s->name, M,
+                s->blas[mi], bytes / (s->blas[mi] * 1e-6) / 1e12, s->lt[mi], s->ours[mi],
+                bytes / (s->ours[mi] * 1e-6) / 1e12);
         if (sweep) {
             fprintf(log, " | sweep");
             for (int cfg = 1; cfg <= ncfg; cfg++) {
@@ -165,8 +179,10 @@ static void full_step(FILE *log) {
     CK(cudaDeviceSynchronize());
     for (int mi = 0; mi < 5; mi++) {
         const int M = MS[mi];
-        double t[3]; /* cuBLAS; ours everywhere; the backend's dispatch (gemv_max_m) */
-        for (int impl = 0; impl < 3; impl++) {
+        /* cuBLAS; ours everywhere; the backend's dispatch (gemv_max_m, then gemm_lt / cuBLAS);
+         * the dispatch before the GEMV (gemm_lt / cuBLAS, one GEMM per weight) */
+        double t[4];
+        for (int impl = 0; impl < 4; impl++) {
             t[impl] = time_us(1, 1, [&](int) {
                 char *p = base;
                 auto take = [&](size_t r, size_t k) {
@@ -175,13 +191,14 @@ static void full_step(FILE *log) {
                     return q;
                 };
                 auto lin = [&](const void *xx, int K, void *ww, int N, void *oo, bool f32) {
-                    if (impl == 0 || (impl == 2 && M > gemv_max_m(N, K))) blas_gemm(xx, M, K, ww, N, oo, f32);
+                    if (impl == 0) blas_gemm(xx, M, K, ww, N, oo, f32);
+                    else if (impl == 3 || (impl == 2 && M > gemv_max_m(N, K))) lt_gemm(xx, M, K, ww, N, oo, f32);
                     else CKRC(gemv_launch(xx, M, K, ww, N, oo, f32, 0, g_st));
                 };
                 for (int l = 0; l < 32; l++) {
                     if (l % 4 != 3) { /* GDN: in_proj qkv, z, b, a; out_proj */
                         void *wq = take(8192, H), *wz = take(4096, H), *wb = take(32, H), *wa = take(32, H);
-                        if (impl == 0 || (impl == 2 && M > gemv_grouped_max_m(4, H))) {
+                        if (impl == 0 || impl == 3 || (impl == 2 && M > gemv_grouped_max_m(4, H))) {
                             lin(x, H, wq, 8192, o1, false);
                             lin(x, H, wz, 4096, o2, false);
                             lin(x, H, wb, 32, o3, false);
@@ -193,7 +210,7 @@ static void full_step(FILE *log) {
                         lin(act, H, take(4096, H), 4096, o2, false);
                     } else { /* attention: q, k, v; o */
                         void *wq = take(8192, H), *wk = take(1024, H), *wv = take(1024, H);
-                        if (impl == 0 || (impl == 2 && M > gemv_grouped_max_m(3, H))) {
+                        if (impl == 0 || impl == 3 || (impl == 2 && M > gemv_grouped_max_m(3, H))) {
                             lin(x, H, wq, 8192, o1, false);
                             lin(x, H, wk, 1024, o2, false);
                             lin(x, H, wv, 1024, o3, false);
@@ -210,10 +227,10 @@ static void full_step(FILE *log) {
             });
         }
         fprintf(log,
-                "full step graph M=%2d: cublas %.3f ms (%.3f TB/s) | ours %.3f ms (%.3f TB/s) | dispatch %.3f ms "
-                "(%.3f TB/s) | %.2fx\n",
-                M, t[0] / 1e3, need / (t[0] * 1e-6) / 1e12, t[1] / 1e3, need / (t[1] * 1e-6) / 1e12, t[2] / 1e3,
-                need / (t[2] * 1e-6) / 1e12, t[0] / t[2]);
+                "full step graph M=%2d: cublas %.3f ms (%.3f TB/s) | ours %.3f ms (%.3f TB/s) | before (gemm_lt) "
+                "%.3f ms | dispatch %.3f ms (%.3f TB/s) | before / dispatch %.2fx\n",
+                M, t[0] / 1e3, need / (t[0] * 1e-6) / 1e12, t[1] / 1e3, need / (t[1] * 1e-6) / 1e12, t[3] / 1e3,
+                t[2] / 1e3, need / (t[2] * 1e-6) / 1e12, t[3] / t[2]);
         fflush(log);
     }
     cudaFree(base); cudaFree(x); cudaFree(act); cudaFree(o1); cudaFree(o2); cudaFree(o3); cudaFree(o4); cudaFree(lo);
@@ -231,6 +248,12 @@ int main(int argc, char **argv) {
     CK(cudaStreamCreateWithFlags(&g_st, cudaStreamNonBlocking));
     CKB(cublasCreate(&g_blas));
     CKB(cublasSetStream(g_blas, g_st));
+    const size_t lt_ws = 32u << 20;
+    g_lt = gemm_lt_create(dmalloc(lt_ws), lt_ws);
+    if (!g_lt) {
+        fprintf(stderr, "gemm_lt_create failed\n");
+        return 2;
+    }
     {
         size_t n = (size_t)1 << 30;
         void *a = dmalloc(n), *b = dmalloc(n);
@@ -273,16 +296,17 @@ int main(int argc, char **argv) {
     for (int i = 0; i < ns; i++) run_shape(&sh[i], (size_t)prop.l2CacheSize, sweep, stdout);
     if (step) full_step(stdout);
 
-    printf("\n%-10s %3s %10s %8s %10s %8s %7s %10s\n", "shape", "M", "cublas_us", "TB/s", "ours_us", "TB/s", "speedup",
-           "best_cfg");
+    printf("\n%-10s %3s %10s %8s %10s %10s %8s %7s %10s\n", "shape", "M", "cublas_us", "TB/s", "gemm_lt_us", "ours_us",
+           "TB/s", "speedup", "best_cfg");
     for (int i = 0; i < ns; i++) {
         size_t rows = 0;
         for (int j = 0; j < sh[i].n; j++) rows += sh[i].N[j];
         const double bytes = (double)rows * sh[i].K * 2;
         for (int mi = 0; mi < 5; mi++)
-            printf("%-10s %3d %10.2f %8.3f %10.2f %8.3f %7.2f %6s %.1f\n", sh[i].name, MS[mi], sh[i].blas[mi],
-                   bytes / (sh[i].blas[mi] * 1e-6) / 1e12, sh[i].ours[mi], bytes / (sh[i].ours[mi] * 1e-6) / 1e12,
-                   sh[i].blas[mi] / sh[i].ours[mi], gemv_cfg_name(sh[i].best_cfg[mi]), sh[i].best[mi]);
+            printf("%-10s %3d %10.2f %8.3f %10.2f %10.2f %8.3f %7.2f %6s %.1f\n", sh[i].name, MS[mi], sh[i].blas[mi],
+                   bytes / (sh[i].blas[mi] * 1e-6) / 1e12, sh[i].lt[mi], sh[i].ours[mi],
+                   bytes / (sh[i].ours[mi] * 1e-6) / 1e12, std::min(sh[i].blas[mi], sh[i].lt[mi]) / sh[i].ours[mi],
+                   gemv_cfg_name(sh[i].best_cfg[mi]), sh[i].best[mi]);
     }
     /* Sum over one decode step: cuBLAS per weight as the model calls it today; ours grouped. */
     for (int mi = 0; mi < 5; mi++) {
@@ -294,6 +318,7 @@ int main(int argc, char **argv) {
         printf("step sum M=%2d: cublas %.3f ms | ours %.3f ms (grouped in-projections) | %.2fx\n", MS[mi], b / 1e3,
                o / 1e3, b / o);
     }
+    gemm_lt_destroy(g_lt);
     cublasDestroy(g_blas);
     return 0;
 }
