@@ -134,6 +134,10 @@ struct backend {
     void (*embed)(backend_t *bk, const bk_weight_t *embed, const int32_t *ids, int T, void *out);
     /* out[T, N] = x[T, K] @ W[N, K]^T */
     void (*linear)(backend_t *bk, const void *x, const bk_weight_t *w, int T, void *out);
+    /* n projections of the same x: out[i][T, N_i] = x[T, K] @ w[i][N_i, K]^T, i < n (every
+     * w[i] has K columns). One grouped kernel on cuda at small T (a layer's q/k/v, GDN's
+     * qkv/z/b/a), else n linears. */
+    void (*linear_n)(backend_t *bk, const void *x, int n, const bk_weight_t *const *w, int T, void *const *out);
     /* RMSNorm over rows of n: out = x * rsqrt(mean(x^2) + eps) * (plus_one ? 1 + w : w), fp32 math.
      * When residual != NULL: residual[T, n] += x first and the norm reads the sum
      * (residual is updated in place; x is untouched). out may alias x. */

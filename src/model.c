@@ -239,9 +239,9 @@ backend_t *model_backend(const model_t *m) { return m->bk; }
 static void attention_layer(model_t *m, const layer_t *d, int a, int T) {
     backend_t *bk = m->bk;
     const mcfg_t *c = &m->cfg;
-    bk->linear(bk, m->normed, d->q_proj, T, m->qg);
-    bk->linear(bk, m->normed, d->k_proj, T, m->k);
-    bk->linear(bk, m->normed, d->v_proj, T, m->v);
+    const bk_weight_t *w[3] = {d->q_proj, d->k_proj, d->v_proj};
+    void *const out[3] = {m->qg, m->k, m->v};
+    bk->linear_n(bk, m->normed, 3, w, T, out);
     bk->attention(bk, a, m->qg, m->k, m->v, d->q_norm, d->k_norm, c->n_heads, c->n_kv_heads, c->head_dim, c->rope_dim,
                   (float)c->rope_theta, (float)c->rms_eps, m->attn);
     bk->linear(bk, m->attn, d->o_proj, T, m->mix);
@@ -250,10 +250,9 @@ static void attention_layer(model_t *m, const layer_t *d, int a, int T) {
 static void gdn_layer(model_t *m, const layer_t *d, int g, int T) {
     backend_t *bk = m->bk;
     const mcfg_t *c = &m->cfg;
-    bk->linear(bk, m->normed, d->qkv, T, m->qkv);
-    bk->linear(bk, m->normed, d->z, T, m->z);
-    bk->linear(bk, m->normed, d->b, T, m->gb);
-    bk->linear(bk, m->normed, d->a, T, m->ga);
+    const bk_weight_t *w[4] = {d->qkv, d->z, d->b, d->a};
+    void *const out[4] = {m->qkv, m->z, m->gb, m->ga};
+    bk->linear_n(bk, m->normed, 4, w, T, out);
     bk->gdn(bk, g, m->qkv, m->z, m->gb, m->ga, d->conv, d->A_log, d->dt_bias, d->norm, c->lin_k_heads, c->lin_v_heads,
             c->lin_k_dim, c->lin_v_dim, c->conv_kernel, (float)c->rms_eps, m->gdn);
     bk->linear(bk, m->gdn, d->out, T, m->mix);

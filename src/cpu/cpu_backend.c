@@ -241,6 +241,14 @@ static void cpu_linear(backend_t *bk, const void *x, const bk_weight_t *w, int T
     cpu_gemm_xwt(x, w->data, T, (int)w->rows, (int)w->cols, out);
 }
 
+static void cpu_linear_n(backend_t *bk, const void *x, int n, const bk_weight_t *const *w, int T, void *const *out) {
+    assert(n >= 1);
+    for (int i = 0; i < n; i++) {
+        assert(w[i]->cols == w[0]->cols);
+        cpu_linear(bk, x, w[i], T, out[i]);
+    }
+}
+
 static void cpu_add(backend_t *bk, void *y, const void *x, int T, int n) {
     (void)bk;
     float *yy = y;
@@ -356,6 +364,7 @@ backend_t *backend_cpu_create(int n_threads) {
     bk->set_batch = cpu_set_batch;
     bk->embed = cpu_embed;
     bk->linear = cpu_linear;
+    bk->linear_n = cpu_linear_n;
     bk->rmsnorm = cpu_rmsnorm;
     bk->add = cpu_add;
     bk->attention = cpu_attention;

@@ -43,6 +43,7 @@
 #include "cuda_ops.h"
 #include "gemm_lt.h"
 #include "cuda_sample.h"
+#include "gemv.h"
 
 extern "C" {
 #include "backend.h"
@@ -806,10 +807,22 @@ static bool cu_graph_end(backend_t *bk) {
 
 /* ---- GEMM ---------------------------------------------------------------------------- */
 
-/* out[T, N] = x[T, K] @ W[N, K]^T; out_f32 selects an fp32 output. */
+/* A gemv.h launcher's answer: HS_OK, or HS_ERR_INVALID for a shape it does not serve
+ * (nothing launched: the caller takes cuBLAS); any other code is a broken device. */
+static bool gemv_ran(int rc, const char *what) {
+    if (rc == HS_OK) return true;
+    if (rc == HS_ERR_INVALID) return false;
+    fprintf(stderr, "hyserve: cuda: %s returned %d\n", what, rc);
+    abort();
+}
+
+/* out[T, N] = x[T, K] @ W[N, K]^T; out_f32 selects an fp32 output. Small T (decode):
+ * our GEMV (gemv.cu) up to the M where it beats cuBLAS for this shape; else cuBLAS. */
 static void gemm(cu_ctx_t *c, const void *x, const bk_weight_t *w, int T, void *out, bool out_f32) {
     const float one = 1.f, zero = 0.f;
     const int N = (int)w->rows, K = (int)w->cols;
+    if (T <= gemv_max_m(N, K) && gemv_ran(gemv_launch(x, T, K, w->bf, N, out, out_f32, 0, c->st), "gemv_launch"))
+        return;
     /* Decode-sized batches: cuBLASLt with the algorithm timed fastest per shape. */
     if (T >= 2 && T <= 256 && c->lt && gemm_lt_run(c->lt, x, w->bf, T, N, K, out, out_f32, c->st) == HS_OK) return;
     CKB(cublasGemmEx(c->blas, CUBLAS_OP_T, CUBLAS_OP_N, N, T, K, &one, w->bf, CUDA_R_16BF, K, x, CUDA_R_16BF, K,
@@ -822,6 +835,24 @@ static void cu_linear(backend_t *bk, const void *x, const bk_weight_t *w, int T,
 
 static void cu_logits(backend_t *bk, const void *x, const bk_weight_t *lm_head, int n, void *out) {
     gemm(ctx(bk), x, lm_head, n, out, true);
+}
+
+/* n projections of one x: one grouped GEMV launch up to the T where that beats n cuBLAS
+ * GEMMs (gemv_grouped_max_m), else one gemm each. */
+static void cu_linear_n(backend_t *bk, const void *x, int n, const bk_weight_t *const *w, int T, void *const *out) {
+    cu_ctx_t *c = ctx(bk);
+    const int K = n >= 1 ? (int)w[0]->cols : 0;
+    bool same_k = n >= 1;
+    for (int i = 0; i < n; i++) same_k = same_k && w[i]->cols == K;
+    if (!same_k) { /* a bug in the caller (backend.h: every w[i] has K columns) */
+        fprintf(stderr, "hyserve: cuda: linear_n: %d weights of different widths\n", n);
+        abort();
+    }
+    const bool grouped = n <= GEMV_MAX_GROUP && T <= gemv_grouped_max_m(n, K);
+    gemv_seg_t segs[GEMV_MAX_GROUP];
+    for (int i = 0; i < n && grouped; i++) segs[i] = gemv_seg_t{w[i]->bf, (int)w[i]->rows, out[i], 0};
+    if (grouped && gemv_ran(gemv_grouped_launch(x, T, K, segs, n, 0, c->st), "gemv_grouped_launch")) return;
+    for (int i = 0; i < n; i++) gemm(c, x, w[i], T, out[i], false);
 }
 
 /* ---- simple ops ------------------------------------------------------------------ */
@@ -1208,6 +1239,13 @@ static void pw_linear(backend_t *bk, const void *x, const bk_weight_t *w, int T,
               (long long)w->cols, tclass(T));
     PI.linear(bk, x, w, T, out);
 }
+static void pw_linear_n(backend_t *bk, const void *x, int n, const bk_weight_t *const *w, int T, void *const *out) {
+    double rows = 0;
+    for (int i = 0; i < n; i++) rows += (double)w[i]->rows;
+    prof_mark(ctx(bk), 2.0 * rows * (double)w[0]->cols, "linear_n %d: %.0fx%lld T %s", n, rows, (long long)w[0]->cols,
+              tclass(T));
+    PI.linear_n(bk, x, n, w, T, out);
+}
 static void pw_rmsnorm(backend_t *bk, const void *x, void *res, const bk_weight_t *w, float eps, bool p1, int T, int n,
                        void *out) {
     prof_mark(ctx(bk), 0, "rmsnorm%s", res ? " + residual" : "");
@@ -1282,6 +1320,7 @@ static void prof_install(backend_t *bk) {
     bk->set_batch = pw_set_batch;
     bk->embed = pw_embed;
     bk->linear = pw_linear;
+    bk->linear_n = pw_linear_n;
     bk->rmsnorm = pw_rmsnorm;
     bk->add = pw_add;
     bk->attention = pw_attention;
@@ -1411,6 +1450,7 @@ extern "C" backend_t *backend_cuda_create(int device, char *err, size_t n) {
     bk->set_batch = cu_set_batch;
     bk->embed = cu_embed;
     bk->linear = cu_linear;
+    bk->linear_n = cu_linear_n;
     bk->rmsnorm = cu_rmsnorm;
     bk->add = cu_add;
     bk->attention = cu_attention;
