@@ -88,8 +88,10 @@ int main(int argc, char **argv) {
                 drand_bf16((size_t)H, s + 6, sqrtf(3.f / H)), E, k, 1, I, Is, H};
     }
     const int Ts[5] = {1, 16, 128, 1024, 8192};
-    const int paths[5] = {MOE_PATH_HOST, MOE_PATH_AUTO, MOE_PATH_SMALL, MOE_PATH_MEDIUM, MOE_PATH_LARGE};
-    const char *pn[6] = {"old (host)", "new auto", "new small", "new medium", "new large", "new graph"};
+    const int paths[7] = {MOE_PATH_HOST,  MOE_PATH_AUTO,      MOE_PATH_SMALL, MOE_PATH_MEDIUM,
+                          MOE_PATH_LARGE, MOE_PATH_LARGE_K64, MOE_PATH_WIDE};
+    const char *pn[8] = {"old (host)", "new auto", "new small", "new medium",
+                         "new large",  "new k64",  "new wide",  "new graph"};
     cudaEvent_t e0, e1;
     CK(cudaEventCreate(&e0));
     CK(cudaEventCreate(&e1));
@@ -110,9 +112,9 @@ int main(int argc, char **argv) {
             flops += 2.0 * T * ((double)k * 3 * I * H + 3.0 * Is * H + (double)E * H + H);
         }
         bytes /= NL, flops /= NL, n_act /= NL;
-        for (int pi = 0; pi < 6; pi++) {
+        for (int pi = 0; pi < 8; pi++) {
             cudaGraphExec_t ge = NULL;
-            if (pi == 5) {
+            if (pi == 7) {
                 cudaGraph_t g;
                 CK(cudaStreamBeginCapture(st, cudaStreamCaptureModeGlobal));
                 for (int l = 0; l < NL; l++) CKRC(moe_forward(m, &L[l], x, NULL, T, out, MOE_PATH_AUTO));

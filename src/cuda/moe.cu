@@ -391,13 +391,21 @@ struct tile_cfg {
 typedef tile_cfg<16, 64, 64, 1, 4, 4> cfg_small;
 typedef tile_cfg<64, 128, 32, 2, 2, 4> cfg_medium;
 typedef tile_cfg<128, 128, 32, 2, 4, 4> cfg_large;
+typedef tile_cfg<128, 128, 64, 2, 4, 3> cfg_large_k64;
+typedef tile_cfg<128, 256, 32, 2, 4, 3> cfg_wide;
 
 static int cfg_bm(int path) { return path == MOE_PATH_SMALL ? 16 : path == MOE_PATH_MEDIUM ? 64 : 128; }
 
+/* N: act columns (gu) or output columns; the wide tile needs N % (gu ? 128 : 256) == 0
+ * and falls back to the large one otherwise (same rows per tile). */
 static int gemm_launch(int path, bool gu, const gemm_args &a, int N, int mt_bound, cudaStream_t st) {
     switch (path) {
     case MOE_PATH_SMALL: return cfg_small::launch(gu, a, N, mt_bound, st);
     case MOE_PATH_MEDIUM: return cfg_medium::launch(gu, a, N, mt_bound, st);
+    case MOE_PATH_LARGE_K64: return cfg_large_k64::launch(gu, a, N, mt_bound, st);
+    case MOE_PATH_WIDE:
+        if (N % (gu ? 128 : 256) == 0) return cfg_wide::launch(gu, a, N, mt_bound, st);
+        return cfg_large::launch(gu, a, N, mt_bound, st);
     default: return cfg_large::launch(gu, a, N, mt_bound, st);
     }
 }
@@ -458,7 +466,9 @@ struct moe_ctx {
 };
 
 extern "C" moe_ctx_t *moe_ctx_create(void *blas, void *stream) {
-    if (cfg_small::init() != HS_OK || cfg_medium::init() != HS_OK || cfg_large::init() != HS_OK) return NULL;
+    if (cfg_small::init() != HS_OK || cfg_medium::init() != HS_OK || cfg_large::init() != HS_OK ||
+        cfg_large_k64::init() != HS_OK || cfg_wide::init() != HS_OK)
+        return NULL;
     moe_ctx_t *m = (moe_ctx_t *)xcalloc(1, sizeof *m);
     m->blas = (cublasHandle_t)blas;
     m->st = (cudaStream_t)stream;

@@ -43,7 +43,15 @@ typedef struct {
 /* Tile paths of the grouped GEMMs (rows x cols of a block tile); AUTO picks by tokens per
  * expert; HOST is the old path (ids to the host, a cuBLAS pair per expert), kept for
  * benchmarks: it synchronises the stream and cannot be captured. */
-enum { MOE_PATH_AUTO = 0, MOE_PATH_HOST = 1, MOE_PATH_SMALL = 2, MOE_PATH_MEDIUM = 3, MOE_PATH_LARGE = 4 };
+enum {
+    MOE_PATH_AUTO = 0,
+    MOE_PATH_HOST = 1,
+    MOE_PATH_SMALL = 2,     /* 16 x 64 tiles, 4 warps */
+    MOE_PATH_MEDIUM = 3,    /* 64 x 128, 4 warps */
+    MOE_PATH_LARGE = 4,     /* 128 x 128, 8 warps, k step 32, 4 stages */
+    MOE_PATH_LARGE_K64 = 5, /* 128 x 128, 8 warps, k step 64, 3 stages */
+    MOE_PATH_WIDE = 6       /* 128 x 256, 8 warps (warp tile 64 x 64), 3 stages */
+};
 
 /* blas: a cublasHandle_t already bound to stream. NULL on failure (message to stderr). */
 moe_ctx_t *moe_ctx_create(void *blas, void *stream);

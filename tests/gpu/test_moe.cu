@@ -173,13 +173,14 @@ static void run_case(moe_ctx_t *m, cudaStream_t st, const wset_t *w, case_t c, u
     moe_layer_t L = {w->d_router, w->pgu.data(), w->pdn.data(), w,
                      c.shared ? w->d_sgu : NULL, c.shared ? w->d_sdn : NULL, c.gate ? w->d_sg : NULL,
                      E, k, c.norm, I, c.Is, H};
-    const int paths[5] = {MOE_PATH_AUTO, MOE_PATH_SMALL, MOE_PATH_MEDIUM, MOE_PATH_LARGE, MOE_PATH_HOST};
-    const char *pn[5] = {"auto", "small", "medium", "large", "host"};
+    const int paths[7] = {MOE_PATH_AUTO,  MOE_PATH_SMALL,     MOE_PATH_MEDIUM, MOE_PATH_LARGE,
+                          MOE_PATH_LARGE_K64, MOE_PATH_WIDE, MOE_PATH_HOST};
+    const char *pn[7] = {"auto", "small", "medium", "large", "k64", "wide", "host"};
     std::vector<uint16_t> got((size_t)T * H), first((size_t)T * H);
     printf("E %3d k %d I %3d H %4d T %4d shared %s%s%s |", E, k, I, H, T, c.shared ? (c.Is == I ? "fold" : "own ") : "off ",
            c.shared && !c.gate ? " nogate" : "       ", c.norm ? "" : " nonorm");
     bool ok = true;
-    for (int pi = 0; pi < 5; pi++) {
+    for (int pi = 0; pi < 7; pi++) {
         CK(cudaMemset(d_out, 0xff, (size_t)T * H * 2)); /* NaN */
         CKRC(moe_forward(m, &L, d_x, d_lg, T, d_out, paths[pi]));
         CK(cudaStreamSynchronize(st));
