@@ -7,7 +7,7 @@
  * Shapes: I 512, H 2048 with E in {8, 256}, top_k in {2, 8}, T in {1, 7, 128, 1000},
  * shared expert on (folded into the grouped launches: Is == I) and off; small shapes
  * with a shared expert of another width (its own launches), without gate, norm_topk off.
- * Every case runs every path (auto, small, medium, large tiles, and the old host path);
+ * Every case runs every path (auto, the five forced tiles, and the old host path);
  * outputs are poisoned with NaN before each run. Rows compared: all when T <= 128, else
  * 96 sampled rows (every row is checked for being written). Also: two runs of the auto
  * path are bitwise equal, and a CUDA-graph capture of a call replays to the same bits.
