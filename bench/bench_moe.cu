@@ -103,7 +103,7 @@ int main(int argc, char **argv) {
         double bytes = 0, flops = 0, n_act = 0;
         std::vector<int32_t> cnt(E);
         for (int l = 0; l < NL; l++) {
-            CKRC(moe_forward(m, &L[l], x, NULL, T, out, MOE_PATH_AUTO));
+            CKRC(moe_forward(m, &L[l], x, NULL, T, out, MOE_PATH_AUTO, NULL, 0));
             CKRC(moe_last_counts(m, cnt.data(), E));
             int act = 0;
             for (int e = 0; e < E; e++) act += cnt[e] > 0;
@@ -117,7 +117,7 @@ int main(int argc, char **argv) {
             if (pi == 7) {
                 cudaGraph_t g;
                 CK(cudaStreamBeginCapture(st, cudaStreamCaptureModeGlobal));
-                for (int l = 0; l < NL; l++) CKRC(moe_forward(m, &L[l], x, NULL, T, out, MOE_PATH_AUTO));
+                for (int l = 0; l < NL; l++) CKRC(moe_forward(m, &L[l], x, NULL, T, out, MOE_PATH_AUTO, NULL, 0));
                 CK(cudaStreamEndCapture(st, &g));
                 CK(cudaGraphInstantiate(&ge, g, 0));
                 CK(cudaGraphDestroy(g));
@@ -127,7 +127,7 @@ int main(int argc, char **argv) {
                 CK(cudaEventRecord(e0, st));
                 if (ge) CK(cudaGraphLaunch(ge, st));
                 else
-                    for (int l = 0; l < NL; l++) CKRC(moe_forward(m, &L[l], x, NULL, T, out, paths[pi]));
+                    for (int l = 0; l < NL; l++) CKRC(moe_forward(m, &L[l], x, NULL, T, out, paths[pi], NULL, 0));
                 CK(cudaEventRecord(e1, st));
                 CK(cudaEventSynchronize(e1));
                 float ms;

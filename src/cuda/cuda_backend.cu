@@ -85,7 +85,7 @@ struct bk_weight {
 };
 
 enum { SCR_IDS, SCR_Q, SCR_GATE, SCR_ATTN_WS, SCR_QN, SCR_KN, SCR_V, SCR_G, SCR_BETA, SCR_CHUNK_WS, SCR_O,
-       SCR_STATS, SCR_N };
+       SCR_STATS, SCR_MOE, SCR_N };
 
 typedef struct {
     void *p;
@@ -944,7 +944,9 @@ static void cu_moe(backend_t *bk, const void *x, const bk_weight_t *router, bk_w
     const moe_layer_t L = {router->bf, c->moe_ptrs, c->moe_ptrs + n_experts, (const void *)egu,
                            sh ? sgu->bf : NULL, sh ? sdown->bf : NULL, sh && sgate ? sgate->bf : NULL,
                            n_experts, top_k, norm_topk ? 1 : 0, I, sh ? Is : 0, H};
-    CKL(moe_forward(c->moe, &L, x, NULL, T, out, MOE_PATH_AUTO));
+    /* the workspace through scratch(): growing it drops recorded graphs first */
+    const size_t wsb = moe_workspace_bytes(&L, T);
+    CKL(moe_forward(c->moe, &L, x, NULL, T, out, MOE_PATH_AUTO, scratch(c, SCR_MOE, wsb), wsb));
 }
 
 static void cu_logits_stats(backend_t *bk, const void *logits, int n, int V, int32_t *argmax, float *mx, float *lse) {

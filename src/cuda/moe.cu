@@ -529,20 +529,56 @@ static int layer_table(moe_ctx_t *m, const moe_layer_t *L, void ***dev) {
 
 static size_t al256(size_t b) { return (b + 255) & ~(size_t)255; }
 
-/* Carve the workspace: sizes[i] bytes each, 256-aligned; grows the buffer when needed. */
-static int carve(moe_ctx_t *m, const size_t *sizes, int n, void **out) {
+/* Carve sizes[i] bytes each (256-aligned) out of the caller's workspace ws (ws_bytes), or,
+ * when ws is NULL, out of the context's own buffer, grown when needed. */
+static int carve(moe_ctx_t *m, const size_t *sizes, int n, void **out, void *ws, size_t ws_bytes) {
     size_t tot = 0;
     for (int i = 0; i < n; i++) tot += al256(sizes[i]);
-    if (m->ws_bytes < tot) {
-        if (m->ws) HS_CUDA_TRY(cudaFree(m->ws));
-        m->ws = NULL;
-        const size_t nb = tot + tot / 4;
-        HS_CUDA_TRY(cudaMalloc(&m->ws, nb));
-        m->ws_bytes = nb;
+    if (ws) {
+        if (ws_bytes < tot) return HS_ERR_INVALID;
+    } else {
+        if (m->ws_bytes < tot) {
+            if (m->ws) HS_CUDA_TRY(cudaFree(m->ws));
+            m->ws = NULL;
+            const size_t nb = tot + tot / 4;
+            HS_CUDA_TRY(cudaMalloc(&m->ws, nb));
+            m->ws_bytes = nb;
+        }
+        ws = m->ws;
     }
-    char *p = (char *)m->ws;
+    char *p = (char *)ws;
     for (int i = 0; i < n; i++) out[i] = p, p += al256(sizes[i]);
     return HS_OK;
+}
+
+/* Workspace pieces of the host path [HOST_NB] and of the device path [DEV_NB]. */
+enum { HOST_NB = 11, DEV_NB = 13 };
+static void host_sizes(const moe_layer_t *L, int T, size_t *sz) {
+    const bool shared = L->shared_gate_up && L->shared_down && L->Is > 0;
+    const size_t nk = (size_t)T * L->top_k, E = (size_t)L->E, H = (size_t)L->H;
+    const size_t Im = (size_t)(shared && L->Is > L->I ? L->Is : L->I);
+    const size_t v[HOST_NB] = {(size_t)T * E * 4, nk * 4, nk * 4, nk * 8, (size_t)T * H * 4, (size_t)T * H * 2,
+                               (size_t)T * 2 * Im * 2, (size_t)T * Im * 2, (size_t)T * H * 2, (size_t)T * 4, E * 4};
+    memcpy(sz, v, sizeof v);
+}
+static void dev_sizes(const moe_layer_t *L, int T, size_t *sz) {
+    const bool shared = L->shared_gate_up && L->shared_down && L->Is > 0;
+    const int Is = shared ? L->Is : 0, I = L->I;
+    const bool fold = shared && Is == I;
+    const size_t nk = (size_t)T * L->top_k, G = (size_t)L->E + (fold ? 1 : 0), rows = nk + (shared ? T : 0);
+    const size_t Imax = (size_t)(Is > I ? Is : I), H = (size_t)L->H;
+    const size_t v[DEV_NB] = {(G + 1) * 4, (G + 1) * 4, (G + 1) * 4, 16, 16, nk * 4, nk * 4, nk * 4, rows * 4,
+                              (size_t)T * L->E * 4, (size_t)T * 4, rows * Imax * 2, rows * H * 2};
+    memcpy(sz, v, sizeof v);
+}
+
+extern "C" size_t moe_workspace_bytes(const moe_layer_t *L, int T) {
+    size_t a[HOST_NB], b[DEV_NB], ta = 0, tb = 0;
+    host_sizes(L, T > 0 ? T : 1, a);
+    dev_sizes(L, T > 0 ? T : 1, b);
+    for (int i = 0; i < HOST_NB; i++) ta += al256(a[i]);
+    for (int i = 0; i < DEV_NB; i++) tb += al256(b[i]);
+    return ta > tb ? ta : tb;
 }
 
 static int router_logits(moe_ctx_t *m, const void *x, const void *W, int T, int N, int H, float *out) {
@@ -560,16 +596,14 @@ static int gemm_bf16(moe_ctx_t *m, const void *x, const void *W, int T, int N, i
 
 /* The previous implementation: routing on the host, a cuBLAS pair per active expert. */
 static int moe_forward_host(moe_ctx_t *m, const moe_layer_t *L, const void *x, const float *logits_in, int T,
-                            void *out) {
+                            void *out, void *ws, size_t ws_bytes) {
     const int E = L->E, k = L->top_k, I = L->I, H = L->H, Is = L->Is;
     const bool shared = L->shared_gate_up && L->shared_down && Is > 0;
     const size_t nk = (size_t)T * k;
-    const int Im = shared && Is > I ? Is : I;
-    void *b[11];
-    const size_t sz[11] = {(size_t)T * E * 4, nk * 4, nk * 4, nk * 8, (size_t)T * H * 4, (size_t)T * H * 2,
-                           (size_t)T * 2 * Im * 2, (size_t)T * Im * 2, (size_t)T * H * 2, (size_t)T * 4,
-                           (size_t)E * 4};
-    int rc = carve(m, sz, 11, b);
+    void *b[HOST_NB];
+    size_t sz[HOST_NB];
+    host_sizes(L, T, sz);
+    int rc = carve(m, sz, HOST_NB, b, ws, ws_bytes);
     if (rc != HS_OK) return rc;
     float *rl = (float *)b[0], *wts = (float *)b[2], *acc = (float *)b[4], *sg = (float *)b[9];
     int32_t *ids = (int32_t *)b[1], *d_idx = (int32_t *)b[3];
@@ -639,7 +673,7 @@ static int moe_forward_host(moe_ctx_t *m, const moe_layer_t *L, const void *x, c
 }
 
 extern "C" int moe_forward(moe_ctx_t *m, const moe_layer_t *L, const void *x, const float *logits_in, int T,
-                           void *out, int path) {
+                           void *out, int path, void *ws, size_t ws_bytes) {
     const int E = L->E, k = L->top_k, I = L->I, H = L->H;
     const bool shared = L->shared_gate_up && L->shared_down && L->Is > 0;
     const int Is = shared ? L->Is : 0;
@@ -648,22 +682,20 @@ extern "C" int moe_forward(moe_ctx_t *m, const moe_layer_t *L, const void *x, co
         if (path != MOE_PATH_AUTO && path != MOE_PATH_HOST) return HS_ERR_UNSUPPORTED;
         path = MOE_PATH_HOST;
     }
-    if (path == MOE_PATH_HOST) return moe_forward_host(m, L, x, logits_in, T, out);
+    if (path == MOE_PATH_HOST) return moe_forward_host(m, L, x, logits_in, T, out, ws, ws_bytes);
     void **tab;
     int rc = layer_table(m, L, &tab);
     if (rc != HS_OK) return rc;
     const int nk = T * k;
     const bool fold = shared && Is == I; /* the shared expert as group E */
-    const int G = E + (fold ? 1 : 0), rows = nk + (shared ? T : 0);
+    const int G = E + (fold ? 1 : 0);
     if (path == MOE_PATH_AUTO) path = pick_path((double)nk / E);
     const int path_s = pick_path((double)T);
     const int bm = cfg_bm(path), bm_s = cfg_bm(path_s);
-    const int Imax = Is > I ? Is : I;
-    void *b[13];
-    const size_t sz[13] = {(size_t)(G + 1) * 4, (size_t)(G + 1) * 4, (size_t)(G + 1) * 4, 16, 16,
-                           (size_t)nk * 4,      (size_t)nk * 4,      (size_t)nk * 4,      (size_t)rows * 4,
-                           (size_t)T * E * 4,   (size_t)T * 4,       (size_t)rows * Imax * 2, (size_t)rows * H * 2};
-    if ((rc = carve(m, sz, 13, b)) != HS_OK) return rc;
+    void *b[DEV_NB];
+    size_t sz[DEV_NB];
+    dev_sizes(L, T, sz);
+    if ((rc = carve(m, sz, DEV_NB, b, ws, ws_bytes)) != HS_OK) return rc;
     int32_t *cnt = (int32_t *)b[0], *offs = (int32_t *)b[1], *toffs = (int32_t *)b[2];
     int32_t *offs_s = (int32_t *)b[3], *toffs_s = (int32_t *)b[4];
     int32_t *ids = (int32_t *)b[5], *slot = (int32_t *)b[7], *perm = (int32_t *)b[8];

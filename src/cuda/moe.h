@@ -20,6 +20,7 @@
 #ifndef HS_CUDA_MOE_H
 #define HS_CUDA_MOE_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 #ifdef __cplusplus
@@ -61,12 +62,20 @@ void moe_ctx_destroy(moe_ctx_t *m);
  * H % 128 == 0. */
 int moe_supported(int E, int top_k, int I, int Is, int H);
 
+/* Device workspace bytes moe_forward needs for T tokens of layer L (any path). */
+size_t moe_workspace_bytes(const moe_layer_t *L, int T);
+
 /* out[T][H] bf16 = MoE(x[T][H] bf16). logits: optional device fp32 [T][E] router logits
- * (NULL: computed from L->router). Enqueued on the context's stream; nothing waits for it
- * except MOE_PATH_HOST. The first call of a layer uploads its pointer table (synchronous:
- * make it before any graph capture); buffers grow on the first call of a larger T.
- * Returns HS_OK, HS_ERR_UNSUPPORTED (shapes) or HS_ERR_STATE (a CUDA call failed). */
-int moe_forward(moe_ctx_t *m, const moe_layer_t *L, const void *x, const float *logits, int T, void *out, int path);
+ * (NULL: computed from L->router). ws: device workspace of ws_bytes >=
+ * moe_workspace_bytes(L, T), or NULL: the context's own buffer, grown (cudaFree +
+ * cudaMalloc) on the first call of a larger T. Enqueued on the context's stream; nothing
+ * waits for it except MOE_PATH_HOST. The first call of a layer uploads its pointer table
+ * (synchronous: make it before any graph capture; a later call with changed pointers
+ * rewrites the same table in place). A recorded graph stays valid as long as ws does.
+ * Returns HS_OK, HS_ERR_UNSUPPORTED (shapes), HS_ERR_INVALID (ws too small) or
+ * HS_ERR_STATE (a CUDA call failed). */
+int moe_forward(moe_ctx_t *m, const moe_layer_t *L, const void *x, const float *logits, int T, void *out, int path,
+                void *ws, size_t ws_bytes);
 
 /* Debug/bench: the last call's per-expert token counts (device -> host, synchronous). */
 int moe_last_counts(moe_ctx_t *m, int32_t *cnt, int E);

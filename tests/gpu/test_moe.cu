@@ -10,7 +10,8 @@
  * Every case runs every path (auto, the five forced tiles, and the old host path);
  * outputs are poisoned with NaN before each run. Rows compared: all when T <= 128, else
  * 96 sampled rows (every row is checked for being written). Also: two runs of the auto
- * path are bitwise equal, and a CUDA-graph capture of a call replays to the same bits.
+ * path are bitwise equal (once in a caller workspace of moe_workspace_bytes), and a CUDA-graph
+ * capture of a call replays to the same bits.
  * Reports ||out - ref|| / ||ref||; exit 0 only when every case is under 1e-2. Needs a GPU.
  */
 #include <cublas_v2.h>
@@ -182,7 +183,7 @@ static void run_case(moe_ctx_t *m, cudaStream_t st, const wset_t *w, case_t c, u
     bool ok = true;
     for (int pi = 0; pi < 7; pi++) {
         CK(cudaMemset(d_out, 0xff, (size_t)T * H * 2)); /* NaN */
-        CKRC(moe_forward(m, &L, d_x, d_lg, T, d_out, paths[pi]));
+        CKRC(moe_forward(m, &L, d_x, d_lg, T, d_out, paths[pi], NULL, 0));
         CK(cudaStreamSynchronize(st));
         CK(cudaMemcpy(got.data(), d_out, got.size() * 2, cudaMemcpyDeviceToHost));
         size_t bad = 0;
@@ -196,10 +197,13 @@ static void run_case(moe_ctx_t *m, cudaStream_t st, const wset_t *w, case_t c, u
         printf(" %s %.2e%s", pn[pi], re, pass ? "" : bad ? "(UNWRITTEN)" : "(FAIL)");
         if (pi == 0) first = got;
     }
-    /* determinism: auto twice more, bitwise */
+    /* determinism: auto twice more, bitwise; the second time (and the graph) in a workspace
+     * of the caller's, of moe_workspace_bytes */
+    const size_t wsb = moe_workspace_bytes(&L, T);
+    void *ws = dmalloc(wsb);
     for (int rep = 0; rep < 2; rep++) {
         CK(cudaMemset(d_out, 0xff, (size_t)T * H * 2));
-        CKRC(moe_forward(m, &L, d_x, d_lg, T, d_out, MOE_PATH_AUTO));
+        CKRC(moe_forward(m, &L, d_x, d_lg, T, d_out, MOE_PATH_AUTO, rep ? ws : NULL, rep ? wsb : 0));
         CK(cudaStreamSynchronize(st));
         CK(cudaMemcpy(got.data(), d_out, got.size() * 2, cudaMemcpyDeviceToHost));
         if (memcmp(got.data(), first.data(), got.size() * 2) != 0) {
@@ -213,7 +217,7 @@ static void run_case(moe_ctx_t *m, cudaStream_t st, const wset_t *w, case_t c, u
         cudaGraphExec_t ge;
         CK(cudaMemset(d_out, 0xff, (size_t)T * H * 2));
         CK(cudaStreamBeginCapture(st, cudaStreamCaptureModeGlobal));
-        CKRC(moe_forward(m, &L, d_x, d_lg, T, d_out, MOE_PATH_AUTO));
+        CKRC(moe_forward(m, &L, d_x, d_lg, T, d_out, MOE_PATH_AUTO, ws, wsb));
         CK(cudaStreamEndCapture(st, &g));
         CK(cudaGraphInstantiate(&ge, g, 0));
         for (int rep = 0; rep < 2; rep++) CK(cudaGraphLaunch(ge, st));
@@ -228,6 +232,7 @@ static void run_case(moe_ctx_t *m, cudaStream_t st, const wset_t *w, case_t c, u
     printf(" %s\n", ok ? "ok" : "FAIL");
     fflush(stdout);
     n_fail += !ok;
+    CK(cudaFree(ws));
     CK(cudaFree(d_x));
     CK(cudaFree(d_lg));
     CK(cudaFree(d_out));
