@@ -181,7 +181,7 @@ static void run_case(moe_ctx_t *m, cudaStream_t st, const wset_t *w, case_t c, u
     std::vector<uint16_t> got((size_t)T * H), first((size_t)T * H);
     printf("E %3d k %d I %3d H %4d T %4d shared %s%s%s |", E, k, I, H, T, c.shared ? (c.Is == I ? "fold" : "own ") : "off ",
            c.shared && !c.gate ? " nogate" : "       ", c.norm ? "" : " nonorm");
-    bool ok = true;
+    bool ok = true, same_tiles = true;
     for (int pi = 0; pi < 7; pi++) {
         CK(cudaMemset(d_out, 0xff, (size_t)T * H * 2)); /* NaN */
         CKRC(moe_forward(m, &L, d_x, d_lg, T, d_out, paths[pi], NULL, 0));
@@ -197,7 +197,11 @@ static void run_case(moe_ctx_t *m, cudaStream_t st, const wset_t *w, case_t c, u
         ok &= pass;
         printf(" %s %.2e%s", pn[pi], re, pass ? "" : bad ? "(UNWRITTEN)" : "(FAIL)");
         if (pi == 0) first = got;
+        else if (paths[pi] != MOE_PATH_HOST) same_tiles &= memcmp(got.data(), first.data(), got.size() * 2) == 0;
     }
+    /* information, not a requirement: a row's dot products are summed in the same k order
+     * by every tile shape, so the tiles should agree to the bit (batch invariance) */
+    printf(" tiles %s", same_tiles ? "same-bits" : "differ");
     /* determinism: auto twice more, bitwise; the second time (and the graph) in a workspace
      * of the caller's, of moe_workspace_bytes */
     const size_t wsb = moe_workspace_bytes(&L, T);
