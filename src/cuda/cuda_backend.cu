@@ -18,9 +18,9 @@
  *   gdn                   segments of <= 64 tokens: gdn_decode_launch (fused conv, gates, L2
  *                         norm, recurrence, gated norm; state in place); longer segments:
  *                         gdn_prefill_prep_launch -> gdn_chunk_launch -> gdn_gated_norm_launch
- *   moe                   router GEMM (fp32) -> k_topk (softmax, top-k, renormalise) -> ids to
- *                         the host -> per expert: gather rows, gate_up GEMM, swiglu, down GEMM,
- *                         weighted accumulate (fp32) -> shared expert and its sigmoid gate
+ *   moe                   moe.cu: router GEMM (fp32), top-k, grouping by expert on the device,
+ *                         one grouped gate_up GEMM (SwiGLU fused) and one grouped down GEMM for
+ *                         all experts (+ the shared expert), per-token weighted sum; no host sync
  *   page_out / page_in    cudaMemcpy of one page
  * The batch (set_batch) is copied to device buffers once per step; the host keeps
  * cu_seqlens, n_past and the derived sizes (decode rows, longest segment).
@@ -44,6 +44,7 @@
 #include "gemm_lt.h"
 #include "cuda_sample.h"
 #include "gemv.h"
+#include "moe.h"
 
 extern "C" {
 #include "backend.h"
@@ -85,8 +86,7 @@ struct bk_weight {
 };
 
 enum { SCR_IDS, SCR_Q, SCR_GATE, SCR_ATTN_WS, SCR_QN, SCR_KN, SCR_V, SCR_G, SCR_BETA, SCR_CHUNK_WS, SCR_O,
-       SCR_ROUTER, SCR_TOPK_ID, SCR_TOPK_W, SCR_MOE_IDX, SCR_MOE_X, SCR_MOE_GU, SCR_MOE_ACT, SCR_MOE_Y,
-       SCR_MOE_ACC, SCR_SH_GU, SCR_SH_ACT, SCR_SH_Y, SCR_SH_G, SCR_STATS, SCR_N };
+       SCR_STATS, SCR_MOE, SCR_N };
 
 typedef struct {
     void *p;
@@ -147,12 +147,11 @@ typedef struct {
     sm_loc_t *d_ssm_loc;  /* whole state map's ssm granules [n_gdn][Hv][n_slices] */
     const void *ssm_loc_src; /* host array the device copy came from */
     scratch_t scr[SCR_N];
-    /* host staging for MoE routing */
-    int32_t *h_ids;
-    float *h_w;
-    int32_t *h_idx;
-    float *h_idx_w;
-    size_t cap_moe_h;
+    /* MoE (moe.cu): its context (workspace, per-layer expert pointer tables), created at
+     * first use, and a host array of one layer's expert pointers */
+    moe_ctx_t *moe;
+    const void **moe_ptrs;
+    size_t cap_moe_ptrs;
 } cu_ctx_t;
 
 static cu_ctx_t *ctx(backend_t *bk) { return (cu_ctx_t *)bk->ctx; }
@@ -366,60 +365,6 @@ __global__ void k_qk_prep(const qk_params p) {
     bf16_t *vd = reinterpret_cast<bf16_t *>(base) + (size_t)p.block_size * p.Hkv * p.D + kv_row;
     kd[i] = f2bf(y);
     vd[i] = p.v[((int64_t)t * p.Hkv + kh) * p.D + i];
-}
-
-/* Router probabilities -> top-k ids and weights. One warp per token, E <= 1024, k <= 32. */
-__global__ void k_topk(const float *logits, int T, int E, int k, int norm, int32_t *ids, float *w) {
-    const int t = blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5), lane = threadIdx.x & 31;
-    if (t >= T) return;
-    const float *r = logits + (int64_t)t * E;
-    float mx = -INFINITY;
-    for (int e = lane; e < E; e += 32) mx = fmaxf(mx, r[e]);
-    mx = warp_max(mx);
-    float z = 0.f;
-    for (int e = lane; e < E; e += 32) z += __expf(r[e] - mx);
-    z = warp_sum(z);
-    unsigned taken[32] = {0}; /* bitmap of chosen experts, E <= 1024 */
-    float sum = 0.f;
-    for (int j = 0; j < k; j++) {
-        float best = -INFINITY;
-        int bi = 0x7fffffff;
-        for (int e = lane; e < E; e += 32) {
-            if (taken[e >> 5] >> (e & 31) & 1) continue;
-            if (r[e] > best || (r[e] == best && e < bi)) best = r[e], bi = e;
-        }
-        for (int o = 16; o > 0; o >>= 1) {
-            const float ob = __shfl_xor_sync(0xffffffffu, best, o);
-            const int oi = __shfl_xor_sync(0xffffffffu, bi, o);
-            if (ob > best || (ob == best && oi < bi)) best = ob, bi = oi;
-        }
-        taken[bi >> 5] |= 1u << (bi & 31);
-        const float pr = __expf(best - mx) / z;
-        sum += pr;
-        if (lane == 0) ids[(int64_t)t * k + j] = bi, w[(int64_t)t * k + j] = pr;
-    }
-    if (norm && lane == 0)
-        for (int j = 0; j < k; j++) w[(int64_t)t * k + j] /= sum;
-}
-
-__global__ void k_gather_idx(const bf16_t *x, const int32_t *idx, int H, bf16_t *out) {
-    const int r = blockIdx.x;
-    for (int i = threadIdx.x; i < H; i += blockDim.x) out[(int64_t)r * H + i] = x[(int64_t)idx[r] * H + i];
-}
-
-/* acc[idx[r]] += w[r] * y[r] for the rows of one expert (a token appears once per expert). */
-__global__ void k_scatter_acc(const bf16_t *y, const int32_t *idx, const float *w, int H, float *acc) {
-    const int r = blockIdx.x;
-    const float wr = w[r];
-    for (int i = threadIdx.x; i < H; i += blockDim.x) acc[(int64_t)idx[r] * H + i] += wr * bf2f(y[(int64_t)r * H + i]);
-}
-
-__global__ void k_moe_finish(const float *acc, const bf16_t *shared, const float *sgate, int64_t T, int H, bf16_t *out) {
-    const int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
-    if (i >= T * H) return;
-    float v = acc[i];
-    if (shared) v += sigmoid_f(sgate[i / H]) * bf2f(shared[i]);
-    out[i] = f2bf(v);
 }
 
 /* Per row of logits: argmax (lowest id on ties), max, log-sum-exp (fp32). Two stages:
@@ -1016,87 +961,23 @@ static void cu_moe(backend_t *bk, const void *x, const bk_weight_t *router, bk_w
                    const bk_weight_t *sgu, const bk_weight_t *sdown, const bk_weight_t *sgate, int Is, int T, int H,
                    void *out) {
     cu_ctx_t *c = ctx(bk);
-    float *rl = (float *)scratch(c, SCR_ROUTER, (size_t)T * n_experts * 4);
-    gemm(c, x, router, T, rl, true);
-    int32_t *ids = (int32_t *)scratch(c, SCR_TOPK_ID, (size_t)T * top_k * 4);
-    float *wts = (float *)scratch(c, SCR_TOPK_W, (size_t)T * top_k * 4);
-    k_topk<<<(unsigned)((T + 3) / 4), 128, 0, c->st>>>(rl, T, n_experts, top_k, norm_topk, ids, wts);
-    LAUNCHED();
-    const size_t nk = (size_t)T * top_k;
-    if (c->cap_moe_h < nk) {
-        c->cap_moe_h = nk * 2;
-        c->h_ids = (int32_t *)hs_realloc(c->h_ids, c->cap_moe_h * 4);
-        c->h_w = (float *)hs_realloc(c->h_w, c->cap_moe_h * 4);
-        c->h_idx = (int32_t *)hs_realloc(c->h_idx, c->cap_moe_h * 4);
-        c->h_idx_w = (float *)hs_realloc(c->h_idx_w, c->cap_moe_h * 4);
+    if (!c->moe && !(c->moe = moe_ctx_create(c->blas, c->st))) {
+        fprintf(stderr, "hyserve: cuda: cannot create the MoE context\n");
+        abort();
     }
-    CK(cudaMemcpyAsync(c->h_ids, ids, nk * 4, cudaMemcpyDeviceToHost, c->st));
-    CK(cudaMemcpyAsync(c->h_w, wts, nk * 4, cudaMemcpyDeviceToHost, c->st));
-    CK(cudaStreamSynchronize(c->st));
-    /* Group (token, weight) pairs by expert: counting sort. */
-    int *count = (int *)hs_calloc((size_t)n_experts + 1, sizeof(int));
-    for (size_t i = 0; i < nk; i++) count[c->h_ids[i] + 1]++;
-    for (int e = 0; e < n_experts; e++) count[e + 1] += count[e];
-    int *fill = (int *)hs_malloc(sizeof(int) * (size_t)n_experts);
-    memcpy(fill, count, sizeof(int) * (size_t)n_experts);
-    for (size_t i = 0; i < nk; i++) {
-        const int e = c->h_ids[i], at = fill[e]++;
-        c->h_idx[at] = (int32_t)(i / (size_t)top_k);
-        c->h_idx_w[at] = c->h_w[i];
+    const size_t n = 2 * (size_t)n_experts;
+    if (c->cap_moe_ptrs < n) {
+        c->cap_moe_ptrs = n;
+        c->moe_ptrs = (const void **)hs_realloc(c->moe_ptrs, n * sizeof(void *));
     }
-    int32_t *d_idx = (int32_t *)scratch(c, SCR_MOE_IDX, nk * 8);
-    float *d_w = (float *)(d_idx + nk);
-    CK(cudaMemcpyAsync(d_idx, c->h_idx, nk * 4, cudaMemcpyHostToDevice, c->st));
-    CK(cudaMemcpyAsync(d_w, c->h_idx_w, nk * 4, cudaMemcpyHostToDevice, c->st));
-    float *acc = (float *)scratch(c, SCR_MOE_ACC, (size_t)T * H * 4);
-    CK(cudaMemsetAsync(acc, 0, (size_t)T * H * 4, c->st));
-    int maxc = 0;
-    for (int e = 0; e < n_experts; e++) maxc = count[e + 1] - count[e] > maxc ? count[e + 1] - count[e] : maxc;
-    bf16_t *xe = (bf16_t *)scratch(c, SCR_MOE_X, (size_t)maxc * H * 2 + 2);
-    bf16_t *gu = (bf16_t *)scratch(c, SCR_MOE_GU, (size_t)maxc * 2 * I * 2 + 2);
-    bf16_t *act = (bf16_t *)scratch(c, SCR_MOE_ACT, (size_t)maxc * I * 2 + 2);
-    bf16_t *y = (bf16_t *)scratch(c, SCR_MOE_Y, (size_t)maxc * H * 2 + 2);
-    for (int e = 0; e < n_experts; e++) {
-        const int n = count[e + 1] - count[e];
-        if (n == 0) continue;
-        k_gather_idx<<<n, 256, 0, c->st>>>((const bf16_t *)x, d_idx + count[e], H, xe);
-        LAUNCHED();
-        gemm(c, xe, egu[e], n, gu, false);
-        k_swiglu<<<(unsigned)(((int64_t)n * I + 255) / 256), 256, 0, c->st>>>(gu, n, I, act);
-        LAUNCHED();
-        gemm(c, act, edown[e], n, y, false);
-        k_scatter_acc<<<n, 256, 0, c->st>>>(y, d_idx + count[e], d_w + count[e], H, acc);
-        LAUNCHED();
-    }
-    free(count);
-    free(fill);
-    const bf16_t *shared = NULL;
-    const float *sg = NULL;
-    if (sgu && sdown && Is > 0) {
-        bf16_t *sgu_o = (bf16_t *)scratch(c, SCR_SH_GU, (size_t)T * 2 * Is * 2);
-        bf16_t *sact = (bf16_t *)scratch(c, SCR_SH_ACT, (size_t)T * Is * 2);
-        bf16_t *sy = (bf16_t *)scratch(c, SCR_SH_Y, (size_t)T * H * 2);
-        gemm(c, x, sgu, T, sgu_o, false);
-        k_swiglu<<<(unsigned)(((int64_t)T * Is + 255) / 256), 256, 0, c->st>>>(sgu_o, T, Is, sact);
-        LAUNCHED();
-        gemm(c, sact, sdown, T, sy, false);
-        shared = sy;
-        if (sgate) {
-            float *gl = (float *)scratch(c, SCR_SH_G, (size_t)T * 4);
-            gemm(c, x, sgate, T, gl, true);
-            sg = gl;
-        }
-    }
-    const int64_t N = (int64_t)T * H;
-    if (shared && !sg) {
-        /* a shared expert without a gate: weight 1 (sigmoid of +inf) */
-        float *gl = (float *)scratch(c, SCR_SH_G, (size_t)T * 4);
-        float big = 1e30f;
-        for (int t = 0; t < T; t++) CK(cudaMemcpyAsync(gl + t, &big, 4, cudaMemcpyHostToDevice, c->st));
-        sg = gl;
-    }
-    k_moe_finish<<<(unsigned)((N + 255) / 256), 256, 0, c->st>>>(acc, shared, sg, T, H, (bf16_t *)out);
-    LAUNCHED();
+    for (int e = 0; e < n_experts; e++) c->moe_ptrs[e] = egu[e]->bf, c->moe_ptrs[n_experts + e] = edown[e]->bf;
+    const bool sh = sgu && sdown && Is > 0;
+    const moe_layer_t L = {router->bf, c->moe_ptrs, c->moe_ptrs + n_experts, (const void *)egu,
+                           sh ? sgu->bf : NULL, sh ? sdown->bf : NULL, sh && sgate ? sgate->bf : NULL,
+                           n_experts, top_k, norm_topk ? 1 : 0, I, sh ? Is : 0, H};
+    /* the workspace through scratch(): growing it drops recorded graphs first */
+    const size_t wsb = moe_workspace_bytes(&L, T);
+    CKL(moe_forward(c->moe, &L, x, NULL, T, out, MOE_PATH_AUTO, scratch(c, SCR_MOE, wsb), wsb));
 }
 
 static void cu_logits_stats(backend_t *bk, const void *logits, int n, int V, int32_t *argmax, float *mx, float *lse) {
@@ -1374,10 +1255,8 @@ static void cu_destroy(backend_t *bk) {
         free(c->h_n_past);
         free(c->h_seq_lens);
         free(c->h_tok_pre);
-        free(c->h_ids);
-        free(c->h_w);
-        free(c->h_idx);
-        free(c->h_idx_w);
+        moe_ctx_destroy(c->moe);
+        free(c->moe_ptrs);
         if (c->blas) cublasDestroy(c->blas);
         if (c->st) cudaStreamDestroy(c->st);
         free(c);

@@ -4,7 +4,8 @@
  * (HS_CUDA_GRAPHS=0), step by step, while the graphs are really used: the test counts
  * recordings and replays and fails if there are none.
  *
- * Three sequences on the tests/fixtures/gpu-dense config (real head shapes): a prefill
+ * Three sequences on the tests/fixtures/gpu-dense and gpu-moe configs (real head
+ * shapes; the MoE op groups tokens by expert on the device): a prefill
  * (prompts of 250, 40 and 7 tokens) and then 24 decode steps. Along the way the longest
  * context crosses the 256-token bucket (a new graph), and after step 12 the third
  * sequence leaves (a batch of 2: another graph). A step replays only from the third
@@ -79,11 +80,8 @@ static int argmax(const float *x, int n) {
     return a;
 }
 
-int main(int argc, char **argv) {
-    const char *root = argc > 1 ? argv[1] : HYSERVE_SOURCE_DIR;
-    char dir[4096], err[512];
-    setenv("HS_CUDA_GEMM_LT", "0", 1);
-    snprintf(dir, sizeof dir, "%s/tests/fixtures/gpu-dense", root);
+static int run(const char *dir) {
+    char err[512];
     mcfg_t c;
     if (mcfg_load(dir, &c, err, sizeof err)) return fprintf(stderr, "%s\n", err), 1;
     wt_model_t w;
@@ -100,6 +98,7 @@ int main(int argc, char **argv) {
     uint64_t x = 7;
     for (int i = 0; i < len[0] + len[1] + len[2]; i++)
         x = x * 6364136223846793005ull + 1, toks[i] = (int32_t)((x >> 33) % V);
+    printf("%s\n", dir);
     for (int it = 0; it <= 24; it++) {
         if (it == 13) S = 2; /* the third sequence leaves */
         const long rec0 = graph.bk->graphs_recorded, rep0 = graph.bk->graphs_replayed;
@@ -129,6 +128,16 @@ int main(int argc, char **argv) {
     free(lg);
     close_side(&eager);
     close_side(&graph);
+    return fails;
+}
+
+int main(int argc, char **argv) {
+    const char *root = argc > 1 ? argv[1] : HYSERVE_SOURCE_DIR;
+    setenv("HS_CUDA_GEMM_LT", "0", 1);
+    char a[4096], b[4096];
+    snprintf(a, sizeof a, "%s/tests/fixtures/gpu-dense", root);
+    snprintf(b, sizeof b, "%s/tests/fixtures/gpu-moe", root);
+    const int fails = run(a) + run(b);
     printf("%s\n", fails ? "FAIL" : "OK");
     return fails ? 1 : 0;
 }
