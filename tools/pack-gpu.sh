@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # pack-gpu: bundle what a GPU run needs into .gpu/eng (git-ignored) so the device tool
 # can carry it: the CUDA build's binaries (stripped), the shared libraries they need
-# that a bare CUDA image lacks (xz-compressed: OpenBLAS alone is 35 MB), the shipped
+# that a bare CUDA image lacks (xz-compressed: OpenBLAS alone is 35 MB; the binaries
+# too, unpacked by env.sh), the shipped
 # configs, the GPU fixtures and tools/gpu-check.sh. On the device:
 #   bash .gpu/eng/env.sh <command>      (unpacks the libraries, sets the paths, runs it)
 # e.g. `bash .gpu/eng/env.sh ./bin/test_gpu_ops .` or
@@ -29,9 +30,12 @@ for f in "$E"/bin/*; do ldd "$f" 2>/dev/null || true; done | awk '/=>/ {print $3
   while read -r l; do [ -f "$l" ] && cp -L "$l" "$tmp/lib/"; done
 tar -C "$tmp" -cJf "$E/lib.tar.xz" lib
 rm -rf "$tmp"
+# the binaries carry every kernel for sm_90a (16 MB each): xz brings them to ~1/10
+tar -C "$E" -cJf "$E/bin.tar.xz" bin && rm -rf "$E/bin"
 cat > "$E/env.sh" <<'ENV'
 #!/bin/bash
 cd "$(dirname "$0")"
+[ -d bin ] || tar xJf bin.tar.xz
 mkdir -p /tmp/englib && tar xJf lib.tar.xz -C /tmp/englib
 export LD_LIBRARY_PATH=/tmp/englib/lib:/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}
 export HYSERVE_CONFIG_DIR=$PWD/configs PYTHONUNBUFFERED=1
