@@ -335,16 +335,16 @@ static int n_sms(void) {
     return sms;
 }
 
-/* The heuristic variant: the CUDA-core kernel's best in bench_gemv's sweep on an H100
- * (bench/RESULTS.md "GEMV", 2026-11-26): M = 1: R2U2 (R1U8 for N <= 1024 rows in all),
- * M = 2: R1U8, M = 3..4: R2U4 (lm_head, grouped in-projections); larger M: R2U4 with the
- * 100 KB cap. The tensor-core variants (mmaU*) are in the sweep but not yet measured
- * on a GPU, so not chosen here. */
+/* The heuristic variant, from bench_gemv's sweep on an H100 (bench/RESULTS.md "GEMV",
+ * 2026-11-26, the lead's call): M = 1: R2U2 (R1U8 for N <= 1024 rows in all); M = 2:
+ * R1U8; M = 3..16: the tensor-core kernel mmaU4 (e.g. GDN in_proj grouped at M = 8:
+ * 38.0 us against 45.4 for R2U4s100 and 52.4 for cuBLAS), except the lm_head's 248k
+ * rows at M = 3..4, where the CUDA-core R2U4 stays ahead (680 against 697 us). */
 static int pick_cfg(int M, int rows) {
     if (M == 1) return rows <= 1024 ? 7 : 3;
     if (M == 2) return 7;
-    if (M <= 4) return 1;
-    return 5;
+    if (rows >= 65536) return 1;
+    return 10; /* mmaU4 */
 }
 
 static int launch(const void *x, int M, int K, const gemv_seg_t *segs, int n_segs, int cfg, cudaStream_t st) {
@@ -433,25 +433,27 @@ extern "C" const char *gemv_cfg_name(int cfg) {
     return cfg >= 1 && cfg <= GEMV_N_CFGS ? CFGS[cfg - 1].name : "?";
 }
 
-/* Thresholds from bench_gemv on an H100 (bench/RESULTS.md "GEMV"), our kernel at the
- * heuristic variant against cublasGemmEx, CUDA-graph replay, weights not in L2:
- *   lm_head 248320 x 4096: ours faster up to M = 4 (668 vs 716 us at M = 1);
- *   4096 x 4096, 24576 x 4096, 1024 x 4096, 32 x 4096: up to M = 2 (e.g. 14.5 vs 15.6 us);
- *   4096 x 12288 (down): M = 1 only (38.1 vs 38.8 us; a tie at M = 2);
- *   8192 x 4096 alone: cuBLAS is 1% faster at M = 1 (25.15 vs 24.82 us): 0;
- * other shapes follow the nearest of these. From M = 4 (M = 8 for lm_head) on, the
- * CUDA-core kernel is issue-bound (8 FMAs per weight pair per token) and cuBLAS wins. */
+/* Thresholds from bench_gemv on an H100 (bench/RESULTS.md "GEMV"), the heuristic variant
+ * against cublasGemmEx and gemm_lt in the same call, CUDA-graph replay, weights not in L2:
+ *   lm_head 248320 x 4096: ours faster up to M = 4 (663 vs 716 us at M = 1; at M = 8
+ *     gemm_lt's 681 beats mmaU4's 708);
+ *   N <= 4096 rows with K <= 4096 (z, out, o; k, v, b, a): up to M = 8 with mmaU4 from
+ *     M = 3 (4096 x 4096: 14.3 vs 15.8 us at M = 8; 16.4 vs 15.7 at M = 16);
+ *   4096 x 12288 (down): M = 1 (38.2 vs 38.7 us; ties from M = 2);
+ *   24576 x 4096 (gate_up): up to M = 2 (68.7 vs 71.2 us; ties from M = 4);
+ *   8192 x 4096 alone: cuBLAS is 1% faster at every M: 0. */
 extern "C" int gemv_max_m(int N, int K) {
     if (N >= 65536) return 4;
     if (K > 8192) return 1;
     if (N > 4096 && N <= 16384) return 0;
+    if (N <= 4096 && K <= 4096) return 8;
     return 2;
 }
 
-/* One grouped launch against one cuBLAS GEMM per weight (GDN in_proj qkv/z/b/a: 36.3 vs
- * 51.9 us at M = 1, 40.8 vs 52.3 at M = 4; attention q/k/v: 30.9 vs 39.7, 37.6 vs 40.1):
- * up to M = 4; at M = 8 cuBLAS wins for q/k/v. */
+/* One grouped launch against one cuBLAS GEMM per weight: GDN in_proj qkv/z/b/a 36.1 vs
+ * 51.9 us at M = 1, 37.7 vs 52.1 at M = 4, 40.2 vs 53.4 at M = 16 (mmaU4); attention
+ * q/k/v 30.5 vs 39.7 at M = 1, 36.4 vs 40.5 at M = 16: up to M = 16 (the kernel's most). */
 extern "C" int gemv_grouped_max_m(int n, int K) {
     (void)K;
-    return n >= 2 ? 4 : 0;
+    return n >= 2 ? 16 : 0;
 }
