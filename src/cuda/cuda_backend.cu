@@ -1,29 +1,39 @@
 /*
  * cuda_backend: the backend.h op table on one NVIDIA GPU (sm_90a), activations bf16.
  *
- * Memory: cudaMalloc'd buffers (zeroed), one stream, one cuBLAS handle. Weights:
+ * Memory: cudaMalloc'd buffers (zeroed), one stream, one cuBLAS handle and one cuBLASLt
+ * (gemm_lt) sharing a fixed workspace. Weights:
  * matrices (rows > 1) are stored bf16 (fp8 E4M3 with 128x128 block scales and fp16
  * are converted on the host at load); vectors (rows == 1: norms, A_log, dt_bias, the
  * shared-expert gate) are stored both fp32 (what the kernels read) and bf16 (what a
  * GEMM reads).
  *
  * Ops and where their work happens:
- *   linear, logits        cuBLAS GemmEx, bf16 x bf16 -> bf16 (logits: fp32), fp32 accumulate
+ *   linear, logits        gemm(): our GEMV (gemv.cu) at a few rows, cuBLASLt with a tuned
+ *                         algorithm (gemm_lt.cu) up to 256 rows, cuBLAS GemmEx above; bf16 in,
+ *                         fp32 accumulate, bf16 out (logits: fp32)
+ *   linear_n              the projections sharing one input in one grouped GEMV launch at a
+ *                         few rows, else one gemm() each
  *   embed, rmsnorm (+residual add), add, swiglu, gather_rows     small kernels below
+ *   logits_stats          argmax / max / log-sum-exp per row over ~4 blocks per SM, merged
+ *   sample                sample.cu (temperature, top-k/p, min-p, counter-based draw)
  *   attention             k_qk_prep: q/k norm (1+w), partial rotate-half RoPE, K/V written
  *                         into the paged cache; then decode rows (1 token, history) through
  *                         attn_decode_launch (split-KV, D = 256, tensor cores) and every other
  *                         row through attn_prefill_launch (paged flash attention, causal over
  *                         the cached prefix and the new tokens), sigmoid gate applied in both
  *   gdn                   segments of <= 64 tokens: gdn_decode_launch (fused conv, gates, L2
- *                         norm, recurrence, gated norm; state in place); longer segments:
+ *                         norm, recurrence, gated norm; state in place); a step with longer
+ *                         segments: its decode rows as before, the other sequences through
  *                         gdn_prefill_prep_launch -> gdn_chunk_launch -> gdn_gated_norm_launch
  *   moe                   moe.cu: router GEMM (fp32), top-k, grouping by expert on the device,
  *                         one grouped gate_up GEMM (SwiGLU fused) and one grouped down GEMM for
  *                         all experts (+ the shared expert), per-token weighted sum; no host sync
  *   page_out / page_in    cudaMemcpy of one page
- * The batch (set_batch) is copied to device buffers once per step; the host keeps
- * cu_seqlens, n_past and the derived sizes (decode rows, longest segment).
+ * The batch (set_batch) goes to the device in one copy from pinned staging; the host
+ * keeps cu_seqlens, n_past and the derived sizes (decode rows, longest segment).
+ * Pure decode steps can be recorded and replayed as CUDA graphs (graph_launch /
+ * graph_begin / graph_end); HS_CUDA_PROF=1 times every op (the wrappers at the end).
  *
  * Limits (checked at set-up by backend_cuda_check_model): the GDN kernels need
  * dk = dv = 128 and Kc = 4 (every released model); KV in bf16 (fp8 KV is not yet
