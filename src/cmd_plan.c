@@ -105,6 +105,7 @@ static void print_table(const char *model, const char *gpu, const mcfg_t *c, con
     ROW_INT("KV block bytes", kv_block_bytes);
     ROW_INT("state bytes / request", state_bytes);
     ROW_INT("state pages E / request", state_pages);
+    ROW_INT("  E as the engine packs it", state_pages_packed);
     ROW_INT("pool pages", pool_pages);
     ROW_INT("  reserved for state", state_region_pages);
     ROW_INT("pages / request (peak)", pages_per_req);
@@ -167,6 +168,7 @@ static int print_json(const char *model, const char *gpu, const mcfg_t *c, const
         json_object_set_new(l, "kv_block_bytes", json_integer((json_int_t)L->kv_block_bytes));
         json_object_set_new(l, "state_bytes_per_request", json_integer((json_int_t)L->state_bytes));
         json_object_set_new(l, "state_pages", json_integer(L->state_pages));
+        json_object_set_new(l, "state_pages_packed", json_integer(L->state_pages_packed));
         json_object_set_new(l, "pool_pages", json_integer(L->pool_pages));
         json_object_set_new(l, "state_region_pages", json_integer(L->state_region_pages));
         json_object_set_new(l, "kv_pages", json_integer(L->kv_pages));

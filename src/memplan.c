@@ -103,6 +103,15 @@ int64_t mem_state_pages(const mcfg_t *c, int tp, hs_dtype_t ssm_dtype, int mtp_k
     return (int64_t)hs_ceil_div(s.req_bytes, page_bytes);
 }
 
+int64_t mem_state_pages_packed(const mcfg_t *c, int tp, hs_dtype_t ssm_dtype, int mtp_k, size_t page_bytes) {
+    statemap_t m;
+    char err[256];
+    if (statemap_init(&m, c, tp, ssm_dtype, mtp_k, page_bytes, 0, 0, err, sizeof err) != HS_OK) return -1;
+    const int64_t e = m.n_pages;
+    statemap_free(&m);
+    return e;
+}
+
 /* ---- weights ------------------------------------------------------------------ */
 
 typedef struct {
@@ -296,7 +305,7 @@ int mem_plan(mem_plan_t *p, const mcfg_t *c, const mem_opts_t *o, char *err, siz
     L->kv_block_bytes = K;
     L->page_bytes = K + p->state.slot_bytes;
     L->state_bytes = S;
-    L->state_pages = p->state.copies;
+    L->state_pages = L->state_pages_packed = p->state.copies;
     L->pool_pages = (int64_t)(p->budget_bytes / L->page_bytes);
     L->kv_pages = L->pool_pages;
     L->blocks_per_req = b;
@@ -312,6 +321,7 @@ int mem_plan(mem_plan_t *p, const mcfg_t *c, const mem_opts_t *o, char *err, siz
     L->kv_block_bytes = L->page_bytes = K;
     L->state_bytes = S;
     L->state_pages = mem_state_pages(c, q->tp, q->state_dtype, q->mtp_k, K);
+    L->state_pages_packed = mem_state_pages_packed(c, q->tp, q->state_dtype, q->mtp_k, K);
     L->pool_pages = (int64_t)(p->budget_bytes / K);
     L->state_region_pages = (int64_t)q->max_num_seqs * L->state_pages;
     L->kv_pages = L->pool_pages - L->state_region_pages;
@@ -332,6 +342,7 @@ int mem_plan(mem_plan_t *p, const mcfg_t *c, const mem_opts_t *o, char *err, siz
     L->kv_block_bytes = L->page_bytes = K;
     L->state_bytes = S;
     L->state_pages = mem_state_pages(c, q->tp, q->state_dtype, q->mtp_k, K);
+    L->state_pages_packed = mem_state_pages_packed(c, q->tp, q->state_dtype, q->mtp_k, K);
     L->pool_pages = L->kv_pages = (int64_t)(p->budget_bytes / K);
     L->blocks_per_req = b;
     L->pages_per_req = b + L->state_pages;

@@ -104,7 +104,10 @@ typedef struct {
     size_t page_bytes;          /* one page of the pool */
     size_t kv_block_bytes;      /* KV part of a page */
     size_t state_bytes;         /* state one request holds (mem_state_t.req_bytes) */
-    int64_t state_pages;        /* E: pages one request's state takes */
+    int64_t state_pages;        /* E: pages one request's state takes, ceil(state / page) as
+                                   ATOM counts it; the accounting below uses this E */
+    int64_t state_pages_packed; /* E as hyserve's state map packs the granules (layout.c),
+                                   what the engine takes: a few pages more (-1: no map) */
     int64_t pool_pages;         /* pages in the pool (slots: KV + state region) */
     int64_t state_region_pages; /* slots: max_num_seqs * E pages reserved; else 0 */
     int64_t kv_pages;           /* pages that can hold KV blocks */
@@ -159,6 +162,9 @@ size_t mem_weight_bytes(const mcfg_t *c, int tp, hs_dtype_t weights_dtype, bool 
  * (layout.h) packs granules into pages, this returns the pages it lays out (granules
  * never straddle a page, so that can exceed the ceiling); callers do not change. */
 int64_t mem_state_pages(const mcfg_t *c, int tp, hs_dtype_t ssm_dtype, int mtp_k, size_t page_bytes);
+/* The same state packed into pages of page_bytes by the state map (statemap_init), as the
+ * engine lays it out; -1 when no map fits (a granule larger than a page). */
+int64_t mem_state_pages_packed(const mcfg_t *c, int tp, hs_dtype_t ssm_dtype, int mtp_k, size_t page_bytes);
 
 /* The whole plan. HS_OK; HS_ERR_INVALID for bad options or a model that does not
  * shard over tp; HS_ERR_NO_MEMORY when weights + reserve leave no pool budget.

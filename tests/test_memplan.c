@@ -129,6 +129,8 @@ static void test_state_pages(void **st) {
      * per_req_cache_equiv_blocks) */
     mcfg_t c = load("qwen3.5-397b-a17b");
     assert_int_equal(mem_state_pages(&c, 4, HS_BF16, 0, 124800), 196);
+    /* the engine's packed state map takes 199 (granules do not fill every page) */
+    assert_int_equal(mem_state_pages_packed(&c, 4, HS_BF16, 0, 124800), 199);
     /* k=1: two copies of 24,698,880 = 49,397,760 on 133,120-byte blocks: ceil(371.07) = 372 */
     assert_int_equal(mem_state_pages(&c, 4, HS_BF16, 1, 133120), 372);
     /* Qwen3-Next tp8: ceil(4,939,776 / 99,840) = ceil(49.48) = 50 (seed) */
