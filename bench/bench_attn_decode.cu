@@ -11,10 +11,6 @@
 #include "../src/cuda/cuda_ops.h"
 #include "../tests/gpu/gpu_util.h"
 
-static float median(float *v, int n) {
-    std::sort(v, v + n);
-    return v[n / 2];
-}
 
 int main(int argc, char **argv) {
     const char *vars = argc > 1 ? argv[1] : "0";
@@ -23,27 +19,8 @@ int main(int argc, char **argv) {
     cudaDeviceProp prop;
     CK(cudaGetDeviceProperties(&prop, 0));
     printf("device: %s\n", prop.name);
-    double copy_tbs = 0;
-    {
-        size_t n = (size_t)1 << 30;
-        void *a = dmalloc(n), *b = dmalloc(n);
-        CK(cudaMemset(a, 1, n));
-        cudaEvent_t e0, e1;
-        CK(cudaEventCreate(&e0));
-        CK(cudaEventCreate(&e1));
-        float t[10];
-        for (int i = 0; i < 12; i++) {
-            CK(cudaEventRecord(e0));
-            CK(cudaMemcpyAsync(b, a, n, cudaMemcpyDeviceToDevice));
-            CK(cudaEventRecord(e1));
-            CK(cudaEventSynchronize(e1));
-            if (i >= 2) CK(cudaEventElapsedTime(&t[i - 2], e0, e1));
-        }
-        copy_tbs = 2.0 * n / (median(t, 10) * 1e-3) / 1e12;
-        printf("copy: %.3f TB/s (read + write)\n", copy_tbs);
-        cudaFree(a);
-        cudaFree(b);
-    }
+    const double copy_tbs = gpu_copy_tbs();
+    printf("copy: %.3f TB/s (read + write)\n", copy_tbs);
     const int Hq = 16, Hkv = 4, D = 256, bs = 16, Bs[3] = {1, 32, 128}, Cs[2] = {2048, 8192};
     printf("%4s %5s %6s %10s %10s %7s\n", "var", "B", "ctx", "us", "KV TB/s", "% copy");
     for (int k = 0; k < 3 * 2 * (int)strlen(vars); k++) {
@@ -89,20 +66,7 @@ int main(int argc, char **argv) {
                                         0.0625f, d_g, d_ws, d_out, split, s));
             CK(cudaStreamEndCapture(s, &graph));
             CK(cudaGraphInstantiate(&ge, graph, 0));
-            cudaEvent_t e0, e1;
-            CK(cudaEventCreate(&e0));
-            CK(cudaEventCreate(&e1));
-            float t[15];
-            CK(cudaGraphLaunch(ge, s));
-            for (int i = 0; i < 15; i++) {
-                CK(cudaEventRecord(e0, s));
-                CK(cudaGraphLaunch(ge, s));
-                CK(cudaEventRecord(e1, s));
-                CK(cudaEventSynchronize(e1));
-                CK(cudaEventElapsedTime(&t[i], e0, e1));
-            }
-            CK(cudaGetLastError());
-            double us = median(t, 15) * 1e3 / per;
+            double us = graph_median_ms(ge, s, 15) * 1e3 / per;
             double bytes = (double)B * ctx * Hkv * D * 2 * 2;
             const double tbs = bytes / (us * 1e-6) / 1e12;
             printf("%4d %5d %6d %10.2f %10.3f %6.1f%%\n", var, B, ctx, us, tbs, 100.0 * tbs / copy_tbs);

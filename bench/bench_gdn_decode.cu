@@ -21,10 +21,6 @@
 #include "../src/cuda/cuda_ops.h"
 #include "../tests/gpu/gpu_util.h"
 
-static float median(float *v, int n) {
-    std::sort(v, v + n);
-    return v[n / 2];
-}
 
 __global__ void k_floor(uint16_t *out) {
     if (threadIdx.x == 0) out[blockIdx.x] = 0;
@@ -47,26 +43,6 @@ static int probe_launch(int cfg, void *pool, const size_t *d_off, int heads, siz
     return cudaGetLastError() == cudaSuccess ? HS_OK : HS_ERR_STATE;
 }
 
-static double copy_bw(void) {
-    size_t n = (size_t)1 << 30;
-    void *a = dmalloc(n), *b = dmalloc(n);
-    CK(cudaMemset(a, 1, n));
-    cudaEvent_t e0, e1;
-    CK(cudaEventCreate(&e0));
-    CK(cudaEventCreate(&e1));
-    float t[10];
-    for (int i = 0; i < 12; i++) {
-        CK(cudaEventRecord(e0));
-        CK(cudaMemcpyAsync(b, a, n, cudaMemcpyDeviceToDevice));
-        CK(cudaEventRecord(e1));
-        CK(cudaEventSynchronize(e1));
-        if (i >= 2) CK(cudaEventElapsedTime(&t[i - 2], e0, e1));
-    }
-    cudaFree(a);
-    cudaFree(b);
-    return 2.0 * n / (median(t, 10) * 1e-3) / 1e12;
-}
-
 int main(int argc, char **argv) {
     int cfg = argc > 1 ? atoi(argv[1]) : 0;
     /* optional single shape: bench_gdn_decode cfg Hv f32|bf16 B */
@@ -76,7 +52,7 @@ int main(int argc, char **argv) {
     cudaDeviceProp prop;
     CK(cudaGetDeviceProperties(&prop, 0));
     printf("device: %s, %d SMs, L2 %d MB\n", prop.name, prop.multiProcessorCount, prop.l2CacheSize >> 20);
-    printf("copy: %.3f TB/s (device-to-device, read + write)\n", copy_bw());
+    printf("copy: %.3f TB/s (device-to-device, read + write)\n", gpu_copy_tbs());
     const int Hk = 16, Hvs[3] = {16, 32, 64}, Bs[5] = {1, 8, 32, 128, 512};
     const hs_dtype_t dts[2] = {HS_F32, HS_BF16};
     printf("%-6s %-5s %5s %10s %10s\n", "Hk/Hv", "state", "B", "us", "TB/s");
@@ -170,27 +146,12 @@ int main(int argc, char **argv) {
                     }
                     CK(cudaStreamEndCapture(s, &graph));
                     CK(cudaGraphInstantiate(&ge, graph, 0));
-                    cudaEvent_t e0, e1;
-                    CK(cudaEventCreate(&e0));
-                    CK(cudaEventCreate(&e1));
-                    float t[15];
-                    CK(cudaGraphLaunch(ge, s));
-                    for (int i = 0; i < 15; i++) {
-                        CK(cudaEventRecord(e0, s));
-                        CK(cudaGraphLaunch(ge, s));
-                        CK(cudaEventRecord(e1, s));
-                        CK(cudaEventSynchronize(e1));
-                        CK(cudaEventElapsedTime(&t[i], e0, e1));
-                    }
-                    CK(cudaGetLastError());
-                    double us = median(t, 15) * 1e3 / per;
+                    double us = graph_median_ms(ge, s, 15) * 1e3 / per;
                     double bytes = 2.0 * B * Hv * 128.0 * 128.0 * se;
                     printf("%2d/%-3d %-5s %5d %10.2f %10.3f\n", Hk, Hv, hs_dtype_name(dt), B, us, bytes / (us * 1e-6) / 1e12);
                     fflush(stdout);
                     CK(cudaGraphExecDestroy(ge));
                     CK(cudaGraphDestroy(graph));
-                    CK(cudaEventDestroy(e0));
-                    CK(cudaEventDestroy(e1));
                 }
                 CK(cudaStreamDestroy(s));
                 for (int c = 0; c < copies; c++) cudaFree(pools[c]);

@@ -75,25 +75,10 @@ static double time_us(int copies, int min_per, F launch) {
     for (int i = 0; i < per; i++) launch(i % copies);
     CK(cudaStreamEndCapture(g_st, &graph));
     CK(cudaGraphInstantiate(&ge, graph, 0));
-    cudaEvent_t e0, e1;
-    CK(cudaEventCreate(&e0));
-    CK(cudaEventCreate(&e1));
-    float t[15];
-    CK(cudaGraphLaunch(ge, g_st));
-    for (int i = 0; i < 15; i++) {
-        CK(cudaEventRecord(e0, g_st));
-        CK(cudaGraphLaunch(ge, g_st));
-        CK(cudaEventRecord(e1, g_st));
-        CK(cudaEventSynchronize(e1));
-        CK(cudaEventElapsedTime(&t[i], e0, e1));
-    }
-    CK(cudaGetLastError());
-    std::sort(t, t + 15);
+    const double ms = graph_median_ms(ge, g_st, 15);
     CK(cudaGraphExecDestroy(ge));
     CK(cudaGraphDestroy(graph));
-    CK(cudaEventDestroy(e0));
-    CK(cudaEventDestroy(e1));
-    return t[7] * 1e3 / per;
+    return ms * 1e3 / per;
 }
 
 static const int MS[5] = {1, 2, 4, 8, 16};
@@ -254,26 +239,7 @@ int main(int argc, char **argv) {
         fprintf(stderr, "gemm_lt_create failed\n");
         return 2;
     }
-    {
-        size_t n = (size_t)1 << 30;
-        void *a = dmalloc(n), *b = dmalloc(n);
-        CK(cudaMemset(a, 1, n));
-        cudaEvent_t e0, e1;
-        CK(cudaEventCreate(&e0));
-        CK(cudaEventCreate(&e1));
-        float t[10];
-        for (int i = 0; i < 12; i++) {
-            CK(cudaEventRecord(e0, g_st));
-            CK(cudaMemcpyAsync(b, a, n, cudaMemcpyDeviceToDevice, g_st));
-            CK(cudaEventRecord(e1, g_st));
-            CK(cudaEventSynchronize(e1));
-            if (i >= 2) CK(cudaEventElapsedTime(&t[i - 2], e0, e1));
-        }
-        std::sort(t, t + 10);
-        printf("copy: %.3f TB/s (cudaMemcpy D2D 1 GiB, read + write)\n", 2.0 * n / (t[5] * 1e-3) / 1e12);
-        cudaFree(a);
-        cudaFree(b);
-    }
+    printf("copy: %.3f TB/s (cudaMemcpy D2D 1 GiB, read + write)\n", gpu_copy_tbs());
     shape_t sh[9];
     memset(sh, 0, sizeof sh);
     const struct {

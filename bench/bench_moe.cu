@@ -40,34 +40,13 @@ static void *drand_bf16(size_t n, uint64_t seed, float a) {
     return d;
 }
 
-static double copy_bw(void) {
-    size_t n = (size_t)1 << 30;
-    void *a = dmalloc(n), *b = dmalloc(n);
-    CK(cudaMemset(a, 1, n));
-    cudaEvent_t e0, e1;
-    CK(cudaEventCreate(&e0));
-    CK(cudaEventCreate(&e1));
-    std::vector<float> t(10);
-    for (int i = 0; i < 12; i++) {
-        CK(cudaEventRecord(e0));
-        CK(cudaMemcpyAsync(b, a, n, cudaMemcpyDeviceToDevice));
-        CK(cudaEventRecord(e1));
-        CK(cudaEventSynchronize(e1));
-        if (i >= 2) CK(cudaEventElapsedTime(&t[i - 2], e0, e1));
-    }
-    CK(cudaFree(a));
-    CK(cudaFree(b));
-    std::sort(t.begin(), t.end());
-    return 2.0 * n / (t[5] * 1e-3) / 1e12;
-}
-
 int main(int argc, char **argv) {
     const int only_T = argc > 1 ? atoi(argv[1]) : 0;
     const int E = 256, k = 8, I = 512, Is = 512, H = 2048, NL = 4;
     cudaDeviceProp prop;
     CK(cudaGetDeviceProperties(&prop, 0));
     printf("device: %s, %d SMs, L2 %d MB\n", prop.name, prop.multiProcessorCount, prop.l2CacheSize >> 20);
-    printf("copy: %.3f TB/s (device-to-device, read + write)\n", copy_bw());
+    printf("copy: %.3f TB/s (device-to-device, read + write)\n", gpu_copy_tbs());
     cudaStream_t st;
     CK(cudaStreamCreateWithFlags(&st, cudaStreamNonBlocking));
     cublasHandle_t blas;

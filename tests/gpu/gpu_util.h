@@ -1,7 +1,8 @@
 /*
  * gpu_util: helpers shared by the GPU tests (tests/gpu) and benchmarks (bench, .cu files):
  * CUDA error checks that abort, a deterministic RNG, bf16 host conversion, relative
- * error by norm, and a fake page pool with a request state map (layout.h) for tests.
+ * error by norm, a fake page pool with a request state map (layout.h) for tests, and
+ * the benchmarks' timing: median, graph-replay timing, the device copy bandwidth.
  * Header-only; host code.
  */
 #ifndef HS_GPU_UTIL_H
@@ -143,6 +144,65 @@ static inline void fake_map_free(fake_map_t *m) {
 /* Byte offset in the pool of granule `loc` of request s. */
 static inline size_t fake_addr(const fake_map_t *m, int s, sm_loc_t loc) {
     return (size_t)m->pages[(size_t)s * m->E + loc.page] * m->page_bytes + (size_t)loc.offset;
+}
+
+/* ---- timing (benchmarks) ----------------------------------------------------------- */
+
+/* Median of v[0..n) (sorts v). */
+static inline float median_f(float *v, int n) {
+    for (int i = 1; i < n; i++)
+        for (int j = i; j > 0 && v[j] < v[j - 1]; j--) {
+            const float x = v[j];
+            v[j] = v[j - 1], v[j - 1] = x;
+        }
+    return n % 2 ? v[n / 2] : 0.5f * (v[n / 2 - 1] + v[n / 2]);
+}
+
+/* Median time in ms of `reps` (<= 64) replays of an instantiated graph on stream s, after one
+ * warm-up replay; events around each replay. */
+static inline float graph_median_ms(cudaGraphExec_t ge, cudaStream_t s, int reps) {
+    float t[64];
+    if (reps > 64) reps = 64;
+    cudaEvent_t e0, e1;
+    CK(cudaEventCreate(&e0));
+    CK(cudaEventCreate(&e1));
+    CK(cudaGraphLaunch(ge, s));
+    for (int i = 0; i < reps; i++) {
+        CK(cudaEventRecord(e0, s));
+        CK(cudaGraphLaunch(ge, s));
+        CK(cudaEventRecord(e1, s));
+        CK(cudaEventSynchronize(e1));
+        CK(cudaEventElapsedTime(&t[i], e0, e1));
+    }
+    CK(cudaGetLastError());
+    CK(cudaEventDestroy(e0));
+    CK(cudaEventDestroy(e1));
+    return median_f(t, reps);
+}
+
+/* Device-to-device copy bandwidth in TB/s, bytes read plus written: 1 GiB, median of 10
+ * after a warm-up. The measured ceiling the benchmarks report against. */
+static inline double gpu_copy_tbs(void) {
+    const size_t n = (size_t)1 << 30;
+    void *a = dmalloc(n), *b = dmalloc(n);
+    CK(cudaMemset(a, 1, n));
+    cudaEvent_t e0, e1;
+    CK(cudaEventCreate(&e0));
+    CK(cudaEventCreate(&e1));
+    float t[10];
+    CK(cudaMemcpy(b, a, n, cudaMemcpyDeviceToDevice));
+    for (int i = 0; i < 10; i++) {
+        CK(cudaEventRecord(e0, 0));
+        CK(cudaMemcpyAsync(b, a, n, cudaMemcpyDeviceToDevice, 0));
+        CK(cudaEventRecord(e1, 0));
+        CK(cudaEventSynchronize(e1));
+        CK(cudaEventElapsedTime(&t[i], e0, e1));
+    }
+    CK(cudaEventDestroy(e0));
+    CK(cudaEventDestroy(e1));
+    CK(cudaFree(a));
+    CK(cudaFree(b));
+    return 2.0 * (double)n / (median_f(t, 10) * 1e-3) / 1e12;
 }
 
 #endif
