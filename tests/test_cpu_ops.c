@@ -181,6 +181,39 @@ static void test_linear(void **state) {
     free(w8);
 }
 
+/* linear_n: the projections sharing one input; each output equals its own linear
+ * (same weights, same rows), and none is written by another's (distinct widths). */
+static void test_linear_n(void **state) {
+    backend_t *bk = *state;
+    trng_t r = {11};
+    enum { K = 96, T = 5, NW = 4 };
+    const int Ns[NW] = {64, 32, 3, 3};
+    bk_weight_t *w[NW];
+    float *x = malloc(sizeof(float) * T * K), *outs[NW], *want[NW];
+    trng_fill(&r, x, (size_t)T * K, 1.0f);
+    char err[128];
+    for (int i = 0; i < NW; i++) {
+        float *h = malloc(sizeof(float) * (size_t)Ns[i] * K);
+        trng_fill(&r, h, (size_t)Ns[i] * K, 0.1f);
+        bk_host_tensor_t ht = {.data = h, .dtype = HS_F32, .rows = Ns[i], .cols = K};
+        w[i] = bk->weight_load(bk, &ht, err, sizeof err);
+        assert_non_null(w[i]);
+        free(h);
+        outs[i] = malloc(sizeof(float) * T * (size_t)Ns[i]);
+        want[i] = malloc(sizeof(float) * T * (size_t)Ns[i]);
+        for (int j = 0; j < T * Ns[i]; j++) outs[i][j] = NAN;
+        bk->linear(bk, x, w[i], T, want[i]);
+    }
+    bk->linear_n(bk, x, NW, (const bk_weight_t *const *)w, T, (void *const *)outs);
+    for (int i = 0; i < NW; i++) {
+        assert_memory_equal(outs[i], want[i], sizeof(float) * T * (size_t)Ns[i]);
+        bk->weight_free(bk, w[i]);
+        free(outs[i]);
+        free(want[i]);
+    }
+    free(x);
+}
+
 static void test_simple_ops(void **state) {
     backend_t *bk = *state;
     trng_t r = {11};
@@ -353,6 +386,7 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_rmsnorm, setup, teardown),
         cmocka_unit_test(test_e4m3),
         cmocka_unit_test_setup_teardown(test_linear, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_linear_n, setup, teardown),
         cmocka_unit_test_setup_teardown(test_simple_ops, setup, teardown),
         cmocka_unit_test_setup_teardown(test_moe, setup, teardown),
         cmocka_unit_test_setup_teardown(test_pages, setup, teardown),

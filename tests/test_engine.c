@@ -309,6 +309,12 @@ static void test_bench_cli(void **state) {
     assert_true(json_real_value(json_object_get(o, "total_tokens_per_s")) > 0);
     assert_true(json_real_value(json_object_get(o, "mean_running_batch")) <= 2.0 + 1e-9);
     assert_int_equal(json_integer_value(json_object_get(o, "preemptions")), 0);
+    /* the decode roofline: bytes over the measured copy rate, as printed */
+    const double by = json_real_value(json_object_get(o, "decode_step_bytes"));
+    const double bw = json_real_value(json_object_get(o, "copy_bytes_per_s"));
+    const double fl = json_real_value(json_object_get(o, "decode_floor_ms"));
+    assert_true(by > 0 && bw > 0 && fl > 0);
+    assert_true(fabs(fl - by / bw * 1e3) <= 1e-4 * fl); /* the JSON has 6 significant digits */
     json_decref(o);
 }
 
