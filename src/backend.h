@@ -112,6 +112,12 @@ struct backend {
     /* ---- weights ---- */
     bk_weight_t *(*weight_load)(backend_t *bk, const bk_host_tensor_t *t, char *err, size_t n);
     void (*weight_free)(backend_t *bk, bk_weight_t *w);
+    /* Optional (NULL: not supported). Re-store n weights of equal width contiguously, in
+     * order, in one allocation: every handle stays valid (same rows, same values, freed
+     * in any order), and linear_n over exactly these weights may then run them as one
+     * product. Returns false, changing nothing, when it cannot (widths differ, a weight
+     * is already packed, no memory). */
+    bool (*weights_pack)(backend_t *bk, bk_weight_t *const *w, int n);
 
     /* ---- per step ---- */
     void (*set_batch)(backend_t *bk, const bk_batch_t *b, const bk_pool_t *pool);

@@ -82,6 +82,10 @@ static int load_layer(model_t *m, wt_model_t *w, int l, char *err, size_t n) {
         LOAD(d->o_proj, s->o_proj, "self_attn.o_proj");
         LOAD(d->q_norm, s->q_norm, "self_attn.q_norm");
         LOAD(d->k_norm, s->k_norm, "self_attn.k_norm");
+        /* q, k, v read the same input: stored together where the backend can, so that
+         * linear_n runs them as one product (attention_layer's order) */
+        bk_weight_t *g[3] = {d->q_proj, d->k_proj, d->v_proj};
+        if (m->bk->weights_pack) m->bk->weights_pack(m->bk, g, 3);
     } else {
         LOAD(d->qkv, s->gdn_qkv, "linear_attn.in_proj_qkv");
         LOAD(d->z, s->gdn_z, "linear_attn.in_proj_z");
@@ -92,6 +96,8 @@ static int load_layer(model_t *m, wt_model_t *w, int l, char *err, size_t n) {
         LOAD(d->dt_bias, s->gdn_dt_bias, "linear_attn.dt_bias");
         LOAD(d->norm, s->gdn_norm, "linear_attn.norm");
         LOAD(d->out, s->gdn_out, "linear_attn.out_proj");
+        bk_weight_t *g[4] = {d->qkv, d->z, d->b, d->a}; /* gdn_layer's order */
+        if (m->bk->weights_pack) m->bk->weights_pack(m->bk, g, 4);
     }
     d->moe = s->is_moe;
     if (s->is_moe) {

@@ -93,10 +93,12 @@ struct bk_weight {
     bf16_t *bf;        /* [rows, cols] bf16 */
     float *f32;        /* [cols] fp32, vectors only (rows == 1) */
     int64_t rows, cols;
+    bf16_t *block;     /* packed (weights_pack): the shared allocation bf points into */
+    int *block_refs;   /* handles still using block (host counter), NULL when not packed */
 };
 
 enum { SCR_IDS, SCR_Q, SCR_GATE, SCR_ATTN_WS, SCR_QN, SCR_KN, SCR_V, SCR_G, SCR_BETA, SCR_CHUNK_WS, SCR_O,
-       SCR_STATS, SCR_MOE, SCR_N };
+       SCR_STATS, SCR_MOE, SCR_LINN, SCR_N };
 
 typedef struct {
     void *p;
@@ -546,9 +548,45 @@ static bk_weight_t *cu_weight_load(backend_t *bk, const bk_host_tensor_t *t, cha
 static void cu_weight_free(backend_t *bk, bk_weight_t *w) {
     (void)bk;
     if (!w) return;
-    if (w->bf) CK(cudaFree(w->bf));
+    if (w->block_refs) {
+        if (--*w->block_refs == 0) {
+            CK(cudaFree(w->block));
+            free(w->block_refs);
+        }
+    } else if (w->bf) {
+        CK(cudaFree(w->bf));
+    }
     if (w->f32) CK(cudaFree(w->f32));
     free(w);
+}
+
+/* weights_pack: one allocation for n weights of equal width, in order (backend.h). */
+static bool cu_weights_pack(backend_t *bk, bk_weight_t *const *w, int n) {
+    (void)bk;
+    if (n < 2) return false;
+    size_t total = 0;
+    for (int i = 0; i < n; i++) {
+        if (!w[i] || !w[i]->bf || w[i]->block_refs || w[i]->cols != w[0]->cols) return false;
+        total += (size_t)w[i]->rows * (size_t)w[i]->cols;
+    }
+    bf16_t *block = NULL;
+    if (cudaMalloc(&block, total * 2) != cudaSuccess) {
+        cudaGetLastError();
+        return false;
+    }
+    int *refs = (int *)hs_malloc(sizeof *refs);
+    *refs = n;
+    size_t off = 0;
+    for (int i = 0; i < n; i++) {
+        const size_t cnt = (size_t)w[i]->rows * (size_t)w[i]->cols;
+        CK(cudaMemcpy(block + off, w[i]->bf, cnt * 2, cudaMemcpyDeviceToDevice));
+        CK(cudaFree(w[i]->bf));
+        w[i]->bf = block + off;
+        w[i]->block = block;
+        w[i]->block_refs = refs;
+        off += cnt;
+    }
+    return true;
 }
 
 /* ---- batch ------------------------------------------------------------------------ */
@@ -794,6 +832,34 @@ static void cu_logits(backend_t *bk, const void *x, const bk_weight_t *lm_head, 
 
 /* n projections of one x: one grouped GEMV launch up to the T where that beats n cuBLAS
  * GEMMs (gemv_grouped_max_m), else one gemm each. */
+/* Columns of src [T][ld] into n outputs: out[i] [T][N[i]] = src[:, off[i] : off[i] + N[i]]. */
+struct split_params {
+    bf16_t *out[GEMV_MAX_GROUP];
+    int off[GEMV_MAX_GROUP], N[GEMV_MAX_GROUP];
+};
+__global__ void k_split_cols(const bf16_t *src, int64_t ld, const split_params p) {
+    const int64_t t = blockIdx.x;
+    const int i = blockIdx.y, N = p.N[i];
+    const bf16_t *s = src + t * ld + p.off[i];
+    bf16_t *d = p.out[i] + t * N;
+    const bool vec = ((ld | p.off[i] | N) & 7) == 0 && ((uintptr_t)src & 15) == 0 && ((uintptr_t)p.out[i] & 15) == 0;
+    if (vec) {
+        for (int j = threadIdx.x * 8; j < N; j += blockDim.x * 8)
+            *reinterpret_cast<uint4 *>(d + j) = *reinterpret_cast<const uint4 *>(s + j);
+    } else {
+        for (int j = threadIdx.x; j < N; j += blockDim.x) d[j] = s[j];
+    }
+}
+
+/* Are w[0..n) packed back to back (weights_pack), so that one product covers them? */
+static bool packed_run(const bk_weight_t *const *w, int n) {
+    if (n < 2 || n > GEMV_MAX_GROUP || !w[0]->block_refs) return false;
+    for (int i = 1; i < n; i++)
+        if (w[i]->block_refs != w[0]->block_refs || w[i]->bf != w[i - 1]->bf + w[i - 1]->rows * w[i - 1]->cols)
+            return false;
+    return true;
+}
+
 static void cu_linear_n(backend_t *bk, const void *x, int n, const bk_weight_t *const *w, int T, void *const *out) {
     cu_ctx_t *c = ctx(bk);
     const int K = n >= 1 ? (int)w[0]->cols : 0;
@@ -807,6 +873,25 @@ static void cu_linear_n(backend_t *bk, const void *x, int n, const bk_weight_t *
     gemv_seg_t segs[GEMV_MAX_GROUP];
     for (int i = 0; i < n && grouped; i++) segs[i] = gemv_seg_t{w[i]->bf, (int)w[i]->rows, out[i], 0};
     if (grouped && gemv_ran(gemv_grouped_launch(x, T, K, segs, n, 0, c->st), "gemv_grouped_launch")) return;
+    if (packed_run(w, n)) {
+        /* One product over the packed rows (fewer, larger tiles than n small GEMMs: the
+         * 32-row b and a projections ride along), then the columns to their outputs. */
+        bk_weight_t all = *w[0];
+        split_params sp;
+        int64_t rows = 0;
+        for (int i = 0; i < n; i++) {
+            sp.out[i] = (bf16_t *)out[i];
+            sp.off[i] = (int)rows;
+            sp.N[i] = (int)w[i]->rows;
+            rows += w[i]->rows;
+        }
+        all.rows = rows;
+        bf16_t *tmp = (bf16_t *)scratch(c, SCR_LINN, (size_t)T * (size_t)rows * 2);
+        gemm(c, x, &all, T, tmp, false);
+        k_split_cols<<<dim3((unsigned)T, (unsigned)n), 128, 0, c->st>>>(tmp, rows, sp);
+        LAUNCHED();
+        return;
+    }
     for (int i = 0; i < n; i++) gemm(c, x, w[i], T, out[i], false);
 }
 
@@ -1336,6 +1421,8 @@ extern "C" backend_t *backend_cuda_create(int device, char *err, size_t n) {
     bk->act_download = cu_act_download;
     bk->weight_load = cu_weight_load;
     bk->weight_free = cu_weight_free;
+    const char *kv = getenv("HS_CUDA_PACK");
+    if (!(kv && strcmp(kv, "0") == 0)) bk->weights_pack = cu_weights_pack; /* HS_CUDA_PACK=0: separate */
     bk->set_batch = cu_set_batch;
     bk->embed = cu_embed;
     bk->linear = cu_linear;

@@ -90,6 +90,31 @@ int main(int argc, char **argv) {
         }
         report("linear [37x512] x [384x512]^T", o[0], o[1], (size_t)T * N, 1e-2, 0);
     }
+    /* linear_n: three projections of one input (q, k, v shapes / 16), the CUDA side packed
+     * (weights_pack: one product and a column split above the grouped GEMV's rows) */
+    for (int pass = 0; pass < 3; pass++) {
+        const int Tn = pass == 0 ? 1 : pass == 1 ? 8 : 100, Ns[3] = {512, 64, 64};
+        float *x = rnd((size_t)Tn * K, 1), *w[3];
+        void *o[2][3];
+        for (int i = 0; i < 3; i++) w[i] = rnd((size_t)Ns[i] * K, 0.05f);
+        for (int b = 0; b < 2; b++) {
+            void *xd = act(b, x, (size_t)Tn * K);
+            bk_weight_t *wd[3];
+            for (int i = 0; i < 3; i++) {
+                wd[i] = wload(b, w[i], Ns[i], K);
+                o[b][i] = B[b]->alloc(B[b], (size_t)Tn * Ns[i] * 4);
+            }
+            if (b == 1 && (!B[1]->weights_pack || !B[1]->weights_pack(B[1], wd, 3)))
+                printf("  (weights_pack unavailable: linear_n runs unpacked)\n");
+            B[b]->linear_n(B[b], xd, 3, (const bk_weight_t *const *)wd, Tn, o[b]);
+            B[b]->sync(B[b]);
+        }
+        for (int i = 0; i < 3; i++) {
+            char name[96];
+            snprintf(name, sizeof name, "linear_n packed T=%d, output %d [%dx%d]", Tn, i, Ns[i], K);
+            report(name, o[0][i], o[1][i], (size_t)Tn * Ns[i], 1e-2, 0);
+        }
+    }
     /* rmsnorm: plain, (1+w) with residual */
     for (int pass = 0; pass < 2; pass++) {
         float *x = rnd((size_t)T * K, 2), *res = rnd((size_t)T * K, 1), *w = rnd(K, 0.3f);
