@@ -15,8 +15,9 @@
 # e2e-a (~6.5 min): hyserve bench on the Qwen3.5-9B shape: batch 1 (graphs on and off,
 #   and under HS_CUDA_PROF), the seed's shape with 1,280 prompts and fp32 state, and the
 #   coupled layout at the same memory (128 prompts).
-# e2e-b (~5 min): the seed's shape with bf16 state (the seed's setting), and HF
-#   transformers + fla at batch 1 and 16 (tools/bench_hf.py).
+# e2e-b (~5.5 min): the seed's shape with bf16 state (the seed's setting), HF
+#   transformers + fla at batch 1 and 16 (tools/bench_hf.py), and the server on the GPU
+#   (tools/serve_smoke.py cuda).
 # $OUT gets summary.txt (also printed) and logs.tar.gz.
 set -u
 what=${1:-kernels}
@@ -67,6 +68,8 @@ else
     peers
     t hf_peer 200 python3 tools/bench_hf.py --config configs/qwen3.5-9b.json --batch 1,16 --input-len 128 \
       --output-len 64
+    # the OpenAI server on the GPU (tests/fixtures/gpu-serve), from the repository root
+    HYSERVE_BIN=$PWD/bin/hyserve t serve_smoke 150 bash -c "cd ../.. && python3 tools/serve_smoke.py cuda"
   fi
   for f in $L/e2e_*.log; do
     [ -f "$f" ] && echo "== $(basename $f .log): $(grep -E 'total tokens/s|TPOT|roofline' $f | tr -s ' ' | tr '\n' ' ')" >> $R
