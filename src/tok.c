@@ -110,22 +110,6 @@ static void ids_push(ids_t *a, int32_t x) {
     a->v[a->n++] = x;
 }
 
-typedef struct {
-    char *p;
-    size_t n, cap;
-} buf_t;
-
-static void buf_put(buf_t *b, const void *s, size_t n) {
-    if (b->n + n + 1 > b->cap) {
-        size_t c = b->cap ? b->cap : 64;
-        while (c < b->n + n + 1) c *= 2;
-        b->p = hs_realloc(b->p, c);
-        b->cap = c;
-    }
-    if (n) memcpy(b->p + b->n, s, n);
-    b->n += n;
-    b->p[b->n] = 0;
-}
 
 static uint64_t mix64(uint64_t x) {
     x ^= x >> 33;
@@ -187,13 +171,13 @@ static const char REPL[3] = {(char)0xEF, (char)0xBF, (char)0xBD};
 
 char *tok_utf8_sanitize(const char *s, size_t n, size_t *out_len) {
     const uint8_t *u = (const uint8_t *)s;
-    buf_t b = {0};
-    buf_put(&b, "", 0);
+    hs_buf_t b = {0};
+    hs_buf_add(&b, "", 0);
     size_t i = 0, l;
     while (i < n) {
         int st = u8_seq(u, n, i, &l);
-        if (st == U8_OK) buf_put(&b, s + i, l);
-        else buf_put(&b, REPL, 3);
+        if (st == U8_OK) hs_buf_add(&b, s + i, l);
+        else hs_buf_add(&b, REPL, 3);
         i += l;
     }
     *out_len = b.n;
@@ -259,17 +243,17 @@ static void byte_alphabet(uint32_t byte_to_cp[256]) {
 
 /* Vocab string (byte-level alphabet, UTF-8) → raw bytes appended to b. A code point
  * outside the alphabet keeps its UTF-8 bytes, as HF's ByteLevel decoder does. */
-static void bl_decode(const char *s, size_t n, const int16_t *cp_to_byte, buf_t *b) {
+static void bl_decode(const char *s, size_t n, const int16_t *cp_to_byte, hs_buf_t *b) {
     const uint8_t *u = (const uint8_t *)s;
     size_t i = 0, l;
     while (i < n) {
-        if (u8_seq(u, n, i, &l) != U8_OK) { buf_put(b, s + i, 1); i++; continue; }
+        if (u8_seq(u, n, i, &l) != U8_OK) { hs_buf_add(b, s + i, 1); i++; continue; }
         uint32_t cp = u8_cp(u + i, &l);
         if (cp < 324 && cp_to_byte[cp] >= 0) {
             char c = (char)cp_to_byte[cp];
-            buf_put(b, &c, 1);
+            hs_buf_add(b, &c, 1);
         } else {
-            buf_put(b, s + i, l);
+            hs_buf_add(b, s + i, l);
         }
         i += l;
     }
@@ -328,41 +312,41 @@ static int merge_put(tok_t *t, int32_t a, int32_t b, int32_t rank, int32_t id) {
  * members; \S inside a class is left alone (no such use in Qwen's pattern). */
 #define WS_SET "\\x{9}-\\x{D}\\x{20}\\x{85}\\x{A0}\\x{1680}\\x{2000}-\\x{200A}\\x{2028}\\x{2029}\\x{202F}\\x{205F}\\x{3000}"
 static char *regex_fix_ws(const char *re) {
-    buf_t b = {0};
-    buf_put(&b, "", 0);
+    hs_buf_t b = {0};
+    hs_buf_add(&b, "", 0);
     int in_class = 0;
     for (const char *p = re; *p; p++) {
         if (*p == '\\' && p[1]) {
             if (p[1] == 's' || (p[1] == 'S' && !in_class)) {
-                if (in_class) buf_put(&b, WS_SET, strlen(WS_SET));
+                if (in_class) hs_buf_add(&b, WS_SET, strlen(WS_SET));
                 else {
-                    buf_put(&b, p[1] == 's' ? "[" : "[^", p[1] == 's' ? 1 : 2);
-                    buf_put(&b, WS_SET, strlen(WS_SET));
-                    buf_put(&b, "]", 1);
+                    hs_buf_add(&b, p[1] == 's' ? "[" : "[^", p[1] == 's' ? 1 : 2);
+                    hs_buf_add(&b, WS_SET, strlen(WS_SET));
+                    hs_buf_add(&b, "]", 1);
                 }
             } else {
-                buf_put(&b, p, 2);
+                hs_buf_add(&b, p, 2);
             }
             p++;
             continue;
         }
         if (!in_class && *p == '[') {
             in_class = 1;
-            buf_put(&b, p, 1);
-            if (p[1] == '^') buf_put(&b, ++p, 1);
-            if (p[1] == ']') buf_put(&b, ++p, 1); /* a leading ] is literal */
+            hs_buf_add(&b, p, 1);
+            if (p[1] == '^') hs_buf_add(&b, ++p, 1);
+            if (p[1] == ']') hs_buf_add(&b, ++p, 1); /* a leading ] is literal */
             continue;
         }
         if (in_class && *p == '[' && p[1] == ':') { /* [:posix:] */
             const char *e = strstr(p + 2, ":]");
             if (e) {
-                buf_put(&b, p, (size_t)(e + 2 - p));
+                hs_buf_add(&b, p, (size_t)(e + 2 - p));
                 p = e + 1;
                 continue;
             }
         }
         if (in_class && *p == ']') in_class = 0;
-        buf_put(&b, p, 1);
+        hs_buf_add(&b, p, 1);
     }
     return b.p;
 }
@@ -540,8 +524,8 @@ static int load_json(tok_t *t, json_t *root, char *err, size_t n) {
     byte_alphabet(b2c);
     for (int i = 0; i < 324; i++) c2b[i] = -1;
     for (int b = 0; b < 256; b++) c2b[b2c[b]] = (int16_t)b;
-    buf_t tb = {0};
-    buf_put(&tb, "", 0);
+    hs_buf_t tb = {0};
+    hs_buf_add(&tb, "", 0);
     json_object_foreach(vocab, key, v) {
         int32_t id = (int32_t)json_integer_value(v);
         if (t->tflag[id] & TF_USED) {
@@ -570,7 +554,7 @@ static int load_json(tok_t *t, json_t *root, char *err, size_t n) {
         d->rstrip = json_is_true(json_object_get(a, "rstrip"));
         d->single_word = json_is_true(json_object_get(a, "single_word"));
         size_t before = tb.n;
-        buf_put(&tb, d->content, d->len);
+        hs_buf_add(&tb, d->content, d->len);
         t->toff[d->id] = (uint32_t)before;
         t->tlen[d->id] = (uint32_t)d->len;
         t->tflag[d->id] = TF_USED | TF_ADDED | (d->special ? TF_SPECIAL : 0);
@@ -615,7 +599,7 @@ static int load_json(tok_t *t, json_t *root, char *err, size_t n) {
     t->mcap = pow2_at_least(nm * 2 + 1);
     t->mmap_ = hs_malloc(t->mcap * sizeof *t->mmap_);
     for (uint32_t i = 0; i < t->mcap; i++) t->mmap_[i].key = EMPTY_KEY;
-    buf_t tmp = {0};
+    hs_buf_t tmp = {0};
     for (size_t i = 0; i < nm; i++) {
         const char *a, *b;
         size_t al, bl;
@@ -629,7 +613,7 @@ static int load_json(tok_t *t, json_t *root, char *err, size_t n) {
             tmp.n = 0;
             if (k == 0 || k == 2) bl_decode(a, al, c2b, &tmp);
             if (k == 1 || k == 2) bl_decode(b, bl, c2b, &tmp);
-            buf_put(&tmp, "", 0);
+            hs_buf_add(&tmp, "", 0);
             ids[k] = vmap_find(t, tmp.p, tmp.n);
             if (ids[k] < 0 || (t->tflag[ids[k]] & TF_ADDED)) {
                 hs_free(tmp.p);
@@ -1096,8 +1080,8 @@ int tok_decode(const tok_t *t, const int32_t *ids, size_t n_ids, unsigned flags,
     if (!t || !out || !out_len || (!ids && n_ids)) return hs_errf(err, n, HS_ERR_INVALID, "tok_decode: NULL argument");
     *out = NULL;
     *out_len = 0;
-    buf_t b = {0};
-    buf_put(&b, "", 0);
+    hs_buf_t b = {0};
+    hs_buf_add(&b, "", 0);
     for (size_t i = 0; i < n_ids; i++) {
         int32_t id = ids[i];
         if (id < 0 || id >= t->n_ids || !(t->tflag[id] & TF_USED)) {
@@ -1106,7 +1090,7 @@ int tok_decode(const tok_t *t, const int32_t *ids, size_t n_ids, unsigned flags,
                            t->n_ids - 1);
         }
         if ((flags & TOK_DEC_SKIP_SPECIAL) && (t->tflag[id] & TF_SPECIAL)) continue;
-        buf_put(&b, t->tb + t->toff[id], t->tlen[id]);
+        hs_buf_add(&b, t->tb + t->toff[id], t->tlen[id]);
     }
     *out = b.p;
     *out_len = b.n;
@@ -1120,14 +1104,14 @@ struct tok_stream {
     unsigned flags;
     uint8_t pend[4];
     size_t npend;
-    buf_t out;
+    hs_buf_t out;
 };
 
 tok_stream_t *tok_stream_new(const tok_t *t, unsigned dec_flags) {
     tok_stream_t *s = hs_calloc(1, sizeof *s);
     s->t = t;
     s->flags = dec_flags;
-    buf_put(&s->out, "", 0);
+    hs_buf_add(&s->out, "", 0);
     return s;
 }
 
@@ -1147,8 +1131,8 @@ static void stream_feed(tok_stream_t *s, const uint8_t *b, size_t n) {
             /* fast path over ASCII and whole sequences inside b */
             size_t l;
             int st = u8_seq(b, n, i, &l);
-            if (st == U8_OK) { buf_put(&s->out, b + i, l); i += l; continue; }
-            if (st == U8_BAD) { buf_put(&s->out, REPL, 3); i += l; continue; }
+            if (st == U8_OK) { hs_buf_add(&s->out, (const char *)b + i, l); i += l; continue; }
+            if (st == U8_BAD) { hs_buf_add(&s->out, REPL, 3); i += l; continue; }
             memcpy(s->pend, b + i, n - i); /* U8_SHORT: l == n - i < 4 */
             s->npend = n - i;
             return;
@@ -1157,9 +1141,9 @@ static void stream_feed(tok_stream_t *s, const uint8_t *b, size_t n) {
         size_t l;
         int st = u8_seq(s->pend, s->npend, 0, &l);
         if (st == U8_SHORT) continue;
-        if (st == U8_OK) { buf_put(&s->out, s->pend, l); s->npend = 0; continue; }
+        if (st == U8_OK) { hs_buf_add(&s->out, (const char *)s->pend, l); s->npend = 0; continue; }
         /* invalid: replace the maximal subpart, re-feed what follows it */
-        buf_put(&s->out, REPL, 3);
+        hs_buf_add(&s->out, REPL, 3);
         uint8_t rest[4];
         size_t nr = s->npend - l;
         memcpy(rest, s->pend + l, nr);
@@ -1194,7 +1178,7 @@ int tok_stream_push(tok_stream_t *s, int32_t id, const char **text, size_t *len,
 void tok_stream_flush(tok_stream_t *s, const char **text, size_t *len) {
     s->out.n = 0;
     s->out.p[0] = 0;
-    if (s->npend) buf_put(&s->out, REPL, 3);
+    if (s->npend) hs_buf_add(&s->out, REPL, 3);
     s->npend = 0;
     *text = s->out.p;
     *len = s->out.n;
