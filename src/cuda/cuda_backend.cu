@@ -326,16 +326,6 @@ struct qk_params {
     size_t page_bytes, layer_off;
 };
 
-__device__ __forceinline__ int seq_of_tok(const int32_t *ts, int S, int t) {
-    int lo = 0, hi = S - 1;
-    while (lo < hi) {
-        const int mid = (lo + hi + 1) >> 1;
-        if (ts[mid] <= t) lo = mid;
-        else hi = mid - 1;
-    }
-    return lo;
-}
-
 /* One block per (token, head): heads [0, Hq) are query heads, [Hq, Hq+Hkv) KV heads.
  * blockDim = D rounded up to a warp. Norm (1+w) over D in fp32, rotate-half RoPE on the
  * first rope_dim dims, then q -> q_out (and the gate half -> gate_out), k and v -> cache. */
@@ -367,7 +357,7 @@ __global__ void k_qk_prep(const qk_params p) {
         p.gate_out[((int64_t)t * p.Hq + h) * p.D + i] = src[p.D + i];
         return;
     }
-    const int s = seq_of_tok(p.tok_start, p.S, t);
+    const int s = seq_of_token(p.tok_start, p.S, t);
     const int position = p.pos[t];
     const int blk = p.bt[(int64_t)s * p.max_blocks + position / p.block_size];
     const int row = position % p.block_size;

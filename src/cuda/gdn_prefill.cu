@@ -115,16 +115,6 @@ struct prep_params {
     float *g, *beta;
 };
 
-__device__ __forceinline__ int seq_of(const int32_t *ts, int S, int t) {
-    int lo = 0, hi = S - 1;
-    while (lo < hi) {
-        const int mid = (lo + hi + 1) >> 1;
-        if (ts[mid] <= t) lo = mid;
-        else hi = mid - 1;
-    }
-    return lo;
-}
-
 __global__ void __launch_bounds__(128) gdn_prep_kernel(const prep_params p) {
     const int lane = threadIdx.x & 31;
     const int nblk = 2 * p.Hk + p.Hv;
@@ -138,7 +128,7 @@ __global__ void __launch_bounds__(128) gdn_prep_kernel(const prep_params p) {
     }
     if (wid >= (long)p.T * nblk) return;
     const int t = (int)(wid / nblk), blk = (int)(wid % nblk);
-    const int s = seq_of(p.tok_start, p.S, t);
+    const int s = seq_of_token(p.tok_start, p.S, t);
     const int pos = t - p.tok_start[s];
     const bool has = p.n_past[s] > 0;
     const int ch0 = blk * DK + 4 * lane;
