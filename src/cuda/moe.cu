@@ -246,13 +246,7 @@ __global__ void __launch_bounds__(WM *WN * 32) k_grouped_gemm(gemm_args p) {
     bf16_t *Bs = As + ST * BM * LDS; /* [ST][BN][LDS] */
     const int nt = blockIdx.x, mt = blockIdx.y, tid = threadIdx.x;
     if (mt >= p.toffs[p.G]) return;
-    int lo = 0, hi = p.G - 1; /* the last group whose first tile is <= mt (it has tiles) */
-    while (lo < hi) {
-        const int mid = (lo + hi + 1) >> 1;
-        if (p.toffs[mid] <= mt) lo = mid;
-        else hi = mid - 1;
-    }
-    const int g = lo;
+    const int g = seq_of_token(p.toffs, p.G, mt); /* the last group whose first tile is <= mt (it has tiles) */
     const int r0 = p.offs[g] + (mt - p.toffs[g]) * BM, rn = min(BM, p.offs[g + 1] - r0);
     const bf16_t *W = p.W[g];
     const bf16_t *asrc[AL], *bsrc[BL];
