@@ -2,7 +2,8 @@
  * cpu_testlib.h: helpers shared by the tests/test_cpu_*.c programs (header-only,
  * static functions): a seeded RNG, fp32 weight loading, a hand-built page pool
  * (KV layout + state map with simple sequential packing, standing in for the pool
- * module's statemap_init), and an error report that prints its evidence.
+ * module's statemap_init), an error report that prints its evidence, and the cmocka
+ * setup / teardown that give a test a CPU backend.
  */
 #ifndef HS_CPU_TESTLIB_H
 #define HS_CPU_TESTLIB_H
@@ -13,6 +14,17 @@
 #include <string.h>
 
 #include "backend.h"
+
+/* cmocka setup / teardown: *state is a CPU backend (all cores) for the test. */
+static inline int cpu_setup(void **state) {
+    *state = backend_cpu_create(0);
+    return *state ? 0 : -1;
+}
+static inline int cpu_teardown(void **state) {
+    backend_t *bk = *state;
+    bk->destroy(bk);
+    return 0;
+}
 
 /* ---- RNG: xorshift64*, uniform in [-1, 1) and approx. normal ---- */
 typedef struct { uint64_t s; } trng_t;

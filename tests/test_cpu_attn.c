@@ -260,20 +260,10 @@ static void test_attn_invariance(void **state) {
     am_free(&m, bk);
 }
 
-static int setup(void **state) {
-    *state = backend_cpu_create(0);
-    return *state ? 0 : -1;
-}
-static int teardown(void **state) {
-    backend_t *bk = *state;
-    bk->destroy(bk);
-    return 0;
-}
-
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup_teardown(test_attn_ref, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_attn_invariance, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_attn_ref, cpu_setup, cpu_teardown),
+        cmocka_unit_test_setup_teardown(test_attn_invariance, cpu_setup, cpu_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -541,23 +541,13 @@ static void test_gdn_layouts(void **state) {
     gdn_w_free(&m, bk);
 }
 
-static int setup(void **state) {
-    *state = backend_cpu_create(0);
-    return *state ? 0 : -1;
-}
-static int teardown(void **state) {
-    backend_t *bk = *state;
-    bk->destroy(bk);
-    return 0;
-}
-
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_delta_kernels),
-        cmocka_unit_test_setup_teardown(test_gdn_op, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_gdn_invariance, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_gdn_invariance_chunked, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_gdn_layouts, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_gdn_op, cpu_setup, cpu_teardown),
+        cmocka_unit_test_setup_teardown(test_gdn_invariance, cpu_setup, cpu_teardown),
+        cmocka_unit_test_setup_teardown(test_gdn_invariance_chunked, cpu_setup, cpu_teardown),
+        cmocka_unit_test_setup_teardown(test_gdn_layouts, cpu_setup, cpu_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -453,22 +453,12 @@ static void test_qwen3_5(void **state) { run_family(*state, "qwen3_5"); }
 static void test_qwen3_5_moe(void **state) { run_family(*state, "qwen3_5_moe"); }
 static void test_qwen3_next(void **state) { run_family(*state, "qwen3_next"); }
 
-static int setup(void **state) {
-    *state = backend_cpu_create(0);
-    return *state ? 0 : -1;
-}
-static int teardown(void **state) {
-    backend_t *bk = *state;
-    bk->destroy(bk);
-    return 0;
-}
-
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup_teardown(test_qwen3_5_text, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_qwen3_5, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_qwen3_5_moe, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_qwen3_next, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_qwen3_5_text, cpu_setup, cpu_teardown),
+        cmocka_unit_test_setup_teardown(test_qwen3_5, cpu_setup, cpu_teardown),
+        cmocka_unit_test_setup_teardown(test_qwen3_5_moe, cpu_setup, cpu_teardown),
+        cmocka_unit_test_setup_teardown(test_qwen3_next, cpu_setup, cpu_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -21,16 +21,6 @@
 #include "../src/cpu/cpu_int.h"
 #include "cpu_testlib.h"
 
-static int setup(void **state) {
-    *state = backend_cpu_create(0);
-    return *state ? 0 : -1;
-}
-static int teardown(void **state) {
-    backend_t *bk = *state;
-    bk->destroy(bk);
-    return 0;
-}
-
 static void test_rmsnorm(void **state) {
     backend_t *bk = *state;
     trng_t r = {42};
@@ -383,13 +373,13 @@ static void test_pages(void **state) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup_teardown(test_rmsnorm, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_rmsnorm, cpu_setup, cpu_teardown),
         cmocka_unit_test(test_e4m3),
-        cmocka_unit_test_setup_teardown(test_linear, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_linear_n, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_simple_ops, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_moe, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_pages, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_linear, cpu_setup, cpu_teardown),
+        cmocka_unit_test_setup_teardown(test_linear_n, cpu_setup, cpu_teardown),
+        cmocka_unit_test_setup_teardown(test_simple_ops, cpu_setup, cpu_teardown),
+        cmocka_unit_test_setup_teardown(test_moe, cpu_setup, cpu_teardown),
+        cmocka_unit_test_setup_teardown(test_pages, cpu_setup, cpu_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
