@@ -22,23 +22,6 @@
 #include "../src/cuda/moe.h"
 #include "../tests/gpu/gpu_util.h"
 
-__global__ void k_fill(uint16_t *p, size_t n, uint64_t seed, float a) {
-    for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
-        uint64_t h = (i + 1) * 0x9e3779b97f4a7c15ull ^ seed;
-        h ^= h >> 31;
-        h *= 0xbf58476d1ce4e5b9ull;
-        h ^= h >> 29;
-        const float u = (float)(h >> 40) * (1.f / 16777216.f);
-        __nv_bfloat16 b = __float2bfloat16_rn((2.f * u - 1.f) * a);
-        p[i] = *(uint16_t *)&b;
-    }
-}
-static void *drand_bf16(size_t n, uint64_t seed, float a) {
-    void *d = dmalloc(n * 2);
-    k_fill<<<2048, 256>>>((uint16_t *)d, n, seed, a);
-    CK(cudaGetLastError());
-    return d;
-}
 
 int main(int argc, char **argv) {
     const int only_T = argc > 1 ? atoi(argv[1]) : 0;
@@ -58,13 +41,13 @@ int main(int argc, char **argv) {
     std::vector<std::vector<const void *>> pg(NL), pd(NL);
     for (int l = 0; l < NL; l++) {
         const uint64_t s = 1000 * (l + 1);
-        char *gu = (char *)drand_bf16((size_t)E * 2 * I * H, s + 1, sqrtf(3.f / H));
-        char *dn = (char *)drand_bf16((size_t)E * H * I, s + 2, sqrtf(3.f / I));
+        char *gu = (char *)dev_uniform_bf16((size_t)E * 2 * I * H, s + 1, sqrtf(3.f / H));
+        char *dn = (char *)dev_uniform_bf16((size_t)E * H * I, s + 2, sqrtf(3.f / I));
         pg[l].resize(E), pd[l].resize(E);
         for (int e = 0; e < E; e++) pg[l][e] = gu + (size_t)e * 2 * I * H * 2, pd[l][e] = dn + (size_t)e * H * I * 2;
-        L[l] = {drand_bf16((size_t)E * H, s + 3, 0.05f), pg[l].data(), pd[l].data(), pg[l].data(),
-                drand_bf16((size_t)2 * Is * H, s + 4, sqrtf(3.f / H)), drand_bf16((size_t)H * Is, s + 5, sqrtf(3.f / Is)),
-                drand_bf16((size_t)H, s + 6, sqrtf(3.f / H)), E, k, 1, I, Is, H};
+        L[l] = {dev_uniform_bf16((size_t)E * H, s + 3, 0.05f), pg[l].data(), pd[l].data(), pg[l].data(),
+                dev_uniform_bf16((size_t)2 * Is * H, s + 4, sqrtf(3.f / H)), dev_uniform_bf16((size_t)H * Is, s + 5, sqrtf(3.f / Is)),
+                dev_uniform_bf16((size_t)H, s + 6, sqrtf(3.f / H)), E, k, 1, I, Is, H};
     }
     const int Ts[5] = {1, 16, 128, 1024, 8192};
     const int paths[7] = {MOE_PATH_HOST,  MOE_PATH_AUTO,      MOE_PATH_SMALL, MOE_PATH_MEDIUM,
@@ -77,7 +60,7 @@ int main(int argc, char **argv) {
     printf("%6s %-11s %10s %8s %9s %7s\n", "T", "path", "us/layer", "TB/s", "TFLOP/s", "experts");
     for (int T : Ts) {
         if (only_T && T != only_T) continue;
-        void *x = drand_bf16((size_t)T * H, 77 + T, 1.7f), *out = dmalloc((size_t)T * H * 2);
+        void *x = dev_uniform_bf16((size_t)T * H, 77 + T, 1.7f), *out = dmalloc((size_t)T * H * 2);
         /* bytes and flops from the routed experts of each layer */
         double bytes = 0, flops = 0, n_act = 0;
         std::vector<int32_t> cnt(E);

@@ -2,7 +2,8 @@
  * gpu_util: helpers shared by the GPU tests (tests/gpu) and benchmarks (bench, .cu files):
  * CUDA error checks that abort, a deterministic RNG, bf16 host conversion, relative
  * error by norm, a fake page pool with a request state map (layout.h) for tests, and
- * the benchmarks' timing: median, graph-replay timing, the device copy bandwidth.
+ * the benchmarks' timing: median, graph-replay timing, the device copy bandwidth; in .cu
+ * files also uniform random bf16 generated on the device.
  * Header-only; host code.
  */
 #ifndef HS_GPU_UTIL_H
@@ -145,6 +146,30 @@ static inline void fake_map_free(fake_map_t *m) {
 static inline size_t fake_addr(const fake_map_t *m, int s, sm_loc_t loc) {
     return (size_t)m->pages[(size_t)s * m->E + loc.page] * m->page_bytes + (size_t)loc.offset;
 }
+
+#ifdef __CUDACC__
+#include <cuda_bf16.h>
+
+/* Uniform [-a, a) bf16 from a hash of (seed, index), generated on the device. */
+__global__ void k_fill_uniform_bf16(uint16_t *p, size_t n, uint64_t seed, float a) {
+    for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
+        uint64_t h = (i + 1) * 0x9e3779b97f4a7c15ull ^ seed;
+        h ^= h >> 31;
+        h *= 0xbf58476d1ce4e5b9ull;
+        h ^= h >> 29;
+        const float u = (float)(h >> 40) * (1.f / 16777216.f);
+        __nv_bfloat16 b = __float2bfloat16_rn((2.f * u - 1.f) * a);
+        p[i] = *(uint16_t *)&b;
+    }
+}
+/* n such values in a new device buffer. */
+static inline void *dev_uniform_bf16(size_t n, uint64_t seed, float a) {
+    void *d = dmalloc(n * 2);
+    k_fill_uniform_bf16<<<2048, 256>>>((uint16_t *)d, n, seed, a);
+    CK(cudaGetLastError());
+    return d;
+}
+#endif
 
 /* ---- timing (benchmarks) ----------------------------------------------------------- */
 

@@ -25,18 +25,6 @@
 
 static const double TOL = 1e-2;
 
-/* Uniform [-a, a) bf16 from a hash of (seed, index). */
-__global__ void k_fill(uint16_t *p, size_t n, uint64_t seed, float a) {
-    for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
-        uint64_t h = (i + 1) * 0x9e3779b97f4a7c15ull ^ seed;
-        h ^= h >> 31;
-        h *= 0xbf58476d1ce4e5b9ull;
-        h ^= h >> 29;
-        const float u = (float)(h >> 40) * (1.f / 16777216.f);
-        __nv_bfloat16 b = __float2bfloat16_rn((2.f * u - 1.f) * a);
-        p[i] = *(uint16_t *)&b;
-    }
-}
 
 typedef struct {
     int E, I, Is, H;
@@ -46,9 +34,7 @@ typedef struct {
 } wset_t;
 
 static void *dev_rand(size_t n, uint64_t seed, float a, uint16_t **host) {
-    void *d = dmalloc(n * 2);
-    k_fill<<<1024, 256>>>((uint16_t *)d, n, seed, a);
-    CK(cudaGetLastError());
+    void *d = dev_uniform_bf16(n, seed, a);
     *host = (uint16_t *)malloc(n * 2);
     CK(cudaMemcpy(*host, d, n * 2, cudaMemcpyDeviceToHost));
     return d;
