@@ -45,6 +45,14 @@ struct gemm_lt {
         }                                                                                          \
     } while (0)
 
+static void plan_free(lt_plan_t *p) {
+    if (p->op) cublasLtMatmulDescDestroy(p->op);
+    if (p->a) cublasLtMatrixLayoutDestroy(p->a);
+    if (p->b) cublasLtMatrixLayoutDestroy(p->b);
+    if (p->c) cublasLtMatrixLayoutDestroy(p->c);
+    memset(p, 0, sizeof *p);
+}
+
 extern "C" gemm_lt_t *gemm_lt_create(void *ws, size_t ws_bytes) {
     gemm_lt_t *g = (gemm_lt_t *)calloc(1, sizeof *g);
     if (!g) return NULL;
@@ -61,12 +69,7 @@ extern "C" gemm_lt_t *gemm_lt_create(void *ws, size_t ws_bytes) {
 
 extern "C" void gemm_lt_destroy(gemm_lt_t *g) {
     if (!g) return;
-    for (int i = 0; i < g->n_plans; i++) {
-        cublasLtMatmulDescDestroy(g->plans[i].op);
-        cublasLtMatrixLayoutDestroy(g->plans[i].a);
-        cublasLtMatrixLayoutDestroy(g->plans[i].b);
-        cublasLtMatrixLayoutDestroy(g->plans[i].c);
-    }
+    for (int i = 0; i < g->n_plans; i++) plan_free(&g->plans[i]);
     free(g->plans);
     cudaEventDestroy(g->ev[0]);
     cudaEventDestroy(g->ev[1]);
@@ -76,7 +79,7 @@ extern "C" void gemm_lt_destroy(gemm_lt_t *g) {
 
 extern "C" int gemm_lt_tuned(const gemm_lt_t *g) { return g ? g->n_tuned : 0; }
 
-static int plan_make(gemm_lt_t *g, lt_plan_t *p, int M, int N, int K, bool f32) {
+static int plan_make(lt_plan_t *p, int M, int N, int K, bool f32) {
     memset(p, 0, sizeof *p);
     p->M = M, p->N = N, p->K = K, p->f32 = f32;
     LT_TRY(cublasLtMatmulDescCreate(&p->op, CUBLAS_COMPUTE_32F, CUDA_R_32F));
@@ -86,7 +89,6 @@ static int plan_make(gemm_lt_t *g, lt_plan_t *p, int M, int N, int K, bool f32) 
     LT_TRY(cublasLtMatrixLayoutCreate(&p->a, CUDA_R_16BF, K, N, K));
     LT_TRY(cublasLtMatrixLayoutCreate(&p->b, CUDA_R_16BF, K, M, K));
     LT_TRY(cublasLtMatrixLayoutCreate(&p->c, f32 ? CUDA_R_32F : CUDA_R_16BF, N, M, N));
-    (void)g;
     return HS_OK;
 }
 
@@ -147,14 +149,10 @@ extern "C" int gemm_lt_run(gemm_lt_t *g, const void *x, const void *W, int M, in
     if (!p) {
         if (g->n_plans == LT_MAX_PLANS) return HS_ERR_UNSUPPORTED;
         p = &g->plans[g->n_plans];
-        int rc = plan_make(g, p, M, N, K, out_f32);
+        int rc = plan_make(p, M, N, K, out_f32);
         if (rc == HS_OK) rc = plan_tune(g, p, x, W, out, st, capturing);
         if (rc != HS_OK) {
-            cublasLtMatmulDescDestroy(p->op);
-            cublasLtMatrixLayoutDestroy(p->a);
-            cublasLtMatrixLayoutDestroy(p->b);
-            cublasLtMatrixLayoutDestroy(p->c);
-            memset(p, 0, sizeof *p);
+            plan_free(p);
             return rc;
         }
         g->n_plans++;
