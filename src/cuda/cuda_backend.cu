@@ -9,8 +9,9 @@
  * GEMM reads).
  *
  * Ops and where their work happens:
- *   linear, logits        gemm(): our GEMV (gemv.cu) at a few rows, cuBLASLt with a tuned
- *                         algorithm (gemm_lt.cu) up to 256 rows, cuBLAS GemmEx above; bf16 in,
+ *   linear, logits        gemm(): our GEMV (gemv.cu) at a few rows, else cuBLASLt with a
+ *                         tuned algorithm (gemm_lt.cu; HS_CUDA_GEMM_LT=<rows> caps it, 0 =
+ *                         cuBLAS GemmEx alone); bf16 in,
  *                         fp32 accumulate, bf16 out (logits: fp32)
  *   linear_n              the projections sharing one input in one grouped GEMV launch at a
  *                         few rows, else one gemm() each
@@ -44,6 +45,7 @@
 #include <assert.h>
 #include <cublas_v2.h>
 #include <cuda_runtime.h>
+#include <limits.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdlib.h>
@@ -151,6 +153,7 @@ typedef struct {
     int n_deferred;
     void *blas_ws;
     gemm_lt_t *lt;            /* cuBLASLt with tuned algorithms (shares blas_ws: one stream) */
+    int lt_max_m;             /* the most rows sent to lt (HS_CUDA_GEMM_LT=<rows>; 0: off) */
     char *h_stats;            /* pinned host copy of logits_stats results */
     size_t cap_h_stats;
     cu_prof_t *prof;          /* HS_CUDA_PROF=1: per-op timing */
@@ -807,7 +810,7 @@ static void gemm(cu_ctx_t *c, const void *x, const bk_weight_t *w, int T, void *
     if (T <= gemv_max_m(N, K) && gemv_ran(gemv_launch(x, T, K, w->bf, N, out, out_f32, 0, c->st), "gemv_launch"))
         return;
     /* Decode-sized batches: cuBLASLt with the algorithm timed fastest per shape. */
-    if (T >= 2 && T <= 256 && c->lt && gemm_lt_run(c->lt, x, w->bf, T, N, K, out, out_f32, c->st) == HS_OK) return;
+    if (T >= 2 && T <= c->lt_max_m && c->lt && gemm_lt_run(c->lt, x, w->bf, T, N, K, out, out_f32, c->st) == HS_OK) return;
     CKB(cublasGemmEx(c->blas, CUBLAS_OP_T, CUBLAS_OP_N, N, T, K, &one, w->bf, CUDA_R_16BF, K, x, CUDA_R_16BF, K,
                      &zero, out, out_f32 ? CUDA_R_32F : CUDA_R_16BF, N, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
 }
@@ -1392,8 +1395,9 @@ extern "C" backend_t *backend_cuda_create(int device, char *err, size_t n) {
         free(c);
         return NULL;
     }
-    const char *lv = getenv("HS_CUDA_GEMM_LT");
-    if (!(lv && strcmp(lv, "0") == 0)) c->lt = gemm_lt_create(c->blas_ws, blas_ws); /* NULL: cuBLAS alone */
+    const char *lv = getenv("HS_CUDA_GEMM_LT"); /* unset: every product of 2+ rows */
+    c->lt_max_m = lv ? atoi(lv) : INT_MAX;
+    if (c->lt_max_m > 0) c->lt = gemm_lt_create(c->blas_ws, blas_ws); /* NULL: cuBLAS alone */
     const char *gv = getenv("HS_CUDA_GRAPHS");
     c->graphs_on = !(gv && strcmp(gv, "0") == 0);
     backend_t *bk = (backend_t *)hs_calloc(1, sizeof *bk);

@@ -7,7 +7,9 @@
  * bandwidth unused (measured on an H100: 1.5 TB/s for 4096 x 4096 at M = 128, where the
  * weight stream allows ~3). cuBLASLt offers several algorithms (tile shapes, split-K);
  * the first call of a shape times each candidate on the real operands and keeps the
- * fastest. A call made while the stream is being captured into a graph never times
+ * fastest. M is grouped in classes ~1.5x apart (2, 3, 4, 6, 8, 12 ... 4096, 6144 ...):
+ * a later M of the same class and shape reuses the timed algorithm when cuBLASLt accepts
+ * it for that M, so a batch size that changes every step costs one timing per class. A call made while the stream is being captured into a graph never times
  * (events cannot be timed inside a capture): it uses the tuned algorithm when there is
  * one, else cuBLASLt's first choice.
  */
