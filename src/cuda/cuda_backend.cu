@@ -1395,8 +1395,8 @@ extern "C" backend_t *backend_cuda_create(int device, char *err, size_t n) {
         free(c);
         return NULL;
     }
-    const char *lv = getenv("HS_CUDA_GEMM_LT"); /* unset: every product of 2+ rows */
-    c->lt_max_m = lv ? atoi(lv) : INT_MAX;
+    const char *lv = getenv("HS_CUDA_GEMM_LT"); /* unset: 2..256 rows */
+    c->lt_max_m = lv ? atoi(lv) : 256; /* above, GemmEx's first choice was as fast (RESULTS.md) */
     if (c->lt_max_m > 0) c->lt = gemm_lt_create(c->blas_ws, blas_ws); /* NULL: cuBLAS alone */
     const char *gv = getenv("HS_CUDA_GRAPHS");
     c->graphs_on = !(gv && strcmp(gv, "0") == 0);
