@@ -45,7 +45,6 @@
 #include <assert.h>
 #include <cublas_v2.h>
 #include <cuda_runtime.h>
-#include <limits.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdlib.h>
