@@ -809,7 +809,8 @@ static void gemm(cu_ctx_t *c, const void *x, const bk_weight_t *w, int T, void *
     if (T <= gemv_max_m(N, K) && gemv_ran(gemv_launch(x, T, K, w->bf, N, out, out_f32, 0, c->st), "gemv_launch"))
         return;
     /* Decode-sized batches: cuBLASLt with the algorithm timed fastest per shape. */
-    if (T >= 2 && T <= c->lt_max_m && c->lt && gemm_lt_run(c->lt, x, w->bf, T, N, K, out, out_f32, c->st) == HS_OK) return;
+    if (T >= 2 && T <= c->lt_max_m && c->lt && gemm_lt_run(c->lt, x, w->bf, T, N, K, out, out_f32, c->st) == HS_OK)
+        return;
     CKB(cublasGemmEx(c->blas, CUBLAS_OP_T, CUBLAS_OP_N, N, T, K, &one, w->bf, CUDA_R_16BF, K, x, CUDA_R_16BF, K,
                      &zero, out, out_f32 ? CUDA_R_32F : CUDA_R_16BF, N, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
 }
