@@ -12,6 +12,7 @@
 #
 # kernels (~5 min): every test program (+ compute-sanitizer memcheck on the kernel and op
 #   tests), every CUDA bench, fla's decode and chunk kernels, PyTorch SDPA.
+# tests (~2.5 min): the tests and memcheck of `kernels` without the benches.
 # e2e-a (~6.5 min): hyserve bench on the Qwen3.5-9B shape: batch 1 (graphs on and off,
 #   and under HS_CUDA_PROF), the seed's shape with 1,280 prompts and fp32 state, and the
 #   coupled layout at the same memory (128 prompts).
@@ -36,7 +37,7 @@ peers() {
     ../whl/*.whl > /dev/null 2>&1
   export PYTHONPATH=/tmp/site
 }
-if [ "$what" = kernels ]; then
+if [ "$what" = kernels ] || [ "$what" = tests ]; then
   for x in test_gpu_ops test_attn_decode test_attn_prefill test_gdn_decode test_gdn_prefill test_gemv test_moe \
            test_gpu_sample test_gpu_graphs test_gpu_model test_gpu_engine; do
     [ -x bin/$x ] && t $x 200 bin/$x .
@@ -45,15 +46,17 @@ if [ "$what" = kernels ]; then
            test_gpu_sample; do
     [ -x bin/$x ] && GEMV_SMALL_ONLY=1 t memcheck_$x 200 compute-sanitizer --tool memcheck --error-exitcode 3 bin/$x .
   done
-  for b in bin/bench_*; do
-    n=$(basename $b)
-    case $n in bench_membw|bench_pool|bench_sched|bench_tok) continue ;; esac
-    t $n 120 $b
-  done
-  peers
-  t bench_fla_decode 150 python3 tools/bench_fla.py decode
-  t bench_fla_chunk 200 python3 tools/bench_fla.py chunk
-  t bench_sdpa 90 python3 tools/bench_attn_sdpa.py
+  if [ "$what" = kernels ]; then
+    for b in bin/bench_*; do
+      n=$(basename $b)
+      case $n in bench_membw|bench_pool|bench_sched|bench_tok) continue ;; esac
+      t $n 120 $b
+    done
+    peers
+    t bench_fla_decode 150 python3 tools/bench_fla.py decode
+    t bench_fla_chunk 200 python3 tools/bench_fla.py chunk
+    t bench_sdpa 90 python3 tools/bench_attn_sdpa.py
+  fi
 else
   B="bin/hyserve bench --device cuda --model qwen3.5-9b"
   B1="--input-len 128 --output-len 128 --range-ratio 1 --num-prompts 3 --max-concurrency 1"
