@@ -23,7 +23,7 @@ strip "$E"/bin/* 2>/dev/null || true
 cp -r configs "$E/"
 cp -r tests/fixtures/gpu-dense tests/fixtures/gpu-moe "$E/tests/fixtures/"
 cp tools/gpu-check.sh tools/bench_fla.py tools/bench_hf.py bench/*.py "$E/tools/"
-cp tools/gpu-all.sh "$E/"
+cp tools/gpu-all.sh tools/gpu-final.sh "$E/"
 tmp=$(mktemp -d)
 mkdir -p "$tmp/lib"
 for f in "$E"/bin/*; do ldd "$f" 2>/dev/null || true; done | awk '/=>/ {print $3}' | sort -u |
