@@ -17,6 +17,13 @@
  *   - the grid is the kernel's resident capacity (occupancy x SMs) or fewer, blocks loop
  *     over row groups; a grouped launch concatenates the row groups of up to
  *     GEMV_MAX_GROUP weights (each padded to whole groups) that read the same x.
+ *   - launched as a programmatic dependent (cuda_common.cuh, PDL): before pdl_wait() each
+ *     block asks L2 to prefetch the first `pf` bytes of every row of its first row group
+ *     (cp.async.bulk.prefetch: no registers, no completion to wait for; the weights never
+ *     depend on the previous kernel), so the weight stream starts during the previous
+ *     kernel's tail and the small kernels between projections, and the x staging that
+ *     follows the wait overlaps it. The launcher sizes pf so that one launch prefetches
+ *     about HS_GEMV_PF_MB (default 16) MB in all, a third of the H100's L2.
  * M is rounded up to a power of two MT (template) for the accumulator array; rows of x
  * past M are zero in shared memory and their outputs are not written.
  * k_gemv_mma is a tensor-core variant of the same stream (below): the CUDA-core kernel
@@ -24,6 +31,7 @@
  */
 #include <cuda_runtime.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "cuda_common.cuh"
@@ -44,6 +52,7 @@ struct gemv_params {
     int M, K;
     int kt;         /* K tile staged in shared memory (elements, multiple of 8) */
     int n_groups, n_segs;
+    unsigned pf;    /* bytes of each row of the block's first group to prefetch into L2 (16 | pf, pf <= 2K) */
     gemv_seg_dev seg[GEMV_MAX_GROUP];
 };
 
@@ -54,6 +63,29 @@ __device__ __forceinline__ uint4 ld_stream(const uint4 *p) {
         : "=r"(r.x), "=r"(r.y), "=r"(r.z), "=r"(r.w)
         : "l"(p));
     return r;
+}
+
+/* Ask L2 to fetch [p, p + bytes) (16-byte aligned, 16 | bytes); nothing to wait for. */
+__device__ __forceinline__ void prefetch_l2(const void *p, unsigned bytes) {
+    asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;" ::"l"(p), "r"(bytes) : "memory");
+}
+
+/* The segment that row group g belongs to. */
+__device__ __forceinline__ const gemv_seg_dev &seg_of(const gemv_params &p, int g) {
+    int k = 0;
+#pragma unroll
+    for (int i = 1; i < GEMV_MAX_GROUP; i++)
+        if (i < p.n_segs && g >= p.seg[i].g0) k = i;
+    return p.seg[k];
+}
+
+/* Before pdl_wait(): thread t < rows_per_group prefetches the first p.pf bytes of row t of
+ * row group g (rows past the weight's end are skipped). */
+__device__ __forceinline__ void prefetch_group(const gemv_params &p, int g, int rows_per_group) {
+    if (p.pf == 0 || g >= p.n_groups || (int)threadIdx.x >= rows_per_group) return;
+    const gemv_seg_dev &sg = seg_of(p, g);
+    const int row = (g - sg.g0) * rows_per_group + (int)threadIdx.x;
+    if (row < sg.N) prefetch_l2(sg.w + (size_t)row * (p.K >> 3), p.pf);
 }
 
 __device__ __forceinline__ float dot2(uint32_t w, uint32_t x, float acc) {
@@ -85,6 +117,9 @@ __global__ void __launch_bounds__(GEMV_THREADS) k_gemv(const __grid_constant__ g
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
     const int Kv = p.K >> 3, ktv = p.kt >> 3;
     const bool once = ktv >= Kv;
+    pdl_trigger();
+    prefetch_group(p, blockIdx.x, GEMV_WARPS * R);
+    pdl_wait(); /* x comes from the previous kernel; out may still be read by an earlier one */
     if (once) {
         stage_x<MT>(xs, p, 0, Kv, ktv);
         __syncthreads();
@@ -183,6 +218,9 @@ __global__ void __launch_bounds__(GEMV_THREADS) k_gemv_mma(const __grid_constant
     __shared__ float4 red[GEMV_WARPS][NT][32];
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, c = lane & 3;
     const int tile = blockIdx.x;
+    pdl_trigger();
+    prefetch_group(p, tile, 16);
+    pdl_wait(); /* x comes from the previous kernel; out may still be read by an earlier one */
     gemv_seg_dev sg = p.seg[0];
 #pragma unroll
     for (int i = 1; i < GEMV_MAX_GROUP; i++)
@@ -255,6 +293,36 @@ __global__ void __launch_bounds__(GEMV_THREADS) k_gemv_mma(const __grid_constant
 }
 
 /* ---- host side ------------------------------------------------------------------- */
+
+extern "C" int hs_cuda_pdl(int set) {
+    static int on = -1; /* the backend has one host thread */
+    if (set >= 0) on = set != 0;
+    if (on < 0) {
+        const char *v = getenv("HS_CUDA_PDL");
+        on = !(v && strcmp(v, "0") == 0);
+    }
+    return on;
+}
+
+/* Bytes one launch prefetches into L2 before its pdl_wait (HS_GEMV_PF_MB, default 16 MB;
+ * 0 turns the prefetch off). */
+static size_t pf_budget(void) {
+    static long mb = -1;
+    if (mb < 0) {
+        const char *v = getenv("HS_GEMV_PF_MB");
+        mb = v ? atol(v) : 16;
+        if (mb < 0) mb = 0;
+    }
+    return (size_t)mb << 20;
+}
+
+/* Per-row prefetch of the first row group of each of `blocks` resident blocks: the
+ * budget spread over blocks * rows_per_group rows, 16-byte multiple, at most the row. */
+static unsigned pf_bytes(int K, int blocks, int rows_per_group) {
+    size_t b = pf_budget() / ((size_t)blocks * (size_t)rows_per_group) / 16 * 16;
+    if (b > (size_t)K * 2) b = (size_t)K * 2;
+    return (unsigned)b;
+}
 
 typedef void (*gemv_kfn)(const gemv_params);
 
@@ -384,8 +452,11 @@ static int launch(const void *x, int M, int K, const gemv_seg_t *segs, int n_seg
 
     if (c->mma) { /* one block per 16-row tile, x read through L1 */
         p.kt = K;
-        fn<<<groups, GEMV_THREADS, 0, st>>>(p);
-        HS_CUDA_LAUNCHED();
+        const int sms = n_sms();
+        if (sms < 1) return HS_ERR_INVALID;
+        /* the first wave: at most 8 blocks of 256 threads per SM */
+        p.pf = pf_bytes(K, groups < 8 * sms ? groups : 8 * sms, 16);
+        HS_CUDA_TRY(launch_pdl(fn, dim3(groups), dim3(GEMV_THREADS), 0, st, p));
         return HS_OK;
     }
 
@@ -409,8 +480,8 @@ static int launch(const void *x, int M, int K, const gemv_seg_t *segs, int n_seg
     if (occ < 1 || sms < 1) return HS_ERR_INVALID;
     int grid = occ * sms;
     if (grid > groups) grid = groups;
-    fn<<<grid, GEMV_THREADS, smem, st>>>(p);
-    HS_CUDA_LAUNCHED();
+    p.pf = pf_bytes(K, grid, rows_per_group);
+    HS_CUDA_TRY(launch_pdl(fn, dim3(grid), dim3(GEMV_THREADS), (size_t)smem, st, p));
     return HS_OK;
 }
 
