@@ -221,6 +221,7 @@ __global__ void __launch_bounds__(CMB_THREADS) attn_combine_kernel(const attn_de
     __shared__ float wsh[CMB_MAX_SPLITS];
     __shared__ float red[CMB_THREADS / 32];
     __shared__ __align__(16) float4 acc[CMB_THREADS / 64][AD / 4];
+    attn_pdl_trigger(); /* the next kernel (the o projection) may start its weight prefetch */
     attn_pdl_wait();
     const int qh = blockIdx.x, s = blockIdx.y, tid = threadIdx.x, lane = tid & 31, wid = tid >> 5;
     const int len = p.seq_lens[s];
@@ -451,7 +452,7 @@ extern "C" int attn_decode_launch(const void *q, const void *kv_base, size_t pag
         cfg.stream = st;
         cudaLaunchAttribute at[1];
         at[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-        at[0].val.programmaticStreamSerializationAllowed = dec_pdl;
+        at[0].val.programmaticStreamSerializationAllowed = dec_pdl && hs_cuda_pdl(-1);
         cfg.attrs = at;
         cfg.numAttrs = 1;
         HS_CUDA_TRY(cudaLaunchKernelEx(&cfg, attn_combine_kernel, p));

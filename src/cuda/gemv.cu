@@ -24,12 +24,19 @@
  *     kernel's tail and the small kernels between projections, and the x staging that
  *     follows the wait overlaps it. The launcher sizes pf so that one launch prefetches
  *     about HS_GEMV_PF_MB (default 16) MB in all, a third of the H100's L2.
+ *   - the trigger that lets the next kernel launch (pdl_trigger) comes late: in the block's
+ *     last row group, once the columns left would stream only about HS_GEMV_TAIL_MB
+ *     (default 8) MB over the whole grid (p.trig_v). Triggered at the start instead, the
+ *     next GEMV's blocks became resident on the free slots early and prefetched rows that
+ *     this launch's stream then evicted from L2 before they were used (bench_gemv: back to
+ *     back launches 2-4 us slower than without PDL).
  * M is rounded up to a power of two MT (template) for the accumulator array; rows of x
  * past M are zero in shared memory and their outputs are not written.
  * k_gemv_mma is a tensor-core variant of the same stream (below): the CUDA-core kernel
  * needs 8 FMAs per weight pair per token and becomes issue-bound from M ~ 4.
  */
 #include <cuda_runtime.h>
+#include <limits.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -53,6 +60,7 @@ struct gemv_params {
     int kt;         /* K tile staged in shared memory (elements, multiple of 8) */
     int n_groups, n_segs;
     unsigned pf;    /* bytes of each row of the block's first group to prefetch into L2 (16 | pf, pf <= 2K) */
+    int trig_v;     /* pdl_trigger once the block's last group reaches this 16-byte column vector */
     gemv_seg_dev seg[GEMV_MAX_GROUP];
 };
 
@@ -117,7 +125,6 @@ __global__ void __launch_bounds__(GEMV_THREADS) k_gemv(const __grid_constant__ g
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
     const int Kv = p.K >> 3, ktv = p.kt >> 3;
     const bool once = ktv >= Kv;
-    pdl_trigger();
     prefetch_group(p, blockIdx.x, GEMV_WARPS * R);
     pdl_wait(); /* x comes from the previous kernel; out may still be read by an earlier one */
     if (once) {
@@ -125,6 +132,8 @@ __global__ void __launch_bounds__(GEMV_THREADS) k_gemv(const __grid_constant__ g
         __syncthreads();
     }
     for (int g = blockIdx.x; g < p.n_groups; g += gridDim.x) {
+        /* the block's last group: the trigger column (never, elsewhere) */
+        const int trig = g + (int)gridDim.x >= p.n_groups ? p.trig_v : INT_MAX;
         gemv_seg_dev sg = p.seg[0];
 #pragma unroll
         for (int i = 1; i < GEMV_MAX_GROUP; i++)
@@ -148,6 +157,7 @@ __global__ void __launch_bounds__(GEMV_THREADS) k_gemv(const __grid_constant__ g
             }
             int v = lane;
             for (; v + 32 * (U - 1) < nv; v += 32 * U) {
+                if (v0 + v - lane >= trig) pdl_trigger(); /* repeated: no effect after the first */
                 uint4 w[U][R];
 #pragma unroll
                 for (int u = 0; u < U; u++)
@@ -174,6 +184,7 @@ __global__ void __launch_bounds__(GEMV_THREADS) k_gemv(const __grid_constant__ g
                 }
             }
         }
+        if (trig != INT_MAX) pdl_trigger(); /* a trigger column past the loop */
 
 #pragma unroll
         for (int m = 0; m < MT; m++) {
@@ -218,7 +229,6 @@ __global__ void __launch_bounds__(GEMV_THREADS) k_gemv_mma(const __grid_constant
     __shared__ float4 red[GEMV_WARPS][NT][32];
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, c = lane & 3;
     const int tile = blockIdx.x;
-    pdl_trigger();
     prefetch_group(p, tile, 16);
     pdl_wait(); /* x comes from the previous kernel; out may still be read by an earlier one */
     gemv_seg_dev sg = p.seg[0];
@@ -243,6 +253,7 @@ __global__ void __launch_bounds__(GEMV_THREADS) k_gemv_mma(const __grid_constant
     const int nsteps = (Kv + 3) >> 2;
     int s = warp;
     for (; s + GEMV_WARPS * (U - 1) < nsteps; s += GEMV_WARPS * U) {
+        if (4 * s >= p.trig_v) pdl_trigger(); /* repeated: no effect after the first */
         uint4 a[U], b[U], xv[U][NT];
 #pragma unroll
         for (int u = 0; u < U; u++) {
@@ -274,6 +285,7 @@ __global__ void __launch_bounds__(GEMV_THREADS) k_gemv_mma(const __grid_constant
             mma_16816(d[n], a.z, b.z, a.w, b.w, xv.z, xv.w);
         }
     }
+    pdl_trigger(); /* a trigger column past the loop */
 #pragma unroll
     for (int n = 0; n < NT; n++) red[warp][n][lane] = make_float4(d[n][0], d[n][1], d[n][2], d[n][3]);
     __syncthreads();
@@ -314,6 +326,26 @@ static size_t pf_budget(void) {
         if (mb < 0) mb = 0;
     }
     return (size_t)mb << 20;
+}
+
+/* Bytes the launch has left to stream when it lets the next kernel launch
+ * (HS_GEMV_TAIL_MB, default 8). */
+static size_t tail_budget(void) {
+    static long mb = -1;
+    if (mb < 0) {
+        const char *v = getenv("HS_GEMV_TAIL_MB");
+        mb = v ? atol(v) : 8;
+        if (mb < 0) mb = 0;
+    }
+    return (size_t)mb << 20;
+}
+
+/* The trigger column (16-byte vectors) of the blocks' last groups: `blocks` resident
+ * blocks of rows_per_group rows each have about the tail budget left past it. */
+static int trig_vec(int K, int blocks, int rows_per_group) {
+    const long long left = (long long)(tail_budget() / ((size_t)blocks * (size_t)rows_per_group * 16));
+    const long long t = (long long)(K / 8) - left;
+    return t > 0 ? (int)t : 0;
 }
 
 /* Per-row prefetch of the first row group of each of `blocks` resident blocks: the
@@ -456,6 +488,7 @@ static int launch(const void *x, int M, int K, const gemv_seg_t *segs, int n_seg
         if (sms < 1) return HS_ERR_INVALID;
         /* the first wave: at most 8 blocks of 256 threads per SM */
         p.pf = pf_bytes(K, groups < 8 * sms ? groups : 8 * sms, 16);
+        p.trig_v = trig_vec(K, groups < 8 * sms ? groups : 8 * sms, 16);
         HS_CUDA_TRY(launch_pdl(fn, dim3(groups), dim3(GEMV_THREADS), 0, st, p));
         return HS_OK;
     }
@@ -481,6 +514,7 @@ static int launch(const void *x, int M, int K, const gemv_seg_t *segs, int n_seg
     int grid = occ * sms;
     if (grid > groups) grid = groups;
     p.pf = pf_bytes(K, grid, rows_per_group);
+    p.trig_v = trig_vec(K, grid, rows_per_group);
     HS_CUDA_TRY(launch_pdl(fn, dim3(grid), dim3(GEMV_THREADS), (size_t)smem, st, p));
     return HS_OK;
 }
