@@ -5,7 +5,10 @@
  * grouped launches (GDN in_proj qkv/z/b/a, attention q/k/v) against one GEMM per weight;
  * the sum over one decode step (24 GDN + 8 attention layers + 32 FFN + lm_head); and all
  * GEMMs of one step with distinct weights (15.9 GB) replayed as one CUDA graph, through
- * cuBLAS, our kernel, the backend's dispatch before the GEMV and the dispatch with it.
+ * cuBLAS, our kernel, the backend's dispatch before the GEMV and the dispatch with it;
+ * the dispatch again with programmatic dependent launch off (HS_CUDA_PDL=0's setting), and
+ * with one small one-block kernel before every projection (a stand-in for the RMSNorm,
+ * SwiGLU, GDN and attention kernels of a real step) with PDL on and off.
  * Also the device copy bandwidth of the same run.
  * Method: weight copies rotated so that the footprint exceeds 4x L2; a CUDA graph of >= 20
  * launches over the copies, median of 15 replays; TB/s = weight bytes / time. Our kernel
@@ -17,6 +20,7 @@
 #include <algorithm>
 #include <vector>
 
+#include "../src/cuda/cuda_common.cuh"
 #include "../src/cuda/gemm_lt.h"
 #include "../src/cuda/gemv.h"
 #include "../tests/gpu/gpu_util.h"
@@ -45,6 +49,14 @@ static void *dfill(size_t n, uint64_t seed) {
     k_fill<<<2048, 256>>>(p, n, seed);
     CK(cudaGetLastError());
     return p;
+}
+
+/* The stand-in small kernel: one block copies n 16-byte vectors, a PDL dependent like the
+ * backend's small kernels. */
+__global__ void k_tiny(const uint4 *x, uint4 *y, int n) {
+    pdl_trigger();
+    pdl_wait();
+    for (int i = threadIdx.x; i < n; i += blockDim.x) y[i] = x[i];
 }
 
 static cublasHandle_t g_blas;
@@ -89,6 +101,7 @@ typedef struct {
     int N[4];
     int K, f32;
     double blas[5], lt[5], ours[5]; /* µs per M: cublasGemmEx, gemm_lt (M >= 2), ours (heuristic) */
+    double ours_nopdl[5];           /* ours (heuristic) launched plainly (PDL off) */
     int best_cfg[5];
     double best[5];
 } shape_t;
@@ -121,12 +134,16 @@ static void run_shape(shape_t *s, size_t l2, bool sweep, FILE *log) {
                 CKRC(gemv_grouped_launch(x, M, s->K, segs, s->n, cfg, g_st));
             });
         };
+        hs_cuda_pdl(0);
+        s->ours_nopdl[mi] = ours(0);
+        hs_cuda_pdl(1);
         s->ours[mi] = ours(0);
         s->best[mi] = s->ours[mi];
         s->best_cfg[mi] = 0;
-        fprintf(log, "%-10s M=%2d cublas %9.2f us %6.3f TB/s | gemm_lt %9.2f us | auto %9.2f us %6.3f TB/s", s->name, M,
-                s->blas[mi], bytes / (s->blas[mi] * 1e-6) / 1e12, s->lt[mi], s->ours[mi],
-                bytes / (s->ours[mi] * 1e-6) / 1e12);
+        fprintf(log,
+                "%-10s M=%2d cublas %9.2f us %6.3f TB/s | gemm_lt %9.2f us | auto %9.2f us %6.3f TB/s (PDL off %.2f us)",
+                s->name, M, s->blas[mi], bytes / (s->blas[mi] * 1e-6) / 1e12, s->lt[mi], s->ours[mi],
+                bytes / (s->ours[mi] * 1e-6) / 1e12, s->ours_nopdl[mi]);
         if (sweep) {
             fprintf(log, " | sweep");
             for (int cfg = 1; cfg <= ncfg; cfg++) {
@@ -159,23 +176,33 @@ static void full_step(FILE *log) {
     k_fill<<<4096, 256>>>((uint16_t *)base, need / 2, 99);
     CK(cudaGetLastError());
     void *x = dfill((size_t)16 * I, 5), *act = dfill((size_t)16 * I, 6);
+    void *tn = dmalloc((size_t)H * 2);
     void *o1 = dmalloc((size_t)16 * 2 * I * 2), *o2 = dmalloc((size_t)16 * H * 2), *o3 = dmalloc((size_t)16 * 64 * 2),
          *o4 = dmalloc((size_t)16 * 64 * 2), *lo = dmalloc((size_t)16 * V * 4);
     CK(cudaDeviceSynchronize());
     for (int mi = 0; mi < 5; mi++) {
         const int M = MS[mi];
         /* cuBLAS; ours everywhere; the backend's dispatch (gemv_max_m, then gemm_lt / cuBLAS);
-         * the dispatch before the GEMV (gemm_lt / cuBLAS, one GEMM per weight) */
-        double t[4];
-        for (int impl = 0; impl < 4; impl++) {
-            t[impl] = time_us(1, 1, [&](int) {
+         * the dispatch before the GEMV (gemm_lt / cuBLAS, one GEMM per weight); the dispatch
+         * with PDL off; the dispatch with a small kernel before each projection, PDL on / off */
+        double t[7];
+        for (int run = 0; run < 7; run++) {
+            hs_cuda_pdl(run == 4 || run == 6 ? 0 : 1);
+            const int impl = run >= 4 ? 2 : run; /* runs 4..6: the dispatch */
+            const bool small = run >= 5;
+            t[run] = time_us(1, 1, [&](int) {
                 char *p = base;
                 auto take = [&](size_t r, size_t k) {
                     void *q = p;
                     p += r * k * 2;
                     return q;
                 };
+                auto tiny = [&]() {
+                    if (!small) return;
+                    CK(launch_pdl(k_tiny, dim3(1), dim3(512), 0, g_st, (const uint4 *)act, (uint4 *)tn, H / 8));
+                };
                 auto lin = [&](const void *xx, int K, void *ww, int N, void *oo, bool f32) {
+                    tiny();
                     if (impl == 0) blas_gemm(xx, M, K, ww, N, oo, f32);
                     else if (impl == 3 || (impl == 2 && M > gemv_max_m(N, K))) lt_gemm(xx, M, K, ww, N, oo, f32);
                     else CKRC(gemv_launch(xx, M, K, ww, N, oo, f32, 0, g_st));
@@ -190,6 +217,7 @@ static void full_step(FILE *log) {
                             lin(x, H, wa, 32, o4, false);
                         } else {
                             gemv_seg_t s[4] = {{wq, 8192, o1, 0}, {wz, 4096, o2, 0}, {wb, 32, o3, 0}, {wa, 32, o4, 0}};
+                            tiny();
                             CKRC(gemv_grouped_launch(x, M, H, s, 4, 0, g_st));
                         }
                         lin(act, H, take(4096, H), 4096, o2, false);
@@ -201,6 +229,7 @@ static void full_step(FILE *log) {
                             lin(x, H, wv, 1024, o3, false);
                         } else {
                             gemv_seg_t s[3] = {{wq, 8192, o1, 0}, {wk, 1024, o2, 0}, {wv, 1024, o3, 0}};
+                            tiny();
                             CKRC(gemv_grouped_launch(x, M, H, s, 3, 0, g_st));
                         }
                         lin(act, H, take(4096, H), 4096, o2, false);
@@ -216,8 +245,14 @@ static void full_step(FILE *log) {
                 "%.3f ms | dispatch %.3f ms (%.3f TB/s) | before / dispatch %.2fx\n",
                 M, t[0] / 1e3, need / (t[0] * 1e-6) / 1e12, t[1] / 1e3, need / (t[1] * 1e-6) / 1e12, t[3] / 1e3,
                 t[2] / 1e3, need / (t[2] * 1e-6) / 1e12, t[3] / t[2]);
+        fprintf(log,
+                "full step graph M=%2d: dispatch PDL on %.3f ms | PDL off %.3f ms | with a small kernel before each "
+                "projection: PDL on %.3f ms, off %.3f ms\n",
+                M, t[2] / 1e3, t[4] / 1e3, t[5] / 1e3, t[6] / 1e3);
         fflush(log);
     }
+    hs_cuda_pdl(1);
+    cudaFree(tn);
     cudaFree(base); cudaFree(x); cudaFree(act); cudaFree(o1); cudaFree(o2); cudaFree(o3); cudaFree(o4); cudaFree(lo);
 }
 
@@ -262,17 +297,17 @@ int main(int argc, char **argv) {
     for (int i = 0; i < ns; i++) run_shape(&sh[i], (size_t)prop.l2CacheSize, sweep, stdout);
     if (step) full_step(stdout);
 
-    printf("\n%-10s %3s %10s %8s %10s %10s %8s %7s %10s\n", "shape", "M", "cublas_us", "TB/s", "gemm_lt_us", "ours_us",
-           "TB/s", "speedup", "best_cfg");
+    printf("\n%-10s %3s %10s %8s %10s %10s %8s %7s %10s %10s\n", "shape", "M", "cublas_us", "TB/s", "gemm_lt_us",
+           "ours_us", "TB/s", "speedup", "best_cfg", "nopdl_us");
     for (int i = 0; i < ns; i++) {
         size_t rows = 0;
         for (int j = 0; j < sh[i].n; j++) rows += sh[i].N[j];
         const double bytes = (double)rows * sh[i].K * 2;
         for (int mi = 0; mi < 5; mi++)
-            printf("%-10s %3d %10.2f %8.3f %10.2f %10.2f %8.3f %7.2f %6s %.1f\n", sh[i].name, MS[mi], sh[i].blas[mi],
-                   bytes / (sh[i].blas[mi] * 1e-6) / 1e12, sh[i].lt[mi], sh[i].ours[mi],
+            printf("%-10s %3d %10.2f %8.3f %10.2f %10.2f %8.3f %7.2f %6s %.1f %10.2f\n", sh[i].name, MS[mi],
+                   sh[i].blas[mi], bytes / (sh[i].blas[mi] * 1e-6) / 1e12, sh[i].lt[mi], sh[i].ours[mi],
                    bytes / (sh[i].ours[mi] * 1e-6) / 1e12, std::min(sh[i].blas[mi], sh[i].lt[mi]) / sh[i].ours[mi],
-                   gemv_cfg_name(sh[i].best_cfg[mi]), sh[i].best[mi]);
+                   gemv_cfg_name(sh[i].best_cfg[mi]), sh[i].best[mi], sh[i].ours_nopdl[mi]);
     }
     /* Sum over one decode step: cuBLAS per weight as the model calls it today; ours grouped. */
     for (int mi = 0; mi < 5; mi++) {

@@ -79,6 +79,9 @@ __global__ void __launch_bounds__(128) attn_decode_kernel(const attn_dec_params 
     const int tid = threadIdx.x, lane = tid & 31, w = tid >> 5;
     const int g = lane >> 2, c = lane & 3;
     attn_pdl_trigger(); /* the combine kernel may start launching; it waits for our completion */
+    /* Launched as a programmatic dependent itself (launch_pdl, cuda_common.cuh): q and this
+     * token's K/V come from the kernel before (k_qk_prep). */
+    attn_pdl_wait();
     const int len = p.seq_lens[s];
     const int t_begin = j * p.split_len;
     if (t_begin >= len) return; /* a split past this (shorter) sequence's end */
@@ -218,6 +221,7 @@ __global__ void __launch_bounds__(CMB_THREADS) attn_combine_kernel(const attn_de
     __shared__ float wsh[CMB_MAX_SPLITS];
     __shared__ float red[CMB_THREADS / 32];
     __shared__ __align__(16) float4 acc[CMB_THREADS / 64][AD / 4];
+    attn_pdl_trigger(); /* the next kernel (the o projection) may start its weight prefetch */
     attn_pdl_wait();
     const int qh = blockIdx.x, s = blockIdx.y, tid = threadIdx.x, lane = tid & 31, wid = tid >> 5;
     const int len = p.seq_lens[s];
@@ -318,8 +322,7 @@ static cudaError_t dec_launch(const attn_dec_params &p, dim3 grid, cudaStream_t 
     int unused;
     cudaError_t e = dec_prepare<G, TOK, NS>(&unused);
     if (e != cudaSuccess) return e;
-    attn_decode_kernel<G, TOK, NS><<<grid, 128, NS * 2 * TOK * 512, st>>>(p);
-    return cudaGetLastError();
+    return launch_pdl(attn_decode_kernel<G, TOK, NS>, grid, dim3(128), (size_t)NS * 2 * TOK * 512, st, p);
 }
 
 /* Resident blocks per SM of the current variant for group size G (<= DEC_MAX_SLOTS_PER_SM). */
@@ -449,7 +452,7 @@ extern "C" int attn_decode_launch(const void *q, const void *kv_base, size_t pag
         cfg.stream = st;
         cudaLaunchAttribute at[1];
         at[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-        at[0].val.programmaticStreamSerializationAllowed = dec_pdl;
+        at[0].val.programmaticStreamSerializationAllowed = dec_pdl && hs_cuda_pdl(-1);
         cfg.attrs = at;
         cfg.numAttrs = 1;
         HS_CUDA_TRY(cudaLaunchKernelEx(&cfg, attn_combine_kernel, p));

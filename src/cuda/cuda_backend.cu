@@ -208,8 +208,14 @@ __device__ __forceinline__ float block_sum(float v, float *sh) {
     return warp_sum(t);
 }
 
+/* The small kernels below are launched as programmatic dependents (launch_pdl, the rules
+ * in cuda_common.cuh): pdl_trigger() first, pdl_wait() before the first read of an
+ * activation and before the first write. */
+
 __global__ void k_embed(const int32_t *ids, const bf16_t *table, int64_t H, bf16_t *out) {
     const int t = blockIdx.x;
+    pdl_trigger();
+    pdl_wait();
     const bf16_t *src = table + (int64_t)ids[t] * H;
     for (int64_t i = threadIdx.x; i < H; i += blockDim.x) out[(int64_t)t * H + i] = src[i];
 }
@@ -218,6 +224,8 @@ __global__ void k_embed(const int32_t *ids, const bf16_t *table, int64_t H, bf16
 __global__ void k_rmsnorm(const bf16_t *x, bf16_t *res, const float *w, float eps, int plus_one, int n, bf16_t *out) {
     __shared__ float sh[32];
     const int64_t row = blockIdx.x;
+    pdl_trigger();
+    pdl_wait();
     const bf16_t *xr = x + row * n;
     bf16_t *rr = res ? res + row * n : nullptr;
     float ss = 0.f;
@@ -244,6 +252,11 @@ __global__ void __launch_bounds__(1024) k_rmsnorm8(const bf16_t *x, bf16_t *res,
                                                    int plus_one, int n, bf16_t *out) {
     __shared__ float sh[32];
     const int64_t off = (int64_t)blockIdx.x * n + threadIdx.x * 8;
+    pdl_trigger();
+    /* the weights are no activation: their loads go out before the wait */
+    const float4 w0 = *reinterpret_cast<const float4 *>(w + threadIdx.x * 8);
+    const float4 w1 = *reinterpret_cast<const float4 *>(w + threadIdx.x * 8 + 4);
+    pdl_wait();
     const uint4 xv = *reinterpret_cast<const uint4 *>(x + off);
     float v[8];
     const uint32_t xw[4] = {xv.x, xv.y, xv.z, xv.w};
@@ -269,8 +282,6 @@ __global__ void __launch_bounds__(1024) k_rmsnorm8(const bf16_t *x, bf16_t *res,
 #pragma unroll
     for (int i = 0; i < 8; i++) ss += v[i] * v[i];
     const float inv = rsqrtf(block_sum(ss, sh) / n + eps);
-    const float4 w0 = *reinterpret_cast<const float4 *>(w + threadIdx.x * 8);
-    const float4 w1 = *reinterpret_cast<const float4 *>(w + threadIdx.x * 8 + 4);
     float g[8] = {w0.x, w0.y, w0.z, w0.w, w1.x, w1.y, w1.z, w1.w};
     uint32_t o[4];
 #pragma unroll
@@ -284,6 +295,8 @@ __global__ void __launch_bounds__(1024) k_rmsnorm8(const bf16_t *x, bf16_t *res,
 /* swiglu with 8 outputs per thread (I % 8 == 0). */
 __global__ void k_swiglu8(const bf16_t *gu, int64_t T, int I, bf16_t *out) {
     const int64_t i = ((int64_t)blockIdx.x * blockDim.x + threadIdx.x) * 8;
+    pdl_trigger();
+    pdl_wait();
     if (i >= T * I) return;
     const int64_t t = i / I, j = i % I;
     const uint4 g = *reinterpret_cast<const uint4 *>(gu + t * 2 * I + j);
@@ -300,11 +313,15 @@ __global__ void k_swiglu8(const bf16_t *gu, int64_t T, int I, bf16_t *out) {
 
 __global__ void k_add(bf16_t *y, const bf16_t *x, int64_t n) {
     const int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
+    pdl_trigger();
+    pdl_wait();
     if (i < n) y[i] = f2bf(bf2f(y[i]) + bf2f(x[i]));
 }
 
 __global__ void k_swiglu(const bf16_t *gu, int64_t T, int I, bf16_t *out) {
     const int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
+    pdl_trigger();
+    pdl_wait();
     if (i >= T * I) return;
     const int64_t t = i / I, j = i % I;
     const float g = bf2f(gu[t * 2 * I + j]), u = bf2f(gu[t * 2 * I + I + j]);
@@ -313,6 +330,8 @@ __global__ void k_swiglu(const bf16_t *gu, int64_t T, int I, bf16_t *out) {
 
 __global__ void k_gather_rows(const bf16_t *x, const int32_t *rows, int H, bf16_t *out) {
     const int r = blockIdx.x;
+    pdl_trigger();
+    pdl_wait();
     for (int i = threadIdx.x; i < H; i += blockDim.x) out[(int64_t)r * H + i] = x[(int64_t)rows[r] * H + i];
 }
 
@@ -335,6 +354,8 @@ __global__ void k_qk_prep(const qk_params p) {
     __shared__ float sh[32];
     __shared__ float xs[1024];
     const int t = blockIdx.x, h = blockIdx.y, i = threadIdx.x;
+    pdl_trigger();
+    pdl_wait();
     const bool isq = h < p.Hq;
     const int kh = h - p.Hq;
     const bf16_t *src = isq ? p.qg + ((int64_t)t * p.Hq * 2 + (int64_t)h * 2) * p.D : p.k + ((int64_t)t * p.Hkv + kh) * p.D;
@@ -402,6 +423,8 @@ __device__ __forceinline__ stat3 stat_warp(stat3 v) {
 __global__ void __launch_bounds__(256) k_stats_part(const float *logits, int V, int chunk, stat3 *part) {
     __shared__ stat3 sh[8];
     const int r = blockIdx.y, nb = gridDim.x;
+    pdl_trigger();
+    pdl_wait();
     const float *x = logits + (int64_t)r * V;
     const int lo = blockIdx.x * chunk, hi = min(V, lo + chunk);
     stat3 v = {-INFINITY, 0.f, 0x7fffffff};
@@ -427,6 +450,8 @@ __global__ void __launch_bounds__(256) k_stats_part(const float *logits, int V, 
 /* out: [n] argmax, then [n] max, then [n] lse (12 n bytes). One warp per row. */
 __global__ void k_stats_combine(const stat3 *part, int nb, int n, char *out) {
     const int r = blockIdx.x;
+    pdl_trigger();
+    pdl_wait();
     stat3 v = {-INFINITY, 0.f, 0x7fffffff};
     for (int j = threadIdx.x; j < nb; j += 32) v = stat_merge(v, part[(int64_t)r * nb + j]);
     v = stat_warp(v);
@@ -898,6 +923,7 @@ static void cu_embed(backend_t *bk, const bk_weight_t *embed, const int32_t *ids
         CK(cudaMemcpyAsync(d, ids, (size_t)T * 4, cudaMemcpyHostToDevice, c->st));
         /* From pageable memory the copy has left `ids` when cudaMemcpyAsync returns. */
     }
+    /* plain launch: the first kernel of a step (a graph's root) follows a copy, not a kernel */
     k_embed<<<T, 256, 0, c->st>>>(d, embed->bf, embed->cols, (bf16_t *)out);
     LAUNCHED();
 }
@@ -905,35 +931,29 @@ static void cu_embed(backend_t *bk, const bk_weight_t *embed, const int32_t *ids
 static void cu_rmsnorm(backend_t *bk, const void *x, void *residual, const bk_weight_t *w, float eps, bool plus_one,
                        int T, int n, void *out) {
     const uintptr_t al = (uintptr_t)x | (uintptr_t)residual | (uintptr_t)out;
-    if (n % 8 == 0 && n / 8 <= 1024 && n >= 256 && al % 16 == 0)
-        k_rmsnorm8<<<T, n / 8, 0, ctx(bk)->st>>>((const bf16_t *)x, (bf16_t *)residual, w->f32, eps, plus_one, n,
-                                                 (bf16_t *)out);
-    else
-        k_rmsnorm<<<T, 256, 0, ctx(bk)->st>>>((const bf16_t *)x, (bf16_t *)residual, w->f32, eps, plus_one, n,
-                                              (bf16_t *)out);
-    LAUNCHED();
+    const bool v8 = n % 8 == 0 && n / 8 <= 1024 && n >= 256 && al % 16 == 0;
+    CK(launch_pdl(v8 ? k_rmsnorm8 : k_rmsnorm, dim3(T), dim3(v8 ? n / 8 : 256), 0, ctx(bk)->st, (const bf16_t *)x,
+                  (bf16_t *)residual, (const float *)w->f32, eps, (int)plus_one, n, (bf16_t *)out));
 }
 
 static void cu_add(backend_t *bk, void *y, const void *x, int T, int n) {
     const int64_t N = (int64_t)T * n;
-    k_add<<<(unsigned)((N + 255) / 256), 256, 0, ctx(bk)->st>>>((bf16_t *)y, (const bf16_t *)x, N);
-    LAUNCHED();
+    CK(launch_pdl(k_add, dim3((unsigned)((N + 255) / 256)), dim3(256), 0, ctx(bk)->st, (bf16_t *)y,
+                  (const bf16_t *)x, N));
 }
 
 static void cu_swiglu(backend_t *bk, const void *gu, int T, int I, void *out) {
     const int64_t N = (int64_t)T * I;
-    if (I % 8 == 0 && ((uintptr_t)gu | (uintptr_t)out) % 16 == 0)
-        k_swiglu8<<<(unsigned)((N / 8 + 255) / 256), 256, 0, ctx(bk)->st>>>((const bf16_t *)gu, T, I, (bf16_t *)out);
-    else
-        k_swiglu<<<(unsigned)((N + 255) / 256), 256, 0, ctx(bk)->st>>>((const bf16_t *)gu, T, I, (bf16_t *)out);
-    LAUNCHED();
+    const bool v8 = I % 8 == 0 && ((uintptr_t)gu | (uintptr_t)out) % 16 == 0;
+    CK(launch_pdl(v8 ? k_swiglu8 : k_swiglu, dim3((unsigned)(((v8 ? N / 8 : N) + 255) / 256)), dim3(256), 0,
+                  ctx(bk)->st, (const bf16_t *)gu, (int64_t)T, I, (bf16_t *)out));
 }
 
 static void cu_gather_rows(backend_t *bk, const void *x, int H, void *out) {
     cu_ctx_t *c = ctx(bk);
     if (c->n_logits == 0) return;
-    k_gather_rows<<<c->n_logits, 256, 0, c->st>>>((const bf16_t *)x, c->d_logit_rows, H, (bf16_t *)out);
-    LAUNCHED();
+    CK(launch_pdl(k_gather_rows, dim3(c->n_logits), dim3(256), 0, c->st, (const bf16_t *)x,
+                  (const int32_t *)c->d_logit_rows, H, (bf16_t *)out));
 }
 
 /* ---- attention ------------------------------------------------------------------- */
@@ -969,8 +989,8 @@ static void cu_attention(backend_t *bk, int a, void *qg, void *k, const void *v,
     p.pool = (char *)c->pool.base;
     p.page_bytes = c->pool.page_bytes;
     p.layer_off = layer_off;
-    k_qk_prep<<<dim3((unsigned)c->T, (unsigned)(Hq + Hkv)), (unsigned)((D + 31) / 32 * 32), 0, c->st>>>(p);
-    LAUNCHED();
+    CK(launch_pdl(k_qk_prep, dim3((unsigned)c->T, (unsigned)(Hq + Hkv)), dim3((unsigned)((D + 31) / 32 * 32)), 0,
+                  c->st, p));
     const float scale = 1.f / sqrtf((float)D);
     const int G = Hkv > 0 ? Hq / Hkv : 0;
     int s0 = 0; /* sequences before s0 went through the decode kernel */
@@ -1077,10 +1097,9 @@ static void cu_logits_stats(backend_t *bk, const void *logits, int n, int V, int
     const int chunk = (V + nb - 1) / nb;
     stat3 *part = (stat3 *)scratch(c, SCR_STATS, (size_t)n * nb * sizeof(stat3) + (size_t)n * 12 + 16);
     char *d = (char *)(part + (size_t)n * nb);
-    k_stats_part<<<dim3((unsigned)nb, (unsigned)n), 256, 0, c->st>>>((const float *)logits, V, chunk, part);
-    LAUNCHED();
-    k_stats_combine<<<n, 32, 0, c->st>>>(part, nb, n, d);
-    LAUNCHED();
+    CK(launch_pdl(k_stats_part, dim3((unsigned)nb, (unsigned)n), dim3(256), 0, c->st, (const float *)logits, V, chunk,
+                  part));
+    CK(launch_pdl(k_stats_combine, dim3((unsigned)n), dim3(32), 0, c->st, (const stat3 *)part, nb, n, d));
     if (c->cap_h_stats < (size_t)n * 12) {
         if (c->h_stats) CK(cudaFreeHost(c->h_stats));
         c->cap_h_stats = (size_t)n * 12 * 2;

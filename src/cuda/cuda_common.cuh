@@ -69,6 +69,47 @@ __device__ __forceinline__ int seq_of_token(const int32_t *ts, int S, int t) {
     return lo;
 }
 
+/* ---- programmatic dependent launch (PDL) --------------------------------------------
+ * A kernel launched with launch_pdl() (cudaLaunchAttributeProgrammaticStreamSerialization)
+ * may start while the kernel before it in the stream is still running: its blocks become
+ * resident as soon as every block of that kernel has called pdl_trigger() (or exited), so
+ * its launch latency and the set-up before pdl_wait() (a GEMV's weight prefetch) overlap
+ * the tail of its predecessor. Rules for a kernel launched this way:
+ *   - pdl_wait() before the first read of anything an earlier kernel of the step wrote,
+ *     and before the first global write (an earlier kernel may still read the buffer);
+ *   - every block reaches pdl_wait() (also on early exits): the kernel then completes only
+ *     after its predecessor did, which makes "complete" transitive down the stream for the
+ *     kernel after it (whose own pdl_wait() waits for this one alone).
+ * Kernels launched plainly (<<<>>>, cuBLAS, other files) need nothing: they start after
+ * their predecessor completed, and pdl_wait() in a plainly launched kernel returns at once.
+ * pdl_trigger() at the top of a kernel is always safe: it only lets the next kernel's
+ * blocks be scheduled early, and that kernel waits before touching shared data.
+ * HS_CUDA_PDL=0 launches everything plainly (hs_cuda_pdl). */
+__device__ __forceinline__ void pdl_trigger() { asm volatile("griddepcontrol.launch_dependents;" ::: "memory"); }
+__device__ __forceinline__ void pdl_wait() { asm volatile("griddepcontrol.wait;" ::: "memory"); }
+
+/* The process-wide PDL switch: 1 unless HS_CUDA_PDL=0; set >= 0 changes it (benchmarks
+ * compare both in one process). Defined in gemv.cu. */
+extern "C" int hs_cuda_pdl(int set);
+
+/* kernel<<<grid, block, smem, st>>>(args...) as a programmatic dependent of the stream's
+ * previous kernel (when hs_cuda_pdl), for kernels that follow the rules above. */
+template <typename... KArgs, typename... Args>
+static inline cudaError_t launch_pdl(void (*kernel)(KArgs...), dim3 grid, dim3 block, size_t smem, cudaStream_t st,
+                                     Args... args) {
+    cudaLaunchConfig_t cfg = {};
+    cfg.gridDim = grid;
+    cfg.blockDim = block;
+    cfg.dynamicSmemBytes = smem;
+    cfg.stream = st;
+    cudaLaunchAttribute at[1];
+    at[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    at[0].val.programmaticStreamSerializationAllowed = hs_cuda_pdl(-1);
+    cfg.attrs = at;
+    cfg.numAttrs = 1;
+    return cudaLaunchKernelEx(&cfg, kernel, args...);
+}
+
 __device__ __forceinline__ float silu_f(float x) { return x / (1.f + __expf(-x)); }
 __device__ __forceinline__ float softplus_f(float x) { return x > 20.f ? x : log1pf(expf(x)); }
 __device__ __forceinline__ float sigmoid_f(float x) { return 1.f / (1.f + expf(-x)); }

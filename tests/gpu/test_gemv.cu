@@ -9,9 +9,14 @@
  *   - the real 9B shapes, heuristic variant, M = 1..16, 512 sampled rows per case plus
  *     the first and last rows;
  *   - grouped launches (GDN qkv/z/b/a, attention q/k/v) small and real;
- *   - arguments the kernel refuses.
+ *   - arguments the kernel refuses;
+ *   - programmatic dependent launch (cuda_common.cuh): a kernel before the GEMV that lets it
+ *     launch at once and writes x only ~100 µs later (the GEMV must read the new x), and one
+ *     that reads the GEMV's output buffer late (it must see the old output: the GEMV may
+ *     not write before its wait), M = 1 (CUDA-core kernel) and M = 4 (tensor cores).
  * Reports ||out - ref|| / ||ref|| per case; bf16 outputs pass below 5e-3, fp32 below 1e-5.
  */
+#include "../../src/cuda/cuda_common.cuh"
 #include "../../src/cuda/gemv.h"
 #include "gpu_util.h"
 
@@ -81,6 +86,17 @@ static long check_out(const wmat_t *w, int M, int K, const double *x, int sample
 
 static int g_fails, g_cases;
 
+/* A PDL producer / consumer for the ordering test: lets the next kernel launch at once,
+ * spins ~`cycles`, then copies n 16-byte vectors src -> dst (one block). */
+__global__ void k_late_copy(const uint4 *src, uint4 *dst, int n, long long cycles) {
+    pdl_trigger();
+    pdl_wait();
+    const long long t0 = clock64();
+    while (clock64() - t0 < cycles) {
+    }
+    for (int i = threadIdx.x; i < n; i += blockDim.x) dst[i] = src[i];
+}
+
 static void report(const char *name, double err, long bad, bool f32) {
     const bool ok = bad == 0 && !isnan(err) && err < (f32 ? 1e-5 : 5e-3);
     g_fails += !ok;
@@ -145,6 +161,45 @@ static void run_group(const char *tag, int K, const int *Ns, const int *f32s, in
     free(x);
 }
 
+/* The PDL ordering test (see the top): RAW on x, WAR on out. */
+static void run_pdl_order(int N, int K, int M, uint64_t seed) {
+    cudaStream_t st;
+    CK(cudaStreamCreateWithFlags(&st, cudaStreamNonBlocking));
+    wmat_t w = {N, 0, seed, dfill((size_t)N * K, seed), dmalloc((size_t)M * N * 2), NULL};
+    const size_t xn = (size_t)M * K;
+    void *d_x = dfill(xn, seed + 1), *d_x1 = dfill(xn, seed + 2), *d_x2 = dfill(xn, seed + 3);
+    void *d_saved = dmalloc((size_t)M * N * 2);
+    double *x1 = (double *)malloc(sizeof(double) * xn);
+    for (size_t i = 0; i < xn; i++) x1[i] = bfv(hash_bf16(seed + 2, i));
+    CK(cudaMemset(w.d_out, 0xff, (size_t)M * N * 2));
+    CK(cudaDeviceSynchronize());
+    hs_cuda_pdl(1);
+    /* RAW: x becomes x1 late; out must be W x1 */
+    CK(launch_pdl(k_late_copy, dim3(1), dim3(256), 0, st, (const uint4 *)d_x1, (uint4 *)d_x, (int)(xn / 8),
+                  200000LL));
+    CKRC(gemv_launch(d_x, M, K, w.d_w, N, w.d_out, 0, 0, st));
+    /* WAR: the copy of out is taken late, while the next GEMV (x2) writes out */
+    CK(launch_pdl(k_late_copy, dim3(1), dim3(256), 0, st, (const uint4 *)w.d_out, (uint4 *)d_saved,
+                  (int)((size_t)M * N / 8), 200000LL));
+    CKRC(gemv_launch(d_x2, M, K, w.d_w, N, w.d_out, 0, 0, st));
+    CK(cudaStreamSynchronize(st));
+    char name[96];
+    relerr_t e = {0, 0};
+    wmat_t saved = w;
+    saved.d_out = d_saved;
+    long bad = check_out(&saved, M, K, x1, 256, &e);
+    snprintf(name, sizeof name, "pdl order %dx%d M%d", N, K, M);
+    report(name, relerr(&e), bad, false);
+    CK(cudaStreamDestroy(st));
+    cudaFree(w.d_w);
+    cudaFree(w.d_out);
+    cudaFree(d_x);
+    cudaFree(d_x1);
+    cudaFree(d_x2);
+    cudaFree(d_saved);
+    free(x1);
+}
+
 int main(void) {
     rng_seed(11);
     int all_m[GEMV_MAX_M];
@@ -162,6 +217,18 @@ int main(void) {
         for (size_t i = 0; i < sizeof rcs / sizeof rcs[0]; i++) ok = ok && rcs[i] == HS_ERR_INVALID;
         report("refused arguments", ok ? 0.0 : 1.0, 0, false);
         cudaFree(d);
+    }
+    /* PDL ordering, every case shown */
+    {
+        const int g = g_cases;
+        run_pdl_order(4096, 4096, 1, 500);
+        run_pdl_order(4096, 4096, 4, 501);
+        run_pdl_order(264, 520, 1, 502);
+        if (g_fails == 0) printf("pdl order: %d cases ok\n", g_cases - g);
+    }
+    if (getenv("GEMV_PDL_ONLY")) { /* the PDL cases alone (quick under compute-sanitizer) */
+        printf("test_gemv: %d/%d cases passed (PDL cases only)\n", g_cases - g_fails, g_cases);
+        return g_fails ? 1 : 0;
     }
 
     /* Small shapes: the 9B projections / 16, odd N, odd K, K beyond the tile caps. */
