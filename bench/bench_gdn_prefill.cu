@@ -8,6 +8,8 @@
  * Columns: ms = the launcher's choice (the fused pass, chunk_prep overlapped with
  * chunk_state, where it applies); split ms = chunk_prep then chunk_state as two kernels;
  * prep ms, state ms = each of those alone.
+ * Usage: bench_gdn_prefill [bv [Hv S len]]: bv = chunk_state's V-tile (0 = the launcher's
+ * choice); with Hv S len, one row of S sequences of len tokens only.
  * Method: CUDA events around one call, 3 warm-ups, median of 10 (the inputs are 50 MB
  * to 1.6 GB, beyond or near L2, and each call reads them once).
  */
@@ -34,14 +36,10 @@ static void bench_row(int Hk, int Hv, const int *lens, int S, const char *label)
     const int T = ts[S];
     rng_seed(11 + T + S);
     size_t nq = (size_t)T * Hk * 128, nv = (size_t)T * Hv * 128;
-    uint16_t *h = (uint16_t *)malloc(2 * nv);
-    fill_bf16(h, NULL, nq, 1.0);
-    void *d_q = dupload(h, 2 * nq);
-    fill_bf16(h, NULL, nq, 1.0);
-    void *d_k = dupload(h, 2 * nq);
-    fill_bf16(h, NULL, nv, 1.0);
-    void *d_v = dupload(h, 2 * nv);
-    free(h);
+    /* q, k, v uniform with unit variance, generated on the device (host fills of the 64k
+     * rows took longer than the runs) */
+    void *d_q = dev_uniform_bf16(nq, 3 * T + 1, 1.732f), *d_k = dev_uniform_bf16(nq, 3 * T + 2, 1.732f);
+    void *d_v = dev_uniform_bf16(nv, 3 * T + 3, 1.732f);
     float *g = (float *)malloc(4 * (size_t)T * Hv), *be = (float *)malloc(4 * (size_t)T * Hv);
     for (size_t i = 0; i < (size_t)T * Hv; i++) {
         double x = rng_n();
@@ -110,6 +108,14 @@ int main(int argc, char **argv) {
     printf("%-6s %-9s %7s %10s %12s %10s %10s %10s\n", "Hk/Hv", "seqs", "T", "ms", "Mtok/s", "split ms", "prep ms",
            "state ms");
     const int Hk = 16, Hvs[2] = {32, 64}, Ts[3] = {4096, 16384, 65536};
+    if (argc > 4) { /* one row: bench_gdn_prefill bv Hv S len (S sequences of len tokens) */
+        const int Hv = atoi(argv[2]), S = atoi(argv[3]), len = atoi(argv[4]);
+        int *lens = (int *)malloc(sizeof(int) * S);
+        for (int s = 0; s < S; s++) lens[s] = len;
+        bench_row(Hk, Hv, lens, S, "(argv)");
+        free(lens);
+        return 0;
+    }
     /* varlen prefill steps as the engine runs them: 4 x 1024, and 5 uneven (4096 in all) */
     static const int v4[4] = {1024, 1024, 1024, 1024}, v5[5] = {1000, 700, 1200, 900, 296};
     for (int hi = 0; hi < 2; hi++) {
