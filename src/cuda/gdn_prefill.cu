@@ -318,9 +318,9 @@ struct chunk_params {
 template <int ID, int N> __device__ __forceinline__ void bar_sync() {
     asm volatile("bar.sync %0, %1;\n" ::"n"(ID), "n"(N) : "memory");
 }
-__device__ __forceinline__ int ld_acquire(const int *p) {
+__device__ __forceinline__ int ld_relaxed(const int *p) {
     int v;
-    asm volatile("ld.acquire.gpu.global.s32 %0, [%1];\n" : "=r"(v) : "l"(p) : "memory");
+    asm volatile("ld.relaxed.gpu.global.s32 %0, [%1];\n" : "=r"(v) : "l"(p) : "memory");
     return v;
 }
 __device__ __forceinline__ int flag_index(int t0, int s, int c, int Hk, int kh) {
@@ -719,11 +719,26 @@ __device__ __forceinline__ void cs_load_chunk(cs_smem<BV> &sm, int st, const chu
     cp_commit();
 }
 
-/* Fused pass: thread 0 waits until chunk c of (s, kh) is prepared (callers then barrier). */
-__device__ __forceinline__ void cs_wait_prepared(const chunk_params &p, int t0, int s, int c, int kh, int tid) {
-    if (p.flags && tid == 0) {
-        const int *f = p.flags + flag_index(t0, s, c, p.Hk, kh);
-        while (ld_acquire(f) == 0) __nanosleep(100);
+/* Fused pass: thread 0 makes sure chunk c (of nch) of (s, kh) is prepared; callers then
+ * barrier. One flag read is an L2 round trip on the pass's critical path, so it reads
+ * the flags of up to 8 chunks at once (relaxed, independent loads), then one acquire
+ * fence, and remembers in `ready` how far they are set: about one wait per 8 chunks. */
+__device__ __forceinline__ void cs_wait_prepared(const chunk_params &p, int t0, int s, int c, int nch, int kh, int tid,
+                                                 int &ready) {
+    if (!p.flags || tid != 0 || c < ready) return;
+    for (;;) {
+        int f[8];
+#pragma unroll
+        for (int i = 0; i < 8; i++) f[i] = c + i < nch ? ld_relaxed(p.flags + flag_index(t0, s, c + i, p.Hk, kh)) : 0;
+        int n = 0;
+#pragma unroll
+        for (int i = 0; i < 8; i++) n += (n == i && f[i] != 0);
+        if (n > 0) {
+            asm volatile("fence.acq_rel.gpu;\n" ::: "memory"); /* with the relaxed reads: acquire */
+            ready = c + n;
+            return;
+        }
+        __nanosleep(100);
     }
 }
 
@@ -761,7 +776,8 @@ __device__ __forceinline__ void cs_run(const chunk_params &p, cs_smem<BV> &sm, i
         }
     const int nchunks = (len + CH - 1) / CH;
     const float scale = rsqrtf((float)DK);
-    cs_wait_prepared(p, t0, s, 0, kh, tid);
+    int ready = 0; /* chunks known prepared (thread 0) */
+    cs_wait_prepared(p, t0, s, 0, nchunks, kh, tid, ready);
     bar_sync<ID, NT>();
     cs_load_chunk<BV, NT>(sm, 0, p, t0, 0, min(CH, len), kh, h, vt, tid);
     for (int c = 0; c < nchunks; c++) {
@@ -776,7 +792,7 @@ __device__ __forceinline__ void cs_run(const chunk_params &p, cs_smem<BV> &sm, i
                 sm.St[v * LDK + k] = f2bf(S[nb][i]);
             }
         cp_wait_all();
-        if (c + 1 < nchunks) cs_wait_prepared(p, t0, s, c + 1, kh, tid);
+        if (c + 1 < nchunks) cs_wait_prepared(p, t0, s, c + 1, nchunks, kh, tid, ready);
         bar_sync<ID, NT>(); /* chunk c landed; St complete; previous chunk's readers done */
         if (c + 1 < nchunks) cs_load_chunk<BV, NT>(sm, st ^ 1, p, t0, c0 + CH, min(CH, len - c0 - CH), kh, h, vt, tid);
         const float *G = sm.G[st];
@@ -933,17 +949,20 @@ struct fz_smem {
     pp_aux ax;
 };
 
-__device__ __forceinline__ int fz_claim(const chunk_params &p, pp_aux &ax, int tid) {
+/* The worker's next item. Thread 0 holds a ticket taken one claim earlier, so the atomic's
+ * round trip overlaps the work in between; tickets of chunks past their sequence's end
+ * are skipped. */
+__device__ __forceinline__ int fz_claim(const chunk_params &p, pp_aux &ax, int tid, int &ticket) {
     bar_sync<2, 128>(); /* everyone has read the previous slot */
     if (tid == 0) {
-        int it;
-        for (;;) {
-            it = atomicAdd(p.flags, 1);
-            if (it >= p.n_items) break;
+        int it = ticket;
+        while (it < p.n_items) {
             const int s = (it / p.Hk) % p.S, c = it / (p.Hk * p.S);
             if (c * CH < p.tok_start[s + 1] - p.tok_start[s]) break;
+            it = atomicAdd(p.flags, 1);
         }
         ax.slot = it;
+        ticket = it < p.n_items ? atomicAdd(p.flags, 1) : it;
     }
     bar_sync<2, 128>();
     return ax.slot;
@@ -961,7 +980,8 @@ __global__ void __launch_bounds__(384, 1) gdn_chunk_fused_kernel(const chunk_par
         return;
     }
     const int tid = threadIdx.x - 256;
-    int cur = fz_claim(p, sm.ax, tid), st = 0;
+    int ticket = tid == 0 ? atomicAdd(p.flags, 1) : 0;
+    int cur = fz_claim(p, sm.ax, tid, ticket), st = 0;
     auto decode = [&](int it, int &s, int &c, int &kh, int &t0, int &L) {
         kh = it % p.Hk;
         s = (it / p.Hk) % p.S;
@@ -975,7 +995,7 @@ __global__ void __launch_bounds__(384, 1) gdn_chunk_fused_kernel(const chunk_par
         pp_load(sm.pp[0], p, t0, c * CH, L, kh, tid);
     }
     while (cur < p.n_items) {
-        const int nxt = fz_claim(p, sm.ax, tid);
+        const int nxt = fz_claim(p, sm.ax, tid, ticket);
         cp_wait_all();
         bar_sync<2, 128>(); /* the current item's rows landed for every thread */
         if (nxt < p.n_items) {
@@ -986,8 +1006,9 @@ __global__ void __launch_bounds__(384, 1) gdn_chunk_fused_kernel(const chunk_par
         int s, c, kh, t0, L;
         decode(cur, s, c, kh, t0, L);
         pp_compute<2>(sm.pp[st], sm.ax, p, t0, c * CH, L, kh, tid);
-        __threadfence();
-        bar_sync<2, 128>(); /* every thread's results are out before the flag */
+        /* release: the barrier orders every thread's results before thread 0's fence
+         * (cumulative), the flag store after it (as a grid barrier does) */
+        bar_sync<2, 128>();
         if (tid == 0) __threadfence(), atomicExch(p.flags + flag_index(t0, s, c, p.Hk, kh), 1);
         cur = nxt;
         st ^= 1;
