@@ -397,11 +397,11 @@ __device__ __forceinline__ void pp_load(pp_stage &ps, const chunk_params &p, int
  * A, P and T = (I + A)^-1, heads in pairs: the 16x16 diagonal blocks of T by forward
  * substitution (lane per column), the blocks below them by tensor cores, block row after
  * block row. Barriers: bar ID of 128. */
-template <int ID, int R>
+template <int ID>
 __device__ __forceinline__ void pp_compute(pp_stage &ps, pp_aux &ax, const chunk_params &p, int t0, int c0, int L,
                                            int kh, int tid) {
     bf16_t *Ks = ps.KQ, *Qs = ps.KQ + CH * LDK;
-    const int lane = tid & 31, w = tid >> 5, r = R ? R : p.r; /* R: r known at compile time */
+    const int lane = tid & 31, w = tid >> 5, r = p.r;
     /* inclusive cumsum of g per head: warp per head, lane per row pair */
     for (int hh = w; hh < r; hh += 4) {
         const float a = ps.G[hh][2 * lane], b = ps.G[hh][2 * lane + 1];
@@ -465,9 +465,7 @@ __device__ __forceinline__ void pp_compute(pp_stage &ps, pp_aux &ax, const chunk
     const int ra = 16 * w + g, rb = ra + 8; /* this thread's two rows */
     bar_sync<ID, 128>(); /* every warp is done with Ks/Qs: the inverse's scratch overwrites them */
     /* P of every head from the fragments (rows < L, blocks up to the diagonal) */
-#pragma unroll
-    for (int hh = 0; hh < (R ? R : MAXR); hh++) {
-        if (hh >= r) break;
+    for (int hh = 0; hh < r; hh++) {
         const int h = kh * r + hh;
         const float *Gs = ps.G[hh];
         const float Ga = Gs[ra], Gb = Gs[rb];
@@ -493,15 +491,11 @@ __device__ __forceinline__ void pp_compute(pp_stage &ps, pp_aux &ax, const chunk
                     f2_to_bf2x2(Pv[2], Pv[3]);
         }
     }
-#pragma unroll
-    for (int h0 = 0; h0 < (R ? R : MAXR); h0 += 2) {
-        if (h0 >= r) break;
+    for (int h0 = 0; h0 < r; h0 += 2) {
         const int nh = min(2, r - h0);
         /* (a) A from the fragments: this warp's diagonal block to Df (fp32), its blocks
          * left of the diagonal to the scratch as bf16 hi + lo */
-#pragma unroll
-        for (int x = 0; x < 2; x++) {
-            if (x >= nh) break;
+        for (int x = 0; x < nh; x++) {
             const int hh = h0 + x;
             const float *Gs = ps.G[hh];
             const float Ga = Gs[ra], Gb = Gs[rb];
@@ -573,16 +567,14 @@ __device__ __forceinline__ void pp_compute(pp_stage &ps, pp_aux &ax, const chunk
          * place of A_wj in the scratch and T_wj then the place of Z_wj. */
         for (int lv = 1; lv < 4; lv++) {
             if (w == lv) {
-                /* the pair's two heads phase by phase, so that their mma chains interleave */
-                float z[2][3][2][4];
-#pragma unroll
-                for (int x = 0; x < 2; x++) {
-                    if (x >= nh) break;
-                    const bf16_t *Th = ps.KQ + x * 2 * CH * CH, *Tl = Th + CH * CH;
+                for (int x = 0; x < nh; x++) {
+                    const int hh = h0 + x, h = kh * r + hh;
+                    bf16_t *Th = ps.KQ + x * 2 * CH * CH, *Tl = Th + CH * CH;
+                    float z[3][2][4];
 #pragma unroll
                     for (int j = 0; j < 3; j++)
 #pragma unroll
-                        for (int i = 0; i < 8; i++) z[x][j][i >> 2][i & 3] = 0.f;
+                        for (int i = 0; i < 8; i++) z[j][i >> 2][i & 3] = 0.f;
 #pragma unroll
                     for (int k = 0; k < 3; k++) {
                         if (k >= lv) break;
@@ -594,32 +586,22 @@ __device__ __forceinline__ void pp_compute(pp_stage &ps, pp_aux &ax, const chunk
                             unsigned bh[4], bl[4];
                             ldb2_swz(bh, Th, 16 * k, 16 * j, lane);
                             ldb2_swz(bl, Tl, 16 * k, 16 * j, lane);
-                            mma3(z[x][j][0], ah, al, bh[0], bh[1], bl[0], bl[1]);
-                            mma3(z[x][j][1], ah, al, bh[2], bh[3], bl[2], bl[3]);
+                            mma3(z[j][0], ah, al, bh[0], bh[1], bl[0], bl[1]);
+                            mma3(z[j][1], ah, al, bh[2], bh[3], bl[2], bl[3]);
                         }
                     }
-                }
-                __syncwarp();
-#pragma unroll
-                for (int x = 0; x < 2; x++) {
-                    if (x >= nh) break;
-                    bf16_t *Th = ps.KQ + x * 2 * CH * CH, *Tl = Th + CH * CH;
+                    __syncwarp();
 #pragma unroll
                     for (int j = 0; j < 3; j++) {
                         if (j >= lv) break;
 #pragma unroll
                         for (int nn = 0; nn < 2; nn++) {
                             const int col = 16 * j + 8 * nn + 2 * tq;
-                            split_store(Th, Tl, ra, col, z[x][j][nn][0], z[x][j][nn][1]);
-                            split_store(Th, Tl, rb, col, z[x][j][nn][2], z[x][j][nn][3]);
+                            split_store(Th, Tl, ra, col, z[j][nn][0], z[j][nn][1]);
+                            split_store(Th, Tl, rb, col, z[j][nn][2], z[j][nn][3]);
                         }
                     }
-                }
-                __syncwarp();
-#pragma unroll
-                for (int x = 0; x < 2; x++) {
-                    if (x >= nh) break;
-                    const bf16_t *Th = ps.KQ + x * 2 * CH * CH, *Tl = Th + CH * CH;
+                    __syncwarp();
                     unsigned th[4], tl[4];
                     lda_swz(th, Th, 16 * lv, 16 * lv, lane);
                     lda_swz(tl, Tl, 16 * lv, 16 * lv, lane);
@@ -630,17 +612,11 @@ __device__ __forceinline__ void pp_compute(pp_stage &ps, pp_aux &ax, const chunk
                         ldb2_swz(bh, Th, 16 * lv, 16 * j, lane);
                         ldb2_swz(bl, Tl, 16 * lv, 16 * j, lane);
 #pragma unroll
-                        for (int i = 0; i < 8; i++) z[x][j][i >> 2][i & 3] = 0.f;
-                        mma3(z[x][j][0], th, tl, bh[0], bh[1], bl[0], bl[1]);
-                        mma3(z[x][j][1], th, tl, bh[2], bh[3], bl[2], bl[3]);
+                        for (int i = 0; i < 8; i++) z[j][i >> 2][i & 3] = 0.f;
+                        mma3(z[j][0], th, tl, bh[0], bh[1], bl[0], bl[1]);
+                        mma3(z[j][1], th, tl, bh[2], bh[3], bl[2], bl[3]);
                     }
-                }
-                __syncwarp();
-#pragma unroll
-                for (int x = 0; x < 2; x++) {
-                    if (x >= nh) break;
-                    const int hh = h0 + x, h = kh * r + hh;
-                    bf16_t *Th = ps.KQ + x * 2 * CH * CH, *Tl = Th + CH * CH;
+                    __syncwarp();
 #pragma unroll
                     for (int j = 0; j < 3; j++) {
                         if (j >= lv) break;
@@ -648,7 +624,7 @@ __device__ __forceinline__ void pp_compute(pp_stage &ps, pp_aux &ax, const chunk
                         for (int nn = 0; nn < 2; nn++) {
                             const int col = 16 * j + 8 * nn + 2 * tq;
                             const float b0 = ps.B[hh][col], b1 = ps.B[hh][col + 1];
-                            const float *zz = z[x][j][nn];
+                            const float *zz = z[j][nn];
                             split_store(Th, Tl, ra, col, -zz[0], -zz[1]);
                             split_store(Th, Tl, rb, col, -zz[2], -zz[3]);
                             if (ra < L)
@@ -666,15 +642,6 @@ __device__ __forceinline__ void pp_compute(pp_stage &ps, pp_aux &ax, const chunk
     }
 }
 
-/* pp_compute with r = 2 and 4 (Hv / Hk of Qwen3.5 / 3-Next) unrolled over the heads */
-template <int ID>
-__device__ __forceinline__ void pp_compute_r(pp_stage &ps, pp_aux &ax, const chunk_params &p, int t0, int c0, int L,
-                                             int kh, int tid) {
-    if (p.r == 2) pp_compute<ID, 2>(ps, ax, p, t0, c0, L, kh, tid);
-    else if (p.r == 4) pp_compute<ID, 4>(ps, ax, p, t0, c0, L, kh, tid);
-    else pp_compute<ID, 0>(ps, ax, p, t0, c0, L, kh, tid);
-}
-
 /* Block per (chunk, key head): K K^T and Q K^T are shared by the r v-heads of the key
  * head; only the gates differ. */
 __global__ void __launch_bounds__(128, 3) gdn_chunk_prep_kernel(const chunk_params p) {
@@ -688,7 +655,7 @@ __global__ void __launch_bounds__(128, 3) gdn_chunk_prep_kernel(const chunk_para
     pp_load(ps, p, t0, c0, L, kh, threadIdx.x);
     cp_wait_all();
     __syncthreads();
-    pp_compute_r<0>(ps, ax, p, t0, c0, L, kh, threadIdx.x);
+    pp_compute<0>(ps, ax, p, t0, c0, L, kh, threadIdx.x);
 }
 
 /* ------------------------------------------------------------------------------------ */
@@ -1042,7 +1009,7 @@ __global__ void __launch_bounds__(384, 1) gdn_chunk_fused_kernel(const chunk_par
         }
         int s, c, kh, t0, L;
         decode(cur, s, c, kh, t0, L);
-        pp_compute_r<2>(sm.pp[st], sm.ax, p, t0, c * CH, L, kh, tid);
+        pp_compute<2>(sm.pp[st], sm.ax, p, t0, c * CH, L, kh, tid);
         /* release: the barrier orders every thread's results before thread 0's fence
          * (cumulative), the flag store after it (as a grid barrier does) */
         bar_sync<2, 128>();
