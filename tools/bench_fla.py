@@ -3,13 +3,13 @@
 
 Times flash-linear-attention's fused_recurrent_gated_delta_rule (decode, T = 1 per
 sequence: Hk/Hv 16/16, 16/32, 16/64 x batch 1..512 x fp32/bf16 initial state, fp32
-final state, l2norm in kernel) and chunk_gated_delta_rule (one sequence, Hv 32/64,
-T 4k/16k/64k, fp32 initial and final state), and a torch device-to-device copy.
+final state, l2norm in kernel) and chunk_gated_delta_rule (Hv 32/64; one sequence of
+T 4k/16k/64k and varlen steps of 4096 tokens: 4 x 1024, 5 uneven; fp32 initial and final state), and a torch device-to-device copy.
 Method as the CUDA benchmarks: decode over rotating input copies (> 4x L2) captured
 in a CUDA graph, median of 15 replays / launches; chunk: one call captured in a CUDA
 graph, median of 10 replays.
 Effective decode bandwidth = state read (its dtype) + fp32 state write (model-spec §8.1).
-Usage: python3 tools/bench_fla.py [decode|chunk|all]
+Usage: python3 tools/bench_fla.py [decode|chunk|all] [Hv ...]  (chunk rows of these Hv only)
 """
 import sys
 import torch
@@ -81,21 +81,28 @@ def bench_decode():
                                                          byt / (us * 1e-6) / 1e12), flush=True)
                 del sets, graph
 
-def bench_chunk():
+def bench_chunk(hvs=(32, 64)):
     from fla.ops.gated_delta_rule import chunk_gated_delta_rule
-    print("fla chunk_gated_delta_rule (one sequence, fp32 h0 and final state)")
-    print("%-6s %7s %10s %12s" % ("Hk/Hv", "T", "ms", "Mtok/s"))
+    print("fla chunk_gated_delta_rule (fp32 h0 and final state per sequence; varlen by cu_seqlens)")
+    print("%-6s %-9s %7s %10s %12s" % ("Hk/Hv", "seqs", "T", "ms", "Mtok/s"))
     Hk, K = 16, 128
-    for Hv in (32, 64):
-        for T in (4096, 16384, 65536):
+    # the rows of bench/bench_gdn_prefill.cu: one sequence of T, then two varlen steps
+    rows = [("1", [4096]), ("1", [16384]), ("1", [65536]), ("4x1024", [1024] * 4),
+            ("5 uneven", [1000, 700, 1200, 900, 296])]
+    for Hv in hvs:
+        for label, lens in rows:
+            T, N = sum(lens), len(lens)
             q = torch.randn(1, T, Hk, K, device="cuda", dtype=torch.bfloat16)
             k = torch.randn(1, T, Hk, K, device="cuda", dtype=torch.bfloat16)
             v = torch.randn(1, T, Hv, K, device="cuda", dtype=torch.bfloat16)
             g = F.logsigmoid(torch.randn(1, T, Hv, device="cuda", dtype=torch.float32))
             beta = torch.rand(1, T, Hv, device="cuda", dtype=torch.float32).sigmoid()
-            h0 = 0.1 * torch.randn(1, Hv, K, K, device="cuda")
+            h0 = 0.1 * torch.randn(N, Hv, K, K, device="cuda")
+            cu = None
+            if N > 1:
+                cu = torch.tensor([0] + [sum(lens[:i + 1]) for i in range(N)], device="cuda", dtype=torch.long)
             f = lambda: chunk_gated_delta_rule(q, k, v, g=g, beta=beta, initial_state=h0, output_final_state=True,
-                                               use_qk_l2norm_in_kernel=True)
+                                               use_qk_l2norm_in_kernel=True, cu_seqlens=cu)
             for _ in range(3):
                 f()
             torch.cuda.synchronize()
@@ -116,7 +123,7 @@ def bench_chunk():
                 ts.append(e0.elapsed_time(e1))
             ms = med(ts)
             del graph
-            print("%2d/%-3d %7d %10.3f %12.2f" % (Hk, Hv, T, ms, T / (ms * 1e-3) / 1e6), flush=True)
+            print("%2d/%-3d %-9s %7d %10.3f %12.2f" % (Hk, Hv, label, T, ms, T / (ms * 1e-3) / 1e6), flush=True)
 
 if __name__ == "__main__":
     what = sys.argv[1] if len(sys.argv) > 1 else "all"
@@ -125,4 +132,4 @@ if __name__ == "__main__":
     if what in ("decode", "all"):
         bench_decode()
     if what in ("chunk", "all"):
-        bench_chunk()
+        bench_chunk(tuple(int(x) for x in sys.argv[2:]) or (32, 64))

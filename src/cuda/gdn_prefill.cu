@@ -15,7 +15,9 @@
  *               product is scaled instead), tensor cores (mma.sync bf16) for K K^T and
  *               Q K^T (shared by the r v-heads), then per v-head:
  *               Gamma = cumsum(g) in the chunk; A = strict-lower(beta_r e^{G_r-G_s} k_r.k_s);
- *               T = (I + A)^-1 by forward substitution (thread per column, fp32);
+ *               T = (I + A)^-1 blocked on 16x16: the diagonal blocks by forward
+ *               substitution (lane per column, fp32), the blocks below them block row by
+ *               block row by tensor cores (bf16 hi/lo splits, three mma per product);
  *               writes Tb = T diag(beta) and P = causal(e^{G_r-G_s} q_r.k_s) / sqrt(dk)
  *               as bf16 [T][Hv][64] (row r of a chunk at its token), Gamma f32 [T][Hv].
  *  4. chunk_state block per (sequence, v-head, V-tile of BV = 32 or 64 columns), 8 warps,
@@ -316,9 +318,9 @@ struct chunk_params {
 template <int ID, int N> __device__ __forceinline__ void bar_sync() {
     asm volatile("bar.sync %0, %1;\n" ::"n"(ID), "n"(N) : "memory");
 }
-__device__ __forceinline__ int ld_acquire(const int *p) {
+__device__ __forceinline__ int ld_relaxed(const int *p) {
     int v;
-    asm volatile("ld.acquire.gpu.global.s32 %0, [%1];\n" : "=r"(v) : "l"(p) : "memory");
+    asm volatile("ld.relaxed.gpu.global.s32 %0, [%1];\n" : "=r"(v) : "l"(p) : "memory");
     return v;
 }
 __device__ __forceinline__ int flag_index(int t0, int s, int c, int Hk, int kh) {
@@ -332,10 +334,39 @@ struct pp_stage {
     bf16_t KQ[2 * CH * LDK];
     float G[MAXR][CH], B[MAXR][CH];
 };
-struct pp_aux {
+struct __align__(16) pp_aux {
+    float Df[2][4][16 * 16 + 4]; /* A's 16x16 diagonal blocks (fp32) of a head pair, per warp */
     float Rk[CH], Rq[CH];
     int slot;
 };
+
+/* The inverse's scratch: per head of a pair T (and, before it, A) as bf16 hi and lo
+ * planes [64][64], 16-byte groups of a row XOR-swizzled by row & 7 (ldmatrix without
+ * bank conflicts). x ~ hi + lo to ~2^-16 relative: a product runs as three bf16 mma,
+ * hi*hi + hi*lo + lo*hi, fp32 accumulate. */
+__device__ __forceinline__ int swz(int row, int col) { return row * CH + ((((col >> 3) ^ row) & 7) << 3) + (col & 7); }
+__device__ __forceinline__ void split_store(bf16_t *Th, bf16_t *Tl, int row, int col, float a, float b) {
+    const uint32_t hi = f2_to_bf2x2(a, b);
+    const float2 h = bf2x2_to_f2(hi);
+    *reinterpret_cast<uint32_t *>(Th + swz(row, col)) = hi;
+    *reinterpret_cast<uint32_t *>(Tl + swz(row, col)) = f2_to_bf2x2(a - h.x, b - h.y);
+}
+/* A-operand (16 x 16) at (r0, c0) of a swizzled plane */
+__device__ __forceinline__ void lda_swz(unsigned *a, const bf16_t *X, int r0, int c0, int lane) {
+    ldsm_x4(a[0], a[1], a[2], a[3], X + swz(r0 + (lane & 15), c0 + (lane >> 4) * 8));
+}
+/* B-operands of n-tiles c0, c0 + 8 (k = rows r0 .. r0 + 15) from a swizzled row-major [k][n] plane */
+__device__ __forceinline__ void ldb2_swz(unsigned *b, const bf16_t *X, int r0, int c0, int lane) {
+    const int mi = lane >> 3;
+    ldsm_x4_t(b[0], b[1], b[2], b[3], X + swz(r0 + (mi & 1) * 8 + (lane & 7), c0 + (mi >> 1) * 8));
+}
+/* d += (ah + al)(bh + bl) less al * bl */
+__device__ __forceinline__ void mma3(float *d, const unsigned *ah, const unsigned *al, unsigned bh0, unsigned bh1,
+                                     unsigned bl0, unsigned bl1) {
+    mma16816(d, ah, bh0, bh1);
+    mma16816(d, ah, bl0, bl1);
+    mma16816(d, al, bh0, bh1);
+}
 
 /* cp.async of the item's raw k, q rows and its r heads' g, beta (zero past L); one group. */
 __device__ __forceinline__ void pp_load(pp_stage &ps, const chunk_params &p, int t0, int c0, int L, int kh, int tid) {
@@ -363,12 +394,13 @@ __device__ __forceinline__ void pp_load(pp_stage &ps, const chunk_params &p, int
 
 /* The item's work once its loads landed (and a barrier passed): cumsum of g, inverse
  * norms, K K^T and Q K^T by tensor cores (shared by the r v-heads), then per v-head
- * A, P and T = (I + A)^-1 (heads in pairs, one per 64 threads). Barriers: bar ID of 128. */
+ * A, P and T = (I + A)^-1, heads in pairs: the 16x16 diagonal blocks of T by forward
+ * substitution (lane per column), the blocks below them by tensor cores, block row after
+ * block row. Barriers: bar ID of 128. */
 template <int ID>
 __device__ __forceinline__ void pp_compute(pp_stage &ps, pp_aux &ax, const chunk_params &p, int t0, int c0, int L,
                                            int kh, int tid) {
     bf16_t *Ks = ps.KQ, *Qs = ps.KQ + CH * LDK;
-    float *As = reinterpret_cast<float *>(ps.KQ); /* [2][CH][68] */
     const int lane = tid & 31, w = tid >> 5, r = p.r;
     /* inclusive cumsum of g per head: warp per head, lane per row pair */
     for (int hh = w; hh < r; hh += 4) {
@@ -405,7 +437,8 @@ __device__ __forceinline__ void pp_compute(pp_stage &ps, pp_aux &ax, const chunk
         const int hh = e / CH, row = e % CH;
         if (row < L) p.G[((size_t)t0 + c0 + row) * p.Hv + kh * r + hh] = ps.G[hh][row];
     }
-    /* KK^T and QK^T: warp w rows [16w, 16w+16), all 64 columns */
+    /* KK^T and QK^T: warp w rows [16w, 16w+16), the 64 columns up to its diagonal block
+     * (n-tiles 0 .. 2w+1; the rest of A and P is zero and never read) */
     float kk[8][4], qk[8][4];
 #pragma unroll
     for (int j = 0; j < 8; j++)
@@ -418,6 +451,7 @@ __device__ __forceinline__ void pp_compute(pp_stage &ps, pp_aux &ax, const chunk
         lda(aq, Qs + (16 * w) * LDK + ks * 16, LDK, lane);
 #pragma unroll
         for (int nt = 0; nt < 8; nt += 2) {
+            if (nt > 2 * w) break;
             unsigned bb[4];
             ldb2(bb, Ks + (nt * 8) * LDK + ks * 16, LDK, lane);
             mma16816(kk[nt], ak, bb[0], bb[1]);
@@ -427,68 +461,190 @@ __device__ __forceinline__ void pp_compute(pp_stage &ps, pp_aux &ax, const chunk
         }
     }
     const float scale = rsqrtf((float)DK);
-    bar_sync<ID, 128>(); /* every warp is done with Ks/Qs: As overwrites them */
+    const int g = lane >> 2, tq = lane & 3;
+    const int ra = 16 * w + g, rb = ra + 8; /* this thread's two rows */
+    bar_sync<ID, 128>(); /* every warp is done with Ks/Qs: the inverse's scratch overwrites them */
+    /* P of every head from the fragments (rows < L, blocks up to the diagonal) */
+    for (int hh = 0; hh < r; hh++) {
+        const int h = kh * r + hh;
+        const float *Gs = ps.G[hh];
+        const float Ga = Gs[ra], Gb = Gs[rb];
+        const float cPa = scale * ax.Rq[ra], cPb = scale * ax.Rq[rb];
+#pragma unroll
+        for (int nt = 0; nt < 8; nt++) {
+            if (nt > 2 * w + 1) break;
+            float Pv[4];
+#pragma unroll
+            for (int e = 0; e < 2; e++) {
+                const int col = nt * 8 + 2 * tq + e;
+                const float Gc = Gs[col], rkc = ax.Rk[col];
+                /* e^{G_r - G_c} <= 1 where col <= row; the other lanes are selected away */
+                Pv[e] = col <= ra ? cPa * __expf(Ga - Gc) * rkc * qk[nt][e] : 0.f;
+                Pv[2 + e] = col <= rb ? cPb * __expf(Gb - Gc) * rkc * qk[nt][2 + e] : 0.f;
+            }
+            const int col = nt * 8 + 2 * tq;
+            if (ra < L)
+                *reinterpret_cast<uint32_t *>(p.P + (((size_t)t0 + c0 + ra) * p.Hv + h) * CH + col) =
+                    f2_to_bf2x2(Pv[0], Pv[1]);
+            if (rb < L)
+                *reinterpret_cast<uint32_t *>(p.P + (((size_t)t0 + c0 + rb) * p.Hv + h) * CH + col) =
+                    f2_to_bf2x2(Pv[2], Pv[3]);
+        }
+    }
     for (int h0 = 0; h0 < r; h0 += 2) {
         const int nh = min(2, r - h0);
+        /* (a) A from the fragments: this warp's diagonal block to Df (fp32), its blocks
+         * left of the diagonal to the scratch as bf16 hi + lo */
         for (int x = 0; x < nh; x++) {
-            const int hh = h0 + x, h = kh * r + hh;
-            float *A = As + x * CH * 68;
+            const int hh = h0 + x;
+            const float *Gs = ps.G[hh];
+            const float Ga = Gs[ra], Gb = Gs[rb];
+            const float cAa = ps.B[hh][ra] * ax.Rk[ra], cAb = ps.B[hh][rb] * ax.Rk[rb];
+            bf16_t *Th = ps.KQ + x * 2 * CH * CH, *Tl = Th + CH * CH;
+            float *Df = ax.Df[x][w];
 #pragma unroll
-            for (int nt = 0; nt < 8; nt++)
+            for (int nt = 0; nt < 8; nt++) {
+                if (nt > 2 * w + 1) break;
+                float Av[4];
 #pragma unroll
-                for (int hf = 0; hf < 2; hf++) {
-                    const int row = 16 * w + (lane >> 2) + hf * 8, col = nt * 8 + (lane & 3) * 2;
-                    float pv[2];
-#pragma unroll
-                    for (int e2 = 0; e2 < 2; e2++) {
-                        const int cc = col + e2;
-                        const float dec = expf(ps.G[hh][row] - ps.G[hh][cc > row ? row : cc]);
-                        A[row * 68 + cc] =
-                            cc < row ? ps.B[hh][row] * dec * ax.Rk[row] * ax.Rk[cc] * kk[nt][2 * hf + e2] : 0.f;
-                        pv[e2] = cc <= row ? scale * dec * ax.Rq[row] * ax.Rk[cc] * qk[nt][2 * hf + e2] : 0.f;
-                    }
-                    if (row < L)
-                        *reinterpret_cast<uint32_t *>(p.P + (((size_t)t0 + c0 + row) * p.Hv + h) * CH + col) =
-                            f2_to_bf2x2(pv[0], pv[1]);
+                for (int e = 0; e < 2; e++) {
+                    const int col = nt * 8 + 2 * tq + e;
+                    const float Gc = Gs[col], rkc = ax.Rk[col];
+                    Av[e] = col < ra ? cAa * __expf(Ga - Gc) * rkc * kk[nt][e] : 0.f;
+                    Av[2 + e] = col < rb ? cAb * __expf(Gb - Gc) * rkc * kk[nt][2 + e] : 0.f;
                 }
-        }
-        bar_sync<ID, 128>();
-        /* T = (I + A)^-1 of head h0 + tid / 64; thread solves column j:
-         * t_i = [i == j] - sum_{k<i} A_ik t_k */
-        if (tid / CH < nh) {
-            const int x = tid / CH, j = tid % CH, h = kh * r + h0 + x;
-            const float *A = As + x * CH * 68;
-            /* A_ik = 0 for k >= i and tcol_k = 0 until it is solved, so whole float4 groups of
-             * the row are taken (one 16-byte broadcast load per 4 FMAs: the shared-memory
-             * pipe, not the FMAs, bounded this loop with scalar loads) */
-            float tcol[CH];
-#pragma unroll
-            for (int i = 0; i < CH; i++) tcol[i] = 0.f;
-#pragma unroll
-            for (int i = 0; i < CH; i++) {
-                float acc0 = (i == j) ? 1.f : 0.f, acc1 = 0.f, acc2 = 0.f, acc3 = 0.f; /* 4 chains */
-#pragma unroll
-                for (int k = 0; k < i; k += 4) {
-                    const float4 a4 = lds128(&A[i * 68 + k]);
-                    acc0 = fmaf(-a4.x, tcol[k], acc0);
-                    acc1 = fmaf(-a4.y, tcol[k + 1], acc1);
-                    acc2 = fmaf(-a4.z, tcol[k + 2], acc2);
-                    acc3 = fmaf(-a4.w, tcol[k + 3], acc3);
+                const int col = nt * 8 + 2 * tq;
+                if (nt >= 2 * w) {
+                    *reinterpret_cast<float2 *>(&Df[g * 16 + col - 16 * w]) = make_float2(Av[0], Av[1]);
+                    *reinterpret_cast<float2 *>(&Df[(g + 8) * 16 + col - 16 * w]) = make_float2(Av[2], Av[3]);
+                } else {
+                    split_store(Th, Tl, ra, col, Av[0], Av[1]);
+                    split_store(Th, Tl, rb, col, Av[2], Av[3]);
                 }
-                tcol[i] = i < j ? 0.f : (acc0 + acc1) + (acc2 + acc3);
             }
-            const float bj = ps.B[h0 + x][j];
-#pragma unroll
-            for (int i = 0; i < CH; i++)
-                if (i < L) p.Tb[(((size_t)t0 + c0 + i) * p.Hv + h) * CH + j] = f2bf(tcol[i] * bj);
         }
-        bar_sync<ID, 128>(); /* As is rewritten by the next pair (or the next item's loads) */
+        __syncwarp();
+        /* (b) the diagonal blocks: T_ww = (I + A_ww)^-1 by forward substitution, lane per
+         * (head, column j): t_i = [i == j] - sum_{k<i} A_ik t_k (A_ik = 0 for k >= i and
+         * t_k = 0 for k < j, so whole float4 groups of a row are taken) */
+        {
+            const int x = lane >> 4, j = lane & 15;
+            if (x < nh) {
+                const float *A = ax.Df[x][w];
+                float t[16];
+#pragma unroll
+                for (int i = 0; i < 16; i++) t[i] = 0.f;
+#pragma unroll
+                for (int i = 0; i < 16; i++) {
+                    float a0 = (i == j) ? 1.f : 0.f, a1 = 0.f;
+#pragma unroll
+                    for (int k = 0; k < i; k += 4) {
+                        const float4 a4 = lds128(&A[i * 16 + k]);
+                        a0 = fmaf(-a4.x, t[k], a0);
+                        a1 = fmaf(-a4.y, t[k + 1], a1);
+                        a0 = fmaf(-a4.z, t[k + 2], a0);
+                        a1 = fmaf(-a4.w, t[k + 3], a1);
+                    }
+                    t[i] = i < j ? 0.f : a0 + a1;
+                }
+                const int hh = h0 + x, h = kh * r + hh, cj = 16 * w + j;
+                const float bj = ps.B[hh][cj];
+                bf16_t *Th = ps.KQ + x * 2 * CH * CH, *Tl = Th + CH * CH;
+#pragma unroll
+                for (int i = 0; i < 16; i++) {
+                    const int row = 16 * w + i;
+                    const bf16_t hi = f2bf(t[i]);
+                    Th[swz(row, cj)] = hi;
+                    Tl[swz(row, cj)] = f2bf(t[i] - bf2f(hi));
+                    if (row < L) p.Tb[(((size_t)t0 + c0 + row) * p.Hv + h) * CH + cj] = f2bf(t[i] * bj);
+                }
+            }
+        }
+        bar_sync<ID, 128>(); /* every T_ww is in the scratch */
+        /* (c) block rows 1..3 in turn, warp w the row w once rows < w are done:
+         *   Z_wj = sum_{k=j}^{w-1} A_wk T_kj ,  T_wj = -T_ww Z_wj   (j < w)
+         * as bf16 mma on hi/lo splits (hi*hi + hi*lo + lo*hi, fp32 accumulate); Z takes the
+         * place of A_wj in the scratch and T_wj then the place of Z_wj. */
+        for (int lv = 1; lv < 4; lv++) {
+            if (w == lv) {
+                for (int x = 0; x < nh; x++) {
+                    const int hh = h0 + x, h = kh * r + hh;
+                    bf16_t *Th = ps.KQ + x * 2 * CH * CH, *Tl = Th + CH * CH;
+                    float z[3][2][4];
+#pragma unroll
+                    for (int j = 0; j < 3; j++)
+#pragma unroll
+                        for (int i = 0; i < 8; i++) z[j][i >> 2][i & 3] = 0.f;
+#pragma unroll
+                    for (int k = 0; k < 3; k++) {
+                        if (k >= lv) break;
+                        unsigned ah[4], al[4];
+                        lda_swz(ah, Th, 16 * lv, 16 * k, lane);
+                        lda_swz(al, Tl, 16 * lv, 16 * k, lane);
+#pragma unroll
+                        for (int j = 0; j <= k; j++) {
+                            unsigned bh[4], bl[4];
+                            ldb2_swz(bh, Th, 16 * k, 16 * j, lane);
+                            ldb2_swz(bl, Tl, 16 * k, 16 * j, lane);
+                            mma3(z[j][0], ah, al, bh[0], bh[1], bl[0], bl[1]);
+                            mma3(z[j][1], ah, al, bh[2], bh[3], bl[2], bl[3]);
+                        }
+                    }
+                    __syncwarp();
+#pragma unroll
+                    for (int j = 0; j < 3; j++) {
+                        if (j >= lv) break;
+#pragma unroll
+                        for (int nn = 0; nn < 2; nn++) {
+                            const int col = 16 * j + 8 * nn + 2 * tq;
+                            split_store(Th, Tl, ra, col, z[j][nn][0], z[j][nn][1]);
+                            split_store(Th, Tl, rb, col, z[j][nn][2], z[j][nn][3]);
+                        }
+                    }
+                    __syncwarp();
+                    unsigned th[4], tl[4];
+                    lda_swz(th, Th, 16 * lv, 16 * lv, lane);
+                    lda_swz(tl, Tl, 16 * lv, 16 * lv, lane);
+#pragma unroll
+                    for (int j = 0; j < 3; j++) {
+                        if (j >= lv) break;
+                        unsigned bh[4], bl[4];
+                        ldb2_swz(bh, Th, 16 * lv, 16 * j, lane);
+                        ldb2_swz(bl, Tl, 16 * lv, 16 * j, lane);
+#pragma unroll
+                        for (int i = 0; i < 8; i++) z[j][i >> 2][i & 3] = 0.f;
+                        mma3(z[j][0], th, tl, bh[0], bh[1], bl[0], bl[1]);
+                        mma3(z[j][1], th, tl, bh[2], bh[3], bl[2], bl[3]);
+                    }
+                    __syncwarp();
+#pragma unroll
+                    for (int j = 0; j < 3; j++) {
+                        if (j >= lv) break;
+#pragma unroll
+                        for (int nn = 0; nn < 2; nn++) {
+                            const int col = 16 * j + 8 * nn + 2 * tq;
+                            const float b0 = ps.B[hh][col], b1 = ps.B[hh][col + 1];
+                            const float *zz = z[j][nn];
+                            split_store(Th, Tl, ra, col, -zz[0], -zz[1]);
+                            split_store(Th, Tl, rb, col, -zz[2], -zz[3]);
+                            if (ra < L)
+                                *reinterpret_cast<uint32_t *>(p.Tb + (((size_t)t0 + c0 + ra) * p.Hv + h) * CH + col) =
+                                    f2_to_bf2x2(-zz[0] * b0, -zz[1] * b1);
+                            if (rb < L)
+                                *reinterpret_cast<uint32_t *>(p.Tb + (((size_t)t0 + c0 + rb) * p.Hv + h) * CH + col) =
+                                    f2_to_bf2x2(-zz[2] * b0, -zz[3] * b1);
+                        }
+                    }
+                }
+            }
+            bar_sync<ID, 128>(); /* row lv of T is complete (the last: the scratch is free again) */
+        }
     }
 }
 
 /* Block per (chunk, key head): K K^T and Q K^T are shared by the r v-heads of the key
  * head; only the gates differ. */
-__global__ void __launch_bounds__(128) gdn_chunk_prep_kernel(const chunk_params p) {
+__global__ void __launch_bounds__(128, 3) gdn_chunk_prep_kernel(const chunk_params p) {
     __shared__ __align__(16) pp_stage ps;
     __shared__ pp_aux ax;
     const int c = blockIdx.x, kh = blockIdx.y, s = blockIdx.z;
@@ -563,11 +719,26 @@ __device__ __forceinline__ void cs_load_chunk(cs_smem<BV> &sm, int st, const chu
     cp_commit();
 }
 
-/* Fused pass: thread 0 waits until chunk c of (s, kh) is prepared (callers then barrier). */
-__device__ __forceinline__ void cs_wait_prepared(const chunk_params &p, int t0, int s, int c, int kh, int tid) {
-    if (p.flags && tid == 0) {
-        const int *f = p.flags + flag_index(t0, s, c, p.Hk, kh);
-        while (ld_acquire(f) == 0) __nanosleep(100);
+/* Fused pass: thread 0 makes sure chunk c (of nch) of (s, kh) is prepared; callers then
+ * barrier. One flag read is an L2 round trip on the pass's critical path, so it reads
+ * the flags of up to 8 chunks at once (relaxed, independent loads), then one acquire
+ * fence, and remembers in `ready` how far they are set: about one wait per 8 chunks. */
+__device__ __forceinline__ void cs_wait_prepared(const chunk_params &p, int t0, int s, int c, int nch, int kh, int tid,
+                                                 int &ready) {
+    if (!p.flags || tid != 0 || c < ready) return;
+    for (;;) {
+        int f[8];
+#pragma unroll
+        for (int i = 0; i < 8; i++) f[i] = c + i < nch ? ld_relaxed(p.flags + flag_index(t0, s, c + i, p.Hk, kh)) : 0;
+        int n = 0;
+#pragma unroll
+        for (int i = 0; i < 8; i++) n += (n == i && f[i] != 0);
+        if (n > 0) {
+            asm volatile("fence.acq_rel.gpu;\n" ::: "memory"); /* with the relaxed reads: acquire */
+            ready = c + n;
+            return;
+        }
+        __nanosleep(100);
     }
 }
 
@@ -605,7 +776,8 @@ __device__ __forceinline__ void cs_run(const chunk_params &p, cs_smem<BV> &sm, i
         }
     const int nchunks = (len + CH - 1) / CH;
     const float scale = rsqrtf((float)DK);
-    cs_wait_prepared(p, t0, s, 0, kh, tid);
+    int ready = 0; /* chunks known prepared (thread 0) */
+    cs_wait_prepared(p, t0, s, 0, nchunks, kh, tid, ready);
     bar_sync<ID, NT>();
     cs_load_chunk<BV, NT>(sm, 0, p, t0, 0, min(CH, len), kh, h, vt, tid);
     for (int c = 0; c < nchunks; c++) {
@@ -620,7 +792,7 @@ __device__ __forceinline__ void cs_run(const chunk_params &p, cs_smem<BV> &sm, i
                 sm.St[v * LDK + k] = f2bf(S[nb][i]);
             }
         cp_wait_all();
-        if (c + 1 < nchunks) cs_wait_prepared(p, t0, s, c + 1, kh, tid);
+        if (c + 1 < nchunks) cs_wait_prepared(p, t0, s, c + 1, nchunks, kh, tid, ready);
         bar_sync<ID, NT>(); /* chunk c landed; St complete; previous chunk's readers done */
         if (c + 1 < nchunks) cs_load_chunk<BV, NT>(sm, st ^ 1, p, t0, c0 + CH, min(CH, len - c0 - CH), kh, h, vt, tid);
         const float *G = sm.G[st];
@@ -767,9 +939,13 @@ __global__ void __launch_bounds__(256, 1) gdn_chunk_state_kernel(const chunk_par
  * n_state have none), warps 8-11 are a chunk_prep worker that takes (chunk, sequence,
  * key head) items in chunk-major order from an atomic counter, prefetching the next
  * item's rows while it computes the current one, and raises a flag per item; the pass
- * waits on the flag of a chunk before loading it. The workers never wait on anything,
- * so every item completes as long as one block runs: no deadlock whatever the number of
- * co-resident blocks. Flags and the counter are zeroed (memset) before each launch. */
+ * waits on the flag of a chunk before loading it (reading up to 8 chunks' flags at once,
+ * cs_wait_prepared). The workers never wait on anything, so every item completes as long
+ * as one block runs: no deadlock whatever the number of co-resident blocks. Flags and the
+ * counter are zeroed (memset) before each launch. What bounds it (ncu, session 3): the
+ * workers' per-item latency, ~16K warp instructions per item at ~10 cycles each (barrier
+ * and dependency stalls, 4 warps); the pass alone is bound by shared memory (~3.2K
+ * wavefronts per 64-token step and block, a quarter of them bank-conflict replays). */
 #define FZ_BV 32
 struct fz_smem {
     cs_smem<FZ_BV> cs;
@@ -777,17 +953,20 @@ struct fz_smem {
     pp_aux ax;
 };
 
-__device__ __forceinline__ int fz_claim(const chunk_params &p, pp_aux &ax, int tid) {
+/* The worker's next item. Thread 0 holds a ticket taken one claim earlier, so the atomic's
+ * round trip overlaps the work in between; tickets of chunks past their sequence's end
+ * are skipped. */
+__device__ __forceinline__ int fz_claim(const chunk_params &p, pp_aux &ax, int tid, int &ticket) {
     bar_sync<2, 128>(); /* everyone has read the previous slot */
     if (tid == 0) {
-        int it;
-        for (;;) {
-            it = atomicAdd(p.flags, 1);
-            if (it >= p.n_items) break;
+        int it = ticket;
+        while (it < p.n_items) {
             const int s = (it / p.Hk) % p.S, c = it / (p.Hk * p.S);
             if (c * CH < p.tok_start[s + 1] - p.tok_start[s]) break;
+            it = atomicAdd(p.flags, 1);
         }
         ax.slot = it;
+        ticket = it < p.n_items ? atomicAdd(p.flags, 1) : it;
     }
     bar_sync<2, 128>();
     return ax.slot;
@@ -805,7 +984,8 @@ __global__ void __launch_bounds__(384, 1) gdn_chunk_fused_kernel(const chunk_par
         return;
     }
     const int tid = threadIdx.x - 256;
-    int cur = fz_claim(p, sm.ax, tid), st = 0;
+    int ticket = tid == 0 ? atomicAdd(p.flags, 1) : 0;
+    int cur = fz_claim(p, sm.ax, tid, ticket), st = 0;
     auto decode = [&](int it, int &s, int &c, int &kh, int &t0, int &L) {
         kh = it % p.Hk;
         s = (it / p.Hk) % p.S;
@@ -819,7 +999,7 @@ __global__ void __launch_bounds__(384, 1) gdn_chunk_fused_kernel(const chunk_par
         pp_load(sm.pp[0], p, t0, c * CH, L, kh, tid);
     }
     while (cur < p.n_items) {
-        const int nxt = fz_claim(p, sm.ax, tid);
+        const int nxt = fz_claim(p, sm.ax, tid, ticket);
         cp_wait_all();
         bar_sync<2, 128>(); /* the current item's rows landed for every thread */
         if (nxt < p.n_items) {
@@ -830,8 +1010,9 @@ __global__ void __launch_bounds__(384, 1) gdn_chunk_fused_kernel(const chunk_par
         int s, c, kh, t0, L;
         decode(cur, s, c, kh, t0, L);
         pp_compute<2>(sm.pp[st], sm.ax, p, t0, c * CH, L, kh, tid);
-        __threadfence();
-        bar_sync<2, 128>(); /* every thread's results are out before the flag */
+        /* release: the barrier orders every thread's results before thread 0's fence
+         * (cumulative), the flag store after it (as a grid barrier does) */
+        bar_sync<2, 128>();
         if (tid == 0) __threadfence(), atomicExch(p.flags + flag_index(t0, s, c, p.Hk, kh), 1);
         cur = nxt;
         st ^= 1;
