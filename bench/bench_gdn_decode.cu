@@ -14,7 +14,9 @@
  * Probes (not the kernel; same shapes, same timing): cfg 98 = an empty kernel of 128 blocks
  * (the launch floor inside the graph); cfg 99 = every head's state read and written back
  * as it is, one block of 256 threads per head, 16-byte loads to registers (the memory floor
- * of this paged access pattern).
+ * of this paged access pattern); cfg 97 = the same with 512 threads per head (8 chunks a
+ * thread fp32); cfg 96 = a flat in-place read + write of the same number of bytes from the
+ * pool's start (no paging: 1056 blocks of 256 threads striding, 4 chunks a thread in flight).
  */
 #include <algorithm>
 
@@ -36,8 +38,34 @@ __global__ void __launch_bounds__(256) k_probe(char *pool, const size_t *head_of
 #pragma unroll
     for (int i = 0; i < N; i++) g[threadIdx.x + 256 * i] = v[i];
 }
+template <int EB>
+__global__ void __launch_bounds__(512) k_probe512(char *pool, const size_t *head_off) {
+    constexpr int N = 128 * 128 * EB / 16 / 512;
+    uint4 *g = reinterpret_cast<uint4 *>(pool + head_off[blockIdx.x]);
+    uint4 v[N];
+#pragma unroll
+    for (int i = 0; i < N; i++) v[i] = g[threadIdx.x + 512 * i];
+#pragma unroll
+    for (int i = 0; i < N; i++) g[threadIdx.x + 512 * i] = v[i];
+}
+/* flat: n16 chunks of 16 bytes from p, read and written back in place */
+__global__ void __launch_bounds__(256) k_flat(uint4 *p, size_t n16) {
+    const size_t stride = (size_t)gridDim.x * blockDim.x;
+    for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n16; i += 4 * stride) {
+        uint4 v[4];
+#pragma unroll
+        for (int j = 0; j < 4; j++)
+            if (i + j * stride < n16) v[j] = p[i + j * stride];
+#pragma unroll
+        for (int j = 0; j < 4; j++)
+            if (i + j * stride < n16) p[i + j * stride] = v[j];
+    }
+}
 static int probe_launch(int cfg, void *pool, const size_t *d_off, int heads, size_t se, void *out, cudaStream_t s) {
     if (cfg == 98) k_floor<<<128, 128, 0, s>>>((uint16_t *)out);
+    else if (cfg == 96) k_flat<<<1056, 256, 0, s>>>((uint4 *)pool, (size_t)heads * 128 * 128 * se / 16);
+    else if (cfg == 97 && se == 4) k_probe512<4><<<heads, 512, 0, s>>>((char *)pool, d_off);
+    else if (cfg == 97) k_probe512<2><<<heads, 512, 0, s>>>((char *)pool, d_off);
     else if (se == 4) k_probe<4><<<heads, 256, 0, s>>>((char *)pool, d_off);
     else k_probe<2><<<heads, 256, 0, s>>>((char *)pool, d_off);
     return cudaGetLastError() == cudaSuccess ? HS_OK : HS_ERR_STATE;
@@ -124,7 +152,7 @@ int main(int argc, char **argv) {
                 int rc = HS_OK;
                 for (int c = 0; c < copies && rc == HS_OK; c++) {
                     st.pool_base = pools[c];
-                    rc = cfg >= 98 ? probe_launch(cfg, pools[c], d_off, B * Hv, se, d_out, s)
+                    rc = cfg >= 96 ? probe_launch(cfg, pools[c], d_off, B * Hv, se, d_out, s)
                                    : gdn_decode_launch(d_qkv, d_z, d_b, d_a, d_cw, d_Al, d_dtb, d_nw, d_ts, d_np, B, 1, Hk,
                                                        Hv, dk, dv, 1e-6f, &st, d_out, cfg, s);
                 }
@@ -140,7 +168,7 @@ int main(int argc, char **argv) {
                     CK(cudaStreamBeginCapture(s, cudaStreamCaptureModeGlobal));
                     for (int i = 0; i < per; i++) {
                         st.pool_base = pools[i % copies];
-                        CKRC(cfg >= 98 ? probe_launch(cfg, pools[i % copies], d_off, B * Hv, se, d_out, s)
+                        CKRC(cfg >= 96 ? probe_launch(cfg, pools[i % copies], d_off, B * Hv, se, d_out, s)
                                        : gdn_decode_launch(d_qkv, d_z, d_b, d_a, d_cw, d_Al, d_dtb, d_nw, d_ts, d_np, B, 1,
                                                            Hk, Hv, dk, dv, 1e-6f, &st, d_out, cfg, s));
                     }
