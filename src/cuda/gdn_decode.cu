@@ -32,6 +32,7 @@
  * has read the old conv state, and only rank 0 writes the new one after waiting on it.
  */
 #include <cooperative_groups.h>
+#include <stdlib.h>
 
 #include "cuda_common.cuh"
 #include "cuda_ops.h"
@@ -83,6 +84,44 @@ template <> struct st_io<bf16_t> {
     }
 };
 
+/* Programmatic dependent launch (the rules of the PDL launches in the backend): a kernel
+ * here may start while the previous kernel of the stream is still running; it reads
+ * nothing an earlier kernel of the step wrote (qkv, z, b, a) and writes nothing before
+ * gdn_pdl_wait(). What it reads before the wait: weights, the step's address tables
+ * (page table, granule map, tok_start, n_past: uploaded before the step's first kernel)
+ * and the SSM state itself (written only by this layer's kernel in an earlier step, or by
+ * page copies between steps). Both are no-ops in a kernel launched plainly. */
+__device__ __forceinline__ void gdn_pdl_trigger() { asm volatile("griddepcontrol.launch_dependents;\n" ::: "memory"); }
+__device__ __forceinline__ void gdn_pdl_wait() { asm volatile("griddepcontrol.wait;\n" ::: "memory"); }
+
+/* GDN_DEC_TIMING (benchmark builds only): thread 0 of each block of gdn_dec1_cluster stamps
+ * %globaltimer (ns) and clock64 at its phase boundaries; gdn_decode_timing() reads them. */
+#ifdef GDN_DEC_TIMING
+#define GDN_TM_BLOCKS 1024
+__device__ unsigned long long g_gdn_tm[GDN_TM_BLOCKS][2][8];
+#define GDN_TM(i)                                                                                    \
+    do {                                                                                             \
+        const unsigned blk_ = blockIdx.x + gridDim.x * (blockIdx.y + gridDim.y * blockIdx.z);        \
+        if (threadIdx.x == 0 && blk_ < GDN_TM_BLOCKS) {                                              \
+            unsigned long long t_;                                                                   \
+            asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t_));                                   \
+            g_gdn_tm[blk_][0][i] = t_;                                                               \
+            g_gdn_tm[blk_][1][i] = (unsigned long long)clock64();                                    \
+        }                                                                                            \
+    } while (0)
+static cudaError_t gdn_tm_clear(void) {
+    void *d;
+    cudaError_t e = cudaGetSymbolAddress(&d, g_gdn_tm);
+    return e != cudaSuccess ? e : cudaMemset(d, 0, sizeof g_gdn_tm);
+}
+extern "C" int gdn_decode_timing(unsigned long long *h, int clear) {
+    if (clear) return gdn_tm_clear() == cudaSuccess ? 0 : -1;
+    return cudaMemcpyFromSymbol(h, g_gdn_tm, sizeof g_gdn_tm) == cudaSuccess ? GDN_TM_BLOCKS : -1;
+}
+#else
+#define GDN_TM(i) ((void)0)
+#endif
+
 __device__ __forceinline__ void cluster_arrive() { asm volatile("barrier.cluster.arrive.release.aligned;\n" ::: "memory"); }
 __device__ __forceinline__ void cluster_wait() { asm volatile("barrier.cluster.wait.acquire.aligned;\n" ::: "memory"); }
 
@@ -112,6 +151,7 @@ __global__ void __launch_bounds__(NT, 1536 / NT) gdn_decode_kernel(const gdn_dec
     ST *s_st = reinterpret_cast<ST *>(dsm);                                     /* [BV][128] state slice */
     float *o_s = reinterpret_cast<float *>(dsm + (size_t)BV * GDN_DK * sizeof(ST)); /* [max_t][BV] */
 
+    gdn_pdl_trigger();
     cg::cluster_group cluster = cg::this_cluster();
     const int rank = (int)cluster.block_rank();
     const int hl = rank / p.nsplit, slice = rank % p.nsplit;
@@ -148,6 +188,7 @@ __global__ void __launch_bounds__(NT, 1536 / NT) gdn_decode_kernel(const gdn_dec
         }
     }
     rowp += 4 * lane;
+    gdn_pdl_wait(); /* inputs (and the conv state, read with them) from here on */
 
     bf16_t *conv = reinterpret_cast<bf16_t *>(p.pool + (size_t)pages[p.conv_page] * p.page_bytes + p.conv_off);
     for (int c = tid; c < NC; c += NT) {
@@ -376,7 +417,8 @@ __device__ __forceinline__ int dec1_page(const gdn_dec_params &p, const dec1_ld 
  * the global address of this warp's first state row and of the request's conv granule. */
 template <int BV, int NT, typename ST, bool TAPS = true>
 __device__ __forceinline__ void dec1_issue(const gdn_dec_params &p, const dec1_ld &L, int n, int g, int h, int v0,
-                                           unsigned char *stage, ST **rows_out, bf16_t **conv_out) {
+                                           unsigned char *stage, ST **rows_out, bf16_t **conv_out,
+                                           bool do_state = true, bool do_small = true) {
     using SL = dec1_stage<BV, ST, TAPS>;
     constexpr int NW = NT / 32, RPW = BV / NW, NC8 = SL::NC / 8;
     const int tid = threadIdx.x, lane = tid & 31, w = tid >> 5;
@@ -387,14 +429,14 @@ __device__ __forceinline__ void dec1_issue(const gdn_dec_params &p, const dec1_l
                                               p.conv_off);
     ST *rows = reinterpret_cast<ST *>(p.pool + (size_t)dec1_page(p, L, n, L.loc.page) * p.page_bytes + L.loc.offset) +
                (size_t)((v0 + w * RPW) % p.slice_rows) * GDN_DK;
-    {
+    if (do_state) {
         constexpr int CH = RPW * GDN_DK * (int)sizeof(ST) / 16;
         unsigned char *dst = stage + (size_t)w * RPW * GDN_DK * sizeof(ST);
         const unsigned char *src = reinterpret_cast<const unsigned char *>(rows);
 #pragma unroll
         for (int e = lane; e < CH; e += 32) cp_async16z(dst + 16 * e, src + 16 * e, nb);
     }
-    for (int e = tid; e < SL::N_SMALL; e += NT) {
+    for (int e = tid; e < SL::N_SMALL && do_small; e += NT) {
         if (e < 4 * NC8) { /* token input (seg 0) or window row seg - 1 */
             const int seg = e / NC8, c = 8 * (e % NC8), ch = chan_of(c, g, h, v0, kd);
             if (seg == 0) cp_async16z(stage + SL::X + 2 * c, p.qkv + (size_t)t * p.conv_dim + ch, nx);
@@ -600,28 +642,38 @@ __global__ void __launch_bounds__(NT) gdn_dec1_cluster(const gdn_dec_params p) {
     const int tid = threadIdx.x, lane = tid & 31, w = tid >> 5;
 
     /* one round trip for the addresses, the gates alongside */
+    GDN_TM(0);
+    gdn_pdl_trigger();
     const dec1_ld L = dec1_load(p, n, h, v0 + w * RPW);
     const float Aexp = expf(p.A_log[h]), dtb = p.dt_bias[h];
     const float nw = p.z && tid < BV ? p.norm_w[v0 + tid] : 0.f;
     ST *rows;
     bf16_t *conv;
-    dec1_issue<BV, NT, ST>(p, L, n, g, h, v0, dsm, &rows, &conv);
+    dec1_issue<BV, NT, ST>(p, L, n, g, h, v0, dsm, &rows, &conv, true, false); /* the state slice */
+    GDN_TM(1);
+    gdn_pdl_wait(); /* the step's inputs from here on */
+    dec1_issue<BV, NT, ST>(p, L, n, g, h, v0, dsm, &rows, &conv, false, true);
     const bool live = L.t1 > L.t0;
     const size_t tg = (size_t)(live ? L.t0 : 0) * p.Hv + h;
     const float bb = bf2f(p.b[tg]), aa = bf2f(p.a[tg]);
+    GDN_TM(2);
     cp_async_wait_all();
     __syncthreads();
+    GDN_TM(3);
     cluster_arrive(); /* this block has read the old conv state */
     dec1_conv<BV, NT, ST>(p, dsm, conv, g, h, v0, live, false, qs, ks, vs);
     __syncthreads();
+    GDN_TM(4);
     const float ssq =
         dec1_rows<RPW, ST>(reinterpret_cast<const ST *>(dsm), rows, qs, ks, vs, bb, aa, Aexp, dtb, live, o_s);
     if (lane == 0) ssq_w[w] = ssq;
     __syncthreads();
+    GDN_TM(5);
     float tot = 0.f;
 #pragma unroll
     for (int j = 0; j < NW; j++) tot += ssq_w[j];
     cluster_wait(); /* every block of the cluster has read the old q/k conv state (and has started) */
+    GDN_TM(6);
     const bool split_norm = p.z && p.nsplit > 1;
     if (split_norm && tid < p.nsplit) *cluster.map_shared_rank(&ssq_all[slice], hl * p.nsplit + tid) = tot;
     if (rank == 0 && live) dec1_write_qk<BV, ST>(p, dsm, conv, g, NT);
@@ -633,6 +685,7 @@ __global__ void __launch_bounds__(NT) gdn_dec1_cluster(const gdn_dec_params p) {
     }
     (void)lane;
     dec1_out<BV, ST>(p, dsm, o_s, tot, nw, live ? L.t0 : -1, h, v0);
+    GDN_TM(7);
 }
 
 template <int BVI, int NT, typename ST, int STAGES>
@@ -649,6 +702,8 @@ __global__ void __launch_bounds__(NT) gdn_dec1_persist(const gdn_dec_params p) {
     __shared__ int g_tok[STAGES]; /* token of the item in each stage, -1: none */
     extern __shared__ __align__(16) unsigned char dsm[];
 
+    gdn_pdl_trigger();
+    gdn_pdl_wait(); /* (the pipeline below mixes state and input loads from its first item) */
     const int tid = threadIdx.x, lane = tid & 31, w = tid >> 5;
     const int G = gridDim.x, n_groups = p.n_groups, r = p.r, kd = p.Hk * GDN_DK;
     const int nq = blockIdx.x < n_groups ? (n_groups - 1 - (int)blockIdx.x) / G + 1 : 0;
@@ -757,6 +812,22 @@ __global__ void __launch_bounds__(NT) gdn_dec1_persist(const gdn_dec_params p) {
 #undef DEC1_ITEM
 }
 
+/* Launch as a programmatic dependent of the stream's previous kernel (the kernels follow
+ * the rules at gdn_pdl_wait): HS_GDN_PDL=1 in the environment; off by default until the
+ * backend's PDL switch (hs_cuda_pdl, branch s3/b1) replaces this one. */
+static int gdn_pdl_on(void) {
+    static int on = -1;
+    if (on < 0) {
+        const char *e = getenv("HS_GDN_PDL");
+        on = e && atoi(e) > 0;
+    }
+    return on;
+}
+static void gdn_pdl_attr(cudaLaunchAttribute *a) {
+    a->id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    a->val.programmaticStreamSerializationAllowed = gdn_pdl_on();
+}
+
 template <int BV, int NT, typename ST>
 static int launch_dec1_cluster(const gdn_dec_params &p, int S, cudaStream_t stream) {
     using SL = dec1_stage<BV, ST>;
@@ -774,13 +845,14 @@ static int launch_dec1_cluster(const gdn_dec_params &p, int S, cudaStream_t stre
     cfg.blockDim = dim3(NT, 1, 1);
     cfg.dynamicSmemBytes = SL::BYTES;
     cfg.stream = stream;
-    cudaLaunchAttribute attr[1];
+    cudaLaunchAttribute attr[2];
     attr[0].id = cudaLaunchAttributeClusterDimension;
     attr[0].val.clusterDim.x = (unsigned)(p.r * p.nsplit);
     attr[0].val.clusterDim.y = 1;
     attr[0].val.clusterDim.z = 1;
+    gdn_pdl_attr(&attr[1]);
     cfg.attrs = attr;
-    cfg.numAttrs = 1;
+    cfg.numAttrs = 2;
     if (p.r * p.nsplit > 8) {
         if (fits16 < 0) {
             cudaLaunchConfig_t c16 = cfg;
@@ -788,6 +860,7 @@ static int launch_dec1_cluster(const gdn_dec_params &p, int S, cudaStream_t stre
             a16.val.clusterDim.x = 16;
             c16.gridDim = dim3(16, 1, 1);
             c16.attrs = &a16;
+            c16.numAttrs = 1;
             int n = 0;
             HS_CUDA_TRY(cudaOccupancyMaxActiveClusters(&n, gdn_dec1_cluster<BV, NT, ST>, &c16));
             fits16 = n > 0;
@@ -819,8 +892,16 @@ static int launch_dec1_persist(const gdn_dec_params &p, cudaStream_t stream) {
     }
     if (blocks_per_sm <= 0) return HS_ERR_UNSUPPORTED;
     const int grid = p.n_groups < n_sm * blocks_per_sm ? p.n_groups : n_sm * blocks_per_sm;
-    gdn_dec1_persist<BVI, NT, ST, STAGES><<<grid, NT, smem, stream>>>(p);
-    HS_CUDA_LAUNCHED();
+    cudaLaunchConfig_t cfg = {};
+    cfg.gridDim = dim3((unsigned)grid);
+    cfg.blockDim = dim3(NT);
+    cfg.dynamicSmemBytes = (size_t)smem;
+    cfg.stream = stream;
+    cudaLaunchAttribute attr[1];
+    gdn_pdl_attr(&attr[0]);
+    cfg.attrs = attr;
+    cfg.numAttrs = 1;
+    HS_CUDA_TRY(cudaLaunchKernelEx(&cfg, gdn_dec1_persist<BVI, NT, ST, STAGES>, p));
     return HS_OK;
 }
 
@@ -837,13 +918,14 @@ static int launch_cfg(const gdn_dec_params &p, int S, cudaStream_t stream) {
     cfg.blockDim = dim3(NT, 1, 1);
     cfg.dynamicSmemBytes = (size_t)BV * GDN_DK * sizeof(ST) + (size_t)p.max_t * BV * sizeof(float);
     cfg.stream = stream;
-    cudaLaunchAttribute attr[1];
+    cudaLaunchAttribute attr[2];
     attr[0].id = cudaLaunchAttributeClusterDimension;
     attr[0].val.clusterDim.x = (unsigned)(p.r * p.nsplit);
     attr[0].val.clusterDim.y = 1;
     attr[0].val.clusterDim.z = 1;
+    gdn_pdl_attr(&attr[1]);
     cfg.attrs = attr;
-    cfg.numAttrs = 1;
+    cfg.numAttrs = 2;
     HS_CUDA_TRY(cudaLaunchKernelEx(&cfg, gdn_decode_kernel<BV, NT, ST>, p));
     return HS_OK;
 }
