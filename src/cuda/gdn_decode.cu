@@ -41,12 +41,20 @@ namespace cg = cooperative_groups;
 
 #define GDN_DK 128
 #define GDN_KC 4
-/* 1: cfg 0 picks the one-token kernels where they measured faster. Off until the test and
- * bench of this version have run on a GPU (bench/RESULTS.md, "GDN decode"); cfg 8..19 force
- * them regardless. */
+/* 1: cfg 0 picks the one-token kernels where they measured faster (bench/RESULTS.md, "GDN
+ * decode"); HS_GDN_DEC1=0 in the environment turns that off at run time (the segment kernel
+ * then serves every batch, as before session 3); cfg 8..19 force them regardless. */
 #ifndef GDN_DEC1_AUTO
-#define GDN_DEC1_AUTO 0
+#define GDN_DEC1_AUTO 1
 #endif
+static bool gdn_dec1_auto(void) {
+    static int on = -1;
+    if (on < 0) {
+        const char *e = getenv("HS_GDN_DEC1");
+        on = GDN_DEC1_AUTO && !(e && e[0] == '0');
+    }
+    return on;
+}
 
 struct gdn_dec_params {
     const bf16_t *qkv, *z, *b, *a, *conv_w;
@@ -362,8 +370,10 @@ __global__ void __launch_bounds__(NT, 1536 / NT) gdn_decode_kernel(const gdn_dec
  * lane, so the two row reductions cost 3 shuffle steps (the segment kernel above: 32 lanes
  * a row, 5 steps).
  *
- * Status: cfg 8..19 select these kernels; cfg 0 uses them only when built with
- * GDN_DEC1_AUTO=1 (see there and bench/RESULTS.md: this version has not yet run on a GPU).
+ * Status: cfg 8..19 select these kernels; cfg 0 picks them where they measured faster
+ * (GDN_DEC1_AUTO, HS_GDN_DEC1=0 turns that off; see gdn_decode_launch and bench/RESULTS.md).
+ * The cluster kernel issues no global write before its last cluster barrier (the new
+ * state rows wait in registers): a barrier's release would first wait for those writes.
  * ====================================================================================== */
 
 /* Byte layout of one stage for a BV-row item. */
@@ -484,16 +494,17 @@ __device__ __forceinline__ void dec1_conv(const gdn_dec_params &p, const unsigne
     }
 }
 
-/* The q/k channels' new window (cluster kernel: rank 0, after every block has read it). */
+/* The new window of the item's conv channels [c0, c1) (cluster kernel, after its last
+ * cluster barrier: the q/k channels by rank 0 alone, once every block has read them). */
 template <int BV, typename ST, bool TAPS = true>
-__device__ __forceinline__ void dec1_write_qk(const gdn_dec_params &p, const unsigned char *stage, bf16_t *conv, int g,
-                                              int NT) {
+__device__ __forceinline__ void dec1_write_win(const gdn_dec_params &p, const unsigned char *stage, bf16_t *conv, int g,
+                                               int h, int v0, int c0, int c1, int NT) {
     using SL = dec1_stage<BV, ST, TAPS>;
     const bf16_t *x = reinterpret_cast<const bf16_t *>(stage + SL::X);
     const bf16_t *win = reinterpret_cast<const bf16_t *>(stage + SL::WIN);
     const int kd = p.Hk * GDN_DK;
-    for (int c = threadIdx.x; c < 2 * GDN_DK; c += NT) {
-        const int ch = chan_of(c, g, 0, 0, kd);
+    for (int c = c0 + (int)threadIdx.x; c < c1; c += NT) {
+        const int ch = chan_of(c, g, h, v0, kd);
         conv[ch] = win[SL::NC + c];
         conv[(size_t)p.conv_dim + ch] = win[2 * SL::NC + c];
         conv[(size_t)2 * p.conv_dim + ch] = x[c];
@@ -550,9 +561,10 @@ __device__ __forceinline__ float sum8(float v) {
  * written to `grow` (global, this warp's first row), o to o_s. A warp takes 4 rows at a
  * time, 8 lanes a row, 16 columns a lane: both row reductions (S k, S q) cost 3 shuffle
  * steps. Returns this warp's sum of o^2 (same value in every lane). */
-template <int RPW, typename ST>
+template <int RPW, typename ST, bool DEFER = false>
 __device__ __forceinline__ float dec1_rows(const ST *sst, ST *grow, const float *qs, const float *ks, const float *vs,
-                                           float bb, float aa, float Aexp, float dtb, bool live, float *o_s) {
+                                           float bb, float aa, float Aexp, float dtb, bool live, float *o_s,
+                                           float4 (*keep)[4] = nullptr) {
     static_assert(RPW % 4 == 0, "rows are processed in groups of 4");
     const int lane = threadIdx.x & 31, w = threadIdx.x >> 5, sub = lane & 7, rg = lane >> 3;
     float4 q4[4], k4[4];
@@ -603,9 +615,21 @@ __device__ __forceinline__ float dec1_rows(const ST *sst, ST *grow, const float 
             o_s[row] = o;
             ssq += o * o;
         }
-        if (live) st16<ST>::store(grow + (size_t)(i0 + rg) * GDN_DK, sub, s4); /* in place */
+        if (DEFER) {
+#pragma unroll
+            for (int m = 0; m < 4; m++) keep[i0 / 4][m] = s4[m];
+        } else if (live) {
+            st16<ST>::store(grow + (size_t)(i0 + rg) * GDN_DK, sub, s4); /* in place */
+        }
     }
     return warp_sum(ssq);
+}
+/* The rows dec1_rows<DEFER> kept in registers, stored in place. */
+template <int RPW, typename ST>
+__device__ __forceinline__ void dec1_store_rows(ST *grow, const float4 (*keep)[4]) {
+    const int lane = threadIdx.x & 31, sub = lane & 7, rg = lane >> 3;
+#pragma unroll
+    for (int i0 = 0; i0 < RPW; i0 += 4) st16<ST>::store(grow + (size_t)(i0 + rg) * GDN_DK, sub, keep[i0 / 4]);
 }
 
 /* Output of rows [0, BV) of the item: gated RMSNorm with the head's sum of squares `tot`
@@ -661,11 +685,14 @@ __global__ void __launch_bounds__(NT) gdn_dec1_cluster(const gdn_dec_params p) {
     __syncthreads();
     GDN_TM(3);
     cluster_arrive(); /* this block has read the old conv state */
-    dec1_conv<BV, NT, ST>(p, dsm, conv, g, h, v0, live, false, qs, ks, vs);
+    /* no global write before the last cluster barrier: a barrier's release would first
+     * wait for them to complete (measured: ~1 us at batch 1) */
+    dec1_conv<BV, NT, ST>(p, dsm, conv, g, h, v0, false, false, qs, ks, vs);
     __syncthreads();
     GDN_TM(4);
-    const float ssq =
-        dec1_rows<RPW, ST>(reinterpret_cast<const ST *>(dsm), rows, qs, ks, vs, bb, aa, Aexp, dtb, live, o_s);
+    float4 keep[RPW / 4][4]; /* the new state rows, stored after the barriers */
+    const float ssq = dec1_rows<RPW, ST, true>(reinterpret_cast<const ST *>(dsm), rows, qs, ks, vs, bb, aa, Aexp,
+                                               dtb, live, o_s, keep);
     if (lane == 0) ssq_w[w] = ssq;
     __syncthreads();
     GDN_TM(5);
@@ -675,13 +702,17 @@ __global__ void __launch_bounds__(NT) gdn_dec1_cluster(const gdn_dec_params p) {
     cluster_wait(); /* every block of the cluster has read the old q/k conv state (and has started) */
     GDN_TM(6);
     const bool split_norm = p.z && p.nsplit > 1;
-    if (split_norm && tid < p.nsplit) *cluster.map_shared_rank(&ssq_all[slice], hl * p.nsplit + tid) = tot;
-    if (rank == 0 && live) dec1_write_qk<BV, ST>(p, dsm, conv, g, NT);
     if (split_norm) {
+        if (tid < p.nsplit) *cluster.map_shared_rank(&ssq_all[slice], hl * p.nsplit + tid) = tot;
         cluster_arrive(); /* partial sums pushed to the siblings */
         cluster_wait();
         tot = 0.f;
         for (int j = 0; j < p.nsplit; j++) tot += ssq_all[j];
+    }
+    if (live) {
+        dec1_store_rows<RPW, ST>(rows, keep); /* in place */
+        dec1_write_win<BV, ST>(p, dsm, conv, g, h, v0, 2 * GDN_DK, SL::NC, NT); /* this block's v channels */
+        if (rank == 0) dec1_write_win<BV, ST>(p, dsm, conv, g, h, v0, 0, 2 * GDN_DK, NT); /* q/k, read by all */
     }
     (void)lane;
     dec1_out<BV, ST>(p, dsm, o_s, tot, nw, live ? L.t0 : -1, h, v0);
@@ -989,13 +1020,19 @@ extern "C" int gdn_decode_launch(const void *qkv, const void *z, const void *b, 
     const bool f32 = st->ssm_dtype == HS_F32;
     /* one token per sequence: the decode kernels (cfg 8..19; with GDN_DEC1_AUTO, also cfg 0) */
     int cfg1 = cfg_override >= 8 ? cfg_override : 0;
-    if (max_t == 1 && !cfg_override && GDN_DEC1_AUTO) {
-        /* from the H100 sweep of the first version (bench/RESULTS.md, "GDN decode"): the
-         * cluster kernel at batch 1 (-0.7..-1.0 us), the persistent one for bf16 state from
-         * 1024 heads on (+4..16%); elsewhere the segment kernel was as fast or faster */
+    if (max_t == 1 && !cfg_override && gdn_dec1_auto()) {
+        /* from the H100 sweeps (bench/RESULTS.md, "GDN decode"): the cluster kernel up to 64
+         * heads, with about 64 blocks (batch 1: 0.4-1.0 us faster than the segment kernel; 32
+         * rows a block at 16 heads, 64 at 32, whole heads at 64: fewer, larger blocks won over
+         * 128+ small ones), the persistent one for bf16 state from 1024 heads on (+5..11%);
+         * elsewhere the segment kernel was as fast or faster */
         const long heads = (long)S * Hv;
-        if (heads <= 64) cfg1 = p.r * 4 <= 8 ? 10 : p.r * 2 <= 8 ? 11 : 0;
-        else if (!f32 && heads >= 1024) cfg1 = 12;
+        if (heads <= 64) {
+            const long per_head = 64 / heads; /* blocks per head for ~64 blocks */
+            cfg1 = per_head >= 4 && p.r * 4 <= 8 ? 10 : per_head >= 2 && p.r * 2 <= 8 ? 11 : p.r <= 8 ? 18 : 0;
+        } else if (!f32 && heads >= 1024) {
+            cfg1 = 12;
+        }
         if (cfg1 && st->slice_rows % (cfg1 == 12 ? 16 : cfg1 == 10 ? 4 : 8)) cfg1 = 0;
     }
     if (max_t == 1 && cfg1) {

@@ -182,8 +182,10 @@ static errs_t run_case(int Hk, int Hv, int S, int maxtok, hs_dtype_t sdt, int sl
     return e;
 }
 
-int main(void) {
+int main(int argc, char **argv) {
     setvbuf(stdout, NULL, _IOLBF, 0);
+    /* "quick": only the cases of at most 12 sequences (for compute-sanitizer runs) */
+    const bool quick = argc > 1 && strcmp(argv[1], "quick") == 0;
     struct { int Hk, Hv, S, maxtok; hs_dtype_t dt; int slice, cfg; bool z; } cases[] = {
         {16, 32, 3, 1, HS_F32, 128, 0, true},  {16, 32, 5, 1, HS_BF16, 128, 0, true},
         {4, 8, 6, 1, HS_F32, 32, 1, true},     {4, 8, 6, 1, HS_F32, 32, 2, true},
@@ -211,7 +213,10 @@ int main(void) {
     const int n = (int)(sizeof cases / sizeof cases[0]);
     int fails = 0;
     printf("%-28s %10s %10s %10s  %s\n", "case", "out", "state", "conv", "result");
+    int ran = 0;
     for (int i = 0; i < n; i++) {
+        if (quick && cases[i].S > 12) continue;
+        ran++;
         errs_t e = run_case(cases[i].Hk, cases[i].Hv, cases[i].S, cases[i].maxtok, cases[i].dt, cases[i].slice,
                             cases[i].cfg, cases[i].z, 1000 + i);
         double tol_s = cases[i].dt == HS_F32 ? 1e-5 : 6e-3;
@@ -227,6 +232,6 @@ int main(void) {
                  hs_dtype_name(cases[i].dt), cases[i].slice, cases[i].cfg, cases[i].z ? "" : " noz");
         printf("%-28s %10.2e %10.2e %10.2e  %s\n", name, e.out, e.state, e.conv, ok ? "ok" : "FAIL");
     }
-    printf("test_gdn_decode: %d/%d cases passed\n", n - fails, n);
+    printf("test_gdn_decode: %d/%d cases passed\n", ran - fails, ran);
     return fails ? 1 : 0;
 }
