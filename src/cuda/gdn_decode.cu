@@ -373,7 +373,7 @@ __global__ void __launch_bounds__(NT, 1536 / NT) gdn_decode_kernel(const gdn_dec
  * Status: cfg 8..19 select these kernels; cfg 0 picks them where they measured faster
  * (GDN_DEC1_AUTO, HS_GDN_DEC1=0 turns that off; see gdn_decode_launch and bench/RESULTS.md).
  * The cluster kernel issues no global write before its last cluster barrier (the new
- * state rows wait in registers): a barrier's release would first wait for those writes.
+ * state rows wait in registers; measured slower than storing early, see there).
  * ====================================================================================== */
 
 /* Byte layout of one stage for a BV-row item. */
@@ -685,8 +685,11 @@ __global__ void __launch_bounds__(NT) gdn_dec1_cluster(const gdn_dec_params p) {
     __syncthreads();
     GDN_TM(3);
     cluster_arrive(); /* this block has read the old conv state */
-    /* no global write before the last cluster barrier: a barrier's release would first
-     * wait for them to complete (measured: ~1 us at batch 1) */
+    /* no global write before the last cluster barrier (the new rows wait in registers).
+     * Measured afterwards (bench/RESULTS.md, session 3 call 3): 0.1-0.6 us SLOWER at batch 1
+     * than 597a9df, which stored each row as computed, before the barriers; kept because
+     * this is the version the whole-model tests ran with. Next: go back to the early stores
+     * (and run test_gpu_model / graphs / engine with them). */
     dec1_conv<BV, NT, ST>(p, dsm, conv, g, h, v0, false, false, qs, ks, vs);
     __syncthreads();
     GDN_TM(4);
