@@ -14,9 +14,15 @@
  * Probes (not the kernel; same shapes, same timing): cfg 98 = an empty kernel of 128 blocks
  * (the launch floor inside the graph); cfg 99 = every head's state read and written back
  * as it is, one block of 256 threads per head, 16-byte loads to registers (the memory floor
- * of this paged access pattern).
+ * of this paged access pattern); cfg 97 = the same with 512 threads per head (8 chunks a
+ * thread fp32); cfg 96 = a flat in-place read + write of the same number of bytes from the
+ * pool's start (no paging: 1056 blocks of 256 threads striding, 4 chunks a thread in flight);
+ * 95 = the same as a copy to another buffer; 94 = in place, 8 chunks in flight; 93 = in
+ * place with streaming (.cs) cache hints; 92 = copy, 8 chunks in flight; 91 = an empty
+ * kernel of 128 blocks in clusters of 8 (the launch floor of a cluster launch).
  */
 #include <algorithm>
+#include <vector>
 
 #include "../src/cuda/cuda_ops.h"
 #include "../tests/gpu/gpu_util.h"
@@ -25,23 +31,122 @@
 __global__ void k_floor(uint16_t *out) {
     if (threadIdx.x == 0) out[blockIdx.x] = 0;
 }
-/* one head per block: read its granule (rows 128 x 128 of elem bytes) and store it back */
-template <int EB>
-__global__ void __launch_bounds__(256) k_probe(char *pool, const size_t *head_off) {
-    constexpr int N = 128 * 128 * EB / 16 / 256; /* 16-byte chunks per thread */
+/* The probes store each value XOR key (key = 0 at run time, unknown to the compiler, so
+ * the load and store of the same value to the same address cannot be elided). */
+/* one head per block of NT threads: read its granule (rows 128 x 128 of EB bytes) to
+ * registers, then store it back */
+template <int EB, int NT>
+__global__ void __launch_bounds__(NT) k_probe(char *pool, const size_t *head_off, unsigned key) {
+    constexpr int N = 128 * 128 * EB / 16 / NT; /* 16-byte chunks per thread */
     uint4 *g = reinterpret_cast<uint4 *>(pool + head_off[blockIdx.x]);
     uint4 v[N];
 #pragma unroll
-    for (int i = 0; i < N; i++) v[i] = g[threadIdx.x + 256 * i];
+    for (int i = 0; i < N; i++) v[i] = g[threadIdx.x + NT * i];
 #pragma unroll
-    for (int i = 0; i < N; i++) g[threadIdx.x + 256 * i] = v[i];
+    for (int i = 0; i < N; i++) {
+        v[i].x ^= key;
+        g[threadIdx.x + NT * i] = v[i];
+    }
 }
+__device__ __forceinline__ uint4 ld_cs(const uint4 *p) {
+    uint4 v;
+    asm volatile("ld.global.cs.v4.u32 {%0,%1,%2,%3}, [%4];" : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w) : "l"(p));
+    return v;
+}
+__device__ __forceinline__ void st_cs(uint4 *p, uint4 v) {
+    asm volatile("st.global.cs.v4.u32 [%0], {%1,%2,%3,%4};" ::"l"(p), "r"(v.x), "r"(v.y), "r"(v.z), "r"(v.w) : "memory");
+}
+/* flat: n16 chunks of 16 bytes read from src and written to dst (dst == src: in place),
+ * U chunks a thread in flight, CS: streaming (evict-first) cache hints */
+template <int U, bool CS>
+__global__ void __launch_bounds__(256) k_flat(const uint4 *src, uint4 *dst, size_t n16, unsigned key) {
+    const size_t stride = (size_t)gridDim.x * blockDim.x;
+    for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n16; i += U * stride) {
+        uint4 v[U];
+#pragma unroll
+        for (int j = 0; j < U; j++)
+            if (i + j * stride < n16) v[j] = CS ? ld_cs(src + i + j * stride) : src[i + j * stride];
+#pragma unroll
+        for (int j = 0; j < U; j++)
+            if (i + j * stride < n16) {
+                v[j].x ^= key;
+                if (CS) st_cs(dst + i + j * stride, v[j]);
+                else dst[i + j * stride] = v[j];
+            }
+    }
+}
+static void *g_scratch;
+static size_t g_scratch_bytes;
 static int probe_launch(int cfg, void *pool, const size_t *d_off, int heads, size_t se, void *out, cudaStream_t s) {
-    if (cfg == 98) k_floor<<<128, 128, 0, s>>>((uint16_t *)out);
-    else if (se == 4) k_probe<4><<<heads, 256, 0, s>>>((char *)pool, d_off);
-    else k_probe<2><<<heads, 256, 0, s>>>((char *)pool, d_off);
+    const size_t n16 = (size_t)heads * 128 * 128 * se / 16;
+    uint4 *p = (uint4 *)pool;
+    if ((cfg == 95 || cfg == 92) && g_scratch_bytes < n16 * 16) { /* (only in the warm-up: the size is per shape) */
+        if (g_scratch) cudaFree(g_scratch);
+        g_scratch = dmalloc(n16 * 16);
+        g_scratch_bytes = n16 * 16;
+    }
+    switch (cfg) {
+    case 98: k_floor<<<128, 128, 0, s>>>((uint16_t *)out); break;
+    case 91: { /* (a runtime cluster attribute: this file is not built for sm_90 alone) */
+        cudaLaunchConfig_t c = {};
+        c.gridDim = dim3(128);
+        c.blockDim = dim3(128);
+        c.stream = s;
+        cudaLaunchAttribute at[1];
+        at[0].id = cudaLaunchAttributeClusterDimension;
+        at[0].val.clusterDim.x = 8;
+        at[0].val.clusterDim.y = 1;
+        at[0].val.clusterDim.z = 1;
+        c.attrs = at;
+        c.numAttrs = 1;
+        if (cudaLaunchKernelEx(&c, k_floor, (uint16_t *)out) != cudaSuccess) return HS_ERR_STATE;
+        break;
+    }
+    case 96: k_flat<4, false><<<1056, 256, 0, s>>>(p, p, n16, 0u); break;
+    case 95: k_flat<4, false><<<1056, 256, 0, s>>>(p, (uint4 *)g_scratch, n16, 0u); break;
+    case 94: k_flat<8, false><<<1056, 256, 0, s>>>(p, p, n16, 0u); break;
+    case 93: k_flat<4, true><<<1056, 256, 0, s>>>(p, p, n16, 0u); break;
+    case 92: k_flat<8, false><<<1056, 256, 0, s>>>(p, (uint4 *)g_scratch, n16, 0u); break;
+    case 97:
+        if (se == 4) k_probe<4, 512><<<heads, 512, 0, s>>>((char *)pool, d_off, 0u);
+        else k_probe<2, 512><<<heads, 512, 0, s>>>((char *)pool, d_off, 0u);
+        break;
+    default:
+        if (se == 4) k_probe<4, 256><<<heads, 256, 0, s>>>((char *)pool, d_off, 0u);
+        else k_probe<2, 256><<<heads, 256, 0, s>>>((char *)pool, d_off, 0u);
+    }
     return cudaGetLastError() == cudaSuccess ? HS_OK : HS_ERR_STATE;
 }
+
+#ifdef GDN_DEC_TIMING
+/* phase stamps of gdn_dec1_cluster (gdn_decode.cu, same define): per stamp the median and
+ * max over blocks of ns since the earliest block start, and the median clock64 phase length */
+extern "C" int gdn_decode_timing(unsigned long long *h, int clear);
+static void print_timing(void) {
+    static unsigned long long tm[1024][2][8];
+    const int nb = gdn_decode_timing(&tm[0][0][0], 0);
+    unsigned long long t0 = ~0ull;
+    int n = 0;
+    for (int b = 0; b < nb; b++)
+        if (tm[b][0][0]) {
+            t0 = std::min(t0, tm[b][0][0]);
+            n++;
+        }
+    if (!n) return;
+    printf("  timing (%d blocks): stamp: median/max ns since first start | median cycles since own start\n", n);
+    for (int i = 0; i < 8; i++) {
+        std::vector<double> a, c;
+        for (int b = 0; b < nb; b++)
+            if (tm[b][0][0]) {
+                a.push_back((double)(tm[b][0][i] - t0));
+                c.push_back((double)(tm[b][1][i] - tm[b][1][0]));
+            }
+        std::sort(a.begin(), a.end());
+        std::sort(c.begin(), c.end());
+        printf("  t%d %8.0f %8.0f | %8.0f\n", i, a[a.size() / 2], a.back(), c[c.size() / 2]);
+    }
+}
+#endif
 
 int main(int argc, char **argv) {
     int cfg = argc > 1 ? atoi(argv[1]) : 0;
@@ -124,7 +229,7 @@ int main(int argc, char **argv) {
                 int rc = HS_OK;
                 for (int c = 0; c < copies && rc == HS_OK; c++) {
                     st.pool_base = pools[c];
-                    rc = cfg >= 98 ? probe_launch(cfg, pools[c], d_off, B * Hv, se, d_out, s)
+                    rc = cfg >= 90 ? probe_launch(cfg, pools[c], d_off, B * Hv, se, d_out, s)
                                    : gdn_decode_launch(d_qkv, d_z, d_b, d_a, d_cw, d_Al, d_dtb, d_nw, d_ts, d_np, B, 1, Hk,
                                                        Hv, dk, dv, 1e-6f, &st, d_out, cfg, s);
                 }
@@ -140,7 +245,7 @@ int main(int argc, char **argv) {
                     CK(cudaStreamBeginCapture(s, cudaStreamCaptureModeGlobal));
                     for (int i = 0; i < per; i++) {
                         st.pool_base = pools[i % copies];
-                        CKRC(cfg >= 98 ? probe_launch(cfg, pools[i % copies], d_off, B * Hv, se, d_out, s)
+                        CKRC(cfg >= 90 ? probe_launch(cfg, pools[i % copies], d_off, B * Hv, se, d_out, s)
                                        : gdn_decode_launch(d_qkv, d_z, d_b, d_a, d_cw, d_Al, d_dtb, d_nw, d_ts, d_np, B, 1,
                                                            Hk, Hv, dk, dv, 1e-6f, &st, d_out, cfg, s));
                     }
@@ -152,6 +257,17 @@ int main(int argc, char **argv) {
                     fflush(stdout);
                     CK(cudaGraphExecDestroy(ge));
                     CK(cudaGraphDestroy(graph));
+#ifdef GDN_DEC_TIMING
+                    if (cfg < 90) { /* one more launch on a copy not touched last */
+                        CK(cudaStreamSynchronize(s));
+                        gdn_decode_timing(NULL, 1);
+                        st.pool_base = pools[per % copies];
+                        CKRC(gdn_decode_launch(d_qkv, d_z, d_b, d_a, d_cw, d_Al, d_dtb, d_nw, d_ts, d_np, B, 1, Hk, Hv,
+                                               dk, dv, 1e-6f, &st, d_out, cfg, s));
+                        CK(cudaStreamSynchronize(s));
+                        print_timing();
+                    }
+#endif
                 }
                 CK(cudaStreamDestroy(s));
                 for (int c = 0; c < copies; c++) cudaFree(pools[c]);

@@ -32,6 +32,7 @@
  * has read the old conv state, and only rank 0 writes the new one after waiting on it.
  */
 #include <cooperative_groups.h>
+#include <stdlib.h>
 
 #include "cuda_common.cuh"
 #include "cuda_ops.h"
@@ -40,12 +41,20 @@ namespace cg = cooperative_groups;
 
 #define GDN_DK 128
 #define GDN_KC 4
-/* 1: cfg 0 picks the one-token kernels where they measured faster. Off until the test and
- * bench of this version have run on a GPU (bench/RESULTS.md, "GDN decode"); cfg 8..19 force
- * them regardless. */
+/* 1: cfg 0 picks the one-token kernels where they measured faster (bench/RESULTS.md, "GDN
+ * decode"); HS_GDN_DEC1=0 in the environment turns that off at run time (the segment kernel
+ * then serves every batch, as before session 3); cfg 8..19 force them regardless. */
 #ifndef GDN_DEC1_AUTO
-#define GDN_DEC1_AUTO 0
+#define GDN_DEC1_AUTO 1
 #endif
+static bool gdn_dec1_auto(void) {
+    static int on = -1;
+    if (on < 0) {
+        const char *e = getenv("HS_GDN_DEC1");
+        on = GDN_DEC1_AUTO && !(e && e[0] == '0');
+    }
+    return on;
+}
 
 struct gdn_dec_params {
     const bf16_t *qkv, *z, *b, *a, *conv_w;
@@ -83,6 +92,44 @@ template <> struct st_io<bf16_t> {
     }
 };
 
+/* Programmatic dependent launch (the rules of the PDL launches in the backend): a kernel
+ * here may start while the previous kernel of the stream is still running; it reads
+ * nothing an earlier kernel of the step wrote (qkv, z, b, a) and writes nothing before
+ * gdn_pdl_wait(). What it reads before the wait: weights, the step's address tables
+ * (page table, granule map, tok_start, n_past: uploaded before the step's first kernel)
+ * and the SSM state itself (written only by this layer's kernel in an earlier step, or by
+ * page copies between steps). Both are no-ops in a kernel launched plainly. */
+__device__ __forceinline__ void gdn_pdl_trigger() { asm volatile("griddepcontrol.launch_dependents;\n" ::: "memory"); }
+__device__ __forceinline__ void gdn_pdl_wait() { asm volatile("griddepcontrol.wait;\n" ::: "memory"); }
+
+/* GDN_DEC_TIMING (benchmark builds only): thread 0 of each block of gdn_dec1_cluster stamps
+ * %globaltimer (ns) and clock64 at its phase boundaries; gdn_decode_timing() reads them. */
+#ifdef GDN_DEC_TIMING
+#define GDN_TM_BLOCKS 1024
+__device__ unsigned long long g_gdn_tm[GDN_TM_BLOCKS][2][8];
+#define GDN_TM(i)                                                                                    \
+    do {                                                                                             \
+        const unsigned blk_ = blockIdx.x + gridDim.x * (blockIdx.y + gridDim.y * blockIdx.z);        \
+        if (threadIdx.x == 0 && blk_ < GDN_TM_BLOCKS) {                                              \
+            unsigned long long t_;                                                                   \
+            asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t_));                                   \
+            g_gdn_tm[blk_][0][i] = t_;                                                               \
+            g_gdn_tm[blk_][1][i] = (unsigned long long)clock64();                                    \
+        }                                                                                            \
+    } while (0)
+static cudaError_t gdn_tm_clear(void) {
+    void *d;
+    cudaError_t e = cudaGetSymbolAddress(&d, g_gdn_tm);
+    return e != cudaSuccess ? e : cudaMemset(d, 0, sizeof g_gdn_tm);
+}
+extern "C" int gdn_decode_timing(unsigned long long *h, int clear) {
+    if (clear) return gdn_tm_clear() == cudaSuccess ? 0 : -1;
+    return cudaMemcpyFromSymbol(h, g_gdn_tm, sizeof g_gdn_tm) == cudaSuccess ? GDN_TM_BLOCKS : -1;
+}
+#else
+#define GDN_TM(i) ((void)0)
+#endif
+
 __device__ __forceinline__ void cluster_arrive() { asm volatile("barrier.cluster.arrive.release.aligned;\n" ::: "memory"); }
 __device__ __forceinline__ void cluster_wait() { asm volatile("barrier.cluster.wait.acquire.aligned;\n" ::: "memory"); }
 
@@ -112,6 +159,7 @@ __global__ void __launch_bounds__(NT, 1536 / NT) gdn_decode_kernel(const gdn_dec
     ST *s_st = reinterpret_cast<ST *>(dsm);                                     /* [BV][128] state slice */
     float *o_s = reinterpret_cast<float *>(dsm + (size_t)BV * GDN_DK * sizeof(ST)); /* [max_t][BV] */
 
+    gdn_pdl_trigger();
     cg::cluster_group cluster = cg::this_cluster();
     const int rank = (int)cluster.block_rank();
     const int hl = rank / p.nsplit, slice = rank % p.nsplit;
@@ -148,6 +196,7 @@ __global__ void __launch_bounds__(NT, 1536 / NT) gdn_decode_kernel(const gdn_dec
         }
     }
     rowp += 4 * lane;
+    gdn_pdl_wait(); /* inputs (and the conv state, read with them) from here on */
 
     bf16_t *conv = reinterpret_cast<bf16_t *>(p.pool + (size_t)pages[p.conv_page] * p.page_bytes + p.conv_off);
     for (int c = tid; c < NC; c += NT) {
@@ -321,8 +370,10 @@ __global__ void __launch_bounds__(NT, 1536 / NT) gdn_decode_kernel(const gdn_dec
  * lane, so the two row reductions cost 3 shuffle steps (the segment kernel above: 32 lanes
  * a row, 5 steps).
  *
- * Status: cfg 8..19 select these kernels; cfg 0 uses them only when built with
- * GDN_DEC1_AUTO=1 (see there and bench/RESULTS.md: this version has not yet run on a GPU).
+ * Status: cfg 8..19 select these kernels; cfg 0 picks them where they measured faster
+ * (GDN_DEC1_AUTO, HS_GDN_DEC1=0 turns that off; see gdn_decode_launch and bench/RESULTS.md).
+ * The cluster kernel issues no global write before its last cluster barrier (the new
+ * state rows wait in registers; measured slower than storing early, see there).
  * ====================================================================================== */
 
 /* Byte layout of one stage for a BV-row item. */
@@ -376,7 +427,8 @@ __device__ __forceinline__ int dec1_page(const gdn_dec_params &p, const dec1_ld 
  * the global address of this warp's first state row and of the request's conv granule. */
 template <int BV, int NT, typename ST, bool TAPS = true>
 __device__ __forceinline__ void dec1_issue(const gdn_dec_params &p, const dec1_ld &L, int n, int g, int h, int v0,
-                                           unsigned char *stage, ST **rows_out, bf16_t **conv_out) {
+                                           unsigned char *stage, ST **rows_out, bf16_t **conv_out,
+                                           bool do_state = true, bool do_small = true) {
     using SL = dec1_stage<BV, ST, TAPS>;
     constexpr int NW = NT / 32, RPW = BV / NW, NC8 = SL::NC / 8;
     const int tid = threadIdx.x, lane = tid & 31, w = tid >> 5;
@@ -387,14 +439,14 @@ __device__ __forceinline__ void dec1_issue(const gdn_dec_params &p, const dec1_l
                                               p.conv_off);
     ST *rows = reinterpret_cast<ST *>(p.pool + (size_t)dec1_page(p, L, n, L.loc.page) * p.page_bytes + L.loc.offset) +
                (size_t)((v0 + w * RPW) % p.slice_rows) * GDN_DK;
-    {
+    if (do_state) {
         constexpr int CH = RPW * GDN_DK * (int)sizeof(ST) / 16;
         unsigned char *dst = stage + (size_t)w * RPW * GDN_DK * sizeof(ST);
         const unsigned char *src = reinterpret_cast<const unsigned char *>(rows);
 #pragma unroll
         for (int e = lane; e < CH; e += 32) cp_async16z(dst + 16 * e, src + 16 * e, nb);
     }
-    for (int e = tid; e < SL::N_SMALL; e += NT) {
+    for (int e = tid; e < SL::N_SMALL && do_small; e += NT) {
         if (e < 4 * NC8) { /* token input (seg 0) or window row seg - 1 */
             const int seg = e / NC8, c = 8 * (e % NC8), ch = chan_of(c, g, h, v0, kd);
             if (seg == 0) cp_async16z(stage + SL::X + 2 * c, p.qkv + (size_t)t * p.conv_dim + ch, nx);
@@ -442,16 +494,17 @@ __device__ __forceinline__ void dec1_conv(const gdn_dec_params &p, const unsigne
     }
 }
 
-/* The q/k channels' new window (cluster kernel: rank 0, after every block has read it). */
+/* The new window of the item's conv channels [c0, c1) (cluster kernel, after its last
+ * cluster barrier: the q/k channels by rank 0 alone, once every block has read them). */
 template <int BV, typename ST, bool TAPS = true>
-__device__ __forceinline__ void dec1_write_qk(const gdn_dec_params &p, const unsigned char *stage, bf16_t *conv, int g,
-                                              int NT) {
+__device__ __forceinline__ void dec1_write_win(const gdn_dec_params &p, const unsigned char *stage, bf16_t *conv, int g,
+                                               int h, int v0, int c0, int c1, int NT) {
     using SL = dec1_stage<BV, ST, TAPS>;
     const bf16_t *x = reinterpret_cast<const bf16_t *>(stage + SL::X);
     const bf16_t *win = reinterpret_cast<const bf16_t *>(stage + SL::WIN);
     const int kd = p.Hk * GDN_DK;
-    for (int c = threadIdx.x; c < 2 * GDN_DK; c += NT) {
-        const int ch = chan_of(c, g, 0, 0, kd);
+    for (int c = c0 + (int)threadIdx.x; c < c1; c += NT) {
+        const int ch = chan_of(c, g, h, v0, kd);
         conv[ch] = win[SL::NC + c];
         conv[(size_t)p.conv_dim + ch] = win[2 * SL::NC + c];
         conv[(size_t)2 * p.conv_dim + ch] = x[c];
@@ -508,9 +561,10 @@ __device__ __forceinline__ float sum8(float v) {
  * written to `grow` (global, this warp's first row), o to o_s. A warp takes 4 rows at a
  * time, 8 lanes a row, 16 columns a lane: both row reductions (S k, S q) cost 3 shuffle
  * steps. Returns this warp's sum of o^2 (same value in every lane). */
-template <int RPW, typename ST>
+template <int RPW, typename ST, bool DEFER = false>
 __device__ __forceinline__ float dec1_rows(const ST *sst, ST *grow, const float *qs, const float *ks, const float *vs,
-                                           float bb, float aa, float Aexp, float dtb, bool live, float *o_s) {
+                                           float bb, float aa, float Aexp, float dtb, bool live, float *o_s,
+                                           float4 (*keep)[4] = nullptr) {
     static_assert(RPW % 4 == 0, "rows are processed in groups of 4");
     const int lane = threadIdx.x & 31, w = threadIdx.x >> 5, sub = lane & 7, rg = lane >> 3;
     float4 q4[4], k4[4];
@@ -561,9 +615,21 @@ __device__ __forceinline__ float dec1_rows(const ST *sst, ST *grow, const float 
             o_s[row] = o;
             ssq += o * o;
         }
-        if (live) st16<ST>::store(grow + (size_t)(i0 + rg) * GDN_DK, sub, s4); /* in place */
+        if (DEFER) {
+#pragma unroll
+            for (int m = 0; m < 4; m++) keep[i0 / 4][m] = s4[m];
+        } else if (live) {
+            st16<ST>::store(grow + (size_t)(i0 + rg) * GDN_DK, sub, s4); /* in place */
+        }
     }
     return warp_sum(ssq);
+}
+/* The rows dec1_rows<DEFER> kept in registers, stored in place. */
+template <int RPW, typename ST>
+__device__ __forceinline__ void dec1_store_rows(ST *grow, const float4 (*keep)[4]) {
+    const int lane = threadIdx.x & 31, sub = lane & 7, rg = lane >> 3;
+#pragma unroll
+    for (int i0 = 0; i0 < RPW; i0 += 4) st16<ST>::store(grow + (size_t)(i0 + rg) * GDN_DK, sub, keep[i0 / 4]);
 }
 
 /* Output of rows [0, BV) of the item: gated RMSNorm with the head's sum of squares `tot`
@@ -600,39 +666,60 @@ __global__ void __launch_bounds__(NT) gdn_dec1_cluster(const gdn_dec_params p) {
     const int tid = threadIdx.x, lane = tid & 31, w = tid >> 5;
 
     /* one round trip for the addresses, the gates alongside */
+    GDN_TM(0);
+    gdn_pdl_trigger();
     const dec1_ld L = dec1_load(p, n, h, v0 + w * RPW);
     const float Aexp = expf(p.A_log[h]), dtb = p.dt_bias[h];
     const float nw = p.z && tid < BV ? p.norm_w[v0 + tid] : 0.f;
     ST *rows;
     bf16_t *conv;
-    dec1_issue<BV, NT, ST>(p, L, n, g, h, v0, dsm, &rows, &conv);
+    dec1_issue<BV, NT, ST>(p, L, n, g, h, v0, dsm, &rows, &conv, true, false); /* the state slice */
+    GDN_TM(1);
+    gdn_pdl_wait(); /* the step's inputs from here on */
+    dec1_issue<BV, NT, ST>(p, L, n, g, h, v0, dsm, &rows, &conv, false, true);
     const bool live = L.t1 > L.t0;
     const size_t tg = (size_t)(live ? L.t0 : 0) * p.Hv + h;
     const float bb = bf2f(p.b[tg]), aa = bf2f(p.a[tg]);
+    GDN_TM(2);
     cp_async_wait_all();
     __syncthreads();
+    GDN_TM(3);
     cluster_arrive(); /* this block has read the old conv state */
-    dec1_conv<BV, NT, ST>(p, dsm, conv, g, h, v0, live, false, qs, ks, vs);
+    /* no global write before the last cluster barrier (the new rows wait in registers).
+     * Measured afterwards (bench/RESULTS.md, session 3 call 3): 0.1-0.6 us SLOWER at batch 1
+     * than 597a9df, which stored each row as computed, before the barriers; kept because
+     * this is the version the whole-model tests ran with. Next: go back to the early stores
+     * (and run test_gpu_model / graphs / engine with them). */
+    dec1_conv<BV, NT, ST>(p, dsm, conv, g, h, v0, false, false, qs, ks, vs);
     __syncthreads();
-    const float ssq =
-        dec1_rows<RPW, ST>(reinterpret_cast<const ST *>(dsm), rows, qs, ks, vs, bb, aa, Aexp, dtb, live, o_s);
+    GDN_TM(4);
+    float4 keep[RPW / 4][4]; /* the new state rows, stored after the barriers */
+    const float ssq = dec1_rows<RPW, ST, true>(reinterpret_cast<const ST *>(dsm), rows, qs, ks, vs, bb, aa, Aexp,
+                                               dtb, live, o_s, keep);
     if (lane == 0) ssq_w[w] = ssq;
     __syncthreads();
+    GDN_TM(5);
     float tot = 0.f;
 #pragma unroll
     for (int j = 0; j < NW; j++) tot += ssq_w[j];
     cluster_wait(); /* every block of the cluster has read the old q/k conv state (and has started) */
+    GDN_TM(6);
     const bool split_norm = p.z && p.nsplit > 1;
-    if (split_norm && tid < p.nsplit) *cluster.map_shared_rank(&ssq_all[slice], hl * p.nsplit + tid) = tot;
-    if (rank == 0 && live) dec1_write_qk<BV, ST>(p, dsm, conv, g, NT);
     if (split_norm) {
+        if (tid < p.nsplit) *cluster.map_shared_rank(&ssq_all[slice], hl * p.nsplit + tid) = tot;
         cluster_arrive(); /* partial sums pushed to the siblings */
         cluster_wait();
         tot = 0.f;
         for (int j = 0; j < p.nsplit; j++) tot += ssq_all[j];
     }
+    if (live) {
+        dec1_store_rows<RPW, ST>(rows, keep); /* in place */
+        dec1_write_win<BV, ST>(p, dsm, conv, g, h, v0, 2 * GDN_DK, SL::NC, NT); /* this block's v channels */
+        if (rank == 0) dec1_write_win<BV, ST>(p, dsm, conv, g, h, v0, 0, 2 * GDN_DK, NT); /* q/k, read by all */
+    }
     (void)lane;
     dec1_out<BV, ST>(p, dsm, o_s, tot, nw, live ? L.t0 : -1, h, v0);
+    GDN_TM(7);
 }
 
 template <int BVI, int NT, typename ST, int STAGES>
@@ -649,6 +736,8 @@ __global__ void __launch_bounds__(NT) gdn_dec1_persist(const gdn_dec_params p) {
     __shared__ int g_tok[STAGES]; /* token of the item in each stage, -1: none */
     extern __shared__ __align__(16) unsigned char dsm[];
 
+    gdn_pdl_trigger();
+    gdn_pdl_wait(); /* (the pipeline below mixes state and input loads from its first item) */
     const int tid = threadIdx.x, lane = tid & 31, w = tid >> 5;
     const int G = gridDim.x, n_groups = p.n_groups, r = p.r, kd = p.Hk * GDN_DK;
     const int nq = blockIdx.x < n_groups ? (n_groups - 1 - (int)blockIdx.x) / G + 1 : 0;
@@ -757,6 +846,22 @@ __global__ void __launch_bounds__(NT) gdn_dec1_persist(const gdn_dec_params p) {
 #undef DEC1_ITEM
 }
 
+/* Launch as a programmatic dependent of the stream's previous kernel (the kernels follow
+ * the rules at gdn_pdl_wait): HS_GDN_PDL=1 in the environment; off by default until the
+ * backend's PDL switch (hs_cuda_pdl, branch s3/b1) replaces this one. */
+static int gdn_pdl_on(void) {
+    static int on = -1;
+    if (on < 0) {
+        const char *e = getenv("HS_GDN_PDL");
+        on = e && atoi(e) > 0;
+    }
+    return on;
+}
+static void gdn_pdl_attr(cudaLaunchAttribute *a) {
+    a->id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    a->val.programmaticStreamSerializationAllowed = gdn_pdl_on();
+}
+
 template <int BV, int NT, typename ST>
 static int launch_dec1_cluster(const gdn_dec_params &p, int S, cudaStream_t stream) {
     using SL = dec1_stage<BV, ST>;
@@ -774,13 +879,14 @@ static int launch_dec1_cluster(const gdn_dec_params &p, int S, cudaStream_t stre
     cfg.blockDim = dim3(NT, 1, 1);
     cfg.dynamicSmemBytes = SL::BYTES;
     cfg.stream = stream;
-    cudaLaunchAttribute attr[1];
+    cudaLaunchAttribute attr[2];
     attr[0].id = cudaLaunchAttributeClusterDimension;
     attr[0].val.clusterDim.x = (unsigned)(p.r * p.nsplit);
     attr[0].val.clusterDim.y = 1;
     attr[0].val.clusterDim.z = 1;
+    gdn_pdl_attr(&attr[1]);
     cfg.attrs = attr;
-    cfg.numAttrs = 1;
+    cfg.numAttrs = 2;
     if (p.r * p.nsplit > 8) {
         if (fits16 < 0) {
             cudaLaunchConfig_t c16 = cfg;
@@ -788,6 +894,7 @@ static int launch_dec1_cluster(const gdn_dec_params &p, int S, cudaStream_t stre
             a16.val.clusterDim.x = 16;
             c16.gridDim = dim3(16, 1, 1);
             c16.attrs = &a16;
+            c16.numAttrs = 1;
             int n = 0;
             HS_CUDA_TRY(cudaOccupancyMaxActiveClusters(&n, gdn_dec1_cluster<BV, NT, ST>, &c16));
             fits16 = n > 0;
@@ -819,8 +926,16 @@ static int launch_dec1_persist(const gdn_dec_params &p, cudaStream_t stream) {
     }
     if (blocks_per_sm <= 0) return HS_ERR_UNSUPPORTED;
     const int grid = p.n_groups < n_sm * blocks_per_sm ? p.n_groups : n_sm * blocks_per_sm;
-    gdn_dec1_persist<BVI, NT, ST, STAGES><<<grid, NT, smem, stream>>>(p);
-    HS_CUDA_LAUNCHED();
+    cudaLaunchConfig_t cfg = {};
+    cfg.gridDim = dim3((unsigned)grid);
+    cfg.blockDim = dim3(NT);
+    cfg.dynamicSmemBytes = (size_t)smem;
+    cfg.stream = stream;
+    cudaLaunchAttribute attr[1];
+    gdn_pdl_attr(&attr[0]);
+    cfg.attrs = attr;
+    cfg.numAttrs = 1;
+    HS_CUDA_TRY(cudaLaunchKernelEx(&cfg, gdn_dec1_persist<BVI, NT, ST, STAGES>, p));
     return HS_OK;
 }
 
@@ -837,13 +952,14 @@ static int launch_cfg(const gdn_dec_params &p, int S, cudaStream_t stream) {
     cfg.blockDim = dim3(NT, 1, 1);
     cfg.dynamicSmemBytes = (size_t)BV * GDN_DK * sizeof(ST) + (size_t)p.max_t * BV * sizeof(float);
     cfg.stream = stream;
-    cudaLaunchAttribute attr[1];
+    cudaLaunchAttribute attr[2];
     attr[0].id = cudaLaunchAttributeClusterDimension;
     attr[0].val.clusterDim.x = (unsigned)(p.r * p.nsplit);
     attr[0].val.clusterDim.y = 1;
     attr[0].val.clusterDim.z = 1;
+    gdn_pdl_attr(&attr[1]);
     cfg.attrs = attr;
-    cfg.numAttrs = 1;
+    cfg.numAttrs = 2;
     HS_CUDA_TRY(cudaLaunchKernelEx(&cfg, gdn_decode_kernel<BV, NT, ST>, p));
     return HS_OK;
 }
@@ -907,13 +1023,19 @@ extern "C" int gdn_decode_launch(const void *qkv, const void *z, const void *b, 
     const bool f32 = st->ssm_dtype == HS_F32;
     /* one token per sequence: the decode kernels (cfg 8..19; with GDN_DEC1_AUTO, also cfg 0) */
     int cfg1 = cfg_override >= 8 ? cfg_override : 0;
-    if (max_t == 1 && !cfg_override && GDN_DEC1_AUTO) {
-        /* from the H100 sweep of the first version (bench/RESULTS.md, "GDN decode"): the
-         * cluster kernel at batch 1 (-0.7..-1.0 us), the persistent one for bf16 state from
-         * 1024 heads on (+4..16%); elsewhere the segment kernel was as fast or faster */
+    if (max_t == 1 && !cfg_override && gdn_dec1_auto()) {
+        /* from the H100 sweeps (bench/RESULTS.md, "GDN decode"): the cluster kernel up to 64
+         * heads, with about 64 blocks (batch 1: 0.4-1.0 us faster than the segment kernel; 32
+         * rows a block at 16 heads, 64 at 32, whole heads at 64: fewer, larger blocks won over
+         * 128+ small ones), the persistent one for bf16 state from 1024 heads on (+5..11%);
+         * elsewhere the segment kernel was as fast or faster */
         const long heads = (long)S * Hv;
-        if (heads <= 64) cfg1 = p.r * 4 <= 8 ? 10 : p.r * 2 <= 8 ? 11 : 0;
-        else if (!f32 && heads >= 1024) cfg1 = 12;
+        if (heads <= 64) {
+            const long per_head = 64 / heads; /* blocks per head for ~64 blocks */
+            cfg1 = per_head >= 4 && p.r * 4 <= 8 ? 10 : per_head >= 2 && p.r * 2 <= 8 ? 11 : p.r <= 8 ? 18 : 0;
+        } else if (!f32 && heads >= 1024) {
+            cfg1 = 12;
+        }
         if (cfg1 && st->slice_rows % (cfg1 == 12 ? 16 : cfg1 == 10 ? 4 : 8)) cfg1 = 0;
     }
     if (max_t == 1 && cfg1) {

@@ -39,9 +39,13 @@ static errs_t run_case(int Hk, int Hv, int S, int maxtok, hs_dtype_t sdt, int sl
     size_t pool_bytes = (size_t)m.n_pages * m.page_bytes;
     /* host copies */
     uint8_t *pool = (uint8_t *)malloc(pool_bytes);
-    for (size_t i = 0; i < pool_bytes / 2; i++) ((uint16_t *)pool)[i] = bfr(0.3 * rng_n()); /* any bits */
+    /* random state (uniform, the standard deviation the normal fill had: 0.3 bf16, 0.1 fp32;
+     * a uniform draw is ~20x cheaper, and the 400 MB pools of the large cases were most of the
+     * test's time) */
     if (sdt == HS_F32)
-        for (size_t i = 0; i < pool_bytes / 4; i++) ((float *)pool)[i] = (float)(0.1 * rng_n());
+        for (size_t i = 0; i < pool_bytes / 4; i++) ((float *)pool)[i] = (float)(0.1 * 1.7320508 * (2.0 * rng_u() - 1.0));
+    else
+        for (size_t i = 0; i < pool_bytes / 2; i++) ((uint16_t *)pool)[i] = bfr(0.3 * 1.7320508 * (2.0 * rng_u() - 1.0));
     /* conv granules must be bf16 values: rewrite them */
     for (int s = 0; s < S; s++) {
         uint16_t *c = (uint16_t *)(pool + fake_addr(&m, s, m.conv));
@@ -178,8 +182,10 @@ static errs_t run_case(int Hk, int Hv, int S, int maxtok, hs_dtype_t sdt, int sl
     return e;
 }
 
-int main(void) {
+int main(int argc, char **argv) {
     setvbuf(stdout, NULL, _IOLBF, 0);
+    /* "quick": only the cases of at most 12 sequences (for compute-sanitizer runs) */
+    const bool quick = argc > 1 && strcmp(argv[1], "quick") == 0;
     struct { int Hk, Hv, S, maxtok; hs_dtype_t dt; int slice, cfg; bool z; } cases[] = {
         {16, 32, 3, 1, HS_F32, 128, 0, true},  {16, 32, 5, 1, HS_BF16, 128, 0, true},
         {4, 8, 6, 1, HS_F32, 32, 1, true},     {4, 8, 6, 1, HS_F32, 32, 2, true},
@@ -207,7 +213,10 @@ int main(void) {
     const int n = (int)(sizeof cases / sizeof cases[0]);
     int fails = 0;
     printf("%-28s %10s %10s %10s  %s\n", "case", "out", "state", "conv", "result");
+    int ran = 0;
     for (int i = 0; i < n; i++) {
+        if (quick && cases[i].S > 12) continue;
+        ran++;
         errs_t e = run_case(cases[i].Hk, cases[i].Hv, cases[i].S, cases[i].maxtok, cases[i].dt, cases[i].slice,
                             cases[i].cfg, cases[i].z, 1000 + i);
         double tol_s = cases[i].dt == HS_F32 ? 1e-5 : 6e-3;
@@ -223,6 +232,6 @@ int main(void) {
                  hs_dtype_name(cases[i].dt), cases[i].slice, cases[i].cfg, cases[i].z ? "" : " noz");
         printf("%-28s %10.2e %10.2e %10.2e  %s\n", name, e.out, e.state, e.conv, ok ? "ok" : "FAIL");
     }
-    printf("test_gdn_decode: %d/%d cases passed\n", n - fails, n);
+    printf("test_gdn_decode: %d/%d cases passed\n", ran - fails, ran);
     return fails ? 1 : 0;
 }
