@@ -92,15 +92,13 @@ template <> struct st_io<bf16_t> {
     }
 };
 
-/* Programmatic dependent launch (the rules of the PDL launches in the backend): a kernel
- * here may start while the previous kernel of the stream is still running; it reads
+/* Programmatic dependent launch (pdl_trigger / pdl_wait, the rules in cuda_common.cuh): a
+ * kernel here may start while the previous kernel of the stream is still running; it reads
  * nothing an earlier kernel of the step wrote (qkv, z, b, a) and writes nothing before
- * gdn_pdl_wait(). What it reads before the wait: weights, the step's address tables
- * (page table, granule map, tok_start, n_past: uploaded before the step's first kernel)
- * and the SSM state itself (written only by this layer's kernel in an earlier step, or by
- * page copies between steps). Both are no-ops in a kernel launched plainly. */
-__device__ __forceinline__ void gdn_pdl_trigger() { asm volatile("griddepcontrol.launch_dependents;\n" ::: "memory"); }
-__device__ __forceinline__ void gdn_pdl_wait() { asm volatile("griddepcontrol.wait;\n" ::: "memory"); }
+ * pdl_wait(). What it reads before the wait: weights, the step's address tables (page
+ * table, granule map, tok_start, n_past: uploaded before the step's first kernel) and the
+ * SSM state itself (written only by this layer's kernel in an earlier step, or by page
+ * copies between steps). Both are no-ops in a kernel launched plainly. */
 
 /* GDN_DEC_TIMING (benchmark builds only): thread 0 of each block of gdn_dec1_cluster stamps
  * %globaltimer (ns) and clock64 at its phase boundaries; gdn_decode_timing() reads them. */
@@ -159,7 +157,7 @@ __global__ void __launch_bounds__(NT, 1536 / NT) gdn_decode_kernel(const gdn_dec
     ST *s_st = reinterpret_cast<ST *>(dsm);                                     /* [BV][128] state slice */
     float *o_s = reinterpret_cast<float *>(dsm + (size_t)BV * GDN_DK * sizeof(ST)); /* [max_t][BV] */
 
-    gdn_pdl_trigger();
+    pdl_trigger();
     cg::cluster_group cluster = cg::this_cluster();
     const int rank = (int)cluster.block_rank();
     const int hl = rank / p.nsplit, slice = rank % p.nsplit;
@@ -196,7 +194,7 @@ __global__ void __launch_bounds__(NT, 1536 / NT) gdn_decode_kernel(const gdn_dec
         }
     }
     rowp += 4 * lane;
-    gdn_pdl_wait(); /* inputs (and the conv state, read with them) from here on */
+    pdl_wait(); /* inputs (and the conv state, read with them) from here on */
 
     bf16_t *conv = reinterpret_cast<bf16_t *>(p.pool + (size_t)pages[p.conv_page] * p.page_bytes + p.conv_off);
     for (int c = tid; c < NC; c += NT) {
@@ -667,7 +665,7 @@ __global__ void __launch_bounds__(NT) gdn_dec1_cluster(const gdn_dec_params p) {
 
     /* one round trip for the addresses, the gates alongside */
     GDN_TM(0);
-    gdn_pdl_trigger();
+    pdl_trigger();
     const dec1_ld L = dec1_load(p, n, h, v0 + w * RPW);
     const float Aexp = expf(p.A_log[h]), dtb = p.dt_bias[h];
     const float nw = p.z && tid < BV ? p.norm_w[v0 + tid] : 0.f;
@@ -675,7 +673,7 @@ __global__ void __launch_bounds__(NT) gdn_dec1_cluster(const gdn_dec_params p) {
     bf16_t *conv;
     dec1_issue<BV, NT, ST>(p, L, n, g, h, v0, dsm, &rows, &conv, true, false); /* the state slice */
     GDN_TM(1);
-    gdn_pdl_wait(); /* the step's inputs from here on */
+    pdl_wait(); /* the step's inputs from here on */
     dec1_issue<BV, NT, ST>(p, L, n, g, h, v0, dsm, &rows, &conv, false, true);
     const bool live = L.t1 > L.t0;
     const size_t tg = (size_t)(live ? L.t0 : 0) * p.Hv + h;
@@ -736,8 +734,8 @@ __global__ void __launch_bounds__(NT) gdn_dec1_persist(const gdn_dec_params p) {
     __shared__ int g_tok[STAGES]; /* token of the item in each stage, -1: none */
     extern __shared__ __align__(16) unsigned char dsm[];
 
-    gdn_pdl_trigger();
-    gdn_pdl_wait(); /* (the pipeline below mixes state and input loads from its first item) */
+    pdl_trigger();
+    pdl_wait(); /* (the pipeline below mixes state and input loads from its first item) */
     const int tid = threadIdx.x, lane = tid & 31, w = tid >> 5;
     const int G = gridDim.x, n_groups = p.n_groups, r = p.r, kd = p.Hk * GDN_DK;
     const int nq = blockIdx.x < n_groups ? (n_groups - 1 - (int)blockIdx.x) / G + 1 : 0;
@@ -847,15 +845,16 @@ __global__ void __launch_bounds__(NT) gdn_dec1_persist(const gdn_dec_params p) {
 }
 
 /* Launch as a programmatic dependent of the stream's previous kernel (the kernels follow
- * the rules at gdn_pdl_wait): HS_GDN_PDL=1 in the environment; off by default until the
- * backend's PDL switch (hs_cuda_pdl, branch s3/b1) replaces this one. */
+ * the rules above) only with HS_GDN_PDL=1 and the backend's PDL on (hs_cuda_pdl): off by
+ * default, as the whole model measured no gain from it at batch 1 (6.05 vs 6.04 ms,
+ * bench/RESULTS.md). */
 static int gdn_pdl_on(void) {
     static int on = -1;
     if (on < 0) {
         const char *e = getenv("HS_GDN_PDL");
         on = e && atoi(e) > 0;
     }
-    return on;
+    return on && hs_cuda_pdl(-1);
 }
 static void gdn_pdl_attr(cudaLaunchAttribute *a) {
     a->id = cudaLaunchAttributeProgrammaticStreamSerialization;
