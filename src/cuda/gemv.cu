@@ -317,28 +317,27 @@ extern "C" int hs_cuda_pdl(int set) {
     return on;
 }
 
+/* A size in MB from the environment variable `name` (negative: 0), else `def`; in bytes. */
+static size_t env_mb(const char *name, long def) {
+    const char *v = getenv(name);
+    const long mb = v ? atol(v) : def;
+    return mb > 0 ? (size_t)mb << 20 : 0;
+}
+
 /* Bytes one launch prefetches into L2 before its pdl_wait (HS_GEMV_PF_MB, default 16 MB;
  * 0 turns the prefetch off). */
 static size_t pf_budget(void) {
-    static long mb = -1;
-    if (mb < 0) {
-        const char *v = getenv("HS_GEMV_PF_MB");
-        mb = v ? atol(v) : 16;
-        if (mb < 0) mb = 0;
-    }
-    return (size_t)mb << 20;
+    static size_t b = SIZE_MAX;
+    if (b == SIZE_MAX) b = env_mb("HS_GEMV_PF_MB", 16);
+    return b;
 }
 
 /* Bytes the launch has left to stream when it lets the next kernel launch
  * (HS_GEMV_TAIL_MB, default 3). */
 static size_t tail_budget(void) {
-    static long mb = -1;
-    if (mb < 0) {
-        const char *v = getenv("HS_GEMV_TAIL_MB");
-        mb = v ? atol(v) : 3;
-        if (mb < 0) mb = 0;
-    }
-    return (size_t)mb << 20;
+    static size_t b = SIZE_MAX;
+    if (b == SIZE_MAX) b = env_mb("HS_GEMV_TAIL_MB", 3);
+    return b;
 }
 
 /* The trigger column (16-byte vectors) of the blocks' last groups: `blocks` resident
