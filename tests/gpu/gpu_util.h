@@ -86,6 +86,46 @@ static inline void *dupload(const void *h, size_t n) {
     return p;
 }
 
+/* The per-call inputs of one GDN layer, random, made the same way for the decode and the
+ * prefill tests: host copies (for the float64 references) and device copies (for the
+ * kernels). qkv [T][conv_dim], z [T][Hv*dv], b and a [T][Hv], conv weight [conv_dim][4]
+ * (bf16); A_log and dt_bias [Hv], the gated norm's weight [dv] (fp32). */
+typedef struct {
+    uint16_t *qkv, *z, *b, *a, *cw;
+    float *Al, *dtb, *nw;
+    void *d_qkv, *d_z, *d_b, *d_a, *d_cw;
+    float *d_Al, *d_dtb, *d_nw;
+} gdn_inputs_t;
+
+static inline void gdn_inputs_make(gdn_inputs_t *in, int T, int conv_dim, int Hv, int dv) {
+    const size_t HD = (size_t)Hv * dv;
+    in->qkv = (uint16_t *)malloc(2 * (size_t)T * conv_dim), in->z = (uint16_t *)malloc(2 * (size_t)T * HD);
+    in->b = (uint16_t *)malloc(2 * (size_t)T * Hv), in->a = (uint16_t *)malloc(2 * (size_t)T * Hv);
+    in->cw = (uint16_t *)malloc(2 * (size_t)conv_dim * 4);
+    in->Al = (float *)malloc(4 * Hv), in->dtb = (float *)malloc(4 * Hv), in->nw = (float *)malloc(4 * dv);
+    fill_bf16(in->qkv, NULL, (size_t)T * conv_dim, 1.0);
+    fill_bf16(in->z, NULL, (size_t)T * HD, 1.0);
+    fill_bf16(in->b, NULL, (size_t)T * Hv, 1.5);
+    fill_bf16(in->a, NULL, (size_t)T * Hv, 1.0);
+    fill_bf16(in->cw, NULL, (size_t)conv_dim * 4, 0.5);
+    for (int h = 0; h < Hv; h++) {
+        in->Al[h] = (float)log(1.0 + 8.0 * rng_u());
+        in->dtb[h] = (float)(0.5 * rng_n());
+    }
+    for (int i = 0; i < dv; i++) in->nw[i] = (float)(1.0 + 0.2 * rng_n());
+    in->d_qkv = dupload(in->qkv, 2 * (size_t)T * conv_dim), in->d_z = dupload(in->z, 2 * (size_t)T * HD);
+    in->d_b = dupload(in->b, 2 * (size_t)T * Hv), in->d_a = dupload(in->a, 2 * (size_t)T * Hv);
+    in->d_cw = dupload(in->cw, 2 * (size_t)conv_dim * 4);
+    in->d_Al = (float *)dupload(in->Al, 4 * Hv), in->d_dtb = (float *)dupload(in->dtb, 4 * Hv);
+    in->d_nw = (float *)dupload(in->nw, 4 * dv);
+}
+
+static inline void gdn_inputs_free(gdn_inputs_t *in) {
+    cudaFree(in->d_qkv), cudaFree(in->d_z), cudaFree(in->d_b), cudaFree(in->d_a), cudaFree(in->d_cw);
+    cudaFree(in->d_Al), cudaFree(in->d_dtb), cudaFree(in->d_nw);
+    free(in->qkv), free(in->z), free(in->b), free(in->a), free(in->cw), free(in->Al), free(in->dtb), free(in->nw);
+}
+
 /* A fake state map for one GDN layer: the conv granule and the Hv*n_slices ssm granules
  * packed greedily into pages of page_bytes; each request gets E distinct pages drawn
  * from a pool of n_pages (shuffled, so neighbours in the batch are not neighbours in

@@ -45,26 +45,14 @@ static errs_t run_case(int Hk, int Hv, const int *lens, int S, hs_dtype_t sdt, i
         uint16_t *c = (uint16_t *)(pool + fake_addr(&m, s, m.conv));
         for (int i = 0; i < 3 * conv_dim; i++) c[i] = bfr(rng_n());
     }
-    uint16_t *qkv = (uint16_t *)malloc(2 * (size_t)T * conv_dim), *z = (uint16_t *)malloc(2 * (size_t)T * HD);
-    uint16_t *b = (uint16_t *)malloc(2 * (size_t)T * Hv), *a = (uint16_t *)malloc(2 * (size_t)T * Hv);
-    uint16_t *cw = (uint16_t *)malloc(2 * (size_t)conv_dim * 4);
-    float *Al = (float *)malloc(4 * Hv), *dtb = (float *)malloc(4 * Hv), *nw = (float *)malloc(4 * dv);
-    fill_bf16(qkv, NULL, (size_t)T * conv_dim, 1.0);
-    fill_bf16(z, NULL, (size_t)T * HD, 1.0);
-    fill_bf16(b, NULL, (size_t)T * Hv, 1.5);
-    fill_bf16(a, NULL, (size_t)T * Hv, 1.0);
-    fill_bf16(cw, NULL, (size_t)conv_dim * 4, 0.5);
-    for (int h = 0; h < Hv; h++) {
-        Al[h] = (float)log(1.0 + 8.0 * rng_u());
-        dtb[h] = (float)(0.5 * rng_n());
-    }
-    for (int i = 0; i < dv; i++) nw[i] = (float)(1.0 + 0.2 * rng_n());
+    gdn_inputs_t in;
+    gdn_inputs_make(&in, T, conv_dim, Hv, dv);
+    uint16_t *qkv = in.qkv, *z = in.z, *b = in.b, *a = in.a, *cw = in.cw;
+    float *Al = in.Al, *dtb = in.dtb, *nw = in.nw;
 
     void *d_pool = dupload(pool, pool_bytes);
-    void *d_qkv = dupload(qkv, 2 * (size_t)T * conv_dim), *d_z = dupload(z, 2 * (size_t)T * HD);
-    void *d_b = dupload(b, 2 * (size_t)T * Hv), *d_a = dupload(a, 2 * (size_t)T * Hv);
-    void *d_cw = dupload(cw, 2 * (size_t)conv_dim * 4);
-    float *d_Al = (float *)dupload(Al, 4 * Hv), *d_dtb = (float *)dupload(dtb, 4 * Hv), *d_nw = (float *)dupload(nw, 4 * dv);
+    void *d_qkv = in.d_qkv, *d_z = in.d_z, *d_b = in.d_b, *d_a = in.d_a, *d_cw = in.d_cw;
+    float *d_Al = in.d_Al, *d_dtb = in.d_dtb, *d_nw = in.d_nw;
     int32_t *d_ts = (int32_t *)dupload(ts, 4 * (S + 1)), *d_np = (int32_t *)dupload(np, 4 * S);
     int32_t *d_pages = (int32_t *)dupload(m.pages, 4 * (size_t)S * m.E);
     sm_loc_t *d_loc = (sm_loc_t *)dupload(m.ssm, sizeof(sm_loc_t) * Hv * m.n_slices);
@@ -166,12 +154,12 @@ static errs_t run_case(int Hk, int Hv, const int *lens, int S, hs_dtype_t sdt, i
     }
     printf("    (raw o before the gated norm: %.2e)\n", relerr(&eraw));
     errs_t e = {relerr(&eo), relerr(&es), relerr(&ec)};
-    cudaFree(d_pool); cudaFree(d_qkv); cudaFree(d_z); cudaFree(d_b); cudaFree(d_a); cudaFree(d_cw);
-    cudaFree(d_Al); cudaFree(d_dtb); cudaFree(d_nw); cudaFree(d_ts); cudaFree(d_np); cudaFree(d_pages);
+    gdn_inputs_free(&in);
+    cudaFree(d_pool); cudaFree(d_ts); cudaFree(d_np); cudaFree(d_pages);
     cudaFree(d_loc); cudaFree(d_qn); cudaFree(d_kn); cudaFree(d_v); cudaFree(d_g); cudaFree(d_beta);
     cudaFree(d_o); cudaFree(d_out); cudaFree(d_ws);
-    free(win); free(y); free(Sd); free(out); free(o); free(pool2); free(pool); free(qkv); free(z); free(b); free(a);
-    free(cw); free(Al); free(dtb); free(nw); free(ts); free(np);
+    free(win); free(y); free(Sd); free(out); free(o); free(pool2); free(pool);
+    free(ts); free(np);
     fake_map_free(&m);
     return e;
 }
