@@ -56,6 +56,7 @@
 #include "cuda_sample.h"
 #include "gemv.h"
 #include "moe.h"
+#include "trace.h"
 
 extern "C" {
 #include "backend.h"
@@ -1349,6 +1350,7 @@ static void cu_destroy(backend_t *bk) {
         for (int i = 0; i < SCR_N; i++)
             if (c->scr[i].p) cudaFree(c->scr[i].p);
         prof_report(c);
+        cuda_trace_report();
         for (int i = 0; i < CU_MAX_GRAPHS; i++)
             if (c->graphs[i].exec) cudaGraphExecDestroy(c->graphs[i].exec);
         if (c->h_stage) cudaFreeHost(c->h_stage);
@@ -1417,6 +1419,7 @@ extern "C" backend_t *backend_cuda_create(int device, char *err, size_t n) {
     const char *lv = getenv("HS_CUDA_GEMM_LT"); /* unset: 2..256 rows */
     c->lt_max_m = lv ? atoi(lv) : 256; /* above, GemmEx's first choice was as fast (RESULTS.md) */
     if (c->lt_max_m > 0) c->lt = gemm_lt_create(c->blas_ws, blas_ws); /* NULL: cuBLAS alone */
+    if (getenv("HS_CUDA_TRACE")) cuda_trace_start(); /* kernel timeline at the end (trace.h) */
     const char *gv = getenv("HS_CUDA_GRAPHS");
     c->graphs_on = !(gv && strcmp(gv, "0") == 0);
     backend_t *bk = (backend_t *)hs_calloc(1, sizeof *bk);

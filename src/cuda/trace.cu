@@ -1,0 +1,224 @@
+/*
+ * trace: the kernel timeline of a run from CUPTI activity records (trace.h).
+ *
+ * CUPTI hands us filled buffers of activity records (a worker thread may call the
+ * completion callback); each kernel record gives start and end in ns on the GPU's clock
+ * and the kernel's mangled name. We keep (start, end, name id) and summarise at the end.
+ */
+#include <cxxabi.h>
+#include <dlfcn.h>
+#include <pthread.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "trace.h"
+
+#if __has_include(<cupti.h>)
+#include <cupti.h>
+
+typedef CUptiResult (*fn_register_t)(CUpti_BuffersCallbackRequestFunc, CUpti_BuffersCallbackCompleteFunc);
+typedef CUptiResult (*fn_kind_t)(CUpti_ActivityKind);
+typedef CUptiResult (*fn_flush_t)(uint32_t);
+typedef CUptiResult (*fn_next_t)(uint8_t *, size_t, CUpti_Activity **);
+
+#define TR_MAX_RECS (16u << 20) /* 384 MB of records at most; more are counted, not kept */
+#define TR_MAX_NAMES 1024
+
+typedef struct {
+    uint64_t t0, t1;
+    int name;
+} tr_rec_t;
+
+static struct {
+    void *lib;
+    fn_kind_t enable, disable;
+    fn_flush_t flush;
+    fn_next_t next;
+    int on;
+    pthread_mutex_t mu;
+    tr_rec_t *r;
+    size_t n, cap, dropped;
+    const char *name_ptr[TR_MAX_NAMES]; /* CUPTI's pointer for the name (fast path) */
+    char *name[TR_MAX_NAMES];           /* our copy */
+    int n_names;
+} T = {NULL, NULL, NULL, NULL, NULL, 0, PTHREAD_MUTEX_INITIALIZER, NULL, 0, 0, 0, {NULL}, {NULL}, 0};
+
+/* The id of a kernel name; the last slot collects names past TR_MAX_NAMES. */
+static int name_id(const char *s) {
+    if (!s) s = "?";
+    for (int i = 0; i < T.n_names; i++)
+        if (T.name_ptr[i] == s) return i;
+    for (int i = 0; i < T.n_names; i++)
+        if (!strcmp(T.name[i], s)) return i;
+    if (T.n_names == TR_MAX_NAMES) return TR_MAX_NAMES - 1;
+    T.name_ptr[T.n_names] = s;
+    T.name[T.n_names] = strdup(s);
+    return T.n_names++;
+}
+
+static void CUPTIAPI buf_request(uint8_t **buf, size_t *size, size_t *max_records) {
+    *size = 8u << 20;
+    *buf = (uint8_t *)aligned_alloc(8, *size);
+    *max_records = 0;
+}
+
+static void CUPTIAPI buf_complete(CUcontext ctx, uint32_t stream, uint8_t *buf, size_t size, size_t valid) {
+    (void)ctx, (void)stream, (void)size;
+    CUpti_Activity *a = NULL;
+    pthread_mutex_lock(&T.mu);
+    while (T.next(buf, valid, &a) == CUPTI_SUCCESS) {
+        if (a->kind != CUPTI_ACTIVITY_KIND_CONCURRENT_KERNEL && a->kind != CUPTI_ACTIVITY_KIND_KERNEL) continue;
+        /* start, end and name sit at the same offsets in every kernel record version
+         * since CUPTI 9 (CUpti_ActivityKernel4 .. 10) */
+        const CUpti_ActivityKernel10 *k = (const CUpti_ActivityKernel10 *)a;
+        if (T.n == T.cap) {
+            const size_t cap = T.cap ? T.cap * 2 : (1u << 16);
+            tr_rec_t *r = cap <= TR_MAX_RECS ? (tr_rec_t *)realloc(T.r, cap * sizeof *r) : NULL;
+            if (!r) {
+                T.dropped++;
+                continue;
+            }
+            T.r = r, T.cap = cap;
+        }
+        T.r[T.n++] = tr_rec_t{k->start, k->end, name_id(k->name)};
+    }
+    pthread_mutex_unlock(&T.mu);
+    free(buf);
+}
+
+extern "C" int cuda_trace_start(void) {
+    static const char *libs[] = {"libcupti.so", "libcupti.so.13", "libcupti.so.12",
+                                 "/usr/local/cuda/extras/CUPTI/lib64/libcupti.so", "/usr/local/cuda/lib64/libcupti.so",
+                                 "/usr/local/cuda/lib/libcupti.so"};
+    for (size_t i = 0; i < sizeof libs / sizeof *libs && !T.lib; i++) T.lib = dlopen(libs[i], RTLD_NOW | RTLD_LOCAL);
+    fn_register_t reg = NULL;
+    if (T.lib) {
+        reg = (fn_register_t)dlsym(T.lib, "cuptiActivityRegisterCallbacks");
+        T.enable = (fn_kind_t)dlsym(T.lib, "cuptiActivityEnable");
+        T.disable = (fn_kind_t)dlsym(T.lib, "cuptiActivityDisable");
+        T.flush = (fn_flush_t)dlsym(T.lib, "cuptiActivityFlushAll");
+        T.next = (fn_next_t)dlsym(T.lib, "cuptiActivityGetNextRecord");
+    }
+    if (!reg || !T.enable || !T.disable || !T.flush || !T.next || reg(buf_request, buf_complete) != CUPTI_SUCCESS ||
+        T.enable(CUPTI_ACTIVITY_KIND_CONCURRENT_KERNEL) != CUPTI_SUCCESS) {
+        fprintf(stderr, "hyserve: warning: HS_CUDA_TRACE: CUPTI not available (%s); running untraced\n",
+                T.lib ? "its activity API failed" : "libcupti not found");
+        return -1;
+    }
+    T.on = 1;
+    return 0;
+}
+
+static int cmp_rec(const void *a, const void *b) {
+    const tr_rec_t *x = (const tr_rec_t *)a, *y = (const tr_rec_t *)b;
+    return x->t0 < y->t0 ? -1 : x->t0 > y->t0;
+}
+static int cmp_u64(const void *a, const void *b) {
+    const uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return x < y ? -1 : x > y;
+}
+static double median_us(uint64_t *v, size_t n) {
+    if (n == 0) return 0;
+    qsort(v, n, sizeof *v, cmp_u64);
+    return (double)v[n / 2] / 1e3;
+}
+
+/* A readable kernel name: demangled, template arguments kept, cut to 70 characters. */
+static void pretty(const char *mangled, char *out, size_t n) {
+    int st = 0;
+    char *d = abi::__cxa_demangle(mangled, NULL, NULL, &st);
+    snprintf(out, n, "%.70s", st == 0 && d ? d : mangled);
+    free(d);
+}
+
+extern "C" void cuda_trace_report(void) {
+    if (!T.on) return;
+    T.flush(1 /* CUPTI_ACTIVITY_FLAG_FLUSH_FORCED */);
+    T.disable(CUPTI_ACTIVITY_KIND_CONCURRENT_KERNEL);
+    T.on = 0;
+    pthread_mutex_lock(&T.mu);
+    qsort(T.r, T.n, sizeof *T.r, cmp_rec);
+    /* steps: from one embedding kernel to the next */
+    int embed = -1;
+    for (int i = 0; i < T.n_names && embed < 0; i++)
+        if (strstr(T.name[i], "k_embed")) embed = i;
+    size_t *first = (size_t *)malloc((T.n + 1) * sizeof(size_t));
+    size_t n_steps = 0;
+    for (size_t i = 0; i < T.n && embed >= 0; i++)
+        if (T.r[i].name == embed) first[n_steps++] = i;
+    fprintf(stderr, "hyserve: cuda kernel trace (HS_CUDA_TRACE, CUPTI): %zu kernels, %zu not kept, %zu steps\n", T.n,
+            T.dropped, n_steps);
+    if (n_steps < 2) {
+        pthread_mutex_unlock(&T.mu);
+        free(first);
+        return;
+    }
+    /* the most common kernel count among complete steps */
+    int *cnt = (int *)calloc(n_steps, sizeof(int));
+    size_t best = 0, best_n = 0;
+    for (size_t s = 0; s + 1 < n_steps; s++) cnt[s] = (int)(first[s + 1] - first[s]);
+    for (size_t s = 0; s + 1 < n_steps; s++) {
+        size_t same = 0;
+        for (size_t u = 0; u + 1 < n_steps; u++) same += cnt[u] == cnt[s];
+        if (same > best_n) best_n = same, best = s;
+    }
+    const int mode = cnt[best];
+    uint64_t *span = (uint64_t *)malloc(best_n * 8), *busy = (uint64_t *)malloc(best_n * 8),
+             *inner = (uint64_t *)malloc(best_n * 8), *tail = (uint64_t *)malloc(best_n * 8);
+    double *per_name = (double *)calloc(TR_MAX_NAMES, sizeof(double));
+    int *calls = (int *)calloc(TR_MAX_NAMES, sizeof(int));
+    size_t k = 0;
+    for (size_t s = 0; s + 1 < n_steps; s++) {
+        if (cnt[s] != mode) continue;
+        const uint64_t t0 = T.r[first[s]].t0, t_next = T.r[first[s + 1]].t0;
+        uint64_t covered = 0, cur0 = t0, cur1 = t0, last = t0;
+        for (size_t i = first[s]; i < first[s + 1]; i++) {
+            const tr_rec_t *r = &T.r[i];
+            per_name[r->name] += (double)(r->t1 - r->t0);
+            calls[r->name]++;
+            if (r->t0 > cur1) covered += cur1 - cur0, cur0 = r->t0, cur1 = r->t1;
+            else if (r->t1 > cur1) cur1 = r->t1;
+            if (r->t1 > last) last = r->t1;
+        }
+        covered += cur1 - cur0;
+        span[k] = t_next - t0;
+        busy[k] = covered;
+        tail[k] = t_next > last ? t_next - last : 0;
+        inner[k] = span[k] - covered - tail[k];
+        k++;
+    }
+    fprintf(stderr,
+            "  %zu steps of %d kernels (the most common count), medians: step %.1f us = kernels running %.1f us"
+            " + gaps between kernels %.1f us + after the last kernel (host) %.1f us\n",
+            k, mode, median_us(span, k), median_us(busy, k), median_us(inner, k), median_us(tail, k));
+    fprintf(stderr, "  %-72s %8s %12s\n", "kernel (device time per step; PDL overlaps are counted twice)", "calls",
+            "us/step");
+    int order[TR_MAX_NAMES];
+    for (int i = 0; i < T.n_names; i++) order[i] = i;
+    for (int i = 1; i < T.n_names; i++) /* by time, descending (few names) */
+        for (int j = i; j > 0 && per_name[order[j]] > per_name[order[j - 1]]; j--) {
+            const int t = order[j];
+            order[j] = order[j - 1], order[j - 1] = t;
+        }
+    for (int i = 0; i < T.n_names; i++) {
+        const int id = order[i];
+        if (!calls[id]) continue;
+        char nm[80];
+        pretty(T.name[id], nm, sizeof nm);
+        fprintf(stderr, "  %-72s %8.1f %12.1f\n", nm, (double)calls[id] / (double)k, per_name[id] / 1e3 / (double)k);
+    }
+    pthread_mutex_unlock(&T.mu);
+    free(first), free(cnt), free(span), free(busy), free(inner), free(tail), free(per_name), free(calls);
+}
+
+#else /* no CUPTI headers at build time */
+
+extern "C" int cuda_trace_start(void) {
+    fprintf(stderr, "hyserve: warning: HS_CUDA_TRACE: built without CUPTI; running untraced\n");
+    return -1;
+}
+extern "C" void cuda_trace_report(void) {}
+
+#endif
