@@ -33,11 +33,7 @@ int main(int argc, char **argv) {
             int copies = (int)std::min<size_t>(64, std::max<size_t>(1, (size_t)4 * prop.l2CacheSize / pool_bytes + 1));
             rng_seed(5);
             int32_t *bt = (int32_t *)malloc(4 * (size_t)B * nb);
-            for (int i = 0; i < B * nb; i++) bt[i] = i; /* pages in order; shuffled pages cost the same */
-            for (int i = B * nb - 1; i > 0; i--) {
-                int j = (int)(rng_u() * (i + 1));
-                int t = bt[i]; bt[i] = bt[j]; bt[j] = t;
-            }
+            shuffled_ids(bt, (int64_t)B * nb);
             int32_t *sl = (int32_t *)malloc(4 * B);
             for (int i = 0; i < B; i++) sl[i] = ctx;
             int32_t *d_bt = (int32_t *)dupload(bt, 4 * (size_t)B * nb), *d_sl = (int32_t *)dupload(sl, 4 * B);

@@ -106,11 +106,7 @@ int main(void) {
         rng_seed(11);
         int32_t *bt = (int32_t *)malloc(4 * (size_t)S * nb), *ts = (int32_t *)malloc(4 * (size_t)(S + 1));
         int32_t *np = (int32_t *)malloc(4 * (size_t)S), *pos = (int32_t *)malloc(4 * (size_t)T);
-        for (int i = 0; i < S * nb; i++) bt[i] = i;
-        for (int i = S * nb - 1; i > 0; i--) {
-            int j = (int)(rng_u() * (i + 1));
-            int t = bt[i]; bt[i] = bt[j]; bt[j] = t;
-        }
+        shuffled_ids(bt, (int64_t)S * nb);
         double keys = 0;
         for (int s = 0; s <= S; s++) ts[s] = s * len;
         for (int s = 0; s < S; s++) {

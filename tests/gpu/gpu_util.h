@@ -58,6 +58,17 @@ static inline double rng_n(void) { /* ~N(0,1) */
 static inline uint16_t bfr(double x) { return hs_f32_to_bf16((float)x); }
 static inline double bfv(uint16_t b) { return (double)hs_bf16_to_f32(b); }
 
+/* a[0..n) = a random permutation of 0..n-1 (Fisher-Yates with rng_u): page ids in a
+ * shuffled order, so that neighbours in a batch are not neighbours in memory. */
+static inline void shuffled_ids(int32_t *a, int64_t n) {
+    for (int64_t i = 0; i < n; i++) a[i] = (int32_t)i;
+    for (int64_t i = n - 1; i > 0; i--) {
+        const int64_t j = (int64_t)(rng_u() * (double)(i + 1));
+        const int32_t t = a[i];
+        a[i] = a[j], a[j] = t;
+    }
+}
+
 /* Fill n bf16 with scale * N(0,1); also keep the rounded values as doubles (ref may be NULL). */
 static inline void fill_bf16(uint16_t *h, double *ref, size_t n, double scale) {
     for (size_t i = 0; i < n; i++) {
@@ -166,16 +177,10 @@ static inline void fake_map_init(fake_map_t *m, int S, int Hv, int conv_dim, int
     }
     m->E = page + 1;
     m->n_pages = (int64_t)S * m->E + extra_pages;
-    int64_t *perm = (int64_t *)malloc(sizeof(int64_t) * m->n_pages);
-    for (int64_t i = 0; i < m->n_pages; i++) perm[i] = i;
-    for (int64_t i = m->n_pages - 1; i > 0; i--) {
-        int64_t j = (int64_t)(rng_u() * (double)(i + 1));
-        int64_t t = perm[i];
-        perm[i] = perm[j];
-        perm[j] = t;
-    }
+    int32_t *perm = (int32_t *)malloc(sizeof(int32_t) * m->n_pages);
+    shuffled_ids(perm, m->n_pages);
     m->pages = (int32_t *)malloc(sizeof(int32_t) * (size_t)S * m->E);
-    for (int64_t i = 0; i < (int64_t)S * m->E; i++) m->pages[i] = (int32_t)perm[i];
+    memcpy(m->pages, perm, sizeof(int32_t) * (size_t)S * m->E);
     free(perm);
 }
 static inline void fake_map_free(fake_map_t *m) {

@@ -32,12 +32,8 @@ static double run_case(int Hq, int Hkv, int D, int bs, const seg_t *segs, int S,
     }
     T = ts[S];
     const int n_pages = total_blocks + 3;
-    int *perm = (int *)malloc(sizeof(int) * n_pages);
-    for (int i = 0; i < n_pages; i++) perm[i] = i;
-    for (int i = n_pages - 1; i > 0; i--) {
-        int j = (int)(rng_u() * (i + 1));
-        int t = perm[i]; perm[i] = perm[j]; perm[j] = t;
-    }
+    int32_t *perm = (int32_t *)malloc(sizeof(int32_t) * n_pages);
+    shuffled_ids(perm, n_pages);
     int32_t *bt = (int32_t *)malloc(4 * (size_t)S * max_blocks);
     int k = 0;
     for (int s = 0; s < S; s++) {
