@@ -861,6 +861,25 @@ static void gdn_pdl_attr(cudaLaunchAttribute *a) {
     a->val.programmaticStreamSerializationAllowed = gdn_pdl_on();
 }
 
+/* The launch of a cluster kernel: grid (r * nsplit, Hk, S) of NT threads, one cluster per
+ * (k-head, sequence) spanning its r * nsplit blocks, PDL per gdn_pdl_attr. attr: 2 slots
+ * that must outlive the launch. */
+static void cluster_cfg(cudaLaunchConfig_t *cfg, cudaLaunchAttribute *attr, const gdn_dec_params &p, int S, int NT,
+                        size_t smem, cudaStream_t stream) {
+    *cfg = cudaLaunchConfig_t{};
+    cfg->gridDim = dim3((unsigned)(p.r * p.nsplit), (unsigned)p.Hk, (unsigned)S);
+    cfg->blockDim = dim3((unsigned)NT, 1, 1);
+    cfg->dynamicSmemBytes = smem;
+    cfg->stream = stream;
+    attr[0].id = cudaLaunchAttributeClusterDimension;
+    attr[0].val.clusterDim.x = (unsigned)(p.r * p.nsplit);
+    attr[0].val.clusterDim.y = 1;
+    attr[0].val.clusterDim.z = 1;
+    gdn_pdl_attr(&attr[1]);
+    cfg->attrs = attr;
+    cfg->numAttrs = 2;
+}
+
 template <int BV, int NT, typename ST>
 static int launch_dec1_cluster(const gdn_dec_params &p, int S, cudaStream_t stream) {
     using SL = dec1_stage<BV, ST>;
@@ -872,20 +891,10 @@ static int launch_dec1_cluster(const gdn_dec_params &p, int S, cudaStream_t stre
         HS_CUDA_TRY(cudaFuncSetAttribute(gdn_dec1_cluster<BV, NT, ST>, cudaFuncAttributeNonPortableClusterSizeAllowed, 1));
         attr_set = true;
     }
-    cudaLaunchConfig_t cfg = {};
     static int fits16 = -1; /* clusters of 9..16 blocks (non-portable): only where the device schedules them */
-    cfg.gridDim = dim3((unsigned)(p.r * p.nsplit), (unsigned)p.Hk, (unsigned)S);
-    cfg.blockDim = dim3(NT, 1, 1);
-    cfg.dynamicSmemBytes = SL::BYTES;
-    cfg.stream = stream;
+    cudaLaunchConfig_t cfg;
     cudaLaunchAttribute attr[2];
-    attr[0].id = cudaLaunchAttributeClusterDimension;
-    attr[0].val.clusterDim.x = (unsigned)(p.r * p.nsplit);
-    attr[0].val.clusterDim.y = 1;
-    attr[0].val.clusterDim.z = 1;
-    gdn_pdl_attr(&attr[1]);
-    cfg.attrs = attr;
-    cfg.numAttrs = 2;
+    cluster_cfg(&cfg, attr, p, S, NT, SL::BYTES, stream);
     if (p.r * p.nsplit > 8) {
         if (fits16 < 0) {
             cudaLaunchConfig_t c16 = cfg;
@@ -946,19 +955,9 @@ static int launch_cfg(const gdn_dec_params &p, int S, cudaStream_t stream) {
                                          (int)(BV * GDN_DK * sizeof(ST) + GDN_RECURRENT_MAX_T * BV * sizeof(float))));
         attr_set = true;
     }
-    cudaLaunchConfig_t cfg = {};
-    cfg.gridDim = dim3((unsigned)(p.r * p.nsplit), (unsigned)p.Hk, (unsigned)S);
-    cfg.blockDim = dim3(NT, 1, 1);
-    cfg.dynamicSmemBytes = (size_t)BV * GDN_DK * sizeof(ST) + (size_t)p.max_t * BV * sizeof(float);
-    cfg.stream = stream;
+    cudaLaunchConfig_t cfg;
     cudaLaunchAttribute attr[2];
-    attr[0].id = cudaLaunchAttributeClusterDimension;
-    attr[0].val.clusterDim.x = (unsigned)(p.r * p.nsplit);
-    attr[0].val.clusterDim.y = 1;
-    attr[0].val.clusterDim.z = 1;
-    gdn_pdl_attr(&attr[1]);
-    cfg.attrs = attr;
-    cfg.numAttrs = 2;
+    cluster_cfg(&cfg, attr, p, S, NT, (size_t)BV * GDN_DK * sizeof(ST) + (size_t)p.max_t * BV * sizeof(float), stream);
     HS_CUDA_TRY(cudaLaunchKernelEx(&cfg, gdn_decode_kernel<BV, NT, ST>, p));
     return HS_OK;
 }
