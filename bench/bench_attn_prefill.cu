@@ -2,7 +2,8 @@
  * bench_attn_prefill: paged causal prefill attention (GQA 16 query / 4 KV heads, D = 256,
  * bf16 KV, block 16) through attn_prefill_launch, against the kernel it replaced in the
  * CUDA backend (k_attn_rows: one 128-thread block per (token, head), a warp per key;
- * copied below as it was at commit 262c7a8) on the same inputs in the same process.
+ * copied below as it was at commit 262c7a8, its token-to-sequence search now the shared
+ * seq_of_token) on the same inputs in the same process.
  * Shapes: 8 x 1024 new tokens, 1 x 8192, 1 x 1024 after 7168 cached, 32 x 256 after 1024.
  * TFLOP/s counts the causal work only: 4 * D * Hq * sum over tokens of the keys seen.
  * Both block shapes of the new kernel (attn_prefill_config: 64 and 128 query rows).
@@ -13,6 +14,7 @@
 #include <cuda_bf16.h>
 
 #include "../src/cuda/attn_prefill.h"
+#include "../src/cuda/cuda_common.cuh"
 #include "../tests/gpu/gpu_util.h"
 
 /* ---- the replaced kernel (cuda_backend.cu at 262c7a8), for comparison -------------- */
@@ -26,15 +28,6 @@ struct old_params {
     size_t page_bytes, layer_off;
     obf16 *out;
 };
-__device__ __forceinline__ int old_seq_of_tok(const int32_t *ts, int S, int t) {
-    int lo = 0, hi = S - 1;
-    while (lo < hi) {
-        const int mid = (lo + hi + 1) >> 1;
-        if (ts[mid] <= t) lo = mid;
-        else hi = mid - 1;
-    }
-    return lo;
-}
 __device__ __forceinline__ float old_warp_sum(float v) {
     for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
     return v;
@@ -44,7 +37,7 @@ __global__ void __launch_bounds__(128) k_attn_rows_old(const old_params p) {
     __shared__ float o_sh[4][256];
     const int t = p.t0 + blockIdx.x, h = blockIdx.y;
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-    const int s = old_seq_of_tok(p.tok_start, p.S, t);
+    const int s = seq_of_token(p.tok_start, p.S, t);
     const int kh = h / (p.Hq / p.Hkv);
     const int npl = p.D / 32;
     float q[8], acc[8];
