@@ -2,8 +2,10 @@
  * trace: the kernel timeline of a run from CUPTI activity records (trace.h).
  *
  * CUPTI hands us filled buffers of activity records (a worker thread may call the
- * completion callback); each kernel record gives start and end in ns on the GPU's clock
- * and the kernel's mangled name. We keep (start, end, name id) and summarise at the end.
+ * completion callback); each kernel record gives start and end in ns and the kernel's
+ * mangled name. We keep (start, end, name id) and summarise at the end. Runtime-API
+ * calls (host side: start and end of each cuda* call) and memory copies are kept too, on
+ * the same clock, to break the host's turn between two steps down into what it did.
  */
 #include <cxxabi.h>
 #include <dlfcn.h>
@@ -22,9 +24,11 @@ typedef CUptiResult (*fn_register_t)(CUpti_BuffersCallbackRequestFunc, CUpti_Buf
 typedef CUptiResult (*fn_kind_t)(CUpti_ActivityKind);
 typedef CUptiResult (*fn_flush_t)(uint32_t);
 typedef CUptiResult (*fn_next_t)(uint8_t *, size_t, CUpti_Activity **);
+typedef CUptiResult (*fn_cbname_t)(CUpti_CallbackDomain, uint32_t, const char **);
 
 #define TR_MAX_RECS (16u << 20) /* 384 MB of records at most; more are counted, not kept */
 #define TR_MAX_NAMES 1024
+#define TR_MEMCPY (-1) /* the name of a memory copy record in the host list */
 
 typedef struct {
     uint64_t t0, t1;
@@ -36,14 +40,32 @@ static struct {
     fn_kind_t enable, disable;
     fn_flush_t flush;
     fn_next_t next;
+    fn_cbname_t cbname;
     int on;
     pthread_mutex_t mu;
-    tr_rec_t *r;
+    tr_rec_t *r;                        /* kernels */
     size_t n, cap, dropped;
+    tr_rec_t *h;                        /* runtime-API calls (name = callback id) and copies */
+    size_t hn, hcap;
     const char *name_ptr[TR_MAX_NAMES]; /* CUPTI's pointer for the name (fast path) */
     char *name[TR_MAX_NAMES];           /* our copy */
     int n_names;
-} T = {NULL, NULL, NULL, NULL, NULL, 0, PTHREAD_MUTEX_INITIALIZER, NULL, 0, 0, 0, {NULL}, {NULL}, 0};
+} T = {NULL, NULL, NULL, NULL, NULL, NULL, 0, PTHREAD_MUTEX_INITIALIZER, NULL, 0, 0, 0, NULL, 0, 0, {NULL}, {NULL}, 0};
+
+/* Append to a record list, growing it; false (counted as dropped) past TR_MAX_RECS. */
+static bool push(tr_rec_t **v, size_t *n, size_t *cap, tr_rec_t x) {
+    if (*n == *cap) {
+        const size_t c = *cap ? *cap * 2 : (1u << 16);
+        tr_rec_t *r = c <= TR_MAX_RECS ? (tr_rec_t *)realloc(*v, c * sizeof *r) : NULL;
+        if (!r) {
+            T.dropped++;
+            return false;
+        }
+        *v = r, *cap = c;
+    }
+    (*v)[(*n)++] = x;
+    return true;
+}
 
 /* The id of a kernel name; the last slot collects names past TR_MAX_NAMES. */
 static int name_id(const char *s) {
@@ -69,20 +91,19 @@ static void CUPTIAPI buf_complete(CUcontext ctx, uint32_t stream, uint8_t *buf, 
     CUpti_Activity *a = NULL;
     pthread_mutex_lock(&T.mu);
     while (T.next(buf, valid, &a) == CUPTI_SUCCESS) {
-        if (a->kind != CUPTI_ACTIVITY_KIND_CONCURRENT_KERNEL && a->kind != CUPTI_ACTIVITY_KIND_KERNEL) continue;
-        /* start, end and name sit at the same offsets in every kernel record version
-         * since CUPTI 9 (CUpti_ActivityKernel4 .. 10) */
-        const CUpti_ActivityKernel10 *k = (const CUpti_ActivityKernel10 *)a;
-        if (T.n == T.cap) {
-            const size_t cap = T.cap ? T.cap * 2 : (1u << 16);
-            tr_rec_t *r = cap <= TR_MAX_RECS ? (tr_rec_t *)realloc(T.r, cap * sizeof *r) : NULL;
-            if (!r) {
-                T.dropped++;
-                continue;
-            }
-            T.r = r, T.cap = cap;
+        if (a->kind == CUPTI_ACTIVITY_KIND_RUNTIME) {
+            const CUpti_ActivityAPI *r = (const CUpti_ActivityAPI *)a;
+            push(&T.h, &T.hn, &T.hcap, tr_rec_t{r->start, r->end, (int)r->cbid});
+        } else if (a->kind == CUPTI_ACTIVITY_KIND_MEMCPY) {
+            /* kind .. bytes, start, end sit at the same offsets in every version */
+            const CUpti_ActivityMemcpy6 *m = (const CUpti_ActivityMemcpy6 *)a;
+            push(&T.h, &T.hn, &T.hcap, tr_rec_t{m->start, m->end, TR_MEMCPY});
+        } else if (a->kind == CUPTI_ACTIVITY_KIND_CONCURRENT_KERNEL || a->kind == CUPTI_ACTIVITY_KIND_KERNEL) {
+            /* start, end and name sit at the same offsets in every kernel record version
+             * since CUPTI 9 (CUpti_ActivityKernel4 .. 10) */
+            const CUpti_ActivityKernel10 *k = (const CUpti_ActivityKernel10 *)a;
+            push(&T.r, &T.n, &T.cap, tr_rec_t{k->start, k->end, name_id(k->name)});
         }
-        T.r[T.n++] = tr_rec_t{k->start, k->end, name_id(k->name)};
     }
     pthread_mutex_unlock(&T.mu);
     free(buf);
@@ -100,6 +121,7 @@ extern "C" int cuda_trace_start(void) {
         T.disable = (fn_kind_t)dlsym(T.lib, "cuptiActivityDisable");
         T.flush = (fn_flush_t)dlsym(T.lib, "cuptiActivityFlushAll");
         T.next = (fn_next_t)dlsym(T.lib, "cuptiActivityGetNextRecord");
+        T.cbname = (fn_cbname_t)dlsym(T.lib, "cuptiGetCallbackName"); /* optional */
     }
     if (!reg || !T.enable || !T.disable || !T.flush || !T.next || reg(buf_request, buf_complete) != CUPTI_SUCCESS ||
         T.enable(CUPTI_ACTIVITY_KIND_CONCURRENT_KERNEL) != CUPTI_SUCCESS) {
@@ -107,6 +129,9 @@ extern "C" int cuda_trace_start(void) {
                 T.lib ? "its activity API failed" : "libcupti not found");
         return -1;
     }
+    /* the host side: optional (the kernel summary stands without it) */
+    if (T.enable(CUPTI_ACTIVITY_KIND_RUNTIME) != CUPTI_SUCCESS || T.enable(CUPTI_ACTIVITY_KIND_MEMCPY) != CUPTI_SUCCESS)
+        fprintf(stderr, "hyserve: warning: HS_CUDA_TRACE: no runtime-API records; host turn not broken down\n");
     T.on = 1;
     return 0;
 }
@@ -133,13 +158,87 @@ static void pretty(const char *mangled, char *out, size_t n) {
     free(d);
 }
 
+/* The host's turn between two steps, [a, b): from the end of a step's last kernel to the
+ * start of the next step's first. Each runtime-API call's share of it (clipped), the
+ * copies' device time in it, and the time no call was open (the host's own code). One
+ * sample per step, up to TR_HOST_KEYS call kinds; medians at the end. */
+#define TR_HOST_KEYS 24
+static struct {
+    int key[TR_HOST_KEYS]; /* callback id, or TR_MEMCPY; slot TR_HOST_KEYS-1 gathers the rest */
+    int n_keys;
+    uint64_t *v[TR_HOST_KEYS + 1]; /* [n_steps] each; the last: time outside every call */
+    size_t n_steps;
+} H;
+
+static void host_turn(uint64_t a, uint64_t b, size_t step, size_t n_steps) {
+    if (!T.hn) return;
+    if (H.n_steps < n_steps) {
+        for (int i = 0; i <= TR_HOST_KEYS; i++) {
+            free(H.v[i]);
+            H.v[i] = (uint64_t *)calloc(n_steps, 8);
+        }
+        H.n_steps = n_steps;
+    }
+    /* records are sorted by start; no call lasts longer than a few steps: start a bit back */
+    size_t lo = 0, hi = T.hn;
+    while (lo < hi) {
+        const size_t m = (lo + hi) / 2;
+        if (T.h[m].t0 < a) lo = m + 1;
+        else hi = m;
+    }
+    size_t i = lo > 64 ? lo - 64 : 0;
+    uint64_t open_until = a, in_calls = 0;
+    for (; i < T.hn && T.h[i].t0 < b; i++) {
+        const tr_rec_t *r = &T.h[i];
+        const uint64_t x0 = r->t0 > a ? r->t0 : a, x1 = r->t1 < b ? r->t1 : b;
+        if (x1 <= x0) continue;
+        int s = 0;
+        while (s < H.n_keys && H.key[s] != r->name) s++;
+        if (s == H.n_keys) {
+            if (H.n_keys < TR_HOST_KEYS) H.key[H.n_keys++] = r->name;
+            else s = TR_HOST_KEYS - 1;
+        }
+        H.v[s][step] += x1 - x0;
+        if (r->name == TR_MEMCPY) continue; /* device time: not the host's */
+        /* union of the host calls, for "outside every call" */
+        const uint64_t u0 = x0 > open_until ? x0 : open_until;
+        if (x1 > u0) in_calls += x1 - u0, open_until = x1;
+    }
+    H.v[TR_HOST_KEYS][step] = (b - a) - in_calls;
+}
+
+static void host_report(size_t k) {
+    if (!H.n_steps || !k) return;
+    fprintf(stderr, "  host turn (medians per step, us; calls clipped to the turn; copies are device time):\n");
+    uint64_t *tmp = (uint64_t *)malloc(k * 8);
+    for (int s = 0; s <= H.n_keys; s++) {
+        const int slot = s < H.n_keys ? s : TR_HOST_KEYS;
+        memcpy(tmp, H.v[slot], k * 8);
+        double sum = 0;
+        for (size_t j = 0; j < k; j++) sum += (double)tmp[j];
+        const double med = median_us(tmp, k);
+        if (sum == 0) continue;
+        const char *nm = NULL;
+        char buf[48];
+        if (slot == TR_HOST_KEYS) nm = "(host code: no cuda call open)";
+        else if (H.key[slot] == TR_MEMCPY) nm = "(memory copies, device)";
+        else if (!T.cbname || T.cbname(CUPTI_CB_DOMAIN_RUNTIME_API, (uint32_t)H.key[slot], &nm) != CUPTI_SUCCESS || !nm)
+            snprintf(buf, sizeof buf, "runtime call %d", H.key[slot]), nm = buf;
+        fprintf(stderr, "    %-50s median %8.1f  mean %8.1f\n", nm, med, sum / 1e3 / (double)k);
+    }
+    free(tmp);
+}
+
 extern "C" void cuda_trace_report(void) {
     if (!T.on) return;
     T.flush(1 /* CUPTI_ACTIVITY_FLAG_FLUSH_FORCED */);
     T.disable(CUPTI_ACTIVITY_KIND_CONCURRENT_KERNEL);
+    T.disable(CUPTI_ACTIVITY_KIND_RUNTIME);
+    T.disable(CUPTI_ACTIVITY_KIND_MEMCPY);
     T.on = 0;
     pthread_mutex_lock(&T.mu);
     qsort(T.r, T.n, sizeof *T.r, cmp_rec);
+    qsort(T.h, T.hn, sizeof *T.h, cmp_rec);
     /* steps: from one embedding kernel to the next */
     int embed = -1;
     for (int i = 0; i < T.n_names && embed < 0; i++)
@@ -187,6 +286,7 @@ extern "C" void cuda_trace_report(void) {
         busy[k] = covered;
         tail[k] = t_next > last ? t_next - last : 0;
         inner[k] = span[k] - covered - tail[k];
+        if (tail[k] > 0) host_turn(last, t_next, k, best_n);
         k++;
     }
     fprintf(stderr,
@@ -209,6 +309,7 @@ extern "C" void cuda_trace_report(void) {
         pretty(T.name[id], nm, sizeof nm);
         fprintf(stderr, "  %-72s %8.1f %12.1f\n", nm, (double)calls[id] / (double)k, per_name[id] / 1e3 / (double)k);
     }
+    host_report(k);
     pthread_mutex_unlock(&T.mu);
     free(first), free(cnt), free(span), free(busy), free(inner), free(tail), free(per_name), free(calls);
 }
