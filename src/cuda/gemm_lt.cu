@@ -118,11 +118,12 @@ static cublasStatus_t lt_call(gemm_lt_t *g, const lt_plan_t *p, const cublasLtMa
                           st);
 }
 
-/* Time every candidate on the real operands after one warm-up run: one timed run when it
- * takes 100 us or more (lm_head: ~0.7 ms, where the tuning itself cost ~60 ms per M class
- * with 3 runs each), else the mean of 3 more; keep the fastest. */
-static int plan_tune(gemm_lt_t *g, lt_plan_t *p, const void *x, const void *W, void *out, cudaStream_t st,
-                     bool capturing) {
+/* Time every candidate cuBLASLt offers for plan p on operands x, W, out after one warm-up
+ * run: one timed run when it takes 100 us or more (lm_head: ~0.7 ms, where the tuning itself
+ * cost ~60 ms per M class with 3 runs each), else the mean of 3 more; the fastest goes to
+ * *algo. */
+static int pick_algo(gemm_lt_t *g, const lt_plan_t *p, const void *x, const void *W, void *out, cudaStream_t st,
+                     bool capturing, cublasLtMatmulAlgo_t *algo) {
     cublasLtMatmulPreference_t pref;
     LT_TRY(cublasLtMatmulPreferenceCreate(&pref));
     LT_TRY(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &g->ws_bytes,
@@ -132,7 +133,7 @@ static int plan_tune(gemm_lt_t *g, lt_plan_t *p, const void *x, const void *W, v
     cublasStatus_t s = cublasLtMatmulAlgoGetHeuristic(g->h, p->op, p->a, p->b, p->c, p->c, pref, LT_CANDIDATES, res, &n);
     cublasLtMatmulPreferenceDestroy(pref);
     if (s != CUBLAS_STATUS_SUCCESS || n == 0) return HS_ERR_UNSUPPORTED;
-    p->algo = res[0].algo;
+    *algo = res[0].algo;
     if (capturing || n == 1) return HS_OK; /* no timing inside a capture: first choice for now */
     float best = 1e30f;
     for (int i = 0; i < n; i++) {
@@ -150,8 +151,54 @@ static int plan_tune(gemm_lt_t *g, lt_plan_t *p, const void *x, const void *W, v
             ms /= (float)runs;
             if (ms >= 0.1f) break;
         }
-        if (ok && ms < best) best = ms, p->algo = res[i].algo;
+        if (ok && ms < best) best = ms, *algo = res[i].algo;
     }
+    return HS_OK;
+}
+
+/* Time the algorithm for the top of M's class when M is below it. A class is tuned once,
+ * by the first M that arrives, and the rest of the class reuses the choice; an algorithm
+ * timed at the bottom of a class can be wrong for its top: lm_head at 97 rows picked
+ * 104-row tiles, so every decode step of 105..128 rows ran two row tiles and read the
+ * 2 GB of weights twice (1.8 TB/s at 114 rows). Timing at the top instead is safe for
+ * the whole class (fewer rows never need more tiles). The candidates run on zeroed
+ * operands of the top size (scratch, freed after), and the winner must pass
+ * cublasLtMatmulAlgoCheck at M. HS_ERR_UNSUPPORTED: not possible here (tune at M). */
+static int tune_class_top(gemm_lt_t *g, lt_plan_t *p, const void *W, cudaStream_t st) {
+    const int Mc = m_class(p->M);
+    if (Mc <= p->M || getenv("HS_CUDA_GEMM_LT_EXACT")) return HS_ERR_UNSUPPORTED;
+    lt_plan_t t;
+    if (plan_make(&t, Mc, p->N, p->K, p->f32) != HS_OK) {
+        plan_free(&t);
+        return HS_ERR_UNSUPPORTED;
+    }
+    void *xp = NULL, *op = NULL;
+    const size_t xb = (size_t)Mc * p->K * 2, ob = (size_t)Mc * p->N * (p->f32 ? 4 : 2);
+    int rc = HS_ERR_UNSUPPORTED;
+    cublasLtMatmulAlgo_t algo;
+    cublasLtMatmulHeuristicResult_t chk;
+    if (cudaMalloc(&xp, xb) == cudaSuccess && cudaMalloc(&op, ob) == cudaSuccess &&
+        cudaMemsetAsync(xp, 0, xb, st) == cudaSuccess && pick_algo(g, &t, xp, W, op, st, false, &algo) == HS_OK &&
+        cublasLtMatmulAlgoCheck(g->h, p->op, p->a, p->b, p->c, p->c, &algo, &chk) == CUBLAS_STATUS_SUCCESS &&
+        chk.workspaceSize <= g->ws_bytes) {
+        p->algo = algo;
+        rc = HS_OK;
+    }
+    cudaStreamSynchronize(st); /* the timing runs are done with the scratch */
+    if (xp) cudaFree(xp);
+    if (op) cudaFree(op);
+    cudaGetLastError(); /* a failed scratch allocation is not an error: tune at M */
+    plan_free(&t);
+    return rc;
+}
+
+/* Choose p's algorithm: timed at the top of its M class where possible, else at M. */
+static int plan_tune(gemm_lt_t *g, lt_plan_t *p, const void *x, const void *W, void *out, cudaStream_t st,
+                     bool capturing) {
+    int rc = capturing ? HS_ERR_UNSUPPORTED : tune_class_top(g, p, W, st);
+    if (rc != HS_OK) rc = pick_algo(g, p, x, W, out, st, capturing, &p->algo);
+    if (rc != HS_OK) return rc;
+    if (capturing) return HS_OK; /* first choice only: tuned when next seen outside a capture */
     p->tuned = true;
     g->n_tuned++;
     return HS_OK;
