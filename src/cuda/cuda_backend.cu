@@ -421,6 +421,23 @@ __device__ __forceinline__ stat3 stat_warp(stat3 v) {
     return v;
 }
 
+/* Fold n values of ascending ids id0, id0+1, ... into v: the group's max (first id on ties)
+ * rescales the running sum once, then each value adds its exp. */
+template <int n> __device__ __forceinline__ void stat_fold(stat3 &v, const float *e, int id0) {
+    float gm = e[0];
+    int gi = 0;
+#pragma unroll
+    for (int j = 1; j < n; j++)
+        if (e[j] > gm) gm = e[j], gi = j;
+    if (gm > v.m) {
+        v.s = v.m == -INFINITY ? 0.f : v.s * __expf(v.m - gm);
+        v.m = gm, v.i = id0 + gi;
+    }
+    if (v.m == -INFINITY) return; /* all -inf so far */
+#pragma unroll
+    for (int j = 0; j < n; j++) v.s += __expf(e[j] - v.m);
+}
+
 __global__ void __launch_bounds__(256) k_stats_part(const float *logits, int V, int chunk, stat3 *part) {
     __shared__ stat3 sh[8];
     const int r = blockIdx.y, nb = gridDim.x;
@@ -429,14 +446,25 @@ __global__ void __launch_bounds__(256) k_stats_part(const float *logits, int V, 
     const float *x = logits + (int64_t)r * V;
     const int lo = blockIdx.x * chunk, hi = min(V, lo + chunk);
     stat3 v = {-INFINITY, 0.f, 0x7fffffff};
-    for (int i = lo + threadIdx.x; i < hi; i += blockDim.x) {
-        const float e = x[i];
-        if (e > v.m) {
-            v.s = (v.m == -INFINITY ? 0.f : v.s * __expf(v.m - e)) + 1.f;
-            v.m = e, v.i = i;
-        } else if (e != -INFINITY) {
-            v.s += __expf(e - v.m);
+    if ((V & 3) == 0 && (chunk & 3) == 0) {
+        /* 16-byte loads, four in flight per thread (the scalar loop kept ~4 KB in flight
+         * per SM: 1.1 TB/s on 114 rows of 248k logits) */
+        const float4 *x4 = reinterpret_cast<const float4 *>(x);
+        const int hi4 = hi > lo ? hi / 4 : 0, step = blockDim.x;
+        int i = lo / 4 + threadIdx.x;
+        for (; i + 3 * step < hi4; i += 4 * step) {
+            float4 a[4];
+#pragma unroll
+            for (int u = 0; u < 4; u++) a[u] = __ldcs(x4 + i + u * step);
+#pragma unroll
+            for (int u = 0; u < 4; u++) stat_fold<4>(v, &a[u].x, 4 * (i + u * step));
         }
+        for (; i < hi4; i += step) {
+            const float4 a = __ldcs(x4 + i);
+            stat_fold<4>(v, &a.x, 4 * i);
+        }
+    } else {
+        for (int i = lo + threadIdx.x; i < hi; i += blockDim.x) stat_fold<1>(v, x + i, i);
     }
     v = stat_warp(v);
     if ((threadIdx.x & 31) == 0) sh[threadIdx.x >> 5] = v;
@@ -1095,7 +1123,8 @@ static void cu_logits_stats(backend_t *bk, const void *logits, int n, int V, int
     int nb = (4 * 132 + n - 1) / n; /* ranges per row: about 4 blocks per SM in all */
     if (nb > 64) nb = 64;
     if (nb < 1) nb = 1;
-    const int chunk = (V + nb - 1) / nb;
+    int chunk = (V + nb - 1) / nb;
+    if ((V & 3) == 0) chunk = (chunk + 1023) & ~1023; /* whole float4 rounds of 256 threads */
     stat3 *part = (stat3 *)scratch(c, SCR_STATS, (size_t)n * nb * sizeof(stat3) + (size_t)n * 12 + 16);
     char *d = (char *)(part + (size_t)n * nb);
     CK(launch_pdl(k_stats_part, dim3((unsigned)nb, (unsigned)n), dim3(256), 0, c->st, (const float *)logits, V, chunk,

@@ -180,6 +180,49 @@ int main(int argc, char **argv) {
                dl < 0.05 ? "ok" : "FAIL");
         fails += !(dl < 0.05);
     }
+    /* logits_stats alone against float64 on the host: a vocabulary size that takes the
+     * 16-byte path with full unrolled rounds (248320, the Qwen3.5 vocabulary) and an odd one
+     * (the scalar path); ties of the max (the lowest id wins), -inf entries, one row all
+     * -inf but one, a batch that splits rows over many blocks and one over few */
+    {
+        const int Vs[2] = {248320, 50001}, ns[2] = {3, 130};
+        for (int vi = 0; vi < 2; vi++)
+            for (int ni = 0; ni < 2; ni++) {
+                const int V = Vs[vi], n = ns[ni];
+                float *l = rnd((size_t)n * V, 4);
+                for (int r = 0; r < n; r++) {
+                    float *x = l + (size_t)r * V;
+                    const int a = (r * 7919) % V, b = (a + 1 + r * 104729) % V;
+                    x[a] = x[b] = 9.5f; /* a tie of the max: the lower of a and b wins */
+                    for (int j = 0; j < 40; j++) x[(a + 13 * j + 5) % V] = -INFINITY;
+                    if (r == 1)
+                        for (int j = 0; j < V; j++) x[j] = j == V - 3 ? -2.f : -INFINITY;
+                }
+                void *d = B[1]->alloc(B[1], (size_t)n * V * 4);
+                B[1]->upload(B[1], d, l, (size_t)n * V * 4);
+                int32_t *am = malloc((size_t)n * 4);
+                float *mx = malloc((size_t)n * 4), *lse = malloc((size_t)n * 4);
+                B[1]->logits_stats(B[1], d, n, V, am, mx, lse);
+                int bad = 0;
+                double worst = 0;
+                for (int r = 0; r < n; r++) {
+                    const float *x = l + (size_t)r * V;
+                    int ia = 0;
+                    for (int j = 1; j < V; j++)
+                        if (x[j] > x[ia]) ia = j;
+                    double s = 0;
+                    for (int j = 0; j < V; j++) s += exp((double)x[j] - (double)x[ia]);
+                    const double ref = (double)x[ia] + log(s), err = fabs(lse[r] - ref) / fmax(1, fabs(ref));
+                    worst = fmax(worst, err);
+                    bad += am[r] != ia || mx[r] != x[ia] || !(err < 1e-5);
+                }
+                printf("  logits_stats V %-6d rows %-3d  %d bad rows, max rel lse err %.1e  %s\n", V, n, bad, worst,
+                       bad ? "FAIL" : "ok");
+                fails += bad != 0;
+                B[1]->free(B[1], d);
+                free(l), free(am), free(mx), free(lse);
+            }
+    }
     /* attention and GDN over a paged pool with the gpu-dense head shapes */
     {
         char dir[4096];
