@@ -83,6 +83,9 @@ struct hs_engine {
 
     int64_t preempt_total;
     uint64_t prompt_tokens, generated_tokens, steps;
+    /* HS_STEP_TIMES=1: host seconds per phase of a step, printed by hs_engine_destroy */
+    bool times_on;
+    double t_phase[5];
 };
 
 /* ---- configuration ------------------------------------------------------------ */
@@ -217,6 +220,7 @@ int hs_engine_create(const hs_engine_config_t *cfg, hs_engine_t **out, char *err
     hs_engine_t *e = hs_calloc(1, sizeof *e);
     e->cfg = *cfg;
     e->next_id = 1;
+    e->times_on = getenv("HS_STEP_TIMES") != NULL;
     wt_model_t w;
     memset(&w, 0, sizeof w);
     int rc;
@@ -383,6 +387,14 @@ fail:
 
 void hs_engine_destroy(hs_engine_t *e) {
     if (!e) return;
+    if (e->times_on && e->steps > 0) {
+        static const char *nm[5] = {"schedule", "forward (enqueue)", "sample (waits for the device)", "update",
+                                    "events"};
+        fprintf(stderr, "hyserve: info: host time per step over %llu steps (HS_STEP_TIMES):",
+                (unsigned long long)e->steps);
+        for (int i = 0; i < 5; i++) fprintf(stderr, " %s %.1f us%s", nm[i], e->t_phase[i] * 1e6 / (double)e->steps,
+                                            i < 4 ? "," : "\n");
+    }
     sched_destroy(e->sched);
     pool_destroy(e->pool);
     model_destroy(e->model);
@@ -478,6 +490,15 @@ static hs_finish_t finish_of(int f) {
 
 int hs_engine_step(hs_engine_t *e) {
     const sched_batch_t *b;
+    double tp = e->times_on ? hs_now() : 0;
+#define PHASE(i)                                                                                                   \
+    do {                                                                                                           \
+        if (e->times_on) {                                                                                         \
+            const double t_ = hs_now();                                                                            \
+            e->t_phase[i] += t_ - tp;                                                                              \
+            tp = t_;                                                                                               \
+        }                                                                                                          \
+    } while (0)
     int rc = sched_step(e->sched, &b);
     if (rc != HS_OK) return rc;
     e->preempt_total += b->n_preempt_recompute + b->n_preempt_swap;
@@ -492,7 +513,9 @@ int hs_engine_step(hs_engine_t *e) {
     }
     bk_batch_t bb;
     sched_batch_to_bk(b, e->bt, e->bt_stride, e->sp_rows, &bb);
+    PHASE(0);
     const float *dev_logits = model_forward(e->model, &bb, b->token_ids);
+    PHASE(1);
 
     /* Sample the rows that want logits (k = 0: one logit row per final row). Greedy
      * rows without top_logprobs need only the argmax and the log-sum-exp; every other
@@ -550,10 +573,12 @@ int hs_engine_step(hs_engine_t *e) {
     }
     for (int s = 0; s < b->n_seqs; s++)
         if (e->n_new[s]) e->new_tokens[s] = e->results[s].token;
+    PHASE(2);
     const sched_event_t *evs;
     int n_ev;
     rc = sched_update(e->sched, e->new_tokens, e->n_new, &evs, &n_ev);
     if (rc != HS_OK) return rc;
+    PHASE(3);
 
     for (int i = 0; i < n_ev; i++) {
         const sched_event_t *se = &evs[i];
@@ -585,6 +610,8 @@ int hs_engine_step(hs_engine_t *e) {
         }
     }
     e->prompt_tokens += (uint64_t)b->n_prefill_tokens;
+    PHASE(4);
+#undef PHASE
     return HS_OK;
 }
 
