@@ -310,6 +310,36 @@ extern "C" void cuda_trace_report(void) {
         fprintf(stderr, "  %-72s %8.1f %12.1f\n", nm, (double)calls[id] / (double)k, per_name[id] / 1e3 / (double)k);
     }
     host_report(k);
+    /* the other steps (prefill chunks, batch-size changes): all together, top kernels */
+    memset(per_name, 0, TR_MAX_NAMES * sizeof(double));
+    memset(calls, 0, TR_MAX_NAMES * sizeof(int));
+    double other_span = 0;
+    size_t n_other = 0;
+    for (size_t s = 0; s + 1 < n_steps; s++) {
+        if (cnt[s] == mode) continue;
+        n_other++;
+        other_span += (double)(T.r[first[s + 1]].t0 - T.r[first[s]].t0);
+        for (size_t i = first[s]; i < first[s + 1]; i++) per_name[T.r[i].name] += (double)(T.r[i].t1 - T.r[i].t0);
+    }
+    if (n_other > 0) {
+        double all = 0;
+        for (int i = 0; i < T.n_names; i++) all += per_name[i];
+        fprintf(stderr, "  the other %zu steps: %.1f ms in all (span), kernels %.1f ms; top kernels (ms in all):\n",
+                n_other, other_span / 1e6, all / 1e6);
+        for (int i = 0; i < T.n_names; i++) order[i] = i;
+        for (int i = 1; i < T.n_names; i++)
+            for (int j = i; j > 0 && per_name[order[j]] > per_name[order[j - 1]]; j--) {
+                const int t = order[j];
+                order[j] = order[j - 1], order[j - 1] = t;
+            }
+        for (int i = 0; i < T.n_names && i < 14; i++) {
+            const int id = order[i];
+            if (per_name[id] <= 0) break;
+            char nm[80];
+            pretty(T.name[id], nm, sizeof nm);
+            fprintf(stderr, "    %-72s %10.1f\n", nm, per_name[id] / 1e6);
+        }
+    }
     pthread_mutex_unlock(&T.mu);
     free(first), free(cnt), free(span), free(busy), free(inner), free(tail), free(per_name), free(calls);
 }
