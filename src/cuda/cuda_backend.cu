@@ -149,6 +149,13 @@ typedef struct {
     cu_gkey_t gkey;           /* this step's shape */
     cu_graph_t graphs[CU_MAX_GRAPHS];
     uint64_t gclock;
+    double launch_s;                 /* host time inside cudaGraphLaunch of replays */
+    double between_s, t_synced;      /* host time from the last step's results to a replay */
+    long n_between;
+    /* HS_CUDA_SKIP=gdn,attn (profiling only: wrong outputs): leave that decode kernel out
+     * of pure decode steps, to measure what it costs on the step's critical path */
+    bool skip_gdn, skip_attn;
+    int attn_split; /* HS_CUDA_ATTN_SPLIT=n: decode attention split count forced (0: heuristic) */
     void *deferred[SCR_N + 1];/* buffers replaced during a capture, freed after it */
     int n_deferred;
     void *blas_ws;
@@ -192,6 +199,7 @@ static void *scratch(cu_ctx_t *c, int i, size_t bytes) {
         retire(c, c->scr[i].p);
         size_t nb = bytes + bytes / 4 + 256;
         CK(cudaMalloc(&c->scr[i].p, nb));
+        CK(cudaMemsetAsync(c->scr[i].p, 0, nb, c->st)); /* zero: attention decode's split counters */
         c->scr[i].bytes = nb;
     }
     return c->scr[i].p;
@@ -772,7 +780,10 @@ static bool cu_graph_launch(backend_t *bk) {
     cu_graph_t *g = graph_find(c);
     if (!g || !g->exec) return false;
     g->last = ++c->gclock;
+    const double t0 = hs_now();
+    if (c->t_synced > 0) c->between_s += t0 - c->t_synced, c->n_between++;
     CK(cudaGraphLaunch(g->exec, c->st));
+    c->launch_s += hs_now() - t0;
     bk->graphs_replayed++;
     return true;
 }
@@ -1027,9 +1038,10 @@ static void cu_attention(backend_t *bk, int a, void *qg, void *k, const void *v,
         /* decode rows are tokens [0, n_decode), one per sequence, in row order */
         const size_t ws_bytes = attn_decode_workspace_bytes(c->n_decode, Hq, c->max_ctx);
         void *ws = scratch(c, SCR_ATTN_WS, ws_bytes);
-        CKL(attn_decode_launch(q, c->pool.base, c->pool.page_bytes, c->d_bt, c->max_blocks, c->d_seq_lens,
-                               c->n_decode, c->max_ctx, layer_off, kv->block_size, Hq, Hkv, D, scale, gate, ws, out,
-                               0, c->st));
+        if (!(c->skip_attn && c->n_decode == c->S))
+            CKL(attn_decode_launch(q, c->pool.base, c->pool.page_bytes, c->d_bt, c->max_blocks, c->d_seq_lens,
+                                   c->n_decode, c->max_ctx, layer_off, kv->block_size, Hq, Hkv, D, scale, gate, ws,
+                                   out, c->attn_split, c->st));
         s0 = c->n_decode;
     }
     if (s0 < c->S)
@@ -1044,6 +1056,7 @@ static void cu_gdn(backend_t *bk, int g, const void *qkv, const void *z, const v
                    const bk_weight_t *conv_w, const bk_weight_t *A_log, const bk_weight_t *dt_bias,
                    const bk_weight_t *norm_w, int Hk, int Hv, int dk, int dv, int Kc, float eps, void *out) {
     cu_ctx_t *c = ctx(bk);
+    if (c->skip_gdn && c->S > 0 && c->n_decode == c->S) return;
     const statemap_t *sm = &c->pool.sm;
     gdn_state_t st;
     st.pool_base = c->pool.base;
@@ -1137,6 +1150,7 @@ static void cu_logits_stats(backend_t *bk, const void *logits, int n, int V, int
     }
     CK(cudaMemcpyAsync(c->h_stats, d, (size_t)n * 12, cudaMemcpyDeviceToHost, c->st));
     CK(cudaStreamSynchronize(c->st));
+    c->t_synced = hs_now();
     memcpy(argmax, c->h_stats, (size_t)n * 4);
     memcpy(mx, c->h_stats + (size_t)n * 4, (size_t)n * 4);
     memcpy(lse, c->h_stats + (size_t)n * 8, (size_t)n * 4);
@@ -1374,6 +1388,12 @@ static void cu_page_in(backend_t *bk, const bk_pool_t *pool, int64_t page, const
 static void cu_destroy(backend_t *bk) {
     if (!bk) return;
     cu_ctx_t *c = ctx(bk);
+    if (c && bk->graphs_replayed > 0 && getenv("HS_CUDA_LAUNCH_TIMES"))
+        fprintf(stderr,
+                "hyserve: info: cuda: %ld graph replays, host time per replay: %.1f us inside cudaGraphLaunch, "
+                "%.1f us before it since the last step's results\n",
+                bk->graphs_replayed, c->launch_s * 1e6 / (double)bk->graphs_replayed,
+                c->n_between ? c->between_s * 1e6 / (double)c->n_between : 0.0);
     if (c) {
         cudaStreamSynchronize(c->st);
         for (int i = 0; i < SCR_N; i++)
@@ -1451,6 +1471,12 @@ extern "C" backend_t *backend_cuda_create(int device, char *err, size_t n) {
     if (getenv("HS_CUDA_TRACE")) cuda_trace_start(); /* kernel timeline at the end (trace.h) */
     const char *gv = getenv("HS_CUDA_GRAPHS");
     c->graphs_on = !(gv && strcmp(gv, "0") == 0);
+    const char *sk = getenv("HS_CUDA_SKIP");
+    c->skip_gdn = sk && strstr(sk, "gdn");
+    c->skip_attn = sk && strstr(sk, "attn");
+    const char *as = getenv("HS_CUDA_ATTN_SPLIT");
+    c->attn_split = as ? atoi(as) : 0;
+    if (sk) fprintf(stderr, "hyserve: warning: HS_CUDA_SKIP=%s: decode steps leave kernels out (timing only)\n", sk);
     backend_t *bk = (backend_t *)hs_calloc(1, sizeof *bk);
     bk->name = "cuda";
     bk->act_dtype = HS_BF16;
