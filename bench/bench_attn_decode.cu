@@ -16,7 +16,6 @@ int main(int argc, char **argv) {
     const char *vars = argc > 1 ? argv[1] : "0";
     const int pdl = argc > 2 ? atoi(argv[2]) : 1;
     const int split = argc > 3 ? atoi(argv[3]) : 0;
-    const int fuse_max = argc > 4 ? atoi(argv[4]) : -1; /* splits merged in the decode kernel (-1: default) */
     cudaDeviceProp prop;
     CK(cudaGetDeviceProperties(&prop, 0));
     printf("device: %s\n", prop.name);
@@ -27,7 +26,7 @@ int main(int argc, char **argv) {
     for (int k = 0; k < 3 * 2 * (int)strlen(vars); k++) {
         {
             const int var = vars[k / 6] - '0', bi = k / 2 % 3, ci = k % 2;
-            attn_decode_config(var, pdl, fuse_max);
+            attn_decode_config(var, pdl);
             const int B = Bs[bi], ctx = Cs[ci], nb = ctx / bs;
             const size_t page = 2 * (size_t)bs * Hkv * D * 2; /* one attention layer per block */
             const size_t pool_bytes = (size_t)B * nb * page;
@@ -43,7 +42,6 @@ int main(int argc, char **argv) {
             void *d_q = dupload(hq, 2 * (size_t)B * Hq * D), *d_g = dupload(hq, 2 * (size_t)B * Hq * D);
             void *d_out = dmalloc(2 * (size_t)B * Hq * D), *d_ws = dmalloc(attn_decode_workspace_bytes(B, Hq, ctx) +
                                                                      (size_t)B * Hq * split * 260 * 4);
-            CK(cudaMemset(d_ws, 0, attn_decode_workspace_bytes(B, Hq, ctx) + (size_t)B * Hq * split * 260 * 4));
             void *pools[64];
             for (int c = 0; c < copies; c++) {
                 pools[c] = dmalloc(pool_bytes);

@@ -19,12 +19,9 @@
  *  - O += P V: warp w owns output dims [64w, 64w+64), V by ldmatrix.trans; the warps'
  *    m and l are identical, so no merge between warps is needed.
  *  - one split: the block writes out = O / l (times sigmoid(gate)); several splits: the
- *    fp32 partials (O, m, l) go to the workspace; up to dec_fuse_max (32) splits the
- *    block that finishes last for its (sequence, KV head) merges them (a counter per
- *    pair in the workspace, reset by that block: no second kernel, its launch and its
- *    wait for the whole grid are gone, ~3 us a layer at batch 1), above that
- *    attn_combine merges them, launched with programmatic dependent launch so that its
- *    launch overlaps the tail of the main kernel.
+ *    fp32 partials (O, m, l) go to the workspace and attn_combine merges them; it is
+ *    launched with programmatic dependent launch so that its launch overlaps the tail
+ *    of the main kernel.
  * Memory traffic: every cached K and V byte of the sequence once (+ q, out, and the fp32
  * partials of the splits). Split count: the smallest that fills the resident block slots
  * in waves at least 85% full.
@@ -44,8 +41,6 @@ struct attn_dec_params {
     int max_blocks, bs, Hq, Hkv, nsplit, split_len;
     float scale_log2; /* scale * log2(e) */
     float *ws;        /* [S][Hq][nsplit][PSTRIDE] */
-    unsigned *cnt;    /* [S][Hkv] splits done (fused merge); zero between calls */
-    int fuse;         /* the last split block of a (sequence, KV head) merges them */
     bf16_t *out;
 };
 
@@ -187,9 +182,9 @@ __global__ void __launch_bounds__(128) attn_decode_kernel(const attn_dec_params 
     attn_cp_wait<0>();
     l += __shfl_xor_sync(0xffffffffu, l, 1);
     l += __shfl_xor_sync(0xffffffffu, l, 2);
+    if (g >= G) return;
     const int qh = kh * G + g;
     if (p.nsplit == 1) {
-        if (g >= G) return;
         const float inv = 1.f / l;
 #pragma unroll
         for (int jn = 0; jn < 8; jn++) {
@@ -203,9 +198,7 @@ __global__ void __launch_bounds__(128) attn_decode_kernel(const attn_dec_params 
             }
             *reinterpret_cast<uint32_t *>(p.out + off) = f2_to_bf2x2(o0, o1);
         }
-        return;
-    }
-    if (g < G) {
+    } else {
         float *part = p.ws + (((size_t)s * p.Hq + qh) * p.nsplit + j) * PSTRIDE;
 #pragma unroll
         for (int jn = 0; jn < 8; jn++)
@@ -214,45 +207,6 @@ __global__ void __launch_bounds__(128) attn_decode_kernel(const attn_dec_params 
             part[AD] = m;
             part[AD + 1] = l;
         }
-    }
-    if (!p.fuse) return;
-    /* Fused merge: the block that finishes last among the (sequence, KV head)'s splits
-     * merges their partials for the G query heads (the partials of the others are
-     * visible to it: each block fences its writes before counting itself). */
-    __shared__ bool last;
-    __threadfence();
-    __syncthreads();
-    const int ns = (len + p.split_len - 1) / p.split_len; /* splits that had tokens */
-    if (tid == 0) {
-        unsigned *ct = p.cnt + (size_t)s * p.Hkv + kh;
-        last = atomicAdd(ct, 1u) == (unsigned)ns - 1;
-        if (last) *ct = 0; /* for the next call */
-    }
-    __syncthreads();
-    if (!last) return;
-    __threadfence();
-    for (int hq = 0; hq < G; hq++) {
-        const float *part = p.ws + ((size_t)s * p.Hq + kh * G + hq) * p.nsplit * PSTRIDE;
-        float M = -INFINITY;
-        for (int jj = 0; jj < ns; jj++) M = fmaxf(M, __ldcg(part + (size_t)jj * PSTRIDE + AD));
-        float L = 0.f, o0 = 0.f, o1 = 0.f;
-        for (int jj = 0; jj < ns; jj++) {
-            const float *pj = part + (size_t)jj * PSTRIDE;
-            const float f = exp2f(__ldcg(pj + AD) - M);
-            const float2 v = __ldcg(reinterpret_cast<const float2 *>(pj + 2 * tid));
-            L += __ldcg(pj + AD + 1) * f;
-            o0 += v.x * f;
-            o1 += v.y * f;
-        }
-        const float inv = 1.f / L;
-        o0 *= inv, o1 *= inv;
-        const size_t off = ((size_t)s * p.Hq + kh * G + hq) * AD + 2 * tid;
-        if (p.gate) {
-            const float2 gv = bf2x2_to_f2(*reinterpret_cast<const uint32_t *>(p.gate + off));
-            o0 *= sigmoid_f(gv.x);
-            o1 *= sigmoid_f(gv.y);
-        }
-        *reinterpret_cast<uint32_t *>(p.out + off) = f2_to_bf2x2(o0, o1);
     }
 }
 
@@ -337,17 +291,12 @@ __global__ void __launch_bounds__(CMB_THREADS) attn_combine_kernel(const attn_de
 #define DEC_NVAR 3
 static const int dec_tok[DEC_NVAR] = {32, 16, 64}; /* stages: 3, 4, 2 */
 static int dec_variant = 0, dec_pdl = 1;
-/* Up to this many splits the decode kernel merges them itself (its last block per
- * sequence and KV head); above, attn_combine_kernel's Hq blocks of 512 threads do (a
- * 128-thread block merging hundreds of partials would be the slow part). */
-static int dec_fuse_max = 32;
 #define DEC_MAX_SLOTS_PER_SM 4 /* the split heuristic assumes no more (bounds the workspace) */
 
-extern "C" int attn_decode_config(int variant, int pdl, int fuse_max) {
+extern "C" int attn_decode_config(int variant, int pdl) {
     const int old = dec_variant;
     if (variant >= 0 && variant < DEC_NVAR) dec_variant = variant;
     if (pdl >= 0) dec_pdl = pdl != 0;
-    if (fuse_max >= 0) dec_fuse_max = fuse_max;
     return old;
 }
 
@@ -441,14 +390,9 @@ static int attn_max_splits(int S, int max_seq_len) {
     return n < CMB_MAX_SPLITS ? n : CMB_MAX_SPLITS;
 }
 
-/* The workspace: split counters for the fused merge first ([S][Hq] >= [S][Hkv] unsigned,
- * rounded up to 256 bytes; zero before the first call, left zero by every call), then the
- * fp32 partials. */
-static size_t ws_cnt_bytes(int S, int Hq) { return ((size_t)S * Hq * 4 + 255) & ~(size_t)255; }
-
 extern "C" size_t attn_decode_workspace_bytes(int S, int Hq, int max_seq_len) {
     if (S <= 0 || max_seq_len <= 0) return 256;
-    return ws_cnt_bytes(S, Hq) + (size_t)S * Hq * attn_max_splits(S, max_seq_len) * PSTRIDE * sizeof(float) + 256;
+    return (size_t)S * Hq * attn_max_splits(S, max_seq_len) * PSTRIDE * sizeof(float) + 256;
 }
 
 extern "C" int attn_decode_launch(const void *q, const void *kv_base, size_t page_bytes, const int32_t *block_tables,
@@ -473,8 +417,7 @@ extern "C" int attn_decode_launch(const void *q, const void *kv_base, size_t pag
     p.Hq = Hq;
     p.Hkv = Hkv;
     p.scale_log2 = scale * 1.4426950408889634f;
-    p.cnt = (unsigned *)ws;
-    p.ws = (float *)((char *)ws + ws_cnt_bytes(S, Hq));
+    p.ws = (float *)ws;
     p.out = (bf16_t *)out;
     int per_sm = 1;
     HS_CUDA_TRY(dec_slots(G, &per_sm));
@@ -483,7 +426,6 @@ extern "C" int attn_decode_launch(const void *q, const void *kv_base, size_t pag
     if (p.nsplit > 1 && split_override <= 0 && p.nsplit > attn_max_splits(S, max_seq_len))
         return HS_ERR_INVALID; /* cannot happen: the workspace bound covers the heuristic */
     if (p.nsplit > 1 && !ws) return HS_ERR_INVALID;
-    p.fuse = p.nsplit > 1 && p.nsplit <= dec_fuse_max;
     cudaStream_t st = (cudaStream_t)stream;
     const dim3 grid((unsigned)p.nsplit, (unsigned)Hkv, (unsigned)S);
     cudaError_t e = cudaSuccess;
@@ -502,7 +444,7 @@ extern "C" int attn_decode_launch(const void *q, const void *kv_base, size_t pag
     }
 #undef DEC_LAUNCH_CASE
     HS_CUDA_TRY(e);
-    if (p.nsplit > 1 && !p.fuse) {
+    if (p.nsplit > 1) {
         cudaLaunchConfig_t cfg = {};
         cfg.gridDim = dim3((unsigned)Hq, (unsigned)S);
         cfg.blockDim = dim3(CMB_THREADS);

@@ -199,7 +199,6 @@ static void *scratch(cu_ctx_t *c, int i, size_t bytes) {
         retire(c, c->scr[i].p);
         size_t nb = bytes + bytes / 4 + 256;
         CK(cudaMalloc(&c->scr[i].p, nb));
-        CK(cudaMemsetAsync(c->scr[i].p, 0, nb, c->st)); /* zero: attention decode's split counters */
         c->scr[i].bytes = nb;
     }
     return c->scr[i].p;

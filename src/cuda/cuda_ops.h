@@ -108,22 +108,19 @@ int gdn_gated_norm_launch(const void *o, const void *z, const float *w, int64_t 
  *   gate     bf16 [S][Hq][256] or NULL: out *= sigmoid(gate)
  *   out      bf16 [S][Hq][256]
  * max_seq_len (host) sizes the split-KV grid; ws: workspace of
- * attn_decode_workspace_bytes(S, Hq, max_seq_len) bytes (split counters, then fp32 split
- * partials), **zeroed before its first use** (every call leaves the counters zero again);
+ * attn_decode_workspace_bytes(S, Hq, max_seq_len) bytes (fp32 split partials);
  * split_override: 0 = heuristic (fills the resident block slots in waves), else the
- * split count (then ws must hold attn_decode_workspace_bytes + S * Hq * split_override *
- * 260 floats). With several splits the last block of each (sequence, KV head) merges them
- * (up to 32 splits), or a second kernel does (programmatic dependent launch). */
+ * split count (then ws must hold S * Hq * split_override * 260 floats). With several
+ * splits a second kernel merges them (programmatic dependent launch). */
 size_t attn_decode_workspace_bytes(int S, int Hq, int max_seq_len);
 int attn_decode_launch(const void *q, const void *kv_base, size_t page_bytes, const int32_t *block_tables,
                        int max_blocks, const int32_t *seq_lens, int S, int max_seq_len, size_t layer_off,
                        int block_size, int Hq, int Hkv, int D, float scale, const void *gate, void *ws, void *out,
                        int split_override, void *stream);
 /* Tuning (benchmarks): tile shape variant 0 = 32 tokens x 3 stages (default), 1 = 16 x 4,
- * 2 = 64 x 2; pdl 0/1 = merge kernel without/with programmatic dependent launch; fuse_max:
- * the most splits merged inside the decode kernel (0: always the merge kernel); -1 keeps a
- * setting. Process-wide; returns the previous variant. */
-int attn_decode_config(int variant, int pdl, int fuse_max);
+ * 2 = 64 x 2; pdl 0/1 = merge kernel without/with programmatic dependent launch (-1: keep).
+ * Process-wide; returns the previous variant. */
+int attn_decode_config(int variant, int pdl);
 
 /* Prefill / chunked-prefill rows: attn_prefill_launch (paged flash attention), declared
  * in attn_prefill.h. */
