@@ -1035,7 +1035,9 @@ static void cu_attention(backend_t *bk, int a, void *qg, void *k, const void *v,
     int s0 = 0; /* sequences before s0 went through the decode kernel */
     if (c->n_decode > 0 && D == 256 && (G == 1 || G == 2 || G == 4 || G == 6 || G == 8)) {
         /* decode rows are tokens [0, n_decode), one per sequence, in row order */
-        const size_t ws_bytes = attn_decode_workspace_bytes(c->n_decode, Hq, c->max_ctx);
+        size_t ws_bytes = attn_decode_workspace_bytes(c->n_decode, Hq, c->max_ctx);
+        const size_t ws_forced = (size_t)c->n_decode * Hq * (size_t)c->attn_split * 260 * 4 + 256;
+        if (ws_forced > ws_bytes) ws_bytes = ws_forced; /* HS_CUDA_ATTN_SPLIT (cuda_ops.h) */
         void *ws = scratch(c, SCR_ATTN_WS, ws_bytes);
         if (!(c->skip_attn && c->n_decode == c->S))
             CKL(attn_decode_launch(q, c->pool.base, c->pool.page_bytes, c->d_bt, c->max_blocks, c->d_seq_lens,
@@ -1474,7 +1476,7 @@ extern "C" backend_t *backend_cuda_create(int device, char *err, size_t n) {
     c->skip_gdn = sk && strstr(sk, "gdn");
     c->skip_attn = sk && strstr(sk, "attn");
     const char *as = getenv("HS_CUDA_ATTN_SPLIT");
-    c->attn_split = as ? atoi(as) : 0;
+    c->attn_split = as && atoi(as) > 0 ? atoi(as) : 0;
     if (sk) fprintf(stderr, "hyserve: warning: HS_CUDA_SKIP=%s: decode steps leave kernels out (timing only)\n", sk);
     backend_t *bk = (backend_t *)hs_calloc(1, sizeof *bk);
     bk->name = "cuda";
