@@ -1,9 +1,10 @@
 #!/bin/bash
 # gpu-final: one device call for a session's closing numbers, from the tools/pack-gpu.sh bundle
-# (~8 min on an H100): the GPU test programs (+ memcheck on the op test), batch-1 decode with
-# graphs on and off, the seed's benchmark with all 1,280 prompts (bf16 state, the seed's
-# setting), its first 128 requests with bf16 and with fp32 state, and the coupled layout at the
-# same memory (bf16 state, 128 requests).
+# (~9 min on an H100): the GPU test programs (+ memcheck on the op test), batch-1 decode with
+# graphs on and off and without the GDN decode kernel (HS_CUDA_SKIP=gdn: what it costs), the
+# seed's benchmark with all 1,280 prompts (bf16 state, the seed's setting, and fp32 state), its
+# first 128 requests with bf16 and with fp32 state, and the coupled layout at the same memory
+# (bf16 state, 128 requests).
 #   device: carry [".gpu/eng"], command  bash .gpu/eng/env.sh bash ./gpu-final.sh
 # $OUT gets summary.txt (also printed) and logs.tar.gz.
 set -u
@@ -26,7 +27,9 @@ B="bin/hyserve bench --device cuda --model qwen3.5-9b"
 B1="--input-len 128 --output-len 128 --range-ratio 1 --num-prompts 3 --max-concurrency 1"
 t e2e_batch1 40 $B $B1
 HS_CUDA_GRAPHS=0 t e2e_batch1_nographs 40 $B $B1
+HS_CUDA_SKIP=gdn t e2e_batch1_skipgdn 40 $B $B1
 t e2e_seed_bf16_1280 240 $B --max-num-batched-tokens 4096 --state-dtype bf16
+t e2e_seed_f32_1280 240 $B --max-num-batched-tokens 4096
 t e2e_seed_bf16_128 60 $B --max-num-batched-tokens 4096 --state-dtype bf16 --num-prompts 128
 t e2e_seed_f32_128 60 $B --max-num-batched-tokens 4096 --num-prompts 128
 t e2e_coupled_128 150 $B --max-num-batched-tokens 4096 --state-dtype bf16 --state-layout coupled --num-prompts 128
