@@ -392,11 +392,75 @@ __device__ __forceinline__ void pp_load(pp_stage &ps, const chunk_params &p, int
     cp_commit();
 }
 
+/* The item's blocks of warp w (slot 0 its diagonal block): see pp_compute. */
+#define PP_BM(b) ((b) == 1 && w == 0 ? 3 : w) /* block row of slot b */
+#define PP_BN(b) max(w - (b), 0)             /* block column of slot b */
+
+/* A and P of head hh from the K K^T / Q K^T fragments of warp w's blocks, one
+ * e^{G_r - G_c} for both: P to memory (WP), A (doA; head x of the pair in the scratch)
+ * its diagonal block to Df (fp32), the blocks left of the diagonal to the scratch as
+ * bf16 hi + lo. The rest of A and P is zero and never read. */
+template <bool WP>
+__device__ __forceinline__ void pp_ap(pp_stage &ps, pp_aux &ax, const chunk_params &p, const float (&kk)[3][2][4],
+                                      const float (&qk)[3][2][4], int t0, int c0, int L, int kh, int hh, int x,
+                                      bool doA, int w, int lane) {
+    const int h = kh * p.r + hh, g = lane >> 2, tq = lane & 3, nsl = w < 2 ? 2 : 3;
+    const float scale = rsqrtf((float)DK);
+    const float *Gs = ps.G[hh];
+    bf16_t *Th = ps.KQ + x * 2 * CH * CH, *Tl = Th + CH * CH;
+    float *Df = ax.Df[x][w];
+#pragma unroll
+    for (int b = 0; b < 3; b++) {
+        if (b >= nsl) break;
+        const int ra = 16 * PP_BM(b) + g, rb = ra + 8; /* this thread's two rows */
+        const float Ga = Gs[ra], Gb = Gs[rb];
+        const float cPa = scale * ax.Rq[ra], cPb = scale * ax.Rq[rb];
+        const float cAa = ps.B[hh][ra] * ax.Rk[ra], cAb = ps.B[hh][rb] * ax.Rk[rb];
+#pragma unroll
+        for (int nn = 0; nn < 2; nn++) {
+            const int col = 16 * PP_BN(b) + 8 * nn + 2 * tq;
+            float Pv[4], Av[4];
+#pragma unroll
+            for (int e = 0; e < 2; e++) {
+                const float Gc = Gs[col + e], rkc = ax.Rk[col + e];
+                /* e^{G_r - G_c} <= 1 where col <= row; the other lanes are selected away */
+                const float ea = __expf(Ga - Gc) * rkc, eb = __expf(Gb - Gc) * rkc;
+                Pv[e] = col + e <= ra ? cPa * ea * qk[b][nn][e] : 0.f;
+                Pv[2 + e] = col + e <= rb ? cPb * eb * qk[b][nn][2 + e] : 0.f;
+                Av[e] = col + e < ra ? cAa * ea * kk[b][nn][e] : 0.f;
+                Av[2 + e] = col + e < rb ? cAb * eb * kk[b][nn][2 + e] : 0.f;
+            }
+            if (WP && ra < L)
+                *reinterpret_cast<uint32_t *>(p.P + (((size_t)t0 + c0 + ra) * p.Hv + h) * CH + col) =
+                    f2_to_bf2x2(Pv[0], Pv[1]);
+            if (WP && rb < L)
+                *reinterpret_cast<uint32_t *>(p.P + (((size_t)t0 + c0 + rb) * p.Hv + h) * CH + col) =
+                    f2_to_bf2x2(Pv[2], Pv[3]);
+            if (!doA) continue;
+            if (b == 0) {
+                *reinterpret_cast<float2 *>(&Df[g * 16 + col - 16 * w]) = make_float2(Av[0], Av[1]);
+                *reinterpret_cast<float2 *>(&Df[(g + 8) * 16 + col - 16 * w]) = make_float2(Av[2], Av[3]);
+            } else {
+                split_store(Th, Tl, ra, col, Av[0], Av[1]);
+                split_store(Th, Tl, rb, col, Av[2], Av[3]);
+            }
+        }
+    }
+}
+
 /* The item's work once its loads landed (and a barrier passed): cumsum of g, inverse
  * norms, K K^T and Q K^T by tensor cores (shared by the r v-heads), then per v-head
  * A, P and T = (I + A)^-1, heads in pairs: the 16x16 diagonal blocks of T by forward
  * substitution (lane per column), the blocks below them by tensor cores, block row after
- * block row. Barriers: bar ID of 128. */
+ * block row. Barriers: bar ID of 128.
+ * Work split (the item's latency is what bounds the fused pass, so no warp should carry
+ * much more than the others): the lower triangle of K K^T / Q K^T (and so of A and P)
+ * has ten 16x16 blocks (m, n), n <= m; warp w takes its diagonal block (w, w) and one or
+ * two below it, at most three blocks a warp (a warp per block row gave warp 3 four and
+ * warp 0 one):
+ *   w0 (0,0) (3,0) | w1 (1,1) (1,0) | w2 (2,2) (2,1) (2,0) | w3 (3,3) (3,2) (3,1).
+ * A and P of a block come from the same e^{G_r - G_c}, computed once. The inverse's block
+ * rows 1..3 take the pair's two heads on two different warps at once. */
 template <int ID>
 __device__ __forceinline__ void pp_compute(pp_stage &ps, pp_aux &ax, const chunk_params &p, int t0, int c0, int L,
                                            int kh, int tid) {
@@ -416,19 +480,22 @@ __device__ __forceinline__ void pp_compute(pp_stage &ps, pp_aux &ax, const chunk
         ps.G[hh][2 * lane + 1] = x;
     }
     /* inverse L2 norms of the chunk's k (threads 0..63) and q (64..127) rows; q and k
-     * stay raw in memory, every product below is scaled by them instead */
+     * stay raw in memory, every product below is scaled by them instead (four partial
+     * sums: one 128-long FMA chain was the longest dependency of this phase) */
     {
         const int row = tid & 63;
         const bf16_t *x = (tid < 64 ? Ks : Qs) + row * LDK;
-        float ss = 0.f;
+        float ss[4] = {0.f, 0.f, 0.f, 0.f};
 #pragma unroll
         for (int c8 = 0; c8 < DK / 8; c8++) {
             const uint4 u = *reinterpret_cast<const uint4 *>(x + c8 * 8);
             const float2 a0 = bf2x2_to_f2(u.x), a1 = bf2x2_to_f2(u.y), a2 = bf2x2_to_f2(u.z), a3 = bf2x2_to_f2(u.w);
-            ss += a0.x * a0.x + a0.y * a0.y + a1.x * a1.x + a1.y * a1.y + a2.x * a2.x + a2.y * a2.y + a3.x * a3.x +
-                  a3.y * a3.y;
+            ss[0] = fmaf(a0.x, a0.x, fmaf(a0.y, a0.y, ss[0]));
+            ss[1] = fmaf(a1.x, a1.x, fmaf(a1.y, a1.y, ss[1]));
+            ss[2] = fmaf(a2.x, a2.x, fmaf(a2.y, a2.y, ss[2]));
+            ss[3] = fmaf(a3.x, a3.x, fmaf(a3.y, a3.y, ss[3]));
         }
-        const float rn = rsqrtf(ss + 1e-6f);
+        const float rn = rsqrtf((ss[0] + ss[1]) + (ss[2] + ss[3]) + 1e-6f);
         (tid < 64 ? ax.Rk : ax.Rq)[row] = rn;
         if (row < L) (tid < 64 ? p.RK : p.RQ)[((size_t)t0 + c0 + row) * p.Hk + kh] = rn;
     }
@@ -437,92 +504,46 @@ __device__ __forceinline__ void pp_compute(pp_stage &ps, pp_aux &ax, const chunk
         const int hh = e / CH, row = e % CH;
         if (row < L) p.G[((size_t)t0 + c0 + row) * p.Hv + kh * r + hh] = ps.G[hh][row];
     }
-    /* KK^T and QK^T: warp w rows [16w, 16w+16), the 64 columns up to its diagonal block
-     * (n-tiles 0 .. 2w+1; the rest of A and P is zero and never read) */
-    float kk[8][4], qk[8][4];
+    /* this warp's blocks (slot 0 the diagonal one); the rest of A and P is zero and never read */
+    const int nsl = w < 2 ? 2 : 3;
+    float kk[3][2][4], qk[3][2][4];
 #pragma unroll
-    for (int j = 0; j < 8; j++)
+    for (int b = 0; b < 3; b++)
 #pragma unroll
-        for (int i = 0; i < 4; i++) kk[j][i] = qk[j][i] = 0.f;
+        for (int j = 0; j < 2; j++)
+#pragma unroll
+            for (int i = 0; i < 4; i++) kk[b][j][i] = qk[b][j][i] = 0.f;
 #pragma unroll
     for (int ks = 0; ks < DK / 16; ks++) {
         unsigned ak[4], aq[4];
         lda(ak, Ks + (16 * w) * LDK + ks * 16, LDK, lane);
         lda(aq, Qs + (16 * w) * LDK + ks * 16, LDK, lane);
 #pragma unroll
-        for (int nt = 0; nt < 8; nt += 2) {
-            if (nt > 2 * w) break;
-            unsigned bb[4];
-            ldb2(bb, Ks + (nt * 8) * LDK + ks * 16, LDK, lane);
-            mma16816(kk[nt], ak, bb[0], bb[1]);
-            mma16816(kk[nt + 1], ak, bb[2], bb[3]);
-            mma16816(qk[nt], aq, bb[0], bb[1]);
-            mma16816(qk[nt + 1], aq, bb[2], bb[3]);
-        }
-    }
-    const float scale = rsqrtf((float)DK);
-    const int g = lane >> 2, tq = lane & 3;
-    const int ra = 16 * w + g, rb = ra + 8; /* this thread's two rows */
-    bar_sync<ID, 128>(); /* every warp is done with Ks/Qs: the inverse's scratch overwrites them */
-    /* P of every head from the fragments (rows < L, blocks up to the diagonal) */
-    for (int hh = 0; hh < r; hh++) {
-        const int h = kh * r + hh;
-        const float *Gs = ps.G[hh];
-        const float Ga = Gs[ra], Gb = Gs[rb];
-        const float cPa = scale * ax.Rq[ra], cPb = scale * ax.Rq[rb];
-#pragma unroll
-        for (int nt = 0; nt < 8; nt++) {
-            if (nt > 2 * w + 1) break;
-            float Pv[4];
-#pragma unroll
-            for (int e = 0; e < 2; e++) {
-                const int col = nt * 8 + 2 * tq + e;
-                const float Gc = Gs[col], rkc = ax.Rk[col];
-                /* e^{G_r - G_c} <= 1 where col <= row; the other lanes are selected away */
-                Pv[e] = col <= ra ? cPa * __expf(Ga - Gc) * rkc * qk[nt][e] : 0.f;
-                Pv[2 + e] = col <= rb ? cPb * __expf(Gb - Gc) * rkc * qk[nt][2 + e] : 0.f;
+        for (int b = 0; b < 3; b++) {
+            if (b >= nsl) break;
+            if (b == 1 && w == 0) { /* warp 0's second block is in row block 3 */
+                lda(ak, Ks + (16 * 3) * LDK + ks * 16, LDK, lane);
+                lda(aq, Qs + (16 * 3) * LDK + ks * 16, LDK, lane);
             }
-            const int col = nt * 8 + 2 * tq;
-            if (ra < L)
-                *reinterpret_cast<uint32_t *>(p.P + (((size_t)t0 + c0 + ra) * p.Hv + h) * CH + col) =
-                    f2_to_bf2x2(Pv[0], Pv[1]);
-            if (rb < L)
-                *reinterpret_cast<uint32_t *>(p.P + (((size_t)t0 + c0 + rb) * p.Hv + h) * CH + col) =
-                    f2_to_bf2x2(Pv[2], Pv[3]);
+            unsigned bb[4];
+            ldb2(bb, Ks + (16 * PP_BN(b)) * LDK + ks * 16, LDK, lane);
+            mma16816(kk[b][0], ak, bb[0], bb[1]);
+            mma16816(kk[b][1], ak, bb[2], bb[3]);
+            mma16816(qk[b][0], aq, bb[0], bb[1]);
+            mma16816(qk[b][1], aq, bb[2], bb[3]);
         }
     }
+    const int g = lane >> 2, tq = lane & 3;
+    bar_sync<ID, 128>(); /* every warp is done with Ks/Qs: the inverse's scratch overwrites them */
+    /* P of every head, A of the first pair's heads (one e^{G_r - G_c} for both); qk is
+     * dead after this */
+    for (int hh = 0; hh < r; hh++)
+        pp_ap<true>(ps, ax, p, kk, qk, t0, c0, L, kh, hh, hh, hh < 2, w, lane);
     for (int h0 = 0; h0 < r; h0 += 2) {
         const int nh = min(2, r - h0);
-        /* (a) A from the fragments: this warp's diagonal block to Df (fp32), its blocks
-         * left of the diagonal to the scratch as bf16 hi + lo */
-        for (int x = 0; x < nh; x++) {
-            const int hh = h0 + x;
-            const float *Gs = ps.G[hh];
-            const float Ga = Gs[ra], Gb = Gs[rb];
-            const float cAa = ps.B[hh][ra] * ax.Rk[ra], cAb = ps.B[hh][rb] * ax.Rk[rb];
-            bf16_t *Th = ps.KQ + x * 2 * CH * CH, *Tl = Th + CH * CH;
-            float *Df = ax.Df[x][w];
-#pragma unroll
-            for (int nt = 0; nt < 8; nt++) {
-                if (nt > 2 * w + 1) break;
-                float Av[4];
-#pragma unroll
-                for (int e = 0; e < 2; e++) {
-                    const int col = nt * 8 + 2 * tq + e;
-                    const float Gc = Gs[col], rkc = ax.Rk[col];
-                    Av[e] = col < ra ? cAa * __expf(Ga - Gc) * rkc * kk[nt][e] : 0.f;
-                    Av[2 + e] = col < rb ? cAb * __expf(Gb - Gc) * rkc * kk[nt][2 + e] : 0.f;
-                }
-                const int col = nt * 8 + 2 * tq;
-                if (nt >= 2 * w) {
-                    *reinterpret_cast<float2 *>(&Df[g * 16 + col - 16 * w]) = make_float2(Av[0], Av[1]);
-                    *reinterpret_cast<float2 *>(&Df[(g + 8) * 16 + col - 16 * w]) = make_float2(Av[2], Av[3]);
-                } else {
-                    split_store(Th, Tl, ra, col, Av[0], Av[1]);
-                    split_store(Th, Tl, rb, col, Av[2], Av[3]);
-                }
-            }
-        }
+        /* (a) A of the pair's heads after the first pair (their P is written) */
+        if (h0 > 0)
+            for (int x = 0; x < nh; x++) pp_ap<false>(ps, ax, p, kk, qk, t0, c0, L, kh, h0 + x, x, true, w, lane);
         __syncwarp();
         /* (b) the diagonal blocks: T_ww = (I + A_ww)^-1 by forward substitution, lane per
          * (head, column j): t_i = [i == j] - sum_{k<i} A_ik t_k (A_ik = 0 for k >= i and
@@ -560,80 +581,81 @@ __device__ __forceinline__ void pp_compute(pp_stage &ps, pp_aux &ax, const chunk
                 }
             }
         }
-        bar_sync<ID, 128>(); /* every T_ww is in the scratch */
-        /* (c) block rows 1..3 in turn, warp w the row w once rows < w are done:
-         *   Z_wj = sum_{k=j}^{w-1} A_wk T_kj ,  T_wj = -T_ww Z_wj   (j < w)
+        bar_sync<ID, 128>(); /* every T_ww and every A block is in the scratch */
+        /* (c) block rows lv = 1..3 in turn, head x of the pair on warp (lv + 2x) & 3 (two
+         * warps at once; the heads' planes are apart), once rows < lv are done:
+         *   Z_lj = sum_{k=j}^{l-1} A_lk T_kj ,  T_lj = -T_ll Z_lj   (j < l = lv)
          * as bf16 mma on hi/lo splits (hi*hi + hi*lo + lo*hi, fp32 accumulate); Z takes the
-         * place of A_wj in the scratch and T_wj then the place of Z_wj. */
+         * place of A_lj in the scratch and T_lj then the place of Z_lj. */
         for (int lv = 1; lv < 4; lv++) {
-            if (w == lv) {
-                for (int x = 0; x < nh; x++) {
-                    const int hh = h0 + x, h = kh * r + hh;
-                    bf16_t *Th = ps.KQ + x * 2 * CH * CH, *Tl = Th + CH * CH;
-                    float z[3][2][4];
+            for (int x = 0; x < nh; x++) {
+                if (w != ((lv + 2 * x) & 3)) continue;
+                const int hh = h0 + x, h = kh * r + hh;
+                const int ra = 16 * lv + g, rb = ra + 8; /* this thread's two rows of block row lv */
+                bf16_t *Th = ps.KQ + x * 2 * CH * CH, *Tl = Th + CH * CH;
+                float z[3][2][4];
 #pragma unroll
-                    for (int j = 0; j < 3; j++)
+                for (int j = 0; j < 3; j++)
 #pragma unroll
-                        for (int i = 0; i < 8; i++) z[j][i >> 2][i & 3] = 0.f;
+                    for (int i = 0; i < 8; i++) z[j][i >> 2][i & 3] = 0.f;
 #pragma unroll
-                    for (int k = 0; k < 3; k++) {
-                        if (k >= lv) break;
-                        unsigned ah[4], al[4];
-                        lda_swz(ah, Th, 16 * lv, 16 * k, lane);
-                        lda_swz(al, Tl, 16 * lv, 16 * k, lane);
+                for (int k = 0; k < 3; k++) {
+                    if (k >= lv) break;
+                    unsigned ah[4], al[4];
+                    lda_swz(ah, Th, 16 * lv, 16 * k, lane);
+                    lda_swz(al, Tl, 16 * lv, 16 * k, lane);
 #pragma unroll
-                        for (int j = 0; j <= k; j++) {
-                            unsigned bh[4], bl[4];
-                            ldb2_swz(bh, Th, 16 * k, 16 * j, lane);
-                            ldb2_swz(bl, Tl, 16 * k, 16 * j, lane);
-                            mma3(z[j][0], ah, al, bh[0], bh[1], bl[0], bl[1]);
-                            mma3(z[j][1], ah, al, bh[2], bh[3], bl[2], bl[3]);
-                        }
-                    }
-                    __syncwarp();
-#pragma unroll
-                    for (int j = 0; j < 3; j++) {
-                        if (j >= lv) break;
-#pragma unroll
-                        for (int nn = 0; nn < 2; nn++) {
-                            const int col = 16 * j + 8 * nn + 2 * tq;
-                            split_store(Th, Tl, ra, col, z[j][nn][0], z[j][nn][1]);
-                            split_store(Th, Tl, rb, col, z[j][nn][2], z[j][nn][3]);
-                        }
-                    }
-                    __syncwarp();
-                    unsigned th[4], tl[4];
-                    lda_swz(th, Th, 16 * lv, 16 * lv, lane);
-                    lda_swz(tl, Tl, 16 * lv, 16 * lv, lane);
-#pragma unroll
-                    for (int j = 0; j < 3; j++) {
-                        if (j >= lv) break;
+                    for (int j = 0; j <= k; j++) {
                         unsigned bh[4], bl[4];
-                        ldb2_swz(bh, Th, 16 * lv, 16 * j, lane);
-                        ldb2_swz(bl, Tl, 16 * lv, 16 * j, lane);
-#pragma unroll
-                        for (int i = 0; i < 8; i++) z[j][i >> 2][i & 3] = 0.f;
-                        mma3(z[j][0], th, tl, bh[0], bh[1], bl[0], bl[1]);
-                        mma3(z[j][1], th, tl, bh[2], bh[3], bl[2], bl[3]);
+                        ldb2_swz(bh, Th, 16 * k, 16 * j, lane);
+                        ldb2_swz(bl, Tl, 16 * k, 16 * j, lane);
+                        mma3(z[j][0], ah, al, bh[0], bh[1], bl[0], bl[1]);
+                        mma3(z[j][1], ah, al, bh[2], bh[3], bl[2], bl[3]);
                     }
-                    __syncwarp();
+                }
+                __syncwarp();
 #pragma unroll
-                    for (int j = 0; j < 3; j++) {
-                        if (j >= lv) break;
+                for (int j = 0; j < 3; j++) {
+                    if (j >= lv) break;
 #pragma unroll
-                        for (int nn = 0; nn < 2; nn++) {
-                            const int col = 16 * j + 8 * nn + 2 * tq;
-                            const float b0 = ps.B[hh][col], b1 = ps.B[hh][col + 1];
-                            const float *zz = z[j][nn];
-                            split_store(Th, Tl, ra, col, -zz[0], -zz[1]);
-                            split_store(Th, Tl, rb, col, -zz[2], -zz[3]);
-                            if (ra < L)
-                                *reinterpret_cast<uint32_t *>(p.Tb + (((size_t)t0 + c0 + ra) * p.Hv + h) * CH + col) =
-                                    f2_to_bf2x2(-zz[0] * b0, -zz[1] * b1);
-                            if (rb < L)
-                                *reinterpret_cast<uint32_t *>(p.Tb + (((size_t)t0 + c0 + rb) * p.Hv + h) * CH + col) =
-                                    f2_to_bf2x2(-zz[2] * b0, -zz[3] * b1);
-                        }
+                    for (int nn = 0; nn < 2; nn++) {
+                        const int col = 16 * j + 8 * nn + 2 * tq;
+                        split_store(Th, Tl, ra, col, z[j][nn][0], z[j][nn][1]);
+                        split_store(Th, Tl, rb, col, z[j][nn][2], z[j][nn][3]);
+                    }
+                }
+                __syncwarp();
+                unsigned th[4], tl[4];
+                lda_swz(th, Th, 16 * lv, 16 * lv, lane);
+                lda_swz(tl, Tl, 16 * lv, 16 * lv, lane);
+#pragma unroll
+                for (int j = 0; j < 3; j++) {
+                    if (j >= lv) break;
+                    unsigned bh[4], bl[4];
+                    ldb2_swz(bh, Th, 16 * lv, 16 * j, lane);
+                    ldb2_swz(bl, Tl, 16 * lv, 16 * j, lane);
+#pragma unroll
+                    for (int i = 0; i < 8; i++) z[j][i >> 2][i & 3] = 0.f;
+                    mma3(z[j][0], th, tl, bh[0], bh[1], bl[0], bl[1]);
+                    mma3(z[j][1], th, tl, bh[2], bh[3], bl[2], bl[3]);
+                }
+                __syncwarp();
+#pragma unroll
+                for (int j = 0; j < 3; j++) {
+                    if (j >= lv) break;
+#pragma unroll
+                    for (int nn = 0; nn < 2; nn++) {
+                        const int col = 16 * j + 8 * nn + 2 * tq;
+                        const float b0 = ps.B[hh][col], b1 = ps.B[hh][col + 1];
+                        const float *zz = z[j][nn];
+                        split_store(Th, Tl, ra, col, -zz[0], -zz[1]);
+                        split_store(Th, Tl, rb, col, -zz[2], -zz[3]);
+                        if (ra < L)
+                            *reinterpret_cast<uint32_t *>(p.Tb + (((size_t)t0 + c0 + ra) * p.Hv + h) * CH + col) =
+                                f2_to_bf2x2(-zz[0] * b0, -zz[1] * b1);
+                        if (rb < L)
+                            *reinterpret_cast<uint32_t *>(p.Tb + (((size_t)t0 + c0 + rb) * p.Hv + h) * CH + col) =
+                                f2_to_bf2x2(-zz[2] * b0, -zz[3] * b1);
                     }
                 }
             }
