@@ -307,6 +307,11 @@ struct chunk_params {
      * once chunk c of sequence s, key head kh is prepared; n_items = nch * S * Hk */
     int *flags;
     int n_items, n_state;
+    /* benchmark trace (gdn_chunk_bench_trace; null otherwise), fused pass only:
+     * [it] = %globaltimer when item it was published, [n_items + it] = its compute cycles
+     * (pp_compute + publish), [2 n_items + c] = %globaltimer when pass block 0 started chunk c,
+     * [2 n_items + nch] = when block 0 started */
+    unsigned long long *trace;
 };
 
 #define LDK 136 /* padded row stride (elements) of 128-wide bf16 tiles */
@@ -322,6 +327,11 @@ __device__ __forceinline__ int ld_relaxed(const int *p) {
     int v;
     asm volatile("ld.relaxed.gpu.global.s32 %0, [%1];\n" : "=r"(v) : "l"(p) : "memory");
     return v;
+}
+__device__ __forceinline__ unsigned long long gtimer() {
+    unsigned long long t;
+    asm volatile("mov.u64 %0, %globaltimer;" : "=l"(t));
+    return t;
 }
 __device__ __forceinline__ int flag_index(int t0, int s, int c, int Hk, int kh) {
     /* unique: sequence s covers ids floor(t0/CH)+s+[0, nch_s) and the next starts past them */
@@ -817,6 +827,7 @@ __device__ __forceinline__ void cs_run(const chunk_params &p, cs_smem<BV> &sm, i
         if (c + 1 < nchunks) cs_wait_prepared(p, t0, s, c + 1, nchunks, kh, tid, ready);
         bar_sync<ID, NT>(); /* chunk c landed; St complete; previous chunk's readers done */
         if (c + 1 < nchunks) cs_load_chunk<BV, NT>(sm, st ^ 1, p, t0, c0 + CH, min(CH, len - c0 - CH), kh, h, vt, tid);
+        if (p.trace && blockIdx.x == 0 && tid == 0) p.trace[2 * p.n_items + c] = gtimer();
         const float *G = sm.G[st];
         const float Glast = G[L - 1];
         const int r0 = 16 * rb + (lane >> 2); /* this thread's two token rows: r0, r0 + 8 */
@@ -1002,6 +1013,10 @@ __global__ void __launch_bounds__(384, 1) gdn_chunk_fused_kernel(const chunk_par
         const int b = blockIdx.x;
         if (b >= p.n_state) return;
         const int hv = b % (p.Hv * NVT), s = b / (p.Hv * NVT);
+        if (p.trace && b == 0 && threadIdx.x == 0) {
+            const int len0 = p.tok_start[1] - p.tok_start[0];
+            p.trace[2 * p.n_items + (len0 + CH - 1) / CH] = gtimer();
+        }
         cs_run<FZ_BV, 1>(p, sm.cs, hv / NVT, hv % NVT, s, threadIdx.x);
         return;
     }
@@ -1031,11 +1046,16 @@ __global__ void __launch_bounds__(384, 1) gdn_chunk_fused_kernel(const chunk_par
         }
         int s, c, kh, t0, L;
         decode(cur, s, c, kh, t0, L);
+        const long long clk0 = clock64();
         pp_compute<2>(sm.pp[st], sm.ax, p, t0, c * CH, L, kh, tid);
         /* release: the barrier orders every thread's results before thread 0's fence
          * (cumulative), the flag store after it (as a grid barrier does) */
         bar_sync<2, 128>();
         if (tid == 0) __threadfence(), atomicExch(p.flags + flag_index(t0, s, c, p.Hk, kh), 1);
+        if (p.trace && tid == 0) {
+            p.trace[cur] = gtimer();
+            p.trace[p.n_items + cur] = (unsigned long long)(clock64() - clk0);
+        }
         cur = nxt;
         st ^= 1;
     }
@@ -1046,6 +1066,10 @@ __global__ void __launch_bounds__(384, 1) gdn_chunk_fused_kernel(const chunk_par
  * kernels apart where the fused pass would be taken. */
 extern "C" int gdn_chunk_bench_mode, gdn_chunk_bench_bv, gdn_chunk_bench_fused;
 int gdn_chunk_bench_mode = 0, gdn_chunk_bench_bv = 0, gdn_chunk_bench_fused = 1;
+/* bench: device buffer of >= 2 n_items + nch + 1 entries for the fused pass's trace (see
+ * chunk_params.trace), null = off */
+extern "C" unsigned long long *gdn_chunk_bench_trace;
+unsigned long long *gdn_chunk_bench_trace = nullptr;
 
 template <int BV> static int launch_state(const chunk_params &p, int S, int Hv, cudaStream_t s) {
     static bool attr = false;
@@ -1106,6 +1130,7 @@ extern "C" int gdn_chunk_launch(const void *qn, const void *kn, const void *v, c
     p.n_slices = DK / p.slice_rows;
     p.ssm_f32 = st ? st->ssm_dtype == HS_F32 : 1;
     p.flags = nullptr;
+    p.trace = nullptr;
     p.n_items = 0;
     p.n_state = 0;
     cudaStream_t s = (cudaStream_t)stream;
@@ -1130,6 +1155,7 @@ extern "C" int gdn_chunk_launch(const void *qn, const void *kn, const void *v, c
         HS_CUDA_TRY(cudaMemsetAsync(p.flags, 0, fb, s));
         p.n_items = nch * S * Hk;
         p.n_state = S * Hv * (DK / FZ_BV);
+        p.trace = gdn_chunk_bench_trace;
         const int grid = p.n_state < n_sm ? n_sm : p.n_state;
         gdn_chunk_fused_kernel<<<(unsigned)grid, 384, sizeof(fz_smem), s>>>(p);
         HS_CUDA_LAUNCHED();
