@@ -548,7 +548,7 @@ __device__ __forceinline__ void pp_compute(pp_stage &ps, pp_aux &ax, const chunk
     /* P of every head, A of the first pair's heads (one e^{G_r - G_c} for both); qk is
      * dead after this */
     for (int hh = 0; hh < r; hh++)
-        pp_ap<true>(ps, ax, p, kk, qk, t0, c0, L, kh, hh, hh, hh < 2, w, lane);
+        pp_ap<true>(ps, ax, p, kk, qk, t0, c0, L, kh, hh, hh & 1, hh < 2, w, lane);
     for (int h0 = 0; h0 < r; h0 += 2) {
         const int nh = min(2, r - h0);
         /* (a) A of the pair's heads after the first pair (their P is written) */
