@@ -94,6 +94,13 @@ __device__ __forceinline__ void ldb2(unsigned *b, const bf16_t *base, int ld, in
     const bf16_t *p = base + (size_t)(r + (mi >> 1) * 8) * ld + (mi & 1) * 8;
     ldsm_x4(b[0], b[1], b[2], b[3], p);
 }
+/* Two B-operand fragments (n-tiles n0, n0+8; 16 k) from smem stored [k][n], stride ld. */
+__device__ __forceinline__ void ldb2_t(unsigned *b, const bf16_t *base, int ld, int lane) {
+    /* matrices: (k 0-7, n 0-7), (k 8-15, n 0-7), (k 0-7, n 8-15), (k 8-15, n 8-15) */
+    const int mi = lane >> 3;
+    const bf16_t *p = base + (size_t)((mi & 1) * 8 + (lane & 7)) * ld + (mi >> 1) * 8;
+    ldsm_x4_t(b[0], b[1], b[2], b[3], p);
+}
 /* A-operand fragment of A = X^T (16 m x 16 k) where X is smem [k][m], stride ld. */
 __device__ __forceinline__ void lda_t(unsigned *a, const bf16_t *base, int ld, int lane) {
     /* a0: (m 0-7, k 0-7), a1: (m 8-15, k 0-7), a2: (m 0-7, k 8-15), a3: (m 8-15, k 8-15) */
@@ -700,10 +707,13 @@ template <int BV> struct cs_smem {
     bf16_t P[2][CH * LDC];
     float G[2][CH];
     float RK[2][CH], RQ[2][CH]; /* inverse norms of the raw k, q rows */
-    bf16_t St[BV * LDK];  /* S^T as bf16 [v][k] */
-    bf16_t Yt[BV * LDC];  /* Y^T [v][token] */
-    bf16_t Vp[BV * LDC];  /* V'^T [v][token] */
-    bf16_t Vd[BV * LDC];  /* (decayed V')^T [v][token] */
+    /* the pass's operands, row-major with v the inner index (threads store the v pairs
+     * of their accumulators as one 4-byte word; the mma reads them as B by ldmatrix.trans;
+     * row stride BV + 8: both conflict-free) */
+    bf16_t Sk[DK * (BV + 8)]; /* S as bf16 [k][v] */
+    bf16_t Y[CH * (BV + 8)];  /* Y [token][v] */
+    bf16_t Vp[CH * (BV + 8)]; /* V' [token][v] */
+    bf16_t Vd[CH * (BV + 8)]; /* decayed V' [token][v] */
 };
 
 template <int BV, int NT>
@@ -780,7 +790,7 @@ __device__ __forceinline__ void cs_wait_prepared(const chunk_params &p, int t0, 
  * Barriers: bar ID of 256. */
 template <int BV, int ID>
 __device__ __forceinline__ void cs_run(const chunk_params &p, cs_smem<BV> &sm, int h, int vt, int s, int tid) {
-    constexpr int NT = 256, NB = BV / 8, NBH = NB / 2;
+    constexpr int NT = 256, NB = BV / 8, NBH = NB / 2, LSV = BV + 8;
     static_assert(NBH % 2 == 0, "n-tiles are loaded in pairs");
     const int lane = tid & 31, w = tid >> 5;
     const int rb = w & 3, cb = (w >> 2) * NBH; /* row block, first n-tile */
@@ -814,18 +824,17 @@ __device__ __forceinline__ void cs_run(const chunk_params &p, cs_smem<BV> &sm, i
     cs_load_chunk<BV, NT>(sm, 0, p, t0, 0, min(CH, len), kh, h, vt, tid);
     for (int c = 0; c < nchunks; c++) {
         const int st = c & 1, c0 = c * CH, L = min(CH, len - c0);
-        /* S -> St (bf16, [v][k]) */
+        /* S -> Sk (bf16, [k][v]) */
 #pragma unroll
         for (int nb = 0; nb < NB; nb++)
 #pragma unroll
-            for (int i = 0; i < 4; i++) {
-                const int k = 16 * w + (lane >> 2) + (i >> 1) * 8;
-                const int v = nb * 8 + (lane & 3) * 2 + (i & 1);
-                sm.St[v * LDK + k] = f2bf(S[nb][i]);
+            for (int hf = 0; hf < 2; hf++) {
+                const int k = 16 * w + (lane >> 2) + hf * 8, v = nb * 8 + (lane & 3) * 2;
+                *reinterpret_cast<uint32_t *>(&sm.Sk[k * LSV + v]) = f2_to_bf2x2(S[nb][2 * hf], S[nb][2 * hf + 1]);
             }
         cp_wait_all();
         if (c + 1 < nchunks) cs_wait_prepared(p, t0, s, c + 1, nchunks, kh, tid, ready);
-        bar_sync<ID, NT>(); /* chunk c landed; St complete; previous chunk's readers done */
+        bar_sync<ID, NT>(); /* chunk c landed; Sk complete; previous chunk's readers done */
         if (c + 1 < nchunks) cs_load_chunk<BV, NT>(sm, st ^ 1, p, t0, c0 + CH, min(CH, len - c0 - CH), kh, h, vt, tid);
         if (p.trace && blockIdx.x == 0 && tid == 0) p.trace[2 * p.n_items + c] = gtimer();
         const float *G = sm.G[st];
@@ -849,23 +858,25 @@ __device__ __forceinline__ void cs_run(const chunk_params &p, cs_smem<BV> &sm, i
 #pragma unroll
             for (int nb = 0; nb < NBH; nb += 2) {
                 unsigned bb[4];
-                ldb2(bb, sm.St + ((cb + nb) * 8) * LDK + kk * 16, LDK, lane);
+                ldb2_t(bb, sm.Sk + (kk * 16) * LSV + (cb + nb) * 8, LSV, lane);
                 mma16816(ks_[nb], ak, bb[0], bb[1]);
                 mma16816(ks_[nb + 1], ak, bb[2], bb[3]);
                 mma16816(qs_[nb], aq, bb[0], bb[1]);
                 mma16816(qs_[nb + 1], aq, bb[2], bb[3]);
             }
         }
-        /* Y = V - e^G KS -> Yt;  QS *= e^G scale */
+        /* Y = V - e^G KS -> Y;  QS *= e^G scale */
 #pragma unroll
         for (int nb = 0; nb < NBH; nb++)
 #pragma unroll
-            for (int i = 0; i < 4; i++) {
-                const int row = r0 + (i >> 1) * 8, v = (cb + nb) * 8 + (lane & 3) * 2 + (i & 1);
-                const float eg = (i >> 1) ? eg1 : eg0;
-                const float y = bf2f(sm.V[st][row * (BV + 8) + v]) - eg * ks_[nb][i];
-                sm.Yt[v * LDC + row] = f2bf(y);
-                qs_[nb][i] *= (i >> 1) ? eq1 : eq0;
+            for (int hf = 0; hf < 2; hf++) {
+                const int row = r0 + hf * 8, v = (cb + nb) * 8 + (lane & 3) * 2;
+                const float eg = hf ? eg1 : eg0, eq = hf ? eq1 : eq0;
+                const float2 vv = bf2x2_to_f2(*reinterpret_cast<const uint32_t *>(&sm.V[st][row * (BV + 8) + v]));
+                *reinterpret_cast<uint32_t *>(&sm.Y[row * LSV + v]) =
+                    f2_to_bf2x2(vv.x - eg * ks_[nb][2 * hf], vv.y - eg * ks_[nb][2 * hf + 1]);
+                qs_[nb][2 * hf] *= eq;
+                qs_[nb][2 * hf + 1] *= eq;
             }
         bar_sync<ID, NT>();
         /* V' = Tb Y (lower triangular: k-steps 0..rb) */
@@ -882,7 +893,7 @@ __device__ __forceinline__ void cs_run(const chunk_params &p, cs_smem<BV> &sm, i
 #pragma unroll
             for (int nb = 0; nb < NBH; nb += 2) {
                 unsigned bb[4];
-                ldb2(bb, sm.Yt + ((cb + nb) * 8) * LDC + kk * 16, LDC, lane);
+                ldb2_t(bb, sm.Y + (kk * 16) * LSV + (cb + nb) * 8, LSV, lane);
                 mma16816(vp[nb], at, bb[0], bb[1]);
                 mma16816(vp[nb + 1], at, bb[2], bb[3]);
             }
@@ -890,10 +901,11 @@ __device__ __forceinline__ void cs_run(const chunk_params &p, cs_smem<BV> &sm, i
 #pragma unroll
         for (int nb = 0; nb < NBH; nb++)
 #pragma unroll
-            for (int i = 0; i < 4; i++) {
-                const int row = r0 + (i >> 1) * 8, v = (cb + nb) * 8 + (lane & 3) * 2 + (i & 1);
-                sm.Vp[v * LDC + row] = f2bf(vp[nb][i]);
-                sm.Vd[v * LDC + row] = f2bf(vp[nb][i] * ((i >> 1) ? ed1 : ed0));
+            for (int hf = 0; hf < 2; hf++) {
+                const int row = r0 + hf * 8, v = (cb + nb) * 8 + (lane & 3) * 2;
+                const float ed = hf ? ed1 : ed0, a = vp[nb][2 * hf], b = vp[nb][2 * hf + 1];
+                *reinterpret_cast<uint32_t *>(&sm.Vp[row * LSV + v]) = f2_to_bf2x2(a, b);
+                *reinterpret_cast<uint32_t *>(&sm.Vd[row * LSV + v]) = f2_to_bf2x2(a * ed, b * ed);
             }
         bar_sync<ID, NT>();
         /* O = e^G Q S scale + P V' */
@@ -905,7 +917,7 @@ __device__ __forceinline__ void cs_run(const chunk_params &p, cs_smem<BV> &sm, i
 #pragma unroll
             for (int nb = 0; nb < NBH; nb += 2) {
                 unsigned bb[4];
-                ldb2(bb, sm.Vp + ((cb + nb) * 8) * LDC + kk * 16, LDC, lane);
+                ldb2_t(bb, sm.Vp + (kk * 16) * LSV + (cb + nb) * 8, LSV, lane);
                 mma16816(qs_[nb], ap, bb[0], bb[1]);
                 mma16816(qs_[nb + 1], ap, bb[2], bb[3]);
             }
@@ -932,7 +944,7 @@ __device__ __forceinline__ void cs_run(const chunk_params &p, cs_smem<BV> &sm, i
 #pragma unroll
             for (int nb = 0; nb < NB; nb += 2) {
                 unsigned bb[4];
-                ldb2(bb, sm.Vd + (nb * 8) * LDC + kk * 16, LDC, lane);
+                ldb2_t(bb, sm.Vd + (kk * 16) * LSV + nb * 8, LSV, lane);
                 mma16816(S[nb], a, bb[0], bb[1]);
                 mma16816(S[nb + 1], a, bb[2], bb[3]);
             }
@@ -985,10 +997,15 @@ struct fz_smem {
     pp_stage pp[2];
     pp_aux ax;
 };
+static_assert(sizeof(fz_smem) <= 227 * 1024, "the fused pass's shared memory exceeds an SM's 227 KB");
 
 /* The worker's next item. Thread 0 holds a ticket taken one claim earlier, so the atomic's
  * round trip overlaps the work in between; tickets of chunks past their sequence's end
- * are skipped. */
+ * are skipped. The first ticket of block b is item b, the counter's tickets start past
+ * the grid: the first round is items 0 .. grid - 1, the first chunks' (a block that took
+ * two tickets from the counter before a later one took its first used to defer one of
+ * the first items by a whole item: at 4k the pass started chunk 0 ~11 us after its
+ * items were published, waiting for chunk 1). */
 __device__ __forceinline__ int fz_claim(const chunk_params &p, pp_aux &ax, int tid, int &ticket) {
     bar_sync<2, 128>(); /* everyone has read the previous slot */
     if (tid == 0) {
@@ -996,10 +1013,10 @@ __device__ __forceinline__ int fz_claim(const chunk_params &p, pp_aux &ax, int t
         while (it < p.n_items) {
             const int s = (it / p.Hk) % p.S, c = it / (p.Hk * p.S);
             if (c * CH < p.tok_start[s + 1] - p.tok_start[s]) break;
-            it = atomicAdd(p.flags, 1);
+            it = atomicAdd(p.flags, 1) + (int)gridDim.x;
         }
         ax.slot = it;
-        ticket = it < p.n_items ? atomicAdd(p.flags, 1) : it;
+        ticket = it < p.n_items ? atomicAdd(p.flags, 1) + (int)gridDim.x : it;
     }
     bar_sync<2, 128>();
     return ax.slot;
@@ -1021,7 +1038,7 @@ __global__ void __launch_bounds__(384, 1) gdn_chunk_fused_kernel(const chunk_par
         return;
     }
     const int tid = threadIdx.x - 256;
-    int ticket = tid == 0 ? atomicAdd(p.flags, 1) : 0;
+    int ticket = (int)blockIdx.x;
     int cur = fz_claim(p, sm.ax, tid, ticket), st = 0;
     auto decode = [&](int it, int &s, int &c, int &kh, int &t0, int &L) {
         kh = it % p.Hk;
