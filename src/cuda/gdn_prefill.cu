@@ -496,45 +496,28 @@ __device__ __forceinline__ void pp_compute(pp_stage &ps, pp_aux &ax, const chunk
         ps.G[hh][2 * lane] = x - s2 + a;
         ps.G[hh][2 * lane + 1] = x;
     }
-    /* inverse L2 norms of the chunk's k (threads 0..63) and q (64..127) rows; q and k
-     * stay raw in memory, every product below is scaled by them instead (four partial
-     * sums: one 128-long FMA chain was the longest dependency of this phase) */
-    {
-        const int row = tid & 63;
-        const bf16_t *x = (tid < 64 ? Ks : Qs) + row * LDK;
-        float ss[4] = {0.f, 0.f, 0.f, 0.f};
-#pragma unroll
-        for (int c8 = 0; c8 < DK / 8; c8++) {
-            const uint4 u = *reinterpret_cast<const uint4 *>(x + c8 * 8);
-            const float2 a0 = bf2x2_to_f2(u.x), a1 = bf2x2_to_f2(u.y), a2 = bf2x2_to_f2(u.z), a3 = bf2x2_to_f2(u.w);
-            ss[0] = fmaf(a0.x, a0.x, fmaf(a0.y, a0.y, ss[0]));
-            ss[1] = fmaf(a1.x, a1.x, fmaf(a1.y, a1.y, ss[1]));
-            ss[2] = fmaf(a2.x, a2.x, fmaf(a2.y, a2.y, ss[2]));
-            ss[3] = fmaf(a3.x, a3.x, fmaf(a3.y, a3.y, ss[3]));
-        }
-        const float rn = rsqrtf((ss[0] + ss[1]) + (ss[2] + ss[3]) + 1e-6f);
-        (tid < 64 ? ax.Rk : ax.Rq)[row] = rn;
-        if (row < L) (tid < 64 ? p.RK : p.RQ)[((size_t)t0 + c0 + row) * p.Hk + kh] = rn;
-    }
-    bar_sync<ID, 128>();
-    for (int e = tid; e < r * CH; e += 128) {
-        const int hh = e / CH, row = e % CH;
-        if (row < L) p.G[((size_t)t0 + c0 + row) * p.Hv + kh * r + hh] = ps.G[hh][row];
-    }
-    /* this warp's blocks (slot 0 the diagonal one); the rest of A and P is zero and never read */
+    /* this warp's blocks (slot 0 the diagonal one); the rest of A and P is zero and never
+     * read. With them the diagonal block of Q Q^T: the squared norms of the chunk's raw k
+     * and q rows are the diagonals of K K^T and Q Q^T (fp32 sums of exact products) */
     const int nsl = w < 2 ? 2 : 3;
-    float kk[3][2][4], qk[3][2][4];
+    float kk[3][2][4], qk[3][2][4], qq[2][4];
 #pragma unroll
     for (int b = 0; b < 3; b++)
 #pragma unroll
         for (int j = 0; j < 2; j++)
 #pragma unroll
-            for (int i = 0; i < 4; i++) kk[b][j][i] = qk[b][j][i] = 0.f;
+            for (int i = 0; i < 4; i++) kk[b][j][i] = qk[b][j][i] = qq[j][i] = 0.f;
 #pragma unroll
     for (int ks = 0; ks < DK / 16; ks++) {
         unsigned ak[4], aq[4];
         lda(ak, Ks + (16 * w) * LDK + ks * 16, LDK, lane);
         lda(aq, Qs + (16 * w) * LDK + ks * 16, LDK, lane);
+        {
+            unsigned bq[4];
+            ldb2(bq, Qs + (16 * w) * LDK + ks * 16, LDK, lane);
+            mma16816(qq[0], aq, bq[0], bq[1]);
+            mma16816(qq[1], aq, bq[2], bq[3]);
+        }
 #pragma unroll
         for (int b = 0; b < 3; b++) {
             if (b >= nsl) break;
@@ -551,7 +534,30 @@ __device__ __forceinline__ void pp_compute(pp_stage &ps, pp_aux &ax, const chunk
         }
     }
     const int g = lane >> 2, tq = lane & 3;
-    bar_sync<ID, 128>(); /* every warp is done with Ks/Qs: the inverse's scratch overwrites them */
+    /* inverse L2 norms of the rows of block w: the lane with 2 tq + e = g (e = g & 1) holds
+     * the diagonal elements (16w + g, same) in c_e of n-tile 0 and (16w + g + 8, same) in
+     * c_{2+e} of n-tile 1. q and k stay raw in memory, every product is scaled instead. */
+    if (tq == (g >> 1)) {
+        const bool e = g & 1;
+        const int ra = 16 * w + g, rb = ra + 8;
+        const float rka = rsqrtf((e ? kk[0][0][1] : kk[0][0][0]) + 1e-6f);
+        const float rkb = rsqrtf((e ? kk[0][1][3] : kk[0][1][2]) + 1e-6f);
+        const float rqa = rsqrtf((e ? qq[0][1] : qq[0][0]) + 1e-6f);
+        const float rqb = rsqrtf((e ? qq[1][3] : qq[1][2]) + 1e-6f);
+        ax.Rk[ra] = rka;
+        ax.Rk[rb] = rkb;
+        ax.Rq[ra] = rqa;
+        ax.Rq[rb] = rqb;
+        if (ra < L) p.RK[((size_t)t0 + c0 + ra) * p.Hk + kh] = rka, p.RQ[((size_t)t0 + c0 + ra) * p.Hk + kh] = rqa;
+        if (rb < L) p.RK[((size_t)t0 + c0 + rb) * p.Hk + kh] = rkb, p.RQ[((size_t)t0 + c0 + rb) * p.Hk + kh] = rqb;
+    }
+    /* every warp is done with Ks/Qs (the inverse's scratch overwrites them); the norms and
+     * the cumsum of g are in place */
+    bar_sync<ID, 128>();
+    for (int e = tid; e < r * CH; e += 128) {
+        const int hh = e / CH, row = e % CH;
+        if (row < L) p.G[((size_t)t0 + c0 + row) * p.Hv + kh * r + hh] = ps.G[hh][row];
+    }
     /* P of every head, A of the first pair's heads (one e^{G_r - G_c} for both); qk is
      * dead after this */
     for (int hh = 0; hh < r; hh++)
