@@ -317,7 +317,7 @@ struct chunk_params {
     /* benchmark trace (gdn_chunk_bench_trace; null otherwise), fused pass only:
      * [it] = %globaltimer when item it was published, [n_items + it] = its compute cycles
      * (pp_compute + publish), [2 n_items + c] = %globaltimer when pass block 0 started chunk c,
-     * [2 n_items + nch] = when block 0 started */
+     * [2 n_items + nch + 0, 1, 2] = when block 0 started, had its initial state, ended */
     unsigned long long *trace;
 };
 
@@ -790,6 +790,23 @@ __device__ __forceinline__ void cs_wait_prepared(const chunk_params &p, int t0, 
     }
 }
 
+/* The pool addresses of the state rows v = vt * BV + nb * 8 + 2 (lane & 3) + e (e = 0, 1) of
+ * sequence s, v-head h: one lookup of each row's page and slot, all independent loads. */
+template <int BV>
+__device__ __forceinline__ void state_rows(const chunk_params &p, int s, int h, int vt, int lane,
+                                           const char *(&gb)[BV / 8][2]) {
+    const int32_t *pages = p.state_pages + (size_t)s * p.E;
+    const size_t es = p.ssm_f32 ? 4 : 2;
+#pragma unroll
+    for (int nb = 0; nb < BV / 8; nb++)
+#pragma unroll
+        for (int e = 0; e < 2; e++) {
+            const int v = vt * BV + nb * 8 + (lane & 3) * 2 + e;
+            const sm_loc_t loc = p.ssm_loc[h * p.n_slices + v / p.slice_rows];
+            gb[nb][e] = p.pool + (size_t)pages[loc.page] * p.page_bytes + loc.offset + (size_t)(v % p.slice_rows) * DK * es;
+        }
+}
+
 /* The sequential pass of one (sequence s, v-head h, V-tile vt) on 256 threads (8 warps):
  * for the token-row products warp w takes rows [16 (w & 3), +16) and columns
  * [(w >> 2) * BV/2, +BV/2) of the tile; for the state update dk rows [16 w, +16).
@@ -804,25 +821,41 @@ __device__ __forceinline__ void cs_run(const chunk_params &p, cs_smem<BV> &sm, i
     const int kh = h / p.r;
     if (len <= 0) return;
     const bool has = p.pool && p.n_past[s] > 0;
-    /* S tile rows dk [16w, 16w+16) x BV in accumulator layout */
+    /* S tile rows dk [16w, 16w+16) x BV in accumulator layout: this thread's elements are
+     * (k0 + 8 (i >> 1), v of column nb * 8 + 2 (lane & 3) + (i & 1)) */
     float S[NB][4];
-    const int32_t *pages = p.pool ? p.state_pages + (size_t)s * p.E : nullptr;
+    const int k0 = 16 * w + (lane >> 2);
+    if (has) {
+        /* the rows' addresses first (independent page and slot lookups), then the values
+         * (element by element, three dependent loads each, the pass took ~10 us longer to
+         * reach its first chunk) */
+        const char *gb[NB][2];
+        state_rows<BV>(p, s, h, vt, lane, gb);
+        if (p.ssm_f32) {
 #pragma unroll
-    for (int nb = 0; nb < NB; nb++)
+            for (int nb = 0; nb < NB; nb++)
 #pragma unroll
-        for (int i = 0; i < 4; i++) {
-            const int k = 16 * w + (lane >> 2) + (i >> 1) * 8;
-            const int v = vt * BV + nb * 8 + (lane & 3) * 2 + (i & 1);
-            float val = 0.f;
-            if (has) {
-                const sm_loc_t loc = p.ssm_loc[h * p.n_slices + v / p.slice_rows];
-                const char *gb = p.pool + (size_t)pages[loc.page] * p.page_bytes + loc.offset;
-                const size_t idx = (size_t)(v % p.slice_rows) * DK + k;
-                val = p.ssm_f32 ? reinterpret_cast<const float *>(gb)[idx] : bf2f(reinterpret_cast<const bf16_t *>(gb)[idx]);
-            }
-            S[nb][i] = val;
+                for (int i = 0; i < 4; i++) S[nb][i] = reinterpret_cast<const float *>(gb[nb][i & 1])[k0 + (i >> 1) * 8];
+        } else {
+#pragma unroll
+            for (int nb = 0; nb < NB; nb++)
+#pragma unroll
+                for (int i = 0; i < 4; i++)
+                    S[nb][i] = bf2f(reinterpret_cast<const bf16_t *>(gb[nb][i & 1])[k0 + (i >> 1) * 8]);
         }
+    } else {
+#pragma unroll
+        for (int nb = 0; nb < NB; nb++)
+#pragma unroll
+            for (int i = 0; i < 4; i++) S[nb][i] = 0.f;
+    }
     const int nchunks = (len + CH - 1) / CH;
+    if (p.trace && blockIdx.x == 0 && tid == 0) {
+        float x = 0.f; /* wait for the loads: the stamp after them */
+#pragma unroll
+        for (int nb = 0; nb < NB; nb++) x += S[nb][0] + S[nb][3];
+        p.trace[2 * p.n_items + nchunks + 1] = gtimer() + (x == 12345.f);
+    }
     const float scale = rsqrtf((float)DK);
     int ready = 0; /* chunks known prepared (thread 0) */
     cs_wait_prepared(p, t0, s, 0, nchunks, kh, tid, ready);
@@ -956,21 +989,26 @@ __device__ __forceinline__ void cs_run(const chunk_params &p, cs_smem<BV> &sm, i
             }
         }
     }
-    /* final state back in place */
+    /* final state back in place: every address before the first store (a lookup after a
+     * store to the pool could not be hoisted above it) */
     if (p.pool) {
+        const char *gb[NB][2];
+        state_rows<BV>(p, s, h, vt, lane, gb);
+        if (p.ssm_f32) {
 #pragma unroll
-        for (int nb = 0; nb < NB; nb++)
+            for (int nb = 0; nb < NB; nb++)
 #pragma unroll
-            for (int i = 0; i < 4; i++) {
-                const int k = 16 * w + (lane >> 2) + (i >> 1) * 8;
-                const int v = vt * BV + nb * 8 + (lane & 3) * 2 + (i & 1);
-                const sm_loc_t loc = p.ssm_loc[h * p.n_slices + v / p.slice_rows];
-                char *gb = p.pool + (size_t)pages[loc.page] * p.page_bytes + loc.offset;
-                const size_t idx = (size_t)(v % p.slice_rows) * DK + k;
-                if (p.ssm_f32) reinterpret_cast<float *>(gb)[idx] = S[nb][i];
-                else reinterpret_cast<bf16_t *>(gb)[idx] = f2bf(S[nb][i]);
-            }
+                for (int i = 0; i < 4; i++)
+                    reinterpret_cast<float *>(const_cast<char *>(gb[nb][i & 1]))[k0 + (i >> 1) * 8] = S[nb][i];
+        } else {
+#pragma unroll
+            for (int nb = 0; nb < NB; nb++)
+#pragma unroll
+                for (int i = 0; i < 4; i++)
+                    reinterpret_cast<bf16_t *>(const_cast<char *>(gb[nb][i & 1]))[k0 + (i >> 1) * 8] = f2bf(S[nb][i]);
+        }
     }
+    if (p.trace && blockIdx.x == 0 && tid == 0) p.trace[2 * p.n_items + nchunks + 2] = gtimer();
 }
 
 /* Block per (v-head, V-tile) x sequence, after chunk_prep finished (stream order). */
