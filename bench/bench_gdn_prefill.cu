@@ -38,7 +38,7 @@ static void trace_row(int Hk, int S, const int32_t *ts, void *d_q, void *d_k, vo
     int maxlen = 0;
     for (int s = 0; s < S; s++) maxlen = std::max(maxlen, ts[s + 1] - ts[s]);
     const int nch = (maxlen + 63) / 64, n = nch * S * Hk, len0 = ts[1] - ts[0], nch0 = (len0 + 63) / 64;
-    const size_t ne = 2 * (size_t)n + nch + 3;
+    const size_t ne = 2 * (size_t)n + nch + 4;
     unsigned long long *d_tr = (unsigned long long *)dmalloc(8 * ne), *tr = (unsigned long long *)malloc(8 * ne);
     CK(cudaMemset(d_tr, 0, 8 * ne));
     gdn_chunk_bench_trace = d_tr;
@@ -59,10 +59,11 @@ static void trace_row(int Hk, int S, const int32_t *ts, void *d_q, void *d_k, vo
         const double c0 = ((double)tr[2 * n] - (double)t0) * 1e-3, cl = ((double)tr[2 * n + nch0 - 1] - (double)t0) * 1e-3;
         const double ts0 = ((double)tr[2 * n + nch0 + 1] - (double)t0) * 1e-3;
         const double te = ((double)tr[2 * n + nch0 + 2] - (double)t0) * 1e-3;
+        const double tf = ((double)tr[2 * n + nch0 + 3] - (double)t0) * 1e-3;
         printf("   trace: %d items, compute cycles p10/p50/p90 %.0f/%.0f/%.0f; chunk 0 all published %.1f us, "
-               "all items %.1f us; pass block 0: initial state at %.1f us, chunk 0 at %.1f us, chunk %d at %.1f us "
-               "(%.2f us/chunk), end %.1f us\n",
-               n, cyc[n / 10], cyc[n / 2], cyc[9 * n / 10], first, last, ts0, c0, nch0 - 1, cl,
+               "all items %.1f us; pass block 0: initial state at %.1f us, chunk 0 seen %.1f us, started %.1f us, "
+               "chunk %d at %.1f us (%.2f us/chunk), end %.1f us\n",
+               n, cyc[n / 10], cyc[n / 2], cyc[9 * n / 10], first, last, ts0, tf, c0, nch0 - 1, cl,
                nch0 > 1 ? (cl - c0) / (nch0 - 1) : 0.0, te);
     } else {
         printf("   trace: (not the fused pass)\n");

@@ -317,7 +317,8 @@ struct chunk_params {
     /* benchmark trace (gdn_chunk_bench_trace; null otherwise), fused pass only:
      * [it] = %globaltimer when item it was published, [n_items + it] = its compute cycles
      * (pp_compute + publish), [2 n_items + c] = %globaltimer when pass block 0 started chunk c,
-     * [2 n_items + nch + 0, 1, 2] = when block 0 started, had its initial state, ended */
+     * [2 n_items + nch + 0, 1, 2, 3] = when block 0 started, had its initial state, ended,
+     * saw chunk 0 prepared */
     unsigned long long *trace;
 };
 
@@ -859,6 +860,7 @@ __device__ __forceinline__ void cs_run(const chunk_params &p, cs_smem<BV> &sm, i
     const float scale = rsqrtf((float)DK);
     int ready = 0; /* chunks known prepared (thread 0) */
     cs_wait_prepared(p, t0, s, 0, nchunks, kh, tid, ready);
+    if (p.trace && blockIdx.x == 0 && tid == 0) p.trace[2 * p.n_items + nchunks + 3] = gtimer();
     bar_sync<ID, NT>();
     cs_load_chunk<BV, NT>(sm, 0, p, t0, 0, min(CH, len), kh, h, vt, tid);
     for (int c = 0; c < nchunks; c++) {
