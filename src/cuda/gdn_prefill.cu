@@ -10,10 +10,12 @@
  *               rows of halo through L1/L2), writes q, k, v bf16.
  *  2. conv_state  the new conv state (last Kc-1 inputs) of every sequence, in place
  *               (after prep, which read the old one).
- *  3. chunk_prep  block per (chunk, key head), 4 warps: inverse L2 norms of the chunk's
- *               raw q and k rows (kept as f32 [T][Hk]; q and k are never rewritten, every
- *               product is scaled instead), tensor cores (mma.sync bf16) for K K^T and
- *               Q K^T (shared by the r v-heads), then per v-head:
+ *  3. chunk_prep  block per (chunk, key head), 4 warps: tensor cores (mma.sync bf16) for
+ *               K K^T and Q K^T (shared by the r v-heads; each warp at most three of the
+ *               ten 16x16 blocks of the lower triangle), the inverse L2 norms of the
+ *               chunk's raw q and k rows from the diagonals of K K^T and Q Q^T (kept as
+ *               f32 [T][Hk]; q and k are never rewritten, every product is scaled
+ *               instead), then per v-head:
  *               Gamma = cumsum(g) in the chunk; A = strict-lower(beta_r e^{G_r-G_s} k_r.k_s);
  *               T = (I + A)^-1 blocked on 16x16: the diagonal blocks by forward
  *               substitution (lane per column, fp32), the blocks below them block row by
@@ -28,6 +30,8 @@
  *                 V' = Tb Y ;  O = diag(e^G) Q S / sqrt(dk) + P V'
  *                 S  = e^{G_last} S + K^T diag(e^{G_last - G_r}) V'
  *               S is rounded to bf16 as the mma operand (as fla does); accumulation fp32.
+ *               S, Y, V' go through shared memory as [row][v] (4-byte stores of the
+ *               accumulators' v pairs), read back as B operands by ldmatrix.trans.
  *  3+4 fused  where chunk_state has V-tiles of 32 and its blocks fit one wave (e.g. Hk/Hv
  *               16/32, one sequence): one kernel of 384-thread blocks, warps 0-7 the
  *               sequential pass, warps 8-11 a chunk_prep worker taking items chunk-major
@@ -1033,10 +1037,13 @@ __global__ void __launch_bounds__(256, 1) gdn_chunk_state_kernel(const chunk_par
  * waits on the flag of a chunk before loading it (reading up to 8 chunks' flags at once,
  * cs_wait_prepared). The workers never wait on anything, so every item completes as long
  * as one block runs: no deadlock whatever the number of co-resident blocks. Flags and the
- * counter are zeroed (memset) before each launch. What bounds it (ncu, session 3): the
- * workers' per-item latency, ~16K warp instructions per item at ~10 cycles each (barrier
- * and dependency stalls, 4 warps); the pass alone is bound by shared memory (~3.2K
- * wavefronts per 64-token step and block, a quarter of them bank-conflict replays). */
+ * counter are zeroed (memset) before each launch. What bounds it: in session 3 the
+ * workers' per-item latency (~40K cycles an item, ncu: ~16K warp instructions at ~10
+ * cycles each, barrier and dependency stalls, the heaviest warp doing four of ten
+ * blocks); since session 4 (balanced blocks, norms by mma: ~21K cycles an item, all
+ * items done at ~60% of the call, bench_gdn_prefill -t) the pass itself, ~10% slower per
+ * chunk than alone while the workers run (shared memory: ~3K wavefronts per 64-token
+ * step and block, ncu session 3), plus one item's latency before the first chunk. */
 #define FZ_BV 32
 struct fz_smem {
     cs_smem<FZ_BV> cs;
