@@ -8,20 +8,68 @@
  * Columns: ms = the launcher's choice (the fused pass, chunk_prep overlapped with
  * chunk_state, where it applies); split ms = chunk_prep then chunk_state as two kernels;
  * prep ms, state ms = each of those alone.
- * Usage: bench_gdn_prefill [bv [Hv S len]]: bv = chunk_state's V-tile (0 = the launcher's
- * choice); with Hv S len, one row of S sequences of len tokens only.
+ * Usage: bench_gdn_prefill [-t] [bv [Hv S len]]: bv = chunk_state's V-tile (0 = the launcher's
+ * choice); with Hv S len, one row of S sequences of len tokens only; -t: after each row one
+ * more call with the fused pass's trace (per-item prep cycles, when chunks were published
+ * and when pass block 0 took them).
  * Method: CUDA events around one call, 3 warm-ups, median of 10 (the inputs are 50 MB
  * to 1.6 GB, beyond or near L2, and each call reads them once).
  */
 #include <algorithm>
+#include <vector>
 
 #include "../src/cuda/cuda_ops.h"
 #include "../tests/gpu/gpu_util.h"
 
 extern "C" int gdn_chunk_bench_mode, gdn_chunk_bench_bv, gdn_chunk_bench_fused;
+extern "C" unsigned long long *gdn_chunk_bench_trace;
 static float median(float *v, int n) {
     std::sort(v, v + n);
     return v[n / 2];
+}
+
+static bool trace = false; /* -t: one more call per row with the fused pass's trace */
+
+/* The fused pass's timeline for one call (where the launcher takes it): per item, the
+ * compute cycles of its prep worker and when it was published; when pass block 0 started
+ * each chunk. Times in us from block 0's start. */
+static void trace_row(int Hk, int S, const int32_t *ts, void *d_q, void *d_k, void *d_v, float *d_g, float *d_b,
+                      int32_t *d_ts, int32_t *d_np, int T, int Hv, gdn_state_t *st, void *d_ws, void *d_o) {
+    int maxlen = 0;
+    for (int s = 0; s < S; s++) maxlen = std::max(maxlen, ts[s + 1] - ts[s]);
+    const int nch = (maxlen + 63) / 64, n = nch * S * Hk, len0 = ts[1] - ts[0], nch0 = (len0 + 63) / 64;
+    const size_t ne = 2 * (size_t)n + nch + 4;
+    unsigned long long *d_tr = (unsigned long long *)dmalloc(8 * ne), *tr = (unsigned long long *)malloc(8 * ne);
+    CK(cudaMemset(d_tr, 0, 8 * ne));
+    gdn_chunk_bench_trace = d_tr;
+    CKRC(gdn_chunk_launch(d_q, d_k, d_v, d_g, d_b, d_ts, ts, d_np, S, T, Hk, Hv, st, d_ws, d_o, NULL));
+    gdn_chunk_bench_trace = NULL;
+    CK(cudaMemcpy(tr, d_tr, 8 * ne, cudaMemcpyDeviceToHost));
+    const unsigned long long t0 = tr[2 * n + nch0];
+    if (t0) {
+        std::vector<double> cyc(n);
+        double first = 0, last = 0;
+        for (int i = 0; i < n; i++) {
+            cyc[i] = (double)tr[n + i];
+            const double tp = tr[i] ? ((double)tr[i] - (double)t0) * 1e-3 : 0;
+            if (i < S * Hk && tp > first) first = tp; /* chunk 0 of every sequence */
+            last = std::max(last, tp);
+        }
+        std::sort(cyc.begin(), cyc.end());
+        const double c0 = ((double)tr[2 * n] - (double)t0) * 1e-3, cl = ((double)tr[2 * n + nch0 - 1] - (double)t0) * 1e-3;
+        const double ts0 = ((double)tr[2 * n + nch0 + 1] - (double)t0) * 1e-3;
+        const double te = ((double)tr[2 * n + nch0 + 2] - (double)t0) * 1e-3;
+        const double tf = ((double)tr[2 * n + nch0 + 3] - (double)t0) * 1e-3;
+        printf("   trace: %d items, compute cycles p10/p50/p90 %.0f/%.0f/%.0f; chunk 0 all published %.1f us, "
+               "all items %.1f us; pass block 0: initial state at %.1f us, chunk 0 seen %.1f us, started %.1f us, "
+               "chunk %d at %.1f us (%.2f us/chunk), end %.1f us\n",
+               n, cyc[n / 10], cyc[n / 2], cyc[9 * n / 10], first, last, ts0, tf, c0, nch0 - 1, cl,
+               nch0 > 1 ? (cl - c0) / (nch0 - 1) : 0.0, te);
+    } else {
+        printf("   trace: (not the fused pass)\n");
+    }
+    cudaFree(d_tr);
+    free(tr);
 }
 
 /* One row: sequences of lengths lens[0..S) packed (cu_seqlens), each with an fp32 initial
@@ -89,6 +137,7 @@ static void bench_row(int Hk, int Hv, const int *lens, int S, const char *label)
     CK(cudaGetLastError());
     printf("%2d/%-3d %-9s %7d %10.3f %12.2f %10.3f %10.3f %10.3f\n", Hk, Hv, label, T, ms, T / (ms * 1e-3) / 1e6,
            ms_split, part[0], part[1]);
+    if (trace) trace_row(Hk, S, ts, d_q, d_k, d_v, d_g, d_b, d_ts, d_np, T, Hv, &st, d_ws, d_o);
     fflush(stdout);
     cudaFree(d_q); cudaFree(d_k); cudaFree(d_v); cudaFree(d_g); cudaFree(d_b); cudaFree(d_ts); cudaFree(d_np);
     cudaFree(d_pool); cudaFree(d_pages); cudaFree(d_loc); cudaFree(d_o); cudaFree(d_ws);
@@ -99,6 +148,11 @@ static void bench_row(int Hk, int Hv, const int *lens, int S, const char *label)
 }
 
 int main(int argc, char **argv) {
+    if (argc > 1 && !strcmp(argv[1], "-t")) { /* -t first: the fused pass's trace per row */
+        trace = true;
+        argv++;
+        argc--;
+    }
     gdn_chunk_bench_bv = argc > 1 ? atoi(argv[1]) : 0;
     cudaDeviceProp prop;
     CK(cudaGetDeviceProperties(&prop, 0));

@@ -10,10 +10,12 @@
  *               rows of halo through L1/L2), writes q, k, v bf16.
  *  2. conv_state  the new conv state (last Kc-1 inputs) of every sequence, in place
  *               (after prep, which read the old one).
- *  3. chunk_prep  block per (chunk, key head), 4 warps: inverse L2 norms of the chunk's
- *               raw q and k rows (kept as f32 [T][Hk]; q and k are never rewritten, every
- *               product is scaled instead), tensor cores (mma.sync bf16) for K K^T and
- *               Q K^T (shared by the r v-heads), then per v-head:
+ *  3. chunk_prep  block per (chunk, key head), 4 warps: tensor cores (mma.sync bf16) for
+ *               K K^T and Q K^T (shared by the r v-heads; each warp at most three of the
+ *               ten 16x16 blocks of the lower triangle), the inverse L2 norms of the
+ *               chunk's raw q and k rows from the diagonals of K K^T and Q Q^T (kept as
+ *               f32 [T][Hk]; q and k are never rewritten, every product is scaled
+ *               instead), then per v-head:
  *               Gamma = cumsum(g) in the chunk; A = strict-lower(beta_r e^{G_r-G_s} k_r.k_s);
  *               T = (I + A)^-1 blocked on 16x16: the diagonal blocks by forward
  *               substitution (lane per column, fp32), the blocks below them block row by
@@ -28,6 +30,8 @@
  *                 V' = Tb Y ;  O = diag(e^G) Q S / sqrt(dk) + P V'
  *                 S  = e^{G_last} S + K^T diag(e^{G_last - G_r}) V'
  *               S is rounded to bf16 as the mma operand (as fla does); accumulation fp32.
+ *               S, Y, V' go through shared memory as [row][v] (4-byte stores of the
+ *               accumulators' v pairs), read back as B operands by ldmatrix.trans.
  *  3+4 fused  where chunk_state has V-tiles of 32 and its blocks fit one wave (e.g. Hk/Hv
  *               16/32, one sequence): one kernel of 384-thread blocks, warps 0-7 the
  *               sequential pass, warps 8-11 a chunk_prep worker taking items chunk-major
@@ -93,6 +97,13 @@ __device__ __forceinline__ void ldb2(unsigned *b, const bf16_t *base, int ld, in
     const int mi = lane >> 3, r = lane & 7;
     const bf16_t *p = base + (size_t)(r + (mi >> 1) * 8) * ld + (mi & 1) * 8;
     ldsm_x4(b[0], b[1], b[2], b[3], p);
+}
+/* Two B-operand fragments (n-tiles n0, n0+8; 16 k) from smem stored [k][n], stride ld. */
+__device__ __forceinline__ void ldb2_t(unsigned *b, const bf16_t *base, int ld, int lane) {
+    /* matrices: (k 0-7, n 0-7), (k 8-15, n 0-7), (k 0-7, n 8-15), (k 8-15, n 8-15) */
+    const int mi = lane >> 3;
+    const bf16_t *p = base + (size_t)((mi & 1) * 8 + (lane & 7)) * ld + (mi >> 1) * 8;
+    ldsm_x4_t(b[0], b[1], b[2], b[3], p);
 }
 /* A-operand fragment of A = X^T (16 m x 16 k) where X is smem [k][m], stride ld. */
 __device__ __forceinline__ void lda_t(unsigned *a, const bf16_t *base, int ld, int lane) {
@@ -307,6 +318,12 @@ struct chunk_params {
      * once chunk c of sequence s, key head kh is prepared; n_items = nch * S * Hk */
     int *flags;
     int n_items, n_state;
+    /* benchmark trace (gdn_chunk_bench_trace; null otherwise), fused pass only:
+     * [it] = %globaltimer when item it was published, [n_items + it] = its compute cycles
+     * (pp_compute + publish), [2 n_items + c] = %globaltimer when pass block 0 started chunk c,
+     * [2 n_items + nch + 0, 1, 2, 3] = when block 0 started, had its initial state, ended,
+     * saw chunk 0 prepared */
+    unsigned long long *trace;
 };
 
 #define LDK 136 /* padded row stride (elements) of 128-wide bf16 tiles */
@@ -322,6 +339,11 @@ __device__ __forceinline__ int ld_relaxed(const int *p) {
     int v;
     asm volatile("ld.relaxed.gpu.global.s32 %0, [%1];\n" : "=r"(v) : "l"(p) : "memory");
     return v;
+}
+__device__ __forceinline__ unsigned long long gtimer() {
+    unsigned long long t;
+    asm volatile("mov.u64 %0, %globaltimer;" : "=l"(t));
+    return t;
 }
 __device__ __forceinline__ int flag_index(int t0, int s, int c, int Hk, int kh) {
     /* unique: sequence s covers ids floor(t0/CH)+s+[0, nch_s) and the next starts past them */
@@ -392,11 +414,75 @@ __device__ __forceinline__ void pp_load(pp_stage &ps, const chunk_params &p, int
     cp_commit();
 }
 
+/* The item's blocks of warp w (slot 0 its diagonal block): see pp_compute. */
+#define PP_BM(b) ((b) == 1 && w == 0 ? 3 : w) /* block row of slot b */
+#define PP_BN(b) max(w - (b), 0)             /* block column of slot b */
+
+/* A and P of head hh from the K K^T / Q K^T fragments of warp w's blocks, one
+ * e^{G_r - G_c} for both: P to memory (WP), A (doA; head x of the pair in the scratch)
+ * its diagonal block to Df (fp32), the blocks left of the diagonal to the scratch as
+ * bf16 hi + lo. The rest of A and P is zero and never read. */
+template <bool WP>
+__device__ __forceinline__ void pp_ap(pp_stage &ps, pp_aux &ax, const chunk_params &p, const float (&kk)[3][2][4],
+                                      const float (&qk)[3][2][4], int t0, int c0, int L, int kh, int hh, int x,
+                                      bool doA, int w, int lane) {
+    const int h = kh * p.r + hh, g = lane >> 2, tq = lane & 3, nsl = w < 2 ? 2 : 3;
+    const float scale = rsqrtf((float)DK);
+    const float *Gs = ps.G[hh];
+    bf16_t *Th = ps.KQ + x * 2 * CH * CH, *Tl = Th + CH * CH;
+    float *Df = ax.Df[x][w];
+#pragma unroll
+    for (int b = 0; b < 3; b++) {
+        if (b >= nsl) break;
+        const int ra = 16 * PP_BM(b) + g, rb = ra + 8; /* this thread's two rows */
+        const float Ga = Gs[ra], Gb = Gs[rb];
+        const float cPa = scale * ax.Rq[ra], cPb = scale * ax.Rq[rb];
+        const float cAa = ps.B[hh][ra] * ax.Rk[ra], cAb = ps.B[hh][rb] * ax.Rk[rb];
+#pragma unroll
+        for (int nn = 0; nn < 2; nn++) {
+            const int col = 16 * PP_BN(b) + 8 * nn + 2 * tq;
+            float Pv[4], Av[4];
+#pragma unroll
+            for (int e = 0; e < 2; e++) {
+                const float Gc = Gs[col + e], rkc = ax.Rk[col + e];
+                /* e^{G_r - G_c} <= 1 where col <= row; the other lanes are selected away */
+                const float ea = __expf(Ga - Gc) * rkc, eb = __expf(Gb - Gc) * rkc;
+                Pv[e] = col + e <= ra ? cPa * ea * qk[b][nn][e] : 0.f;
+                Pv[2 + e] = col + e <= rb ? cPb * eb * qk[b][nn][2 + e] : 0.f;
+                Av[e] = col + e < ra ? cAa * ea * kk[b][nn][e] : 0.f;
+                Av[2 + e] = col + e < rb ? cAb * eb * kk[b][nn][2 + e] : 0.f;
+            }
+            if (WP && ra < L)
+                *reinterpret_cast<uint32_t *>(p.P + (((size_t)t0 + c0 + ra) * p.Hv + h) * CH + col) =
+                    f2_to_bf2x2(Pv[0], Pv[1]);
+            if (WP && rb < L)
+                *reinterpret_cast<uint32_t *>(p.P + (((size_t)t0 + c0 + rb) * p.Hv + h) * CH + col) =
+                    f2_to_bf2x2(Pv[2], Pv[3]);
+            if (!doA) continue;
+            if (b == 0) {
+                *reinterpret_cast<float2 *>(&Df[g * 16 + col - 16 * w]) = make_float2(Av[0], Av[1]);
+                *reinterpret_cast<float2 *>(&Df[(g + 8) * 16 + col - 16 * w]) = make_float2(Av[2], Av[3]);
+            } else {
+                split_store(Th, Tl, ra, col, Av[0], Av[1]);
+                split_store(Th, Tl, rb, col, Av[2], Av[3]);
+            }
+        }
+    }
+}
+
 /* The item's work once its loads landed (and a barrier passed): cumsum of g, inverse
  * norms, K K^T and Q K^T by tensor cores (shared by the r v-heads), then per v-head
  * A, P and T = (I + A)^-1, heads in pairs: the 16x16 diagonal blocks of T by forward
  * substitution (lane per column), the blocks below them by tensor cores, block row after
- * block row. Barriers: bar ID of 128. */
+ * block row. Barriers: bar ID of 128.
+ * Work split (the item's latency is what bounds the fused pass, so no warp should carry
+ * much more than the others): the lower triangle of K K^T / Q K^T (and so of A and P)
+ * has ten 16x16 blocks (m, n), n <= m; warp w takes its diagonal block (w, w) and one or
+ * two below it, at most three blocks a warp (a warp per block row gave warp 3 four and
+ * warp 0 one):
+ *   w0 (0,0) (3,0) | w1 (1,1) (1,0) | w2 (2,2) (2,1) (2,0) | w3 (3,3) (3,2) (3,1).
+ * A and P of a block come from the same e^{G_r - G_c}, computed once. The inverse's block
+ * rows 1..3 take the pair's two heads on two different warps at once. */
 template <int ID>
 __device__ __forceinline__ void pp_compute(pp_stage &ps, pp_aux &ax, const chunk_params &p, int t0, int c0, int L,
                                            int kh, int tid) {
@@ -415,114 +501,77 @@ __device__ __forceinline__ void pp_compute(pp_stage &ps, pp_aux &ax, const chunk
         ps.G[hh][2 * lane] = x - s2 + a;
         ps.G[hh][2 * lane + 1] = x;
     }
-    /* inverse L2 norms of the chunk's k (threads 0..63) and q (64..127) rows; q and k
-     * stay raw in memory, every product below is scaled by them instead */
-    {
-        const int row = tid & 63;
-        const bf16_t *x = (tid < 64 ? Ks : Qs) + row * LDK;
-        float ss = 0.f;
+    /* this warp's blocks (slot 0 the diagonal one); the rest of A and P is zero and never
+     * read. With them the diagonal block of Q Q^T: the squared norms of the chunk's raw k
+     * and q rows are the diagonals of K K^T and Q Q^T (fp32 sums of exact products) */
+    const int nsl = w < 2 ? 2 : 3;
+    float kk[3][2][4], qk[3][2][4], qq[2][4];
 #pragma unroll
-        for (int c8 = 0; c8 < DK / 8; c8++) {
-            const uint4 u = *reinterpret_cast<const uint4 *>(x + c8 * 8);
-            const float2 a0 = bf2x2_to_f2(u.x), a1 = bf2x2_to_f2(u.y), a2 = bf2x2_to_f2(u.z), a3 = bf2x2_to_f2(u.w);
-            ss += a0.x * a0.x + a0.y * a0.y + a1.x * a1.x + a1.y * a1.y + a2.x * a2.x + a2.y * a2.y + a3.x * a3.x +
-                  a3.y * a3.y;
-        }
-        const float rn = rsqrtf(ss + 1e-6f);
-        (tid < 64 ? ax.Rk : ax.Rq)[row] = rn;
-        if (row < L) (tid < 64 ? p.RK : p.RQ)[((size_t)t0 + c0 + row) * p.Hk + kh] = rn;
-    }
-    bar_sync<ID, 128>();
-    for (int e = tid; e < r * CH; e += 128) {
-        const int hh = e / CH, row = e % CH;
-        if (row < L) p.G[((size_t)t0 + c0 + row) * p.Hv + kh * r + hh] = ps.G[hh][row];
-    }
-    /* KK^T and QK^T: warp w rows [16w, 16w+16), the 64 columns up to its diagonal block
-     * (n-tiles 0 .. 2w+1; the rest of A and P is zero and never read) */
-    float kk[8][4], qk[8][4];
+    for (int b = 0; b < 3; b++)
 #pragma unroll
-    for (int j = 0; j < 8; j++)
+        for (int j = 0; j < 2; j++)
 #pragma unroll
-        for (int i = 0; i < 4; i++) kk[j][i] = qk[j][i] = 0.f;
+            for (int i = 0; i < 4; i++) kk[b][j][i] = qk[b][j][i] = qq[j][i] = 0.f;
 #pragma unroll
     for (int ks = 0; ks < DK / 16; ks++) {
         unsigned ak[4], aq[4];
         lda(ak, Ks + (16 * w) * LDK + ks * 16, LDK, lane);
         lda(aq, Qs + (16 * w) * LDK + ks * 16, LDK, lane);
-#pragma unroll
-        for (int nt = 0; nt < 8; nt += 2) {
-            if (nt > 2 * w) break;
-            unsigned bb[4];
-            ldb2(bb, Ks + (nt * 8) * LDK + ks * 16, LDK, lane);
-            mma16816(kk[nt], ak, bb[0], bb[1]);
-            mma16816(kk[nt + 1], ak, bb[2], bb[3]);
-            mma16816(qk[nt], aq, bb[0], bb[1]);
-            mma16816(qk[nt + 1], aq, bb[2], bb[3]);
+        {
+            unsigned bq[4];
+            ldb2(bq, Qs + (16 * w) * LDK + ks * 16, LDK, lane);
+            mma16816(qq[0], aq, bq[0], bq[1]);
+            mma16816(qq[1], aq, bq[2], bq[3]);
         }
-    }
-    const float scale = rsqrtf((float)DK);
-    const int g = lane >> 2, tq = lane & 3;
-    const int ra = 16 * w + g, rb = ra + 8; /* this thread's two rows */
-    bar_sync<ID, 128>(); /* every warp is done with Ks/Qs: the inverse's scratch overwrites them */
-    /* P of every head from the fragments (rows < L, blocks up to the diagonal) */
-    for (int hh = 0; hh < r; hh++) {
-        const int h = kh * r + hh;
-        const float *Gs = ps.G[hh];
-        const float Ga = Gs[ra], Gb = Gs[rb];
-        const float cPa = scale * ax.Rq[ra], cPb = scale * ax.Rq[rb];
 #pragma unroll
-        for (int nt = 0; nt < 8; nt++) {
-            if (nt > 2 * w + 1) break;
-            float Pv[4];
-#pragma unroll
-            for (int e = 0; e < 2; e++) {
-                const int col = nt * 8 + 2 * tq + e;
-                const float Gc = Gs[col], rkc = ax.Rk[col];
-                /* e^{G_r - G_c} <= 1 where col <= row; the other lanes are selected away */
-                Pv[e] = col <= ra ? cPa * __expf(Ga - Gc) * rkc * qk[nt][e] : 0.f;
-                Pv[2 + e] = col <= rb ? cPb * __expf(Gb - Gc) * rkc * qk[nt][2 + e] : 0.f;
+        for (int b = 0; b < 3; b++) {
+            if (b >= nsl) break;
+            if (b == 1 && w == 0) { /* warp 0's second block is in row block 3 */
+                lda(ak, Ks + (16 * 3) * LDK + ks * 16, LDK, lane);
+                lda(aq, Qs + (16 * 3) * LDK + ks * 16, LDK, lane);
             }
-            const int col = nt * 8 + 2 * tq;
-            if (ra < L)
-                *reinterpret_cast<uint32_t *>(p.P + (((size_t)t0 + c0 + ra) * p.Hv + h) * CH + col) =
-                    f2_to_bf2x2(Pv[0], Pv[1]);
-            if (rb < L)
-                *reinterpret_cast<uint32_t *>(p.P + (((size_t)t0 + c0 + rb) * p.Hv + h) * CH + col) =
-                    f2_to_bf2x2(Pv[2], Pv[3]);
+            unsigned bb[4];
+            ldb2(bb, Ks + (16 * PP_BN(b)) * LDK + ks * 16, LDK, lane);
+            mma16816(kk[b][0], ak, bb[0], bb[1]);
+            mma16816(kk[b][1], ak, bb[2], bb[3]);
+            mma16816(qk[b][0], aq, bb[0], bb[1]);
+            mma16816(qk[b][1], aq, bb[2], bb[3]);
         }
     }
+    const int g = lane >> 2, tq = lane & 3;
+    /* inverse L2 norms of the rows of block w: the lane with 2 tq + e = g (e = g & 1) holds
+     * the diagonal elements (16w + g, same) in c_e of n-tile 0 and (16w + g + 8, same) in
+     * c_{2+e} of n-tile 1. q and k stay raw in memory, every product is scaled instead. */
+    if (tq == (g >> 1)) {
+        const bool e = g & 1;
+        const int ra = 16 * w + g, rb = ra + 8;
+        const float rka = rsqrtf((e ? kk[0][0][1] : kk[0][0][0]) + 1e-6f);
+        const float rkb = rsqrtf((e ? kk[0][1][3] : kk[0][1][2]) + 1e-6f);
+        const float rqa = rsqrtf((e ? qq[0][1] : qq[0][0]) + 1e-6f);
+        const float rqb = rsqrtf((e ? qq[1][3] : qq[1][2]) + 1e-6f);
+        ax.Rk[ra] = rka;
+        ax.Rk[rb] = rkb;
+        ax.Rq[ra] = rqa;
+        ax.Rq[rb] = rqb;
+        if (ra < L) p.RK[((size_t)t0 + c0 + ra) * p.Hk + kh] = rka, p.RQ[((size_t)t0 + c0 + ra) * p.Hk + kh] = rqa;
+        if (rb < L) p.RK[((size_t)t0 + c0 + rb) * p.Hk + kh] = rkb, p.RQ[((size_t)t0 + c0 + rb) * p.Hk + kh] = rqb;
+    }
+    /* every warp is done with Ks/Qs (the inverse's scratch overwrites them); the norms and
+     * the cumsum of g are in place */
+    bar_sync<ID, 128>();
+    for (int e = tid; e < r * CH; e += 128) {
+        const int hh = e / CH, row = e % CH;
+        if (row < L) p.G[((size_t)t0 + c0 + row) * p.Hv + kh * r + hh] = ps.G[hh][row];
+    }
+    /* P of every head, A of the first pair's heads (one e^{G_r - G_c} for both); qk is
+     * dead after this */
+    for (int hh = 0; hh < r; hh++)
+        pp_ap<true>(ps, ax, p, kk, qk, t0, c0, L, kh, hh, hh & 1, hh < 2, w, lane);
     for (int h0 = 0; h0 < r; h0 += 2) {
         const int nh = min(2, r - h0);
-        /* (a) A from the fragments: this warp's diagonal block to Df (fp32), its blocks
-         * left of the diagonal to the scratch as bf16 hi + lo */
-        for (int x = 0; x < nh; x++) {
-            const int hh = h0 + x;
-            const float *Gs = ps.G[hh];
-            const float Ga = Gs[ra], Gb = Gs[rb];
-            const float cAa = ps.B[hh][ra] * ax.Rk[ra], cAb = ps.B[hh][rb] * ax.Rk[rb];
-            bf16_t *Th = ps.KQ + x * 2 * CH * CH, *Tl = Th + CH * CH;
-            float *Df = ax.Df[x][w];
-#pragma unroll
-            for (int nt = 0; nt < 8; nt++) {
-                if (nt > 2 * w + 1) break;
-                float Av[4];
-#pragma unroll
-                for (int e = 0; e < 2; e++) {
-                    const int col = nt * 8 + 2 * tq + e;
-                    const float Gc = Gs[col], rkc = ax.Rk[col];
-                    Av[e] = col < ra ? cAa * __expf(Ga - Gc) * rkc * kk[nt][e] : 0.f;
-                    Av[2 + e] = col < rb ? cAb * __expf(Gb - Gc) * rkc * kk[nt][2 + e] : 0.f;
-                }
-                const int col = nt * 8 + 2 * tq;
-                if (nt >= 2 * w) {
-                    *reinterpret_cast<float2 *>(&Df[g * 16 + col - 16 * w]) = make_float2(Av[0], Av[1]);
-                    *reinterpret_cast<float2 *>(&Df[(g + 8) * 16 + col - 16 * w]) = make_float2(Av[2], Av[3]);
-                } else {
-                    split_store(Th, Tl, ra, col, Av[0], Av[1]);
-                    split_store(Th, Tl, rb, col, Av[2], Av[3]);
-                }
-            }
-        }
+        /* (a) A of the pair's heads after the first pair (their P is written) */
+        if (h0 > 0)
+            for (int x = 0; x < nh; x++) pp_ap<false>(ps, ax, p, kk, qk, t0, c0, L, kh, h0 + x, x, true, w, lane);
         __syncwarp();
         /* (b) the diagonal blocks: T_ww = (I + A_ww)^-1 by forward substitution, lane per
          * (head, column j): t_i = [i == j] - sum_{k<i} A_ik t_k (A_ik = 0 for k >= i and
@@ -560,80 +609,81 @@ __device__ __forceinline__ void pp_compute(pp_stage &ps, pp_aux &ax, const chunk
                 }
             }
         }
-        bar_sync<ID, 128>(); /* every T_ww is in the scratch */
-        /* (c) block rows 1..3 in turn, warp w the row w once rows < w are done:
-         *   Z_wj = sum_{k=j}^{w-1} A_wk T_kj ,  T_wj = -T_ww Z_wj   (j < w)
+        bar_sync<ID, 128>(); /* every T_ww and every A block is in the scratch */
+        /* (c) block rows lv = 1..3 in turn, head x of the pair on warp (lv + 2x) & 3 (two
+         * warps at once; the heads' planes are apart), once rows < lv are done:
+         *   Z_lj = sum_{k=j}^{l-1} A_lk T_kj ,  T_lj = -T_ll Z_lj   (j < l = lv)
          * as bf16 mma on hi/lo splits (hi*hi + hi*lo + lo*hi, fp32 accumulate); Z takes the
-         * place of A_wj in the scratch and T_wj then the place of Z_wj. */
+         * place of A_lj in the scratch and T_lj then the place of Z_lj. */
         for (int lv = 1; lv < 4; lv++) {
-            if (w == lv) {
-                for (int x = 0; x < nh; x++) {
-                    const int hh = h0 + x, h = kh * r + hh;
-                    bf16_t *Th = ps.KQ + x * 2 * CH * CH, *Tl = Th + CH * CH;
-                    float z[3][2][4];
+            for (int x = 0; x < nh; x++) {
+                if (w != ((lv + 2 * x) & 3)) continue;
+                const int hh = h0 + x, h = kh * r + hh;
+                const int ra = 16 * lv + g, rb = ra + 8; /* this thread's two rows of block row lv */
+                bf16_t *Th = ps.KQ + x * 2 * CH * CH, *Tl = Th + CH * CH;
+                float z[3][2][4];
 #pragma unroll
-                    for (int j = 0; j < 3; j++)
+                for (int j = 0; j < 3; j++)
 #pragma unroll
-                        for (int i = 0; i < 8; i++) z[j][i >> 2][i & 3] = 0.f;
+                    for (int i = 0; i < 8; i++) z[j][i >> 2][i & 3] = 0.f;
 #pragma unroll
-                    for (int k = 0; k < 3; k++) {
-                        if (k >= lv) break;
-                        unsigned ah[4], al[4];
-                        lda_swz(ah, Th, 16 * lv, 16 * k, lane);
-                        lda_swz(al, Tl, 16 * lv, 16 * k, lane);
+                for (int k = 0; k < 3; k++) {
+                    if (k >= lv) break;
+                    unsigned ah[4], al[4];
+                    lda_swz(ah, Th, 16 * lv, 16 * k, lane);
+                    lda_swz(al, Tl, 16 * lv, 16 * k, lane);
 #pragma unroll
-                        for (int j = 0; j <= k; j++) {
-                            unsigned bh[4], bl[4];
-                            ldb2_swz(bh, Th, 16 * k, 16 * j, lane);
-                            ldb2_swz(bl, Tl, 16 * k, 16 * j, lane);
-                            mma3(z[j][0], ah, al, bh[0], bh[1], bl[0], bl[1]);
-                            mma3(z[j][1], ah, al, bh[2], bh[3], bl[2], bl[3]);
-                        }
-                    }
-                    __syncwarp();
-#pragma unroll
-                    for (int j = 0; j < 3; j++) {
-                        if (j >= lv) break;
-#pragma unroll
-                        for (int nn = 0; nn < 2; nn++) {
-                            const int col = 16 * j + 8 * nn + 2 * tq;
-                            split_store(Th, Tl, ra, col, z[j][nn][0], z[j][nn][1]);
-                            split_store(Th, Tl, rb, col, z[j][nn][2], z[j][nn][3]);
-                        }
-                    }
-                    __syncwarp();
-                    unsigned th[4], tl[4];
-                    lda_swz(th, Th, 16 * lv, 16 * lv, lane);
-                    lda_swz(tl, Tl, 16 * lv, 16 * lv, lane);
-#pragma unroll
-                    for (int j = 0; j < 3; j++) {
-                        if (j >= lv) break;
+                    for (int j = 0; j <= k; j++) {
                         unsigned bh[4], bl[4];
-                        ldb2_swz(bh, Th, 16 * lv, 16 * j, lane);
-                        ldb2_swz(bl, Tl, 16 * lv, 16 * j, lane);
-#pragma unroll
-                        for (int i = 0; i < 8; i++) z[j][i >> 2][i & 3] = 0.f;
-                        mma3(z[j][0], th, tl, bh[0], bh[1], bl[0], bl[1]);
-                        mma3(z[j][1], th, tl, bh[2], bh[3], bl[2], bl[3]);
+                        ldb2_swz(bh, Th, 16 * k, 16 * j, lane);
+                        ldb2_swz(bl, Tl, 16 * k, 16 * j, lane);
+                        mma3(z[j][0], ah, al, bh[0], bh[1], bl[0], bl[1]);
+                        mma3(z[j][1], ah, al, bh[2], bh[3], bl[2], bl[3]);
                     }
-                    __syncwarp();
+                }
+                __syncwarp();
 #pragma unroll
-                    for (int j = 0; j < 3; j++) {
-                        if (j >= lv) break;
+                for (int j = 0; j < 3; j++) {
+                    if (j >= lv) break;
 #pragma unroll
-                        for (int nn = 0; nn < 2; nn++) {
-                            const int col = 16 * j + 8 * nn + 2 * tq;
-                            const float b0 = ps.B[hh][col], b1 = ps.B[hh][col + 1];
-                            const float *zz = z[j][nn];
-                            split_store(Th, Tl, ra, col, -zz[0], -zz[1]);
-                            split_store(Th, Tl, rb, col, -zz[2], -zz[3]);
-                            if (ra < L)
-                                *reinterpret_cast<uint32_t *>(p.Tb + (((size_t)t0 + c0 + ra) * p.Hv + h) * CH + col) =
-                                    f2_to_bf2x2(-zz[0] * b0, -zz[1] * b1);
-                            if (rb < L)
-                                *reinterpret_cast<uint32_t *>(p.Tb + (((size_t)t0 + c0 + rb) * p.Hv + h) * CH + col) =
-                                    f2_to_bf2x2(-zz[2] * b0, -zz[3] * b1);
-                        }
+                    for (int nn = 0; nn < 2; nn++) {
+                        const int col = 16 * j + 8 * nn + 2 * tq;
+                        split_store(Th, Tl, ra, col, z[j][nn][0], z[j][nn][1]);
+                        split_store(Th, Tl, rb, col, z[j][nn][2], z[j][nn][3]);
+                    }
+                }
+                __syncwarp();
+                unsigned th[4], tl[4];
+                lda_swz(th, Th, 16 * lv, 16 * lv, lane);
+                lda_swz(tl, Tl, 16 * lv, 16 * lv, lane);
+#pragma unroll
+                for (int j = 0; j < 3; j++) {
+                    if (j >= lv) break;
+                    unsigned bh[4], bl[4];
+                    ldb2_swz(bh, Th, 16 * lv, 16 * j, lane);
+                    ldb2_swz(bl, Tl, 16 * lv, 16 * j, lane);
+#pragma unroll
+                    for (int i = 0; i < 8; i++) z[j][i >> 2][i & 3] = 0.f;
+                    mma3(z[j][0], th, tl, bh[0], bh[1], bl[0], bl[1]);
+                    mma3(z[j][1], th, tl, bh[2], bh[3], bl[2], bl[3]);
+                }
+                __syncwarp();
+#pragma unroll
+                for (int j = 0; j < 3; j++) {
+                    if (j >= lv) break;
+#pragma unroll
+                    for (int nn = 0; nn < 2; nn++) {
+                        const int col = 16 * j + 8 * nn + 2 * tq;
+                        const float b0 = ps.B[hh][col], b1 = ps.B[hh][col + 1];
+                        const float *zz = z[j][nn];
+                        split_store(Th, Tl, ra, col, -zz[0], -zz[1]);
+                        split_store(Th, Tl, rb, col, -zz[2], -zz[3]);
+                        if (ra < L)
+                            *reinterpret_cast<uint32_t *>(p.Tb + (((size_t)t0 + c0 + ra) * p.Hv + h) * CH + col) =
+                                f2_to_bf2x2(-zz[0] * b0, -zz[1] * b1);
+                        if (rb < L)
+                            *reinterpret_cast<uint32_t *>(p.Tb + (((size_t)t0 + c0 + rb) * p.Hv + h) * CH + col) =
+                                f2_to_bf2x2(-zz[2] * b0, -zz[3] * b1);
                     }
                 }
             }
@@ -668,10 +718,13 @@ template <int BV> struct cs_smem {
     bf16_t P[2][CH * LDC];
     float G[2][CH];
     float RK[2][CH], RQ[2][CH]; /* inverse norms of the raw k, q rows */
-    bf16_t St[BV * LDK];  /* S^T as bf16 [v][k] */
-    bf16_t Yt[BV * LDC];  /* Y^T [v][token] */
-    bf16_t Vp[BV * LDC];  /* V'^T [v][token] */
-    bf16_t Vd[BV * LDC];  /* (decayed V')^T [v][token] */
+    /* the pass's operands, row-major with v the inner index (threads store the v pairs
+     * of their accumulators as one 4-byte word; the mma reads them as B by ldmatrix.trans;
+     * row stride BV + 8: both conflict-free) */
+    bf16_t Sk[DK * (BV + 8)]; /* S as bf16 [k][v] */
+    bf16_t Y[CH * (BV + 8)];  /* Y [token][v] */
+    bf16_t Vp[CH * (BV + 8)]; /* V' [token][v] */
+    bf16_t Vd[CH * (BV + 8)]; /* decayed V' [token][v] */
 };
 
 template <int BV, int NT>
@@ -742,13 +795,30 @@ __device__ __forceinline__ void cs_wait_prepared(const chunk_params &p, int t0, 
     }
 }
 
+/* The pool addresses of the state rows v = vt * BV + nb * 8 + 2 (lane & 3) + e (e = 0, 1) of
+ * sequence s, v-head h: one lookup of each row's page and slot, all independent loads. */
+template <int BV>
+__device__ __forceinline__ void state_rows(const chunk_params &p, int s, int h, int vt, int lane,
+                                           const char *(&gb)[BV / 8][2]) {
+    const int32_t *pages = p.state_pages + (size_t)s * p.E;
+    const size_t es = p.ssm_f32 ? 4 : 2;
+#pragma unroll
+    for (int nb = 0; nb < BV / 8; nb++)
+#pragma unroll
+        for (int e = 0; e < 2; e++) {
+            const int v = vt * BV + nb * 8 + (lane & 3) * 2 + e;
+            const sm_loc_t loc = p.ssm_loc[h * p.n_slices + v / p.slice_rows];
+            gb[nb][e] = p.pool + (size_t)pages[loc.page] * p.page_bytes + loc.offset + (size_t)(v % p.slice_rows) * DK * es;
+        }
+}
+
 /* The sequential pass of one (sequence s, v-head h, V-tile vt) on 256 threads (8 warps):
  * for the token-row products warp w takes rows [16 (w & 3), +16) and columns
  * [(w >> 2) * BV/2, +BV/2) of the tile; for the state update dk rows [16 w, +16).
  * Barriers: bar ID of 256. */
 template <int BV, int ID>
 __device__ __forceinline__ void cs_run(const chunk_params &p, cs_smem<BV> &sm, int h, int vt, int s, int tid) {
-    constexpr int NT = 256, NB = BV / 8, NBH = NB / 2;
+    constexpr int NT = 256, NB = BV / 8, NBH = NB / 2, LSV = BV + 8;
     static_assert(NBH % 2 == 0, "n-tiles are loaded in pairs");
     const int lane = tid & 31, w = tid >> 5;
     const int rb = w & 3, cb = (w >> 2) * NBH; /* row block, first n-tile */
@@ -756,45 +826,62 @@ __device__ __forceinline__ void cs_run(const chunk_params &p, cs_smem<BV> &sm, i
     const int kh = h / p.r;
     if (len <= 0) return;
     const bool has = p.pool && p.n_past[s] > 0;
-    /* S tile rows dk [16w, 16w+16) x BV in accumulator layout */
+    /* S tile rows dk [16w, 16w+16) x BV in accumulator layout: this thread's elements are
+     * (k0 + 8 (i >> 1), v of column nb * 8 + 2 (lane & 3) + (i & 1)) */
     float S[NB][4];
-    const int32_t *pages = p.pool ? p.state_pages + (size_t)s * p.E : nullptr;
+    const int k0 = 16 * w + (lane >> 2);
+    if (has) {
+        /* the rows' addresses first (independent page and slot lookups), then the values
+         * (element by element, three dependent loads each, the pass took ~10 us longer to
+         * reach its first chunk) */
+        const char *gb[NB][2];
+        state_rows<BV>(p, s, h, vt, lane, gb);
+        if (p.ssm_f32) {
 #pragma unroll
-    for (int nb = 0; nb < NB; nb++)
+            for (int nb = 0; nb < NB; nb++)
 #pragma unroll
-        for (int i = 0; i < 4; i++) {
-            const int k = 16 * w + (lane >> 2) + (i >> 1) * 8;
-            const int v = vt * BV + nb * 8 + (lane & 3) * 2 + (i & 1);
-            float val = 0.f;
-            if (has) {
-                const sm_loc_t loc = p.ssm_loc[h * p.n_slices + v / p.slice_rows];
-                const char *gb = p.pool + (size_t)pages[loc.page] * p.page_bytes + loc.offset;
-                const size_t idx = (size_t)(v % p.slice_rows) * DK + k;
-                val = p.ssm_f32 ? reinterpret_cast<const float *>(gb)[idx] : bf2f(reinterpret_cast<const bf16_t *>(gb)[idx]);
-            }
-            S[nb][i] = val;
+                for (int i = 0; i < 4; i++) S[nb][i] = reinterpret_cast<const float *>(gb[nb][i & 1])[k0 + (i >> 1) * 8];
+        } else {
+#pragma unroll
+            for (int nb = 0; nb < NB; nb++)
+#pragma unroll
+                for (int i = 0; i < 4; i++)
+                    S[nb][i] = bf2f(reinterpret_cast<const bf16_t *>(gb[nb][i & 1])[k0 + (i >> 1) * 8]);
         }
+    } else {
+#pragma unroll
+        for (int nb = 0; nb < NB; nb++)
+#pragma unroll
+            for (int i = 0; i < 4; i++) S[nb][i] = 0.f;
+    }
     const int nchunks = (len + CH - 1) / CH;
+    if (p.trace && blockIdx.x == 0 && tid == 0) {
+        float x = 0.f; /* wait for the loads: the stamp after them */
+#pragma unroll
+        for (int nb = 0; nb < NB; nb++) x += S[nb][0] + S[nb][3];
+        p.trace[2 * p.n_items + nchunks + 1] = gtimer() + (x == 12345.f);
+    }
     const float scale = rsqrtf((float)DK);
     int ready = 0; /* chunks known prepared (thread 0) */
     cs_wait_prepared(p, t0, s, 0, nchunks, kh, tid, ready);
+    if (p.trace && blockIdx.x == 0 && tid == 0) p.trace[2 * p.n_items + nchunks + 3] = gtimer();
     bar_sync<ID, NT>();
     cs_load_chunk<BV, NT>(sm, 0, p, t0, 0, min(CH, len), kh, h, vt, tid);
     for (int c = 0; c < nchunks; c++) {
         const int st = c & 1, c0 = c * CH, L = min(CH, len - c0);
-        /* S -> St (bf16, [v][k]) */
+        /* S -> Sk (bf16, [k][v]) */
 #pragma unroll
         for (int nb = 0; nb < NB; nb++)
 #pragma unroll
-            for (int i = 0; i < 4; i++) {
-                const int k = 16 * w + (lane >> 2) + (i >> 1) * 8;
-                const int v = nb * 8 + (lane & 3) * 2 + (i & 1);
-                sm.St[v * LDK + k] = f2bf(S[nb][i]);
+            for (int hf = 0; hf < 2; hf++) {
+                const int k = 16 * w + (lane >> 2) + hf * 8, v = nb * 8 + (lane & 3) * 2;
+                *reinterpret_cast<uint32_t *>(&sm.Sk[k * LSV + v]) = f2_to_bf2x2(S[nb][2 * hf], S[nb][2 * hf + 1]);
             }
         cp_wait_all();
         if (c + 1 < nchunks) cs_wait_prepared(p, t0, s, c + 1, nchunks, kh, tid, ready);
-        bar_sync<ID, NT>(); /* chunk c landed; St complete; previous chunk's readers done */
+        bar_sync<ID, NT>(); /* chunk c landed; Sk complete; previous chunk's readers done */
         if (c + 1 < nchunks) cs_load_chunk<BV, NT>(sm, st ^ 1, p, t0, c0 + CH, min(CH, len - c0 - CH), kh, h, vt, tid);
+        if (p.trace && blockIdx.x == 0 && tid == 0) p.trace[2 * p.n_items + c] = gtimer();
         const float *G = sm.G[st];
         const float Glast = G[L - 1];
         const int r0 = 16 * rb + (lane >> 2); /* this thread's two token rows: r0, r0 + 8 */
@@ -816,23 +903,25 @@ __device__ __forceinline__ void cs_run(const chunk_params &p, cs_smem<BV> &sm, i
 #pragma unroll
             for (int nb = 0; nb < NBH; nb += 2) {
                 unsigned bb[4];
-                ldb2(bb, sm.St + ((cb + nb) * 8) * LDK + kk * 16, LDK, lane);
+                ldb2_t(bb, sm.Sk + (kk * 16) * LSV + (cb + nb) * 8, LSV, lane);
                 mma16816(ks_[nb], ak, bb[0], bb[1]);
                 mma16816(ks_[nb + 1], ak, bb[2], bb[3]);
                 mma16816(qs_[nb], aq, bb[0], bb[1]);
                 mma16816(qs_[nb + 1], aq, bb[2], bb[3]);
             }
         }
-        /* Y = V - e^G KS -> Yt;  QS *= e^G scale */
+        /* Y = V - e^G KS -> Y;  QS *= e^G scale */
 #pragma unroll
         for (int nb = 0; nb < NBH; nb++)
 #pragma unroll
-            for (int i = 0; i < 4; i++) {
-                const int row = r0 + (i >> 1) * 8, v = (cb + nb) * 8 + (lane & 3) * 2 + (i & 1);
-                const float eg = (i >> 1) ? eg1 : eg0;
-                const float y = bf2f(sm.V[st][row * (BV + 8) + v]) - eg * ks_[nb][i];
-                sm.Yt[v * LDC + row] = f2bf(y);
-                qs_[nb][i] *= (i >> 1) ? eq1 : eq0;
+            for (int hf = 0; hf < 2; hf++) {
+                const int row = r0 + hf * 8, v = (cb + nb) * 8 + (lane & 3) * 2;
+                const float eg = hf ? eg1 : eg0, eq = hf ? eq1 : eq0;
+                const float2 vv = bf2x2_to_f2(*reinterpret_cast<const uint32_t *>(&sm.V[st][row * (BV + 8) + v]));
+                *reinterpret_cast<uint32_t *>(&sm.Y[row * LSV + v]) =
+                    f2_to_bf2x2(vv.x - eg * ks_[nb][2 * hf], vv.y - eg * ks_[nb][2 * hf + 1]);
+                qs_[nb][2 * hf] *= eq;
+                qs_[nb][2 * hf + 1] *= eq;
             }
         bar_sync<ID, NT>();
         /* V' = Tb Y (lower triangular: k-steps 0..rb) */
@@ -849,7 +938,7 @@ __device__ __forceinline__ void cs_run(const chunk_params &p, cs_smem<BV> &sm, i
 #pragma unroll
             for (int nb = 0; nb < NBH; nb += 2) {
                 unsigned bb[4];
-                ldb2(bb, sm.Yt + ((cb + nb) * 8) * LDC + kk * 16, LDC, lane);
+                ldb2_t(bb, sm.Y + (kk * 16) * LSV + (cb + nb) * 8, LSV, lane);
                 mma16816(vp[nb], at, bb[0], bb[1]);
                 mma16816(vp[nb + 1], at, bb[2], bb[3]);
             }
@@ -857,10 +946,11 @@ __device__ __forceinline__ void cs_run(const chunk_params &p, cs_smem<BV> &sm, i
 #pragma unroll
         for (int nb = 0; nb < NBH; nb++)
 #pragma unroll
-            for (int i = 0; i < 4; i++) {
-                const int row = r0 + (i >> 1) * 8, v = (cb + nb) * 8 + (lane & 3) * 2 + (i & 1);
-                sm.Vp[v * LDC + row] = f2bf(vp[nb][i]);
-                sm.Vd[v * LDC + row] = f2bf(vp[nb][i] * ((i >> 1) ? ed1 : ed0));
+            for (int hf = 0; hf < 2; hf++) {
+                const int row = r0 + hf * 8, v = (cb + nb) * 8 + (lane & 3) * 2;
+                const float ed = hf ? ed1 : ed0, a = vp[nb][2 * hf], b = vp[nb][2 * hf + 1];
+                *reinterpret_cast<uint32_t *>(&sm.Vp[row * LSV + v]) = f2_to_bf2x2(a, b);
+                *reinterpret_cast<uint32_t *>(&sm.Vd[row * LSV + v]) = f2_to_bf2x2(a * ed, b * ed);
             }
         bar_sync<ID, NT>();
         /* O = e^G Q S scale + P V' */
@@ -872,7 +962,7 @@ __device__ __forceinline__ void cs_run(const chunk_params &p, cs_smem<BV> &sm, i
 #pragma unroll
             for (int nb = 0; nb < NBH; nb += 2) {
                 unsigned bb[4];
-                ldb2(bb, sm.Vp + ((cb + nb) * 8) * LDC + kk * 16, LDC, lane);
+                ldb2_t(bb, sm.Vp + (kk * 16) * LSV + (cb + nb) * 8, LSV, lane);
                 mma16816(qs_[nb], ap, bb[0], bb[1]);
                 mma16816(qs_[nb + 1], ap, bb[2], bb[3]);
             }
@@ -899,27 +989,32 @@ __device__ __forceinline__ void cs_run(const chunk_params &p, cs_smem<BV> &sm, i
 #pragma unroll
             for (int nb = 0; nb < NB; nb += 2) {
                 unsigned bb[4];
-                ldb2(bb, sm.Vd + (nb * 8) * LDC + kk * 16, LDC, lane);
+                ldb2_t(bb, sm.Vd + (kk * 16) * LSV + nb * 8, LSV, lane);
                 mma16816(S[nb], a, bb[0], bb[1]);
                 mma16816(S[nb + 1], a, bb[2], bb[3]);
             }
         }
     }
-    /* final state back in place */
+    /* final state back in place: every address before the first store (a lookup after a
+     * store to the pool could not be hoisted above it) */
     if (p.pool) {
+        const char *gb[NB][2];
+        state_rows<BV>(p, s, h, vt, lane, gb);
+        if (p.ssm_f32) {
 #pragma unroll
-        for (int nb = 0; nb < NB; nb++)
+            for (int nb = 0; nb < NB; nb++)
 #pragma unroll
-            for (int i = 0; i < 4; i++) {
-                const int k = 16 * w + (lane >> 2) + (i >> 1) * 8;
-                const int v = vt * BV + nb * 8 + (lane & 3) * 2 + (i & 1);
-                const sm_loc_t loc = p.ssm_loc[h * p.n_slices + v / p.slice_rows];
-                char *gb = p.pool + (size_t)pages[loc.page] * p.page_bytes + loc.offset;
-                const size_t idx = (size_t)(v % p.slice_rows) * DK + k;
-                if (p.ssm_f32) reinterpret_cast<float *>(gb)[idx] = S[nb][i];
-                else reinterpret_cast<bf16_t *>(gb)[idx] = f2bf(S[nb][i]);
-            }
+                for (int i = 0; i < 4; i++)
+                    reinterpret_cast<float *>(const_cast<char *>(gb[nb][i & 1]))[k0 + (i >> 1) * 8] = S[nb][i];
+        } else {
+#pragma unroll
+            for (int nb = 0; nb < NB; nb++)
+#pragma unroll
+                for (int i = 0; i < 4; i++)
+                    reinterpret_cast<bf16_t *>(const_cast<char *>(gb[nb][i & 1]))[k0 + (i >> 1) * 8] = f2bf(S[nb][i]);
+        }
     }
+    if (p.trace && blockIdx.x == 0 && tid == 0) p.trace[2 * p.n_items + nchunks + 2] = gtimer();
 }
 
 /* Block per (v-head, V-tile) x sequence, after chunk_prep finished (stream order). */
@@ -942,20 +1037,28 @@ __global__ void __launch_bounds__(256, 1) gdn_chunk_state_kernel(const chunk_par
  * waits on the flag of a chunk before loading it (reading up to 8 chunks' flags at once,
  * cs_wait_prepared). The workers never wait on anything, so every item completes as long
  * as one block runs: no deadlock whatever the number of co-resident blocks. Flags and the
- * counter are zeroed (memset) before each launch. What bounds it (ncu, session 3): the
- * workers' per-item latency, ~16K warp instructions per item at ~10 cycles each (barrier
- * and dependency stalls, 4 warps); the pass alone is bound by shared memory (~3.2K
- * wavefronts per 64-token step and block, a quarter of them bank-conflict replays). */
+ * counter are zeroed (memset) before each launch. What bounds it: in session 3 the
+ * workers' per-item latency (~40K cycles an item, ncu: ~16K warp instructions at ~10
+ * cycles each, barrier and dependency stalls, the heaviest warp doing four of ten
+ * blocks); since session 4 (balanced blocks, norms by mma: ~21K cycles an item, all
+ * items done at ~60% of the call, bench_gdn_prefill -t) the pass itself, ~10% slower per
+ * chunk than alone while the workers run (shared memory: ~3K wavefronts per 64-token
+ * step and block, ncu session 3), plus one item's latency before the first chunk. */
 #define FZ_BV 32
 struct fz_smem {
     cs_smem<FZ_BV> cs;
     pp_stage pp[2];
     pp_aux ax;
 };
+static_assert(sizeof(fz_smem) <= 227 * 1024, "the fused pass's shared memory exceeds an SM's 227 KB");
 
 /* The worker's next item. Thread 0 holds a ticket taken one claim earlier, so the atomic's
  * round trip overlaps the work in between; tickets of chunks past their sequence's end
- * are skipped. */
+ * are skipped. The first ticket of block b is item b, the counter's tickets start past
+ * the grid: the first round is items 0 .. grid - 1, the first chunks' (a block that took
+ * two tickets from the counter before a later one took its first used to defer one of
+ * the first items by a whole item: at 4k the pass started chunk 0 ~11 us after its
+ * items were published, waiting for chunk 1). */
 __device__ __forceinline__ int fz_claim(const chunk_params &p, pp_aux &ax, int tid, int &ticket) {
     bar_sync<2, 128>(); /* everyone has read the previous slot */
     if (tid == 0) {
@@ -963,10 +1066,10 @@ __device__ __forceinline__ int fz_claim(const chunk_params &p, pp_aux &ax, int t
         while (it < p.n_items) {
             const int s = (it / p.Hk) % p.S, c = it / (p.Hk * p.S);
             if (c * CH < p.tok_start[s + 1] - p.tok_start[s]) break;
-            it = atomicAdd(p.flags, 1);
+            it = atomicAdd(p.flags, 1) + (int)gridDim.x;
         }
         ax.slot = it;
-        ticket = it < p.n_items ? atomicAdd(p.flags, 1) : it;
+        ticket = it < p.n_items ? atomicAdd(p.flags, 1) + (int)gridDim.x : it;
     }
     bar_sync<2, 128>();
     return ax.slot;
@@ -980,11 +1083,15 @@ __global__ void __launch_bounds__(384, 1) gdn_chunk_fused_kernel(const chunk_par
         const int b = blockIdx.x;
         if (b >= p.n_state) return;
         const int hv = b % (p.Hv * NVT), s = b / (p.Hv * NVT);
+        if (p.trace && b == 0 && threadIdx.x == 0) {
+            const int len0 = p.tok_start[1] - p.tok_start[0];
+            p.trace[2 * p.n_items + (len0 + CH - 1) / CH] = gtimer();
+        }
         cs_run<FZ_BV, 1>(p, sm.cs, hv / NVT, hv % NVT, s, threadIdx.x);
         return;
     }
     const int tid = threadIdx.x - 256;
-    int ticket = tid == 0 ? atomicAdd(p.flags, 1) : 0;
+    int ticket = (int)blockIdx.x;
     int cur = fz_claim(p, sm.ax, tid, ticket), st = 0;
     auto decode = [&](int it, int &s, int &c, int &kh, int &t0, int &L) {
         kh = it % p.Hk;
@@ -1009,11 +1116,16 @@ __global__ void __launch_bounds__(384, 1) gdn_chunk_fused_kernel(const chunk_par
         }
         int s, c, kh, t0, L;
         decode(cur, s, c, kh, t0, L);
+        const long long clk0 = clock64();
         pp_compute<2>(sm.pp[st], sm.ax, p, t0, c * CH, L, kh, tid);
         /* release: the barrier orders every thread's results before thread 0's fence
          * (cumulative), the flag store after it (as a grid barrier does) */
         bar_sync<2, 128>();
         if (tid == 0) __threadfence(), atomicExch(p.flags + flag_index(t0, s, c, p.Hk, kh), 1);
+        if (p.trace && tid == 0) {
+            p.trace[cur] = gtimer();
+            p.trace[p.n_items + cur] = (unsigned long long)(clock64() - clk0);
+        }
         cur = nxt;
         st ^= 1;
     }
@@ -1024,6 +1136,10 @@ __global__ void __launch_bounds__(384, 1) gdn_chunk_fused_kernel(const chunk_par
  * kernels apart where the fused pass would be taken. */
 extern "C" int gdn_chunk_bench_mode, gdn_chunk_bench_bv, gdn_chunk_bench_fused;
 int gdn_chunk_bench_mode = 0, gdn_chunk_bench_bv = 0, gdn_chunk_bench_fused = 1;
+/* bench: device buffer of >= 2 n_items + nch + 1 entries for the fused pass's trace (see
+ * chunk_params.trace), null = off */
+extern "C" unsigned long long *gdn_chunk_bench_trace;
+unsigned long long *gdn_chunk_bench_trace = nullptr;
 
 template <int BV> static int launch_state(const chunk_params &p, int S, int Hv, cudaStream_t s) {
     static bool attr = false;
@@ -1084,6 +1200,7 @@ extern "C" int gdn_chunk_launch(const void *qn, const void *kn, const void *v, c
     p.n_slices = DK / p.slice_rows;
     p.ssm_f32 = st ? st->ssm_dtype == HS_F32 : 1;
     p.flags = nullptr;
+    p.trace = nullptr;
     p.n_items = 0;
     p.n_state = 0;
     cudaStream_t s = (cudaStream_t)stream;
@@ -1108,6 +1225,7 @@ extern "C" int gdn_chunk_launch(const void *qn, const void *kn, const void *v, c
         HS_CUDA_TRY(cudaMemsetAsync(p.flags, 0, fb, s));
         p.n_items = nch * S * Hk;
         p.n_state = S * Hv * (DK / FZ_BV);
+        p.trace = gdn_chunk_bench_trace;
         const int grid = p.n_state < n_sm ? n_sm : p.n_state;
         gdn_chunk_fused_kernel<<<(unsigned)grid, 384, sizeof(fz_smem), s>>>(p);
         HS_CUDA_LAUNCHED();
