@@ -8,8 +8,8 @@
  * CUDA graph of one launch per copy is replayed 15 times; the figure is the median
  * replay time over the launches in it. Effective bandwidth counts the state bytes read
  * and written in the storage dtype (model-spec §8.1), nothing else.
- * Usage: bench_gdn_decode [cfg [Hv f32|bf16 B]]  (cfg: block shape 1..17 of gdn_decode_launch,
- *        0 = auto; Hv, B: 0 = all, B may be a comma list: 1,8)
+ * Usage: bench_gdn_decode [cfg [Hv f32|bf16 B]]  (cfg: block shape 1..19 of gdn_decode_launch,
+ *        0 = auto; Hv, B: 0 = all, B may be a comma list of any sizes: 1,8,114)
  * Output: one line per shape ("n/a" where the launcher declines the shape); "copy" line first.
  * Probes (not the kernel; same shapes, same timing): cfg 98 = an empty kernel of 128 blocks
  * (the launch floor inside the graph); cfg 99 = every head's state read and written back
@@ -305,18 +305,19 @@ int main(int argc, char **argv) {
         printf("mode %s%s: columns: decode us = pair - extra alone; pair us; extra alone us\n", mode,
                g_mode == 2 ? " (extra = PDL prefetching kernel)" : " (extra = 64 MB write)");
     }
-    const int Hk = 16, Hvs[3] = {16, 32, 64}, Bs[5] = {1, 8, 32, 128, 512};
+    const int Hk = 16, Hvs[3] = {16, 32, 64};
+    int Bs[16] = {1, 8, 32, 128, 512}, nB = 5;
+    if (strcmp(only_b, "0")) { /* any batch sizes, in the order given */
+        nB = 0;
+        for (const char *c = only_b; *c && nB < 16; c += strcspn(c, ",") + (c[strcspn(c, ",")] == ','))
+            Bs[nB++] = atoi(c);
+    }
     const hs_dtype_t dts[2] = {HS_F32, HS_BF16};
     printf("%-6s %-5s %5s %10s %10s\n", "Hk/Hv", "state", "B", "us", "TB/s");
     for (int hi = 0; hi < 3; hi++)
         for (int di = 0; di < 2; di++)
-            for (int bi = 0; bi < 5; bi++) {
+            for (int bi = 0; bi < nB; bi++) {
                 if ((only_hv && Hvs[hi] != only_hv) || (only_dt >= 0 && di != only_dt)) continue;
-                if (strcmp(only_b, "0")) {
-                    bool want = false;
-                    for (const char *c = only_b; *c; c += strcspn(c, ",") + (c[strcspn(c, ",")] == ',')) want |= atoi(c) == Bs[bi];
-                    if (!want) continue;
-                }
                 const int Hv = Hvs[hi], B = Bs[bi], dk = 128, dv = 128, conv_dim = 2 * Hk * dk + Hv * dv;
                 const hs_dtype_t dt = dts[di];
                 const size_t se = hs_dtype_size(dt);

@@ -3,7 +3,7 @@
  * paged SSM state updated in place. Also serves short segments (<= 64 tokens per
  * sequence: MTP verify, tiny prefills); the state stays on chip across the tokens.
  * Two more kernels for exactly one token per sequence follow the segment kernel below
- * (gdn_dec1_cluster, gdn_dec1_persist; block shapes 8..19 of gdn_decode_launch).
+ * (gdn_dec1_cluster, gdn_dec1_persist; block shapes 8..21 of gdn_decode_launch).
  *
  * Grid mapping: one thread block cluster per (sequence n, key head g): grid
  * (r * nsplit, Hk, S), cluster (r * nsplit, 1, 1), r = Hv / Hk. Block `rank` of the
@@ -43,7 +43,7 @@ namespace cg = cooperative_groups;
 #define GDN_KC 4
 /* 1: cfg 0 picks the one-token kernels where they measured faster (bench/RESULTS.md, "GDN
  * decode"); HS_GDN_DEC1=0 in the environment turns that off at run time (the segment kernel
- * then serves every batch, as before session 3); cfg 8..19 force them regardless. */
+ * then serves every batch, as before session 3); cfg 8..21 force them regardless. */
 #ifndef GDN_DEC1_AUTO
 #define GDN_DEC1_AUTO 1
 #endif
@@ -384,7 +384,7 @@ __global__ void __launch_bounds__(NT, 1536 / NT) gdn_decode_kernel(const gdn_dec
  * lane, so the two row reductions cost 3 shuffle steps (the segment kernel above: 32 lanes
  * a row, 5 steps).
  *
- * Status: cfg 8..19 select these kernels; cfg 0 picks them where they measured faster
+ * Status: cfg 8..21 select these kernels; cfg 0 picks them where they measured faster
  * (GDN_DEC1_AUTO, HS_GDN_DEC1=0 turns that off; see gdn_decode_launch and bench/RESULTS.md).
  * The cluster kernel issues no global write before its last cluster barrier (the new
  * state rows wait in registers; measured slower than storing early, see there).
@@ -733,6 +733,31 @@ __device__ __forceinline__ void st_async_remote(unsigned a, unsigned bar, unsign
                  : "memory");
 }
 
+/* Hopper bulk copies (cp.async.bulk, the TMA engine without a tensor map): `bytes` from
+ * global `g` into shared `s`, counted on mbarrier `bar` (which this thread arms with them);
+ * and shared -> global as a bulk group (commit_group once per item). */
+__device__ __forceinline__ void bulk_load(void *s, const void *g, unsigned bytes, uint64_t *bar) {
+    mbar_arrive_expect_tx(bar, bytes);
+    asm volatile("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];\n" ::"r"(
+                     smem_u32(s)),
+                 "l"(g), "r"(bytes), "r"(smem_u32(bar))
+                 : "memory");
+}
+__device__ __forceinline__ void mbar_arrive(uint64_t *bar) {
+    asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];\n" ::"r"(smem_u32(bar)) : "memory");
+}
+__device__ __forceinline__ void bulk_store(void *g, const void *s, unsigned bytes) {
+    asm volatile("cp.async.bulk.global.shared::cta.bulk_group [%0], [%1], %2;\n" ::"l"(g), "r"(smem_u32(s)), "r"(bytes)
+                 : "memory");
+}
+__device__ __forceinline__ void bulk_commit() { asm volatile("cp.async.bulk.commit_group;\n" ::: "memory"); }
+/* every bulk group but the N most recent has finished reading its shared memory */
+template <int N> __device__ __forceinline__ void bulk_wait_read() {
+    asm volatile("cp.async.bulk.wait_group.read %0;\n" ::"n"(N) : "memory");
+}
+/* this thread's generic-proxy shared-memory writes are ordered before later bulk copies */
+__device__ __forceinline__ void fence_proxy_async() { asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory"); }
+
 /* Experiment switches of gdn_dec1_cluster (HS_GDN_DEC1_FLAGS, bits; 0 = the default; each
  * bit brings back what main ran until session 4): */
 #define DEC1_F_SMEM 1  /* state slice copied to shared memory with cp.async, not loaded to registers */
@@ -845,7 +870,7 @@ __global__ void __launch_bounds__(NT) gdn_dec1_cluster(const gdn_dec_params p) {
     GDN_TM_FLUSH();
 }
 
-template <int BVI, int NT, typename ST, int STAGES>
+template <int BVI, int NT, typename ST, int STAGES, bool BULK>
 __global__ void __launch_bounds__(NT) gdn_dec1_persist(const gdn_dec_params p) {
     constexpr int NW = NT / 32, RPW = BVI / NW, NSL = GDN_DK / BVI;
     using SL = dec1_stage<BVI, ST, false>;
@@ -857,7 +882,9 @@ __global__ void __launch_bounds__(NT) gdn_dec1_persist(const gdn_dec_params p) {
     __shared__ ST *g_rows[STAGES][NW];
     __shared__ bf16_t *g_conv[STAGES];
     __shared__ int g_tok[STAGES]; /* token of the item in each stage, -1: none */
+    __shared__ __align__(8) uint64_t sbar[BULK ? STAGES : 1][NW]; /* (BULK) a warp's rows of a stage landed */
     extern __shared__ __align__(16) unsigned char dsm[];
+    constexpr unsigned WB = RPW * GDN_DK * sizeof(ST); /* a warp's rows of an item, bytes */
 
     pdl_trigger();
     pdl_wait(); /* (the pipeline below mixes state and input loads from its first item) */
@@ -866,6 +893,14 @@ __global__ void __launch_bounds__(NT) gdn_dec1_persist(const gdn_dec_params p) {
     const int nq = blockIdx.x < n_groups ? (n_groups - 1 - (int)blockIdx.x) / G + 1 : 0;
     const int nj = nq * r * NSL;
     const float nw = p.z && tid < GDN_DK ? p.norm_w[tid] : 0.f;
+    if (BULK && lane == 0) {
+        for (int i = 0; i < STAGES; i++) mbar_init(&sbar[i][w], 1);
+        fence_mbar_init();
+    }
+    __syncwarp();
+    /* (BULK) the state rows of item j + STAGES - 1, issued at the end of step j (once the
+     * bulk store of item j - 1 has read that stage) */
+    bool pend_has = false;
     /* item j of this block: group blockIdx.x + (j / (r NSL)) * G, v-head (j / NSL) % r, slice j % NSL */
 #define DEC1_ITEM(j, n_, g_, h_, v0_)                                                  \
     const int q_##n_ = (int)blockIdx.x + ((j) / (r * NSL)) * G;                        \
@@ -879,7 +914,8 @@ __global__ void __launch_bounds__(NT) gdn_dec1_persist(const gdn_dec_params p) {
         ST *rows = dec1_rows_addr<BVI, NT, ST>(p, L, n, v0);                                          \
         bf16_t *conv = dec1_conv_addr(p, L, n);                                                       \
         unsigned char *st_ = dsm + (size_t)sn * SL::BYTES;                                            \
-        dec1_issue<BVI, NT, ST, false>(p, L, g, h, v0, rows, conv, st_, st_ + SL::ST_B, true, true);  \
+        dec1_issue<BVI, NT, ST, false>(p, L, g, h, v0, rows, conv, st_, st_ + SL::ST_B, !BULK, true); \
+        pend_has = (L).np > 0 && (L).t1 > (L).t0;                                                     \
         if (lane == 0) g_rows[sn][w] = rows;                                                          \
         if (tid == 0) g_conv[sn] = conv;                                                              \
         if (tid == 0) g_tok[sn] = (L).t1 > (L).t0 ? (L).t0 : -1;                                      \
@@ -903,11 +939,28 @@ __global__ void __launch_bounds__(NT) gdn_dec1_persist(const gdn_dec_params p) {
         }                                                                                   \
     } while (0)
 
+    /* (BULK) this warp's rows of item j into stage j % STAGES: one bulk copy, or zeros */
+#define DEC1_BULK_LOAD(j)                                                                             \
+    do {                                                                                              \
+        const int sb_ = (j) % STAGES;                                                                 \
+        unsigned char *d_ = dsm + (size_t)sb_ * SL::BYTES + (size_t)w * WB;                           \
+        if (pend_has) {                                                                               \
+            if (lane == 0) bulk_load(d_, g_rows[sb_][w], WB, &sbar[sb_][w]);                          \
+        } else {                                                                                      \
+            for (unsigned e_ = 16u * lane; e_ < WB; e_ += 512u)                                       \
+                *reinterpret_cast<uint4 *>(d_ + e_) = make_uint4(0u, 0u, 0u, 0u);                     \
+            __syncwarp();                                                                             \
+            if (lane == 0) mbar_arrive(&sbar[sb_][w]);                                                \
+        }                                                                                             \
+    } while (0)
+
     for (int s = 0; s < STAGES - 1; s++) {
         if (s < nj) {
             DEC1_ITEM(s, n, g, h, v0);
             const dec1_ld L = dec1_load(p, n, h, v0 + w * RPW);
             DEC1_ISSUE(s, L);
+            __syncwarp(); /* g_rows[s][w] */
+            if (BULK) DEC1_BULK_LOAD(s);
         }
         cp_async_commit();
     }
@@ -941,8 +994,25 @@ __global__ void __launch_bounds__(NT) gdn_dec1_persist(const gdn_dec_params p) {
         float bb2 = 0.f, aa2 = 0.f, Aexp2 = 0.f, dtb2 = 0.f;
         uint2 tp2[KIT];
         if (j + 1 < nj) DEC1_GATES(j + 1, bb2, aa2, Aexp2, dtb2, tp2);
-        const float ssq = dec1_rows<RPW, ST>(reinterpret_cast<const ST *>(stage), g_rows[s][w], qs, ks, vs, bb, aa,
-                                             Aexp, dtb, t >= 0, o_s + v0);
+        float ssq;
+        if (BULK) { /* rows from the stage and back into it, then one bulk store of the warp's rows */
+            mbar_wait(&sbar[s][w], (unsigned)(j / STAGES) & 1u);
+            ST *srow = reinterpret_cast<ST *>(dsm + (size_t)s * SL::BYTES + (size_t)w * WB);
+            ssq = dec1_rows<RPW, ST>(reinterpret_cast<const ST *>(stage), srow, qs, ks, vs, bb, aa, Aexp, dtb, true,
+                                     o_s + v0);
+            fence_proxy_async();
+            __syncwarp();
+            if (lane == 0) {
+                if (t >= 0) bulk_store(g_rows[s][w], srow, WB); /* in place */
+                bulk_commit();
+                bulk_wait_read<1>(); /* the store of item j - 1 has read its stage */
+            }
+            __syncwarp();
+            if (j + STAGES - 1 < nj) DEC1_BULK_LOAD(j + STAGES - 1);
+        } else {
+            ssq = dec1_rows<RPW, ST>(reinterpret_cast<const ST *>(stage), g_rows[s][w], qs, ks, vs, bb, aa, Aexp, dtb,
+                                     t >= 0, o_s + v0);
+        }
         if (lane == 0) ssq_w[sl][w] = ssq;
         if (last_slice) {
             __syncthreads();
@@ -965,6 +1035,8 @@ __global__ void __launch_bounds__(NT) gdn_dec1_persist(const gdn_dec_params p) {
 #pragma unroll
         for (int k = 0; k < KIT; k++) tp[k] = tp2[k];
     }
+    if (BULK && lane == 0) bulk_wait_read<0>(); /* (the stages outlive their stores' reads) */
+#undef DEC1_BULK_LOAD
 #undef DEC1_GATES
 #undef DEC1_ISSUE
 #undef DEC1_ITEM
@@ -1039,7 +1111,7 @@ static int launch_dec1_cluster(const gdn_dec_params &p, int S, cudaStream_t stre
     return HS_OK;
 }
 
-template <int BVI, int NT, typename ST, int STAGES>
+template <int BVI, int NT, typename ST, int STAGES, bool BULK = false>
 static int launch_dec1_persist(const gdn_dec_params &p, cudaStream_t stream) {
     using SL = dec1_stage<BVI, ST, false>;
     const int smem = STAGES * SL::BYTES;
@@ -1052,10 +1124,10 @@ static int launch_dec1_persist(const gdn_dec_params &p, cudaStream_t stream) {
         if (smem + 4096 > optin) {
             blocks_per_sm = 0;
         } else {
-            HS_CUDA_TRY(cudaFuncSetAttribute(gdn_dec1_persist<BVI, NT, ST, STAGES>,
+            HS_CUDA_TRY(cudaFuncSetAttribute(gdn_dec1_persist<BVI, NT, ST, STAGES, BULK>,
                                              cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
             HS_CUDA_TRY(cudaOccupancyMaxActiveBlocksPerMultiprocessor(
-                &blocks_per_sm, gdn_dec1_persist<BVI, NT, ST, STAGES>, NT, smem));
+                &blocks_per_sm, gdn_dec1_persist<BVI, NT, ST, STAGES, BULK>, NT, smem));
         }
     }
     if (blocks_per_sm <= 0) return HS_ERR_UNSUPPORTED;
@@ -1069,7 +1141,7 @@ static int launch_dec1_persist(const gdn_dec_params &p, cudaStream_t stream) {
     gdn_pdl_attr(&attr[0]);
     cfg.attrs = attr;
     cfg.numAttrs = 1;
-    HS_CUDA_TRY(cudaLaunchKernelEx(&cfg, gdn_dec1_persist<BVI, NT, ST, STAGES>, p));
+    HS_CUDA_TRY(cudaLaunchKernelEx(&cfg, gdn_dec1_persist<BVI, NT, ST, STAGES, BULK>, p));
     return HS_OK;
 }
 
@@ -1152,7 +1224,7 @@ extern "C" int gdn_decode_launch(const void *qkv, const void *z, const void *b, 
     p.trig = trig;
     cudaStream_t s = (cudaStream_t)stream;
     const bool f32 = st->ssm_dtype == HS_F32;
-    /* one token per sequence: the decode kernels (cfg 8..19; with GDN_DEC1_AUTO, also cfg 0) */
+    /* one token per sequence: the decode kernels (cfg 8..21; with GDN_DEC1_AUTO, also cfg 0) */
     int cfg1 = cfg_override >= 8 ? cfg_override : 0;
     if (max_t == 1 && !cfg_override && gdn_dec1_auto()) {
         /* from the H100 sweeps (bench/RESULTS.md, "GDN decode"): the cluster kernel up to 64
@@ -1171,9 +1243,9 @@ extern "C" int gdn_decode_launch(const void *qkv, const void *z, const void *b, 
     }
     if (max_t == 1 && cfg1) {
         int cfg = cfg1;
-        static const int bv_of[20] = {0, 0, 0, 0, 0, 0, 0, 0, 16, 32, 32, 64, 0, 0, 0, 0, 0, 0, 128, 64};
-        static const int rpw_of[20] = {0, 0, 0, 0, 0, 0, 0, 0, 4, 8, 4, 8, 16, 16, 8, 16, 8, 8, 8, 4};
-        if (cfg > 19) return HS_ERR_INVALID;
+        static const int bv_of[22] = {0, 0, 0, 0, 0, 0, 0, 0, 16, 32, 32, 64, 0, 0, 0, 0, 0, 0, 128, 64, 0, 0};
+        static const int rpw_of[22] = {0, 0, 0, 0, 0, 0, 0, 0, 4, 8, 4, 8, 16, 16, 8, 16, 8, 8, 8, 4, 8, 16};
+        if (cfg > 21) return HS_ERR_INVALID;
         if (st->slice_rows % rpw_of[cfg]) return HS_ERR_UNSUPPORTED; /* a warp's rows share a granule */
         if (bv_of[cfg]) {
             p.nsplit = dv / bv_of[cfg];
@@ -1194,14 +1266,17 @@ extern "C" int gdn_decode_launch(const void *qkv, const void *z, const void *b, 
         case 17: return f32 ? launch_dec1_persist<64, 256, float, 3>(p, s) : launch_dec1_persist<64, 256, bf16_t, 3>(p, s);
         case 18: return f32 ? launch_dec1_cluster<128, 512, float>(p, S, s) : launch_dec1_cluster<128, 512, bf16_t>(p, S, s);
         case 19: return f32 ? launch_dec1_cluster<64, 512, float>(p, S, s) : launch_dec1_cluster<64, 512, bf16_t>(p, S, s);
+        /* the persistent kernel with bulk copies of the state (whole heads, 3 stages) */
+        case 20: return f32 ? launch_dec1_persist<128, 512, float, 3, true>(p, s) : launch_dec1_persist<128, 512, bf16_t, 3, true>(p, s);
+        case 21: return f32 ? launch_dec1_persist<128, 256, float, 3, true>(p, s) : launch_dec1_persist<128, 256, bf16_t, 3, true>(p, s);
         default: return HS_ERR_INVALID;
         }
     }
-    if (cfg_override >= 8) return HS_ERR_INVALID; /* (8..19 with more than one token) */
+    if (cfg_override >= 8) return HS_ERR_INVALID; /* (8..21 with more than one token) */
     if (p.r > 8) return HS_ERR_UNSUPPORTED;
     int cfg;
     if (cfg_override) {
-        if (cfg_override < 1 || cfg_override > 7) return HS_ERR_INVALID; /* 8..17: one token only */
+        if (cfg_override < 1 || cfg_override > 7) return HS_ERR_INVALID; /* 8..21: one token only */
         cfg = cfg_override;
     } else {
         const long heads = (long)S * Hv;
