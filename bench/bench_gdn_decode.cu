@@ -23,8 +23,9 @@
  * head's slice moved with Hopper bulk copies (cp.async.bulk global -> shared, mbarrier;
  * shared -> global bulk store), one block per head; 89 = the same, persistent (one block per
  * SM, 192 KiB of slices in flight, the next heads loading while the last ones store).
- * HS_BENCH_MODE=flush|pf: a kernel after each decode launch (see extra_launch below), to
- * time the decode as a model step sees it (cold L2; the out projection's L2 prefetch).
+ * HS_BENCH_MODE=flush|pf|model: kernels around each decode launch (see extra_launch below),
+ * to time the decode as a model step sees it (cold L2; the out projection's L2 prefetch;
+ * both projections).
  */
 #include <algorithm>
 #include <vector>
@@ -148,40 +149,80 @@ __global__ void __launch_bounds__(32) k_bulk_pers(char *pool, const size_t *head
 #undef HEAD
 }
 
-/* ---- surroundings (HS_BENCH_MODE): what runs after each decode launch in the graph ----
- * flush: a kernel writing 64 MB (evicts L2: metadata, taps, gates, conv state and inputs
- *        come from DRAM as in a model step); the decode time reported is (decode + flush)
- *        - flush alone, per launch.
- * pf:    like the model's batch-1 out projection (gemv.cu): a programmatic dependent that
- *        prefetches HS_BENCH_PF_MB (16) MB into L2 before its griddepcontrol.wait, then
- *        reads them; reported: the pair (decode + it) and it alone (launched plainly). */
+/* ---- surroundings (HS_BENCH_MODE): what runs around each decode launch in the graph ----
+ * flush: after it, a kernel writing 64 MB (evicts L2: metadata, taps, gates, conv state and
+ *        inputs come from DRAM as in a model step); reported: decode = (decode + flush) -
+ *        flush alone, per launch.
+ * pf:    after it, like the model's batch-1 out projection (gemv.cu): a programmatic dependent
+ *        that prefetches HS_BENCH_PF_MB (16) MB into L2 before its griddepcontrol.wait, then
+ *        reads them; reported: the pair, and the prefetching kernel alone (launched plainly).
+ * model: a batch-1 GDN layer's neighbours: before it a programmatic dependent streaming
+ *        HS_BENCH_PRE_MB (96) MB like the in projection (triggering its dependents ~3 MB
+ *        before its end), after it the out projection (prefetch 16 MB before the wait, then
+ *        read HS_BENCH_POST_MB (32) MB); reported: decode = step with it - step without it
+ *        (the same two kernels back to back, as a model step that skips the layer's decode).
+ *        HS_BENCH_ICACHE=1 adds a kernel of ~128 KB of code first (evicts instruction caches).
+ * The decode launch itself is plain unless HS_GDN_PDL=1. */
 __global__ void k_flush(uint4 *p, size_t n16) {
     for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n16; i += (size_t)gridDim.x * blockDim.x)
         p[i] = make_uint4(0u, (unsigned)i, 0u, 0u);
 }
-__global__ void __launch_bounds__(256) k_pf(const char *buf, size_t per_block, unsigned *sink) {
-    const char *b = buf + (size_t)blockIdx.x * per_block;
-    for (size_t o = (size_t)threadIdx.x * 2048; o < per_block; o += (size_t)blockDim.x * 2048)
+/* prefetch pf bytes of the block's range into L2, wait for the previous kernel, read rd bytes */
+__global__ void __launch_bounds__(256) k_pf(const char *buf, size_t pf, size_t rd, unsigned *sink) {
+    const char *b = buf + (size_t)blockIdx.x * rd;
+    for (size_t o = (size_t)threadIdx.x * 2048; o < pf; o += (size_t)blockDim.x * 2048)
         asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;" ::"l"(b + o), "r"(2048u) : "memory");
     asm volatile("griddepcontrol.wait;" ::: "memory");
     unsigned acc = 0;
-    for (size_t o = (size_t)threadIdx.x * 16; o < per_block; o += (size_t)blockDim.x * 16) {
+    for (size_t o = (size_t)threadIdx.x * 16; o < rd; o += (size_t)blockDim.x * 16) {
         const uint4 v = *reinterpret_cast<const uint4 *>(b + o);
         acc ^= v.x ^ v.y ^ v.z ^ v.w;
     }
     if (acc == 0x9e3779b9u) sink[blockIdx.x] = acc; /* (never: keeps the loads) */
 }
-static int g_mode; /* 0 hot, 1 flush, 2 pf */
-static char *g_ext;
-static size_t g_ext_bytes, g_pf_bytes;
-static int extra_launch(int i, bool pdl, cudaStream_t s) {
-    if (g_mode == 1) {
-        k_flush<<<1056, 256, 0, s>>>((uint4 *)g_ext, (64u << 20) / 16);
-        return cudaGetLastError() == cudaSuccess ? HS_OK : HS_ERR_STATE;
+/* stream rd bytes of the block's range; let the dependents launch once `tail` bytes are left */
+__global__ void __launch_bounds__(256) k_stream(const char *buf, size_t rd, size_t tail, unsigned *sink) {
+    asm volatile("griddepcontrol.wait;" ::: "memory");
+    const char *b = buf + (size_t)blockIdx.x * rd;
+    unsigned acc = 0;
+    bool trig = false;
+    for (size_t o0 = 0; o0 < rd; o0 += (size_t)blockDim.x * 16 * 8) {
+        if (!trig && rd - o0 <= tail) {
+            asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+            trig = true;
+        }
+        uint4 v[8];
+#pragma unroll
+        for (int u = 0; u < 8; u++) {
+            const size_t o = o0 + ((size_t)u * blockDim.x + threadIdx.x) * 16;
+            v[u] = o < rd ? *reinterpret_cast<const uint4 *>(b + o) : make_uint4(0u, 0u, 0u, 0u);
+        }
+#pragma unroll
+        for (int u = 0; u < 8; u++) acc ^= v[u].x ^ v[u].y ^ v[u].z ^ v[u].w;
     }
-    const size_t nslot = g_ext_bytes / g_pf_bytes, per_block = (g_pf_bytes / 264) & ~(size_t)4095;
+    if (acc == 0x9e3779b9u) sink[blockIdx.x] = acc;
+}
+/* ~8K distinct FMAs (~128 KB of code), run once by one warp per SM */
+template <int N> __global__ void __launch_bounds__(32) k_churn(float *sink) {
+    float x[8];
+#pragma unroll
+    for (int j = 0; j < 8; j++) x[j] = (float)threadIdx.x + j;
+#pragma unroll
+    for (int i = 0; i < N; i++) x[i & 7] = fmaf(x[i & 7], 1.0f + 1e-7f * (float)(i + 1), 1e-7f * (float)i);
+    float a = 0.f;
+#pragma unroll
+    for (int j = 0; j < 8; j++) a += x[j];
+    if (a == 1234.5f) sink[blockIdx.x] = a;
+}
+static int g_mode; /* 0 hot, 1 flush, 2 pf, 3 model */
+static bool g_icache;
+static char *g_ext;
+static size_t g_ext_bytes, g_pf_bytes, g_pre_bytes, g_post_bytes;
+#define EXT_BLOCKS 264
+static cudaError_t launch_ext(void (*k)(const char *, size_t, size_t, unsigned *), const char *b, size_t x, size_t y,
+                              bool pdl, cudaStream_t s) {
     cudaLaunchConfig_t c = {};
-    c.gridDim = dim3(264);
+    c.gridDim = dim3(EXT_BLOCKS);
     c.blockDim = dim3(256);
     c.stream = s;
     cudaLaunchAttribute at[1];
@@ -189,8 +230,33 @@ static int extra_launch(int i, bool pdl, cudaStream_t s) {
     at[0].val.programmaticStreamSerializationAllowed = pdl;
     c.attrs = at;
     c.numAttrs = 1;
-    const char *b = g_ext + (size_t)(i % nslot) * g_pf_bytes;
-    return cudaLaunchKernelEx(&c, k_pf, b, per_block, (unsigned *)g_ext) == cudaSuccess ? HS_OK : HS_ERR_STATE;
+    return cudaLaunchKernelEx(&c, k, b, x, y, (unsigned *)g_ext);
+}
+/* model mode: the kernels before decode launch i */
+static int before_launch(int i, cudaStream_t s) {
+    if (g_mode != 3) return HS_OK;
+    if (g_icache) k_churn<8192><<<132, 32, 0, s>>>((float *)g_ext);
+    const size_t slot = (size_t)(i % 8) * (g_pre_bytes + g_post_bytes);
+    const size_t rd = (g_pre_bytes / EXT_BLOCKS) & ~(size_t)4095;
+    return launch_ext(k_stream, g_ext + slot, rd, ((size_t)3 << 20) / EXT_BLOCKS, true, s) == cudaSuccess ? HS_OK
+                                                                                                       : HS_ERR_STATE;
+}
+/* the kernel after decode launch i (pdl: as a programmatic dependent) */
+static int extra_launch(int i, bool pdl, cudaStream_t s) {
+    if (g_mode == 1) {
+        k_flush<<<1056, 256, 0, s>>>((uint4 *)g_ext, (64u << 20) / 16);
+        return cudaGetLastError() == cudaSuccess ? HS_OK : HS_ERR_STATE;
+    }
+    cudaError_t e;
+    if (g_mode == 2) {
+        const size_t per_block = (g_pf_bytes / EXT_BLOCKS) & ~(size_t)4095;
+        e = launch_ext(k_pf, g_ext + (size_t)(i % 16) * g_pf_bytes, per_block, per_block, pdl, s);
+    } else {
+        const size_t slot = (size_t)(i % 8) * (g_pre_bytes + g_post_bytes) + g_pre_bytes;
+        e = launch_ext(k_pf, g_ext + slot, (g_pf_bytes / EXT_BLOCKS) & ~(size_t)4095,
+                       (g_post_bytes / EXT_BLOCKS) & ~(size_t)4095, true, s);
+    }
+    return e == cudaSuccess ? HS_OK : HS_ERR_STATE;
 }
 
 static void *g_scratch;
@@ -289,21 +355,29 @@ int main(int argc, char **argv) {
     CK(cudaGetDeviceProperties(&prop, 0));
     printf("device: %s, %d SMs, L2 %d MB\n", prop.name, prop.multiProcessorCount, prop.l2CacheSize >> 20);
     printf("copy: %.3f TB/s (device-to-device, read + write)\n", gpu_copy_tbs());
-    {
+    if (cfg == 90 || cfg == 89) {
         static const int hbs[3] = {64 << 10, 192 << 10, 192 << 10};
         const void *kf[3] = {(const void *)k_bulk_head, (const void *)k_bulk_pers<3>, (const void *)k_bulk_pers<6>};
         for (int i = 0; i < 3; i++) CK(cudaFuncSetAttribute(kf[i], cudaFuncAttributeMaxDynamicSharedMemorySize, hbs[i]));
     }
     const char *mode = getenv("HS_BENCH_MODE");
-    g_mode = mode && !strcmp(mode, "flush") ? 1 : mode && !strcmp(mode, "pf") ? 2 : 0;
+    g_mode = !mode ? 0 : !strcmp(mode, "flush") ? 1 : !strcmp(mode, "pf") ? 2 : !strcmp(mode, "model") ? 3 : 0;
     if (g_mode) {
-        const char *pm = getenv("HS_BENCH_PF_MB");
-        g_pf_bytes = (size_t)(pm ? atoi(pm) : 16) << 20;
-        g_ext_bytes = g_mode == 1 ? (size_t)64 << 20 : 16 * g_pf_bytes; /* pf: 16 slots, > 4x L2 */
+        const char *e = getenv("HS_BENCH_PF_MB");
+        g_pf_bytes = (size_t)(e ? atoi(e) : 16) << 20;
+        e = getenv("HS_BENCH_PRE_MB");
+        g_pre_bytes = (size_t)(e ? atoi(e) : 96) << 20;
+        e = getenv("HS_BENCH_POST_MB");
+        g_post_bytes = (size_t)(e ? atoi(e) : 32) << 20;
+        e = getenv("HS_BENCH_ICACHE");
+        g_icache = e && atoi(e) > 0;
+        /* flush: 64 MB; pf: 16 slots; model: 8 slots of pre + post (> 4x L2 between reuses) */
+        g_ext_bytes = g_mode == 1 ? (size_t)64 << 20 : g_mode == 2 ? 16 * g_pf_bytes : 8 * (g_pre_bytes + g_post_bytes);
         g_ext = (char *)dmalloc(g_ext_bytes);
         CK(cudaMemset(g_ext, 1, g_ext_bytes));
-        printf("mode %s%s: columns: decode us = pair - extra alone; pair us; extra alone us\n", mode,
-               g_mode == 2 ? " (extra = PDL prefetching kernel)" : " (extra = 64 MB write)");
+        printf("mode %s%s: columns: decode us = with - without; with us; without us (per launch)\n", mode,
+               g_mode == 1 ? " (after it: 64 MB write)" : g_mode == 2 ? " (after it: PDL prefetching kernel)"
+               : g_icache ? " (icache churn, in proj stream, decode, out proj)" : " (in proj stream, decode, out proj)");
     }
     const int Hk = 16, Hvs[3] = {16, 32, 64};
     int Bs[16] = {1, 8, 32, 128, 512}, nB = 5;
@@ -393,6 +467,7 @@ int main(int argc, char **argv) {
                     CK(cudaStreamBeginCapture(s, cudaStreamCaptureModeGlobal));
                     for (int i = 0; i < per; i++) {
                         st.pool_base = pools[i % copies];
+                        CKRC(before_launch(i, s));
                         CKRC(cfg >= 88 ? probe_launch(cfg, pools[i % copies], d_off, B * Hv, se, d_out, s)
                                        : gdn_decode_launch(d_qkv, d_z, d_b, d_a, d_cw, d_Al, d_dtb, d_nw, d_ts, d_np, B, 1,
                                                            Hk, Hv, dk, dv, 1e-6f, &st, d_out, cfg, s));
@@ -405,7 +480,10 @@ int main(int argc, char **argv) {
                         cudaGraph_t g2;
                         cudaGraphExec_t ge2;
                         CK(cudaStreamBeginCapture(s, cudaStreamCaptureModeGlobal));
-                        for (int i = 0; i < per; i++) CKRC(extra_launch(i, false, s));
+                        for (int i = 0; i < per; i++) {
+                            CKRC(before_launch(i, s));
+                            CKRC(extra_launch(i, false, s));
+                        }
                         CK(cudaStreamEndCapture(s, &g2));
                         CK(cudaGraphInstantiate(&ge2, g2, 0));
                         alone = graph_median_ms(ge2, s, 15) * 1e3 / per;

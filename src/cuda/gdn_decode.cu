@@ -47,13 +47,6 @@ namespace cg = cooperative_groups;
 #ifndef GDN_DEC1_AUTO
 #define GDN_DEC1_AUTO 1
 #endif
-/* Experiment switches of the batch-1 cluster kernel, read once: HS_GDN_DEC1_FLAGS (DEC1_F_*
- * bits, default 0) and HS_GDN_TRIG (where it lets the next kernel launch, default 0: at its
- * top). For benchmarks and tests; see gdn_dec1_cluster. */
-static int gdn_env_int(const char *name, int dflt) {
-    const char *e = getenv(name);
-    return e && *e ? (int)strtol(e, NULL, 0) : dflt;
-}
 static bool gdn_dec1_auto(void) {
     static int on = -1;
     if (on < 0) {
@@ -78,7 +71,6 @@ struct gdn_dec_params {
     int slice_rows, n_slices;
     int conv_page, conv_off;
     int n_groups; /* S * Hk (one-token kernels) */
-    int flags, trig; /* gdn_dec1_cluster's experiment switches (DEC1_F_*) and trigger place */
 };
 
 template <typename ST> struct st_io;
@@ -586,13 +578,17 @@ template <> struct st16<bf16_t> {
         }
     }
 };
-/* A lane's 16 columns of `row` (st16 layout) loaded to registers, no conversion (so no use of
- * them stalls before the recurrence); zeros where !has. */
+/* A lane's 16 columns of `row` (st16 layout) loaded to registers, zeros where !has. The
+ * predicated loads are inline PTX with the zeros as their prior values: nothing consumes
+ * the registers before the recurrence (a C select would, stalling the thread on the load). */
 template <typename ST> __device__ __forceinline__ void st16_load_raw(const ST *row, int sub, bool has, st16raw<ST> &r) {
 #pragma unroll
-    for (int m = 0; m < (int)sizeof(ST); m++)
-        r.u[m] = has ? *reinterpret_cast<const uint4 *>(reinterpret_cast<const char *>(row) + 16 * (sub + 8 * m))
-                     : make_uint4(0u, 0u, 0u, 0u);
+    for (int m = 0; m < (int)sizeof(ST); m++) {
+        r.u[m] = make_uint4(0u, 0u, 0u, 0u);
+        asm("{\n .reg .pred p;\n setp.ne.u32 p, %4, 0;\n @p ld.global.v4.u32 {%0, %1, %2, %3}, [%5];\n}\n"
+            : "+r"(r.u[m].x), "+r"(r.u[m].y), "+r"(r.u[m].z), "+r"(r.u[m].w)
+            : "r"((unsigned)has), "l"(reinterpret_cast<const char *>(row) + 16 * (sub + 8 * m)));
+    }
 }
 __device__ __forceinline__ float dot4(float4 a, float4 b) { return a.x * b.x + a.y * b.y + a.z * b.z + a.w * b.w; }
 /* sum over the 8 lanes of a row */
@@ -603,21 +599,20 @@ __device__ __forceinline__ float sum8(float v) {
     return v;
 }
 
-/* The recurrence over this warp's RPW rows (state in `sst`, shared memory, or with use_rr in
+/* The recurrence over this warp's RPW rows (state in `sst`, shared memory, or with REG in
  * registers: rr[i] = rows 4i..4i+3 of the warp as st16_load_raw left them), the new rows
- * written to `grow` (global, this warp's first row; with use_keep: kept in keep[RPW / 4][4]
- * instead), o to o_s. (Flags, not null pointers, select: the arrays stay in registers.) A warp takes 4 rows at a time, 8 lanes a row, 16 columns a lane:
- * both row reductions (S k, S q) cost 3 shuffle steps. Returns this warp's sum of o^2
- * (same value in every lane). */
-template <int RPW, typename ST>
+ * written to `grow` (this warp's first row: global, or the stage itself), o to o_s. Gates:
+ * beta = sigmoid(b), eg = exp(-exp(A_log) softplus(a + dt_bias)). A warp takes 4 rows at a
+ * time, 8 lanes a row, 16 columns a lane: both row reductions (S k, S q) cost 3 shuffle
+ * steps. Returns this warp's sum of o^2 (same value in every lane). */
+template <int RPW, typename ST, bool REG = false>
 __device__ __forceinline__ float dec1_rows(const ST *sst, ST *grow, const float *qs, const float *ks, const float *vs,
-                                           float bb, float aa, float Aexp, float dtb, bool live, float *o_s,
-                                           float4 (*keep)[4] = nullptr, bool use_keep = false,
-                                           const st16raw<ST> *rr = nullptr, bool use_rr = false) {
+                                           float beta, float eg, bool live, float *o_s,
+                                           const st16raw<ST> *rr = nullptr) {
     static_assert(RPW % 4 == 0, "rows are processed in groups of 4");
     const int lane = threadIdx.x & 31, w = threadIdx.x >> 5, sub = lane & 7, rg = lane >> 3;
     float4 q4[4], k4[4];
-    float sq = 0.f, sk = 0.f;
+    float sq = 0.f, sk = 0.f, kq = 0.f;
 #pragma unroll
     for (int m = 0; m < 4; m++) {
         const int c = 4 * st16<ST>::col4(m, sub);
@@ -625,24 +620,25 @@ __device__ __forceinline__ float dec1_rows(const ST *sst, ST *grow, const float 
         k4[m] = *reinterpret_cast<const float4 *>(&ks[c]);
         sq += dot4(q4[m], q4[m]);
         sk += dot4(k4[m], k4[m]);
+        kq += dot4(k4[m], q4[m]);
     }
-    const float rq = rsqrtf(sum8(sq) + 1e-6f) * rsqrtf((float)GDN_DK), rk = rsqrtf(sum8(sk) + 1e-6f);
-    float kq = 0.f;
+    /* the three sums side by side; k.q of the normalized vectors is rk rq (k.q) */
+    sq = sum8(sq);
+    sk = sum8(sk);
+    kq = sum8(kq);
+    const float rq = rsqrtf(sq + 1e-6f) * rsqrtf((float)GDN_DK), rk = rsqrtf(sk + 1e-6f);
+    kq *= rq * rk;
 #pragma unroll
     for (int m = 0; m < 4; m++) {
         q4[m].x *= rq; q4[m].y *= rq; q4[m].z *= rq; q4[m].w *= rq;
         k4[m].x *= rk; k4[m].y *= rk; k4[m].z *= rk; k4[m].w *= rk;
-        kq += dot4(k4[m], q4[m]);
     }
-    kq = sum8(kq);
-    const float beta = sigmoid_f(bb);
-    const float eg = expf(-Aexp * softplus_f(aa + dtb));
     float ssq = 0.f;
 #pragma unroll
     for (int i0 = 0; i0 < RPW; i0 += 4) {
         const int row = w * RPW + i0 + rg;
         float4 s4[4];
-        if (use_rr) st16<ST>::unpack(rr[i0 / 4], s4);
+        if (REG) st16<ST>::unpack(rr[i0 / 4], s4);
         else st16<ST>::load(sst + (size_t)row * GDN_DK, sub, s4);
         float da = 0.f, db = 0.f;
 #pragma unroll
@@ -665,21 +661,9 @@ __device__ __forceinline__ float dec1_rows(const ST *sst, ST *grow, const float 
             o_s[row] = o;
             ssq += o * o;
         }
-        if (use_keep) {
-#pragma unroll
-            for (int m = 0; m < 4; m++) keep[i0 / 4][m] = s4[m];
-        } else if (live) {
-            st16<ST>::store(grow + (size_t)(i0 + rg) * GDN_DK, sub, s4); /* in place */
-        }
+        if (live) st16<ST>::store(grow + (size_t)(i0 + rg) * GDN_DK, sub, s4); /* in place */
     }
     return warp_sum(ssq);
-}
-/* The rows dec1_rows kept in registers (keep), stored in place. */
-template <int RPW, typename ST>
-__device__ __forceinline__ void dec1_store_rows(ST *grow, const float4 (*keep)[4]) {
-    const int lane = threadIdx.x & 31, sub = lane & 7, rg = lane >> 3;
-#pragma unroll
-    for (int i0 = 0; i0 < RPW; i0 += 4) st16<ST>::store(grow + (size_t)(i0 + rg) * GDN_DK, sub, keep[i0 / 4]);
 }
 
 /* Output of rows [0, BV) of the item: gated RMSNorm with the head's sum of squares `tot`
@@ -758,23 +742,19 @@ template <int N> __device__ __forceinline__ void bulk_wait_read() {
 /* this thread's generic-proxy shared-memory writes are ordered before later bulk copies */
 __device__ __forceinline__ void fence_proxy_async() { asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory"); }
 
-/* Experiment switches of gdn_dec1_cluster (HS_GDN_DEC1_FLAGS, bits; 0 = the default; each
- * bit brings back what main ran until session 4): */
-#define DEC1_F_SMEM 1  /* state slice copied to shared memory with cp.async, not loaded to registers */
-#define DEC1_F_DEFER 2 /* new state rows and v conv window stored only after the last cluster barrier */
-#define DEC1_F_BAR 4   /* split-norm sums exchanged through a second cluster barrier, not st.async */
-
-/* gdn_dec1_cluster, one item (n, h, V-slice) per block. Order of a block (default flags):
+/* gdn_dec1_cluster, one item (n, h, V-slice) per block. Order of a block:
  * metadata (one dependent round trip: page table, granule map, tok_start, n_past) ->
- * this warp's state rows loaded straight into registers (st16 layout, ld.global: nothing
- * waits on them until the recurrence) -> [pdl_wait] -> cp.async of the small part (token
- * input, window, taps, z) -> conv + SiLU (the v channels' new window stored at once) ->
- * recurrence, each new state row stored as computed -> cluster barrier (every block has
- * read the old q/k window; rank 0 then writes it) -> with a split head (nsplit > 1) the
- * block's sum of o^2 goes to its siblings with st.async, which complete the transaction
- * count of their mbarrier (no second barrier) -> gated RMSNorm, output.
- * p.trig (HS_GDN_TRIG) places pdl_trigger (the next kernel of the stream may start):
- * 0 at the top, 1 when the small part has landed, 2 after the recurrence, 3 never (exit). */
+ * this warp's state rows loaded straight into registers (st16 layout, predicated loads
+ * that nothing reads before the recurrence, so the block runs on while they are in flight)
+ * -> [pdl_wait] -> cp.async of the small part (token input, window, taps, z) and the gates
+ * -> conv + SiLU (the v channels' new window stored at once) -> recurrence, each new state
+ * row stored as computed -> cluster barrier (every block has read the old q/k window; rank
+ * 0 then writes it) -> with a split head (nsplit > 1) the block's sum of o^2 goes to its
+ * siblings with st.async, which complete the transaction count of their mbarrier (no
+ * second cluster barrier) -> gated RMSNorm, output.
+ * Measured against main's version (bench/RESULTS.md, session 4): the state through shared
+ * memory, the stores after the barriers and a second cluster barrier for the norm each cost
+ * 0.1-0.9 us at batch 1. */
 template <int BV, int NT, typename ST>
 __global__ void __launch_bounds__(NT) gdn_dec1_cluster(const gdn_dec_params p) {
     using SL = dec1_stage<BV, ST>;
@@ -783,7 +763,7 @@ __global__ void __launch_bounds__(NT) gdn_dec1_cluster(const gdn_dec_params p) {
     __shared__ __align__(16) float qs[GDN_DK], ks[GDN_DK], vs[BV], o_s[BV];
     __shared__ float ssq_w[NW], ssq_all[16];
     __shared__ __align__(8) uint64_t xbar; /* the siblings' sums of o^2 have landed in ssq_all */
-    extern __shared__ __align__(16) unsigned char dsm[];
+    extern __shared__ __align__(16) unsigned char small[]; /* the item's small part (dec1_stage) */
 
     cg::cluster_group cluster = cg::this_cluster();
     const int rank = (int)cluster.block_rank();
@@ -791,76 +771,58 @@ __global__ void __launch_bounds__(NT) gdn_dec1_cluster(const gdn_dec_params p) {
     const int g = blockIdx.y, n = blockIdx.z;
     const int h = g * p.r + hl, v0 = slice * BV;
     const int tid = threadIdx.x, lane = tid & 31, w = tid >> 5;
-    const bool smem_st = p.flags & DEC1_F_SMEM, defer = p.flags & DEC1_F_DEFER;
-    const bool split_norm = p.z && p.nsplit > 1, xchg = split_norm && !(p.flags & DEC1_F_BAR);
-    unsigned char *small = dsm + (smem_st ? SL::ST_B : 0);
+    const bool split_norm = p.z && p.nsplit > 1;
     GDN_TM_DECL;
 
     GDN_TM(0);
-    if (p.trig == 0) pdl_trigger();
-    if (xchg && tid == 0) {
+    pdl_trigger();
+    if (split_norm && tid == 0) {
         mbar_init(&xbar, 1);
         mbar_arrive_expect_tx(&xbar, 4u * (unsigned)(p.nsplit - 1));
         fence_mbar_init(); /* visible to the siblings before they pass the cluster barrier */
     }
-    /* one round trip for the addresses, the gates alongside */
+    /* one round trip for the addresses, the gate constants alongside */
     const dec1_ld L = dec1_load(p, n, h, v0 + w * RPW);
-    const float Aexp = expf(p.A_log[h]), dtb = p.dt_bias[h];
+    const float A_log = p.A_log[h], dtb = p.dt_bias[h];
     const float nw = p.z && tid < BV ? p.norm_w[v0 + tid] : 0.f;
     const bool live = L.t1 > L.t0;
     ST *rows = dec1_rows_addr<BV, NT, ST>(p, L, n, v0);
     bf16_t *conv = dec1_conv_addr(p, L, n);
-    st16raw<ST> rr[NG]; /* this warp's rows 4i + lane / 8 (registers, default) */
-    if (smem_st) {
-        dec1_issue<BV, NT, ST>(p, L, g, h, v0, rows, conv, dsm, small, true, false);
-    } else {
+    st16raw<ST> rr[NG]; /* this warp's rows 4i + lane / 8 */
+    {
         const bool has = live && L.np > 0;
 #pragma unroll
         for (int i = 0; i < NG; i++) st16_load_raw<ST>(rows + (size_t)(4 * i + (lane >> 3)) * GDN_DK, lane & 7, has, rr[i]);
     }
     GDN_TM(1);
     pdl_wait(); /* the step's inputs from here on */
-    dec1_issue<BV, NT, ST>(p, L, g, h, v0, rows, conv, dsm, small, false, true);
+    dec1_issue<BV, NT, ST>(p, L, g, h, v0, rows, conv, nullptr, small, false, true);
     const size_t tg = (size_t)(live ? L.t0 : 0) * p.Hv + h;
-    const float bb = bf2f(p.b[tg]), aa = bf2f(p.a[tg]);
+    /* the gates, while the small part is in flight */
+    const float beta = sigmoid_f(bf2f(p.b[tg]));
+    const float eg = expf(-expf(A_log) * softplus_f(bf2f(p.a[tg]) + dtb));
     GDN_TM(2);
     cp_async_wait_all();
     __syncthreads();
     GDN_TM(3);
-    if (p.trig == 1) pdl_trigger();
     cluster_arrive_relaxed(); /* this block has read the old conv state (and set up xbar) */
-    dec1_conv<BV, NT, ST>(p, small, conv, g, h, v0, live && !defer, false, qs, ks, vs);
+    dec1_conv<BV, NT, ST>(p, small, conv, g, h, v0, live, false, qs, ks, vs);
     __syncthreads();
     GDN_TM(4);
-    float4 keep[NG][4]; /* (DEC1_F_DEFER) the new state rows, stored after the barriers */
-    const float ssq = dec1_rows<RPW, ST>(reinterpret_cast<const ST *>(dsm), rows, qs, ks, vs, bb, aa, Aexp, dtb, live,
-                                         o_s, keep, defer, rr, !smem_st);
+    const float ssq = dec1_rows<RPW, ST, true>(nullptr, rows, qs, ks, vs, beta, eg, live, o_s, rr);
     if (lane == 0) ssq_w[w] = ssq;
     __syncthreads();
     GDN_TM(5);
-    if (p.trig == 2) pdl_trigger();
     float tot = 0.f;
 #pragma unroll
     for (int j = 0; j < NW; j++) tot += ssq_w[j];
     cluster_wait(); /* every block of the cluster has read the old q/k conv state (and has started) */
     GDN_TM(6);
-    if (xchg) {
-        if (tid < p.nsplit && tid != slice)
-            st_async_remote(smem_u32(&ssq_all[slice]), smem_u32(&xbar), (unsigned)(hl * p.nsplit + tid), tot);
-    } else if (split_norm) {
-        if (tid < p.nsplit) *cluster.map_shared_rank(&ssq_all[slice], hl * p.nsplit + tid) = tot;
-        cluster_arrive(); /* partial sums pushed to the siblings */
-        cluster_wait();
-    }
-    if (live) {
-        if (defer) {
-            dec1_store_rows<RPW, ST>(rows, keep); /* in place */
-            dec1_write_win<BV, ST>(p, small, conv, g, h, v0, 2 * GDN_DK, SL::NC, NT); /* this block's v channels */
-        }
-        if (rank == 0) dec1_write_win<BV, ST>(p, small, conv, g, h, v0, 0, 2 * GDN_DK, NT); /* q/k, read by all */
-    }
+    if (split_norm && tid < p.nsplit && tid != slice)
+        st_async_remote(smem_u32(&ssq_all[slice]), smem_u32(&xbar), (unsigned)(hl * p.nsplit + tid), tot);
+    if (live && rank == 0) dec1_write_win<BV, ST>(p, small, conv, g, h, v0, 0, 2 * GDN_DK, NT); /* q/k, read by all */
     if (split_norm) {
-        if (xchg) mbar_wait(&xbar, 0);
+        mbar_wait(&xbar, 0);
         float t2 = 0.f;
         for (int j = 0; j < p.nsplit; j++) t2 += j == slice ? tot : ssq_all[j];
         tot = t2;
@@ -994,12 +956,12 @@ __global__ void __launch_bounds__(NT) gdn_dec1_persist(const gdn_dec_params p) {
         float bb2 = 0.f, aa2 = 0.f, Aexp2 = 0.f, dtb2 = 0.f;
         uint2 tp2[KIT];
         if (j + 1 < nj) DEC1_GATES(j + 1, bb2, aa2, Aexp2, dtb2, tp2);
+        const float beta = sigmoid_f(bb), eg = expf(-Aexp * softplus_f(aa + dtb));
         float ssq;
         if (BULK) { /* rows from the stage and back into it, then one bulk store of the warp's rows */
             mbar_wait(&sbar[s][w], (unsigned)(j / STAGES) & 1u);
             ST *srow = reinterpret_cast<ST *>(dsm + (size_t)s * SL::BYTES + (size_t)w * WB);
-            ssq = dec1_rows<RPW, ST>(reinterpret_cast<const ST *>(stage), srow, qs, ks, vs, bb, aa, Aexp, dtb, true,
-                                     o_s + v0);
+            ssq = dec1_rows<RPW, ST>(reinterpret_cast<const ST *>(stage), srow, qs, ks, vs, beta, eg, true, o_s + v0);
             fence_proxy_async();
             __syncwarp();
             if (lane == 0) {
@@ -1010,8 +972,8 @@ __global__ void __launch_bounds__(NT) gdn_dec1_persist(const gdn_dec_params p) {
             __syncwarp();
             if (j + STAGES - 1 < nj) DEC1_BULK_LOAD(j + STAGES - 1);
         } else {
-            ssq = dec1_rows<RPW, ST>(reinterpret_cast<const ST *>(stage), g_rows[s][w], qs, ks, vs, bb, aa, Aexp, dtb,
-                                     t >= 0, o_s + v0);
+            ssq = dec1_rows<RPW, ST>(reinterpret_cast<const ST *>(stage), g_rows[s][w], qs, ks, vs, beta, eg, t >= 0,
+                                     o_s + v0);
         }
         if (lane == 0) ssq_w[sl][w] = ssq;
         if (last_slice) {
@@ -1083,16 +1045,13 @@ static int launch_dec1_cluster(const gdn_dec_params &p, int S, cudaStream_t stre
     using SL = dec1_stage<BV, ST>;
     static bool attr_set = false;
     if (!attr_set) {
-        if (SL::BYTES > 48 * 1024)
-            HS_CUDA_TRY(cudaFuncSetAttribute(gdn_dec1_cluster<BV, NT, ST>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                             SL::BYTES));
         HS_CUDA_TRY(cudaFuncSetAttribute(gdn_dec1_cluster<BV, NT, ST>, cudaFuncAttributeNonPortableClusterSizeAllowed, 1));
         attr_set = true;
     }
     static int fits16 = -1; /* clusters of 9..16 blocks (non-portable): only where the device schedules them */
     cudaLaunchConfig_t cfg;
     cudaLaunchAttribute attr[2];
-    cluster_cfg(&cfg, attr, p, S, NT, p.flags & DEC1_F_SMEM ? SL::BYTES : SL::SMALL, stream);
+    cluster_cfg(&cfg, attr, p, S, NT, SL::SMALL, stream);
     if (p.r * p.nsplit > 8) {
         if (fits16 < 0) {
             cudaLaunchConfig_t c16 = cfg;
@@ -1215,13 +1174,6 @@ extern "C" int gdn_decode_launch(const void *qkv, const void *z, const void *b, 
     p.conv_page = st->conv_loc.page;
     p.conv_off = st->conv_loc.offset;
     p.n_groups = S * Hk;
-    static int flags = -1, trig = 0;
-    if (flags < 0) {
-        trig = gdn_env_int("HS_GDN_TRIG", 0);
-        flags = gdn_env_int("HS_GDN_DEC1_FLAGS", 0) & (DEC1_F_SMEM | DEC1_F_DEFER | DEC1_F_BAR);
-    }
-    p.flags = flags;
-    p.trig = trig;
     cudaStream_t s = (cudaStream_t)stream;
     const bool f32 = st->ssm_dtype == HS_F32;
     /* one token per sequence: the decode kernels (cfg 8..21; with GDN_DEC1_AUTO, also cfg 0) */
