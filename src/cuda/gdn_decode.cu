@@ -3,7 +3,7 @@
  * paged SSM state updated in place. Also serves short segments (<= 64 tokens per
  * sequence: MTP verify, tiny prefills); the state stays on chip across the tokens.
  * Two more kernels for exactly one token per sequence follow the segment kernel below
- * (gdn_dec1_cluster, gdn_dec1_persist; block shapes 8..21 of gdn_decode_launch).
+ * (gdn_dec1_cluster, gdn_dec1_persist; block shapes 8..19 of gdn_decode_launch).
  *
  * Grid mapping: one thread block cluster per (sequence n, key head g): grid
  * (r * nsplit, Hk, S), cluster (r * nsplit, 1, 1), r = Hv / Hk. Block `rank` of the
@@ -43,7 +43,7 @@ namespace cg = cooperative_groups;
 #define GDN_KC 4
 /* 1: cfg 0 picks the one-token kernels where they measured faster (bench/RESULTS.md, "GDN
  * decode"); HS_GDN_DEC1=0 in the environment turns that off at run time (the segment kernel
- * then serves every batch, as before session 3); cfg 8..21 force them regardless. */
+ * then serves every batch, as before session 3); cfg 8..19 force them regardless. */
 #ifndef GDN_DEC1_AUTO
 #define GDN_DEC1_AUTO 1
 #endif
@@ -71,6 +71,7 @@ struct gdn_dec_params {
     int slice_rows, n_slices;
     int conv_page, conv_off;
     int n_groups; /* S * Hk (one-token kernels) */
+    int state_first; /* gdn_dec1_cluster: state loads before the small part (PDL, or HS_GDN_STATE_FIRST=1) */
 };
 
 template <typename ST> struct st_io;
@@ -376,7 +377,7 @@ __global__ void __launch_bounds__(NT, 1536 / NT) gdn_decode_kernel(const gdn_dec
  * lane, so the two row reductions cost 3 shuffle steps (the segment kernel above: 32 lanes
  * a row, 5 steps).
  *
- * Status: cfg 8..21 select these kernels; cfg 0 picks them where they measured faster
+ * Status: cfg 8..19 select these kernels; cfg 0 picks them where they measured faster
  * (GDN_DEC1_AUTO, HS_GDN_DEC1=0 turns that off; see gdn_decode_launch and bench/RESULTS.md).
  * The cluster kernel issues no global write before its last cluster barrier (the new
  * state rows wait in registers; measured slower than storing early, see there).
@@ -717,36 +718,12 @@ __device__ __forceinline__ void st_async_remote(unsigned a, unsigned bar, unsign
                  : "memory");
 }
 
-/* Hopper bulk copies (cp.async.bulk, the TMA engine without a tensor map): `bytes` from
- * global `g` into shared `s`, counted on mbarrier `bar` (which this thread arms with them);
- * and shared -> global as a bulk group (commit_group once per item). */
-__device__ __forceinline__ void bulk_load(void *s, const void *g, unsigned bytes, uint64_t *bar) {
-    mbar_arrive_expect_tx(bar, bytes);
-    asm volatile("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];\n" ::"r"(
-                     smem_u32(s)),
-                 "l"(g), "r"(bytes), "r"(smem_u32(bar))
-                 : "memory");
-}
-__device__ __forceinline__ void mbar_arrive(uint64_t *bar) {
-    asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];\n" ::"r"(smem_u32(bar)) : "memory");
-}
-__device__ __forceinline__ void bulk_store(void *g, const void *s, unsigned bytes) {
-    asm volatile("cp.async.bulk.global.shared::cta.bulk_group [%0], [%1], %2;\n" ::"l"(g), "r"(smem_u32(s)), "r"(bytes)
-                 : "memory");
-}
-__device__ __forceinline__ void bulk_commit() { asm volatile("cp.async.bulk.commit_group;\n" ::: "memory"); }
-/* every bulk group but the N most recent has finished reading its shared memory */
-template <int N> __device__ __forceinline__ void bulk_wait_read() {
-    asm volatile("cp.async.bulk.wait_group.read %0;\n" ::"n"(N) : "memory");
-}
-/* this thread's generic-proxy shared-memory writes are ordered before later bulk copies */
-__device__ __forceinline__ void fence_proxy_async() { asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory"); }
-
 /* gdn_dec1_cluster, one item (n, h, V-slice) per block. Order of a block:
  * metadata (one dependent round trip: page table, granule map, tok_start, n_past) ->
- * this warp's state rows loaded straight into registers (st16 layout, predicated loads
- * that nothing reads before the recurrence, so the block runs on while they are in flight)
- * -> [pdl_wait] -> cp.async of the small part (token input, window, taps, z) and the gates
+ * cp.async of the small part (token input, window, taps, z) and the gate inputs -> this
+ * warp's state rows loaded straight into registers (st16 layout, predicated loads that
+ * nothing reads before the recurrence, so the block runs on while they are in flight; as a
+ * programmatic dependent the state goes first, before pdl_wait, the small part after it)
  * -> conv + SiLU (the v channels' new window stored at once) -> recurrence, each new state
  * row stored as computed -> cluster barrier (every block has read the old q/k window; rank
  * 0 then writes it) -> with a split head (nsplit > 1) the block's sum of o^2 goes to its
@@ -788,6 +765,17 @@ __global__ void __launch_bounds__(NT) gdn_dec1_cluster(const gdn_dec_params p) {
     const bool live = L.t1 > L.t0;
     ST *rows = dec1_rows_addr<BV, NT, ST>(p, L, n, v0);
     bf16_t *conv = dec1_conv_addr(p, L, n);
+    const size_t tg = (size_t)(live ? L.t0 : 0) * p.Hv + h;
+    /* A thread's global loads complete in the order issued (measured: a load issued after the
+     * state rows waits for them), so plainly launched the small part and the gate inputs go
+     * first, and the conv runs while the state is in flight; as a programmatic dependent the
+     * state goes first (before pdl_wait: it may arrive during the previous kernel). */
+    bf16_t b_in = bf16_t(), a_in = bf16_t();
+    if (!p.state_first) {
+        dec1_issue<BV, NT, ST>(p, L, g, h, v0, rows, conv, nullptr, small, false, true);
+        b_in = p.b[tg];
+        a_in = p.a[tg];
+    }
     st16raw<ST> rr[NG]; /* this warp's rows 4i + lane / 8 */
     {
         const bool has = live && L.np > 0;
@@ -796,15 +784,17 @@ __global__ void __launch_bounds__(NT) gdn_dec1_cluster(const gdn_dec_params p) {
     }
     GDN_TM(1);
     pdl_wait(); /* the step's inputs from here on */
-    dec1_issue<BV, NT, ST>(p, L, g, h, v0, rows, conv, nullptr, small, false, true);
-    const size_t tg = (size_t)(live ? L.t0 : 0) * p.Hv + h;
-    /* the gates, while the small part is in flight */
-    const float beta = sigmoid_f(bf2f(p.b[tg]));
-    const float eg = expf(-expf(A_log) * softplus_f(bf2f(p.a[tg]) + dtb));
+    if (p.state_first) {
+        dec1_issue<BV, NT, ST>(p, L, g, h, v0, rows, conv, nullptr, small, false, true);
+        b_in = p.b[tg];
+        a_in = p.a[tg];
+    }
     GDN_TM(2);
     cp_async_wait_all();
     __syncthreads();
     GDN_TM(3);
+    const float beta = sigmoid_f(bf2f(b_in));
+    const float eg = expf(-expf(A_log) * softplus_f(bf2f(a_in) + dtb));
     cluster_arrive_relaxed(); /* this block has read the old conv state (and set up xbar) */
     dec1_conv<BV, NT, ST>(p, small, conv, g, h, v0, live, false, qs, ks, vs);
     __syncthreads();
@@ -832,7 +822,7 @@ __global__ void __launch_bounds__(NT) gdn_dec1_cluster(const gdn_dec_params p) {
     GDN_TM_FLUSH();
 }
 
-template <int BVI, int NT, typename ST, int STAGES, bool BULK>
+template <int BVI, int NT, typename ST, int STAGES>
 __global__ void __launch_bounds__(NT) gdn_dec1_persist(const gdn_dec_params p) {
     constexpr int NW = NT / 32, RPW = BVI / NW, NSL = GDN_DK / BVI;
     using SL = dec1_stage<BVI, ST, false>;
@@ -844,9 +834,7 @@ __global__ void __launch_bounds__(NT) gdn_dec1_persist(const gdn_dec_params p) {
     __shared__ ST *g_rows[STAGES][NW];
     __shared__ bf16_t *g_conv[STAGES];
     __shared__ int g_tok[STAGES]; /* token of the item in each stage, -1: none */
-    __shared__ __align__(8) uint64_t sbar[BULK ? STAGES : 1][NW]; /* (BULK) a warp's rows of a stage landed */
     extern __shared__ __align__(16) unsigned char dsm[];
-    constexpr unsigned WB = RPW * GDN_DK * sizeof(ST); /* a warp's rows of an item, bytes */
 
     pdl_trigger();
     pdl_wait(); /* (the pipeline below mixes state and input loads from its first item) */
@@ -855,14 +843,6 @@ __global__ void __launch_bounds__(NT) gdn_dec1_persist(const gdn_dec_params p) {
     const int nq = blockIdx.x < n_groups ? (n_groups - 1 - (int)blockIdx.x) / G + 1 : 0;
     const int nj = nq * r * NSL;
     const float nw = p.z && tid < GDN_DK ? p.norm_w[tid] : 0.f;
-    if (BULK && lane == 0) {
-        for (int i = 0; i < STAGES; i++) mbar_init(&sbar[i][w], 1);
-        fence_mbar_init();
-    }
-    __syncwarp();
-    /* (BULK) the state rows of item j + STAGES - 1, issued at the end of step j (once the
-     * bulk store of item j - 1 has read that stage) */
-    bool pend_has = false;
     /* item j of this block: group blockIdx.x + (j / (r NSL)) * G, v-head (j / NSL) % r, slice j % NSL */
 #define DEC1_ITEM(j, n_, g_, h_, v0_)                                                  \
     const int q_##n_ = (int)blockIdx.x + ((j) / (r * NSL)) * G;                        \
@@ -876,8 +856,7 @@ __global__ void __launch_bounds__(NT) gdn_dec1_persist(const gdn_dec_params p) {
         ST *rows = dec1_rows_addr<BVI, NT, ST>(p, L, n, v0);                                          \
         bf16_t *conv = dec1_conv_addr(p, L, n);                                                       \
         unsigned char *st_ = dsm + (size_t)sn * SL::BYTES;                                            \
-        dec1_issue<BVI, NT, ST, false>(p, L, g, h, v0, rows, conv, st_, st_ + SL::ST_B, !BULK, true); \
-        pend_has = (L).np > 0 && (L).t1 > (L).t0;                                                     \
+        dec1_issue<BVI, NT, ST, false>(p, L, g, h, v0, rows, conv, st_, st_ + SL::ST_B, true, true);  \
         if (lane == 0) g_rows[sn][w] = rows;                                                          \
         if (tid == 0) g_conv[sn] = conv;                                                              \
         if (tid == 0) g_tok[sn] = (L).t1 > (L).t0 ? (L).t0 : -1;                                      \
@@ -901,28 +880,11 @@ __global__ void __launch_bounds__(NT) gdn_dec1_persist(const gdn_dec_params p) {
         }                                                                                   \
     } while (0)
 
-    /* (BULK) this warp's rows of item j into stage j % STAGES: one bulk copy, or zeros */
-#define DEC1_BULK_LOAD(j)                                                                             \
-    do {                                                                                              \
-        const int sb_ = (j) % STAGES;                                                                 \
-        unsigned char *d_ = dsm + (size_t)sb_ * SL::BYTES + (size_t)w * WB;                           \
-        if (pend_has) {                                                                               \
-            if (lane == 0) bulk_load(d_, g_rows[sb_][w], WB, &sbar[sb_][w]);                          \
-        } else {                                                                                      \
-            for (unsigned e_ = 16u * lane; e_ < WB; e_ += 512u)                                       \
-                *reinterpret_cast<uint4 *>(d_ + e_) = make_uint4(0u, 0u, 0u, 0u);                     \
-            __syncwarp();                                                                             \
-            if (lane == 0) mbar_arrive(&sbar[sb_][w]);                                                \
-        }                                                                                             \
-    } while (0)
-
     for (int s = 0; s < STAGES - 1; s++) {
         if (s < nj) {
             DEC1_ITEM(s, n, g, h, v0);
             const dec1_ld L = dec1_load(p, n, h, v0 + w * RPW);
             DEC1_ISSUE(s, L);
-            __syncwarp(); /* g_rows[s][w] */
-            if (BULK) DEC1_BULK_LOAD(s);
         }
         cp_async_commit();
     }
@@ -957,24 +919,8 @@ __global__ void __launch_bounds__(NT) gdn_dec1_persist(const gdn_dec_params p) {
         uint2 tp2[KIT];
         if (j + 1 < nj) DEC1_GATES(j + 1, bb2, aa2, Aexp2, dtb2, tp2);
         const float beta = sigmoid_f(bb), eg = expf(-Aexp * softplus_f(aa + dtb));
-        float ssq;
-        if (BULK) { /* rows from the stage and back into it, then one bulk store of the warp's rows */
-            mbar_wait(&sbar[s][w], (unsigned)(j / STAGES) & 1u);
-            ST *srow = reinterpret_cast<ST *>(dsm + (size_t)s * SL::BYTES + (size_t)w * WB);
-            ssq = dec1_rows<RPW, ST>(reinterpret_cast<const ST *>(stage), srow, qs, ks, vs, beta, eg, true, o_s + v0);
-            fence_proxy_async();
-            __syncwarp();
-            if (lane == 0) {
-                if (t >= 0) bulk_store(g_rows[s][w], srow, WB); /* in place */
-                bulk_commit();
-                bulk_wait_read<1>(); /* the store of item j - 1 has read its stage */
-            }
-            __syncwarp();
-            if (j + STAGES - 1 < nj) DEC1_BULK_LOAD(j + STAGES - 1);
-        } else {
-            ssq = dec1_rows<RPW, ST>(reinterpret_cast<const ST *>(stage), g_rows[s][w], qs, ks, vs, beta, eg, t >= 0,
-                                     o_s + v0);
-        }
+        const float ssq = dec1_rows<RPW, ST>(reinterpret_cast<const ST *>(stage), g_rows[s][w], qs, ks, vs, beta, eg,
+                                             t >= 0, o_s + v0);
         if (lane == 0) ssq_w[sl][w] = ssq;
         if (last_slice) {
             __syncthreads();
@@ -997,8 +943,6 @@ __global__ void __launch_bounds__(NT) gdn_dec1_persist(const gdn_dec_params p) {
 #pragma unroll
         for (int k = 0; k < KIT; k++) tp[k] = tp2[k];
     }
-    if (BULK && lane == 0) bulk_wait_read<0>(); /* (the stages outlive their stores' reads) */
-#undef DEC1_BULK_LOAD
 #undef DEC1_GATES
 #undef DEC1_ISSUE
 #undef DEC1_ITEM
@@ -1070,7 +1014,7 @@ static int launch_dec1_cluster(const gdn_dec_params &p, int S, cudaStream_t stre
     return HS_OK;
 }
 
-template <int BVI, int NT, typename ST, int STAGES, bool BULK = false>
+template <int BVI, int NT, typename ST, int STAGES>
 static int launch_dec1_persist(const gdn_dec_params &p, cudaStream_t stream) {
     using SL = dec1_stage<BVI, ST, false>;
     const int smem = STAGES * SL::BYTES;
@@ -1083,10 +1027,10 @@ static int launch_dec1_persist(const gdn_dec_params &p, cudaStream_t stream) {
         if (smem + 4096 > optin) {
             blocks_per_sm = 0;
         } else {
-            HS_CUDA_TRY(cudaFuncSetAttribute(gdn_dec1_persist<BVI, NT, ST, STAGES, BULK>,
+            HS_CUDA_TRY(cudaFuncSetAttribute(gdn_dec1_persist<BVI, NT, ST, STAGES>,
                                              cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
             HS_CUDA_TRY(cudaOccupancyMaxActiveBlocksPerMultiprocessor(
-                &blocks_per_sm, gdn_dec1_persist<BVI, NT, ST, STAGES, BULK>, NT, smem));
+                &blocks_per_sm, gdn_dec1_persist<BVI, NT, ST, STAGES>, NT, smem));
         }
     }
     if (blocks_per_sm <= 0) return HS_ERR_UNSUPPORTED;
@@ -1100,7 +1044,7 @@ static int launch_dec1_persist(const gdn_dec_params &p, cudaStream_t stream) {
     gdn_pdl_attr(&attr[0]);
     cfg.attrs = attr;
     cfg.numAttrs = 1;
-    HS_CUDA_TRY(cudaLaunchKernelEx(&cfg, gdn_dec1_persist<BVI, NT, ST, STAGES, BULK>, p));
+    HS_CUDA_TRY(cudaLaunchKernelEx(&cfg, gdn_dec1_persist<BVI, NT, ST, STAGES>, p));
     return HS_OK;
 }
 
@@ -1132,6 +1076,35 @@ static int launch_st(const gdn_dec_params &p, int S, int cfg, cudaStream_t strea
     case 5: return launch_cfg<32, 128, ST>(p, S, stream);
     case 6: return launch_cfg<16, 128, ST>(p, S, stream);
     case 7: return launch_cfg<128, 256, ST>(p, S, stream);
+    default: return HS_ERR_INVALID;
+    }
+}
+
+/* One-token kernel `cfg` (8..19, see gdn_decode_launch). */
+static int launch_dec1(gdn_dec_params p, int S, int cfg, bool f32, int slice_rows, int dv, cudaStream_t s) {
+    static const int bv_of[20] = {0, 0, 0, 0, 0, 0, 0, 0, 16, 32, 32, 64, 0, 0, 0, 0, 0, 0, 128, 64};
+    static const int rpw_of[20] = {0, 0, 0, 0, 0, 0, 0, 0, 4, 8, 4, 8, 16, 16, 8, 16, 8, 8, 8, 4};
+    if (cfg < 8 || cfg > 19) return HS_ERR_INVALID;
+    if (slice_rows % rpw_of[cfg]) return HS_ERR_UNSUPPORTED; /* a warp's rows share a granule */
+    if (bv_of[cfg]) {
+        p.nsplit = dv / bv_of[cfg];
+        if (p.r * p.nsplit > 16) return HS_ERR_UNSUPPORTED;
+    } else {
+        p.nsplit = 1;
+    }
+    switch (cfg) {
+    case 8: return f32 ? launch_dec1_cluster<16, 128, float>(p, S, s) : launch_dec1_cluster<16, 128, bf16_t>(p, S, s);
+    case 9: return f32 ? launch_dec1_cluster<32, 128, float>(p, S, s) : launch_dec1_cluster<32, 128, bf16_t>(p, S, s);
+    case 10: return f32 ? launch_dec1_cluster<32, 256, float>(p, S, s) : launch_dec1_cluster<32, 256, bf16_t>(p, S, s);
+    case 11: return f32 ? launch_dec1_cluster<64, 256, float>(p, S, s) : launch_dec1_cluster<64, 256, bf16_t>(p, S, s);
+    case 12: return f32 ? launch_dec1_persist<128, 256, float, 2>(p, s) : launch_dec1_persist<128, 256, bf16_t, 2>(p, s);
+    case 13: return f32 ? launch_dec1_persist<128, 256, float, 3>(p, s) : launch_dec1_persist<128, 256, bf16_t, 3>(p, s);
+    case 14: return f32 ? launch_dec1_persist<64, 256, float, 2>(p, s) : launch_dec1_persist<64, 256, bf16_t, 2>(p, s);
+    case 15: return f32 ? launch_dec1_persist<64, 128, float, 2>(p, s) : launch_dec1_persist<64, 128, bf16_t, 2>(p, s);
+    case 16: return f32 ? launch_dec1_persist<32, 128, float, 2>(p, s) : launch_dec1_persist<32, 128, bf16_t, 2>(p, s);
+    case 17: return f32 ? launch_dec1_persist<64, 256, float, 3>(p, s) : launch_dec1_persist<64, 256, bf16_t, 3>(p, s);
+    case 18: return f32 ? launch_dec1_cluster<128, 512, float>(p, S, s) : launch_dec1_cluster<128, 512, bf16_t>(p, S, s);
+    case 19: return f32 ? launch_dec1_cluster<64, 512, float>(p, S, s) : launch_dec1_cluster<64, 512, bf16_t>(p, S, s);
     default: return HS_ERR_INVALID;
     }
 }
@@ -1174,61 +1147,48 @@ extern "C" int gdn_decode_launch(const void *qkv, const void *z, const void *b, 
     p.conv_page = st->conv_loc.page;
     p.conv_off = st->conv_loc.offset;
     p.n_groups = S * Hk;
+    {
+        static int sf = -1; /* HS_GDN_STATE_FIRST=1: the load order of a PDL launch also when launched plainly */
+        if (sf < 0) {
+            const char *e = getenv("HS_GDN_STATE_FIRST");
+            sf = e && atoi(e) > 0;
+        }
+        p.state_first = sf || gdn_pdl_on();
+    }
     cudaStream_t s = (cudaStream_t)stream;
     const bool f32 = st->ssm_dtype == HS_F32;
-    /* one token per sequence: the decode kernels (cfg 8..21; with GDN_DEC1_AUTO, also cfg 0) */
+    /* one token per sequence: the decode kernels (cfg 8..19; with GDN_DEC1_AUTO, also cfg 0) */
     int cfg1 = cfg_override >= 8 ? cfg_override : 0;
     if (max_t == 1 && !cfg_override && gdn_dec1_auto()) {
         /* from the H100 sweeps (bench/RESULTS.md, "GDN decode"): the cluster kernel up to 64
-         * heads, with about 64 blocks (batch 1: 0.4-1.0 us faster than the segment kernel; 32
-         * rows a block at 16 heads, 64 at 32, whole heads at 64: fewer, larger blocks won over
-         * 128+ small ones), the persistent one for bf16 state from 1024 heads on (+5..11%);
-         * elsewhere the segment kernel was as fast or faster */
+         * heads, the persistent one for bf16 state from 1024 heads on (+5..11%); elsewhere the
+         * segment kernel was as fast or faster. Cluster shape (session 4, this kernel): 32
+         * rows x 128 threads (4 blocks a head) for an fp32 state or 64 heads, 0.1-0.3 us
+         * faster there than the session-3 rule (about 64 blocks: 32 rows x 256 threads at 16
+         * heads, 64 x 256 at 32, whole heads at 64), which stays for bf16 up to 32 heads and
+         * where a cluster of 16 blocks does not fit */
         const long heads = (long)S * Hv;
+        int fallback = 0;
         if (heads <= 64) {
             const long per_head = 64 / heads; /* blocks per head for ~64 blocks */
-            cfg1 = per_head >= 4 && p.r * 4 <= 8 ? 10 : per_head >= 2 && p.r * 2 <= 8 ? 11 : p.r <= 8 ? 18 : 0;
+            fallback = per_head >= 4 && p.r * 4 <= 8 ? 10 : per_head >= 2 && p.r * 2 <= 8 ? 11 : p.r <= 8 ? 18 : 0;
+            cfg1 = (f32 || heads > 32) && p.r * 4 <= 16 ? 9 : fallback;
         } else if (!f32 && heads >= 1024) {
             cfg1 = 12;
         }
         if (cfg1 && st->slice_rows % (cfg1 == 12 ? 16 : cfg1 == 10 ? 4 : 8)) cfg1 = 0;
-    }
-    if (max_t == 1 && cfg1) {
-        int cfg = cfg1;
-        static const int bv_of[22] = {0, 0, 0, 0, 0, 0, 0, 0, 16, 32, 32, 64, 0, 0, 0, 0, 0, 0, 128, 64, 0, 0};
-        static const int rpw_of[22] = {0, 0, 0, 0, 0, 0, 0, 0, 4, 8, 4, 8, 16, 16, 8, 16, 8, 8, 8, 4, 8, 16};
-        if (cfg > 21) return HS_ERR_INVALID;
-        if (st->slice_rows % rpw_of[cfg]) return HS_ERR_UNSUPPORTED; /* a warp's rows share a granule */
-        if (bv_of[cfg]) {
-            p.nsplit = dv / bv_of[cfg];
-            if (p.r * p.nsplit > 16) return HS_ERR_UNSUPPORTED;
-        } else {
-            p.nsplit = 1;
-        }
-        switch (cfg) {
-        case 8: return f32 ? launch_dec1_cluster<16, 128, float>(p, S, s) : launch_dec1_cluster<16, 128, bf16_t>(p, S, s);
-        case 9: return f32 ? launch_dec1_cluster<32, 128, float>(p, S, s) : launch_dec1_cluster<32, 128, bf16_t>(p, S, s);
-        case 10: return f32 ? launch_dec1_cluster<32, 256, float>(p, S, s) : launch_dec1_cluster<32, 256, bf16_t>(p, S, s);
-        case 11: return f32 ? launch_dec1_cluster<64, 256, float>(p, S, s) : launch_dec1_cluster<64, 256, bf16_t>(p, S, s);
-        case 12: return f32 ? launch_dec1_persist<128, 256, float, 2>(p, s) : launch_dec1_persist<128, 256, bf16_t, 2>(p, s);
-        case 13: return f32 ? launch_dec1_persist<128, 256, float, 3>(p, s) : launch_dec1_persist<128, 256, bf16_t, 3>(p, s);
-        case 14: return f32 ? launch_dec1_persist<64, 256, float, 2>(p, s) : launch_dec1_persist<64, 256, bf16_t, 2>(p, s);
-        case 15: return f32 ? launch_dec1_persist<64, 128, float, 2>(p, s) : launch_dec1_persist<64, 128, bf16_t, 2>(p, s);
-        case 16: return f32 ? launch_dec1_persist<32, 128, float, 2>(p, s) : launch_dec1_persist<32, 128, bf16_t, 2>(p, s);
-        case 17: return f32 ? launch_dec1_persist<64, 256, float, 3>(p, s) : launch_dec1_persist<64, 256, bf16_t, 3>(p, s);
-        case 18: return f32 ? launch_dec1_cluster<128, 512, float>(p, S, s) : launch_dec1_cluster<128, 512, bf16_t>(p, S, s);
-        case 19: return f32 ? launch_dec1_cluster<64, 512, float>(p, S, s) : launch_dec1_cluster<64, 512, bf16_t>(p, S, s);
-        /* the persistent kernel with bulk copies of the state (whole heads, 3 stages) */
-        case 20: return f32 ? launch_dec1_persist<128, 512, float, 3, true>(p, s) : launch_dec1_persist<128, 512, bf16_t, 3, true>(p, s);
-        case 21: return f32 ? launch_dec1_persist<128, 256, float, 3, true>(p, s) : launch_dec1_persist<128, 256, bf16_t, 3, true>(p, s);
-        default: return HS_ERR_INVALID;
+        if (cfg1) {
+            const int rc = launch_dec1(p, S, cfg1, f32, st->slice_rows, dv, s);
+            if (rc != HS_ERR_UNSUPPORTED || !fallback || fallback == cfg1) return rc;
+            return launch_dec1(p, S, fallback, f32, st->slice_rows, dv, s);
         }
     }
-    if (cfg_override >= 8) return HS_ERR_INVALID; /* (8..21 with more than one token) */
+    if (max_t == 1 && cfg1) return launch_dec1(p, S, cfg1, f32, st->slice_rows, dv, s);
+    if (cfg_override >= 8) return HS_ERR_INVALID; /* (8..19 with more than one token) */
     if (p.r > 8) return HS_ERR_UNSUPPORTED;
     int cfg;
     if (cfg_override) {
-        if (cfg_override < 1 || cfg_override > 7) return HS_ERR_INVALID; /* 8..21: one token only */
+        if (cfg_override < 1 || cfg_override > 7) return HS_ERR_INVALID; /* 8..19: one token only */
         cfg = cfg_override;
     } else {
         const long heads = (long)S * Hv;

@@ -197,10 +197,6 @@ int main(int argc, char **argv) {
         {16, 32, 1, 1, HS_F32, 128, 18, true}, {4, 8, 3, 1, HS_BF16, 32, 18, true},
         {16, 64, 1, 1, HS_BF16, 128, 19, true}, {4, 4, 5, 1, HS_F32, 16, 19, false},
         {16, 32, 1, 1, HS_BF16, 128, 0, true}, {16, 64, 1, 1, HS_F32, 128, 0, true},
-        /* the persistent kernel with bulk copies (cfg 20, 21) */
-        {4, 8, 300, 1, HS_F32, 128, 20, true}, {4, 8, 200, 1, HS_BF16, 32, 20, false},
-        {4, 8, 10, 1, HS_BF16, 8, 20, true},   {16, 32, 3, 1, HS_F32, 64, 21, true},
-        {2, 8, 400, 1, HS_BF16, 16, 21, true},
     };
     const int n = (int)(sizeof cases / sizeof cases[0]);
     int fails = 0;
