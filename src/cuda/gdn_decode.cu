@@ -352,19 +352,20 @@ __global__ void __launch_bounds__(NT, 1536 / NT) gdn_decode_kernel(const gdn_dec
  * One token per sequence (max_t == 1, plain decode): two kernels built from the same steps.
  *
  * Work item = (sequence n, v-head h, V-slice of BV rows). Everything an item reads is
- * copied into one shared-memory "stage" with cp.async before any of it is used, in one
- * round trip: the state slice (zero-filled through the src-size operand when n_past == 0,
- * so fresh sequences need no branch) and, per conv channel of the item (q and k of key
- * head g, then the BV v channels), the token's pre-conv input, the 3 window rows and the 4
- * taps, plus the BV z values. Addresses take one dependent load: lane l of every warp loads
- * page-table entry l of the request (E <= 32, else one more load), and the granule and conv
- * pages are picked out with a shuffle.
+ * issued before any of it is used, in one round trip: the state slice (zero-filled when
+ * n_past == 0, so fresh sequences need no branch) and, per conv channel of the item (q and
+ * k of key head g, then the BV v channels), the token's pre-conv input, the 3 window rows
+ * and the 4 taps, plus the BV z values (the "small part", cp.async into shared memory; the
+ * state: also into shared memory in the persistent kernel, into registers in the cluster
+ * kernel). Addresses take one dependent load: lane l of every warp loads page-table entry
+ * l of the request (E <= 32, else one more load), and the granule and conv pages are picked
+ * out with a shuffle.
  *
  * gdn_dec1_cluster (small batches): one item per block, grid (r * nsplit, Hk, S), a cluster
  * per (n, g) as in the segment kernel above (the q/k conv state is shared by the cluster,
  * rank 0 writes it after the cluster barrier; the gated RMSNorm's sum of squares goes to
- * the nsplit slices of a head through distributed shared memory). BV 16..64 gives 128+
- * blocks at batch 1.
+ * the nsplit slices of a head with st.async on an mbarrier). BV 16..64 gives 128+ blocks
+ * at batch 1.
  * gdn_dec1_persist (large batches): a persistent grid (as many blocks as fit) looping over
  * the key-head groups (n, g) given to it, all r heads of a group in a row, each head in
  * 128 / BVI items of BVI rows, STAGES deep: while item j is computed, items j+1 ..
@@ -379,8 +380,6 @@ __global__ void __launch_bounds__(NT, 1536 / NT) gdn_decode_kernel(const gdn_dec
  *
  * Status: cfg 8..19 select these kernels; cfg 0 picks them where they measured faster
  * (GDN_DEC1_AUTO, HS_GDN_DEC1=0 turns that off; see gdn_decode_launch and bench/RESULTS.md).
- * The cluster kernel issues no global write before its last cluster barrier (the new
- * state rows wait in registers; measured slower than storing early, see there).
  * ====================================================================================== */
 
 /* Byte layout of one stage for a BV-row item: the state slice, then the small part (token
