@@ -71,7 +71,6 @@ struct gdn_dec_params {
     int slice_rows, n_slices;
     int conv_page, conv_off;
     int n_groups; /* S * Hk (one-token kernels) */
-    int state_first; /* gdn_dec1_cluster: state loads before the small part (PDL, or HS_GDN_STATE_FIRST=1) */
 };
 
 template <typename ST> struct st_io;
@@ -719,18 +718,19 @@ __device__ __forceinline__ void st_async_remote(unsigned a, unsigned bar, unsign
 
 /* gdn_dec1_cluster, one item (n, h, V-slice) per block. Order of a block:
  * metadata (one dependent round trip: page table, granule map, tok_start, n_past) ->
- * cp.async of the small part (token input, window, taps, z) and the gate inputs -> this
- * warp's state rows loaded straight into registers (st16 layout, predicated loads that
- * nothing reads before the recurrence, so the block runs on while they are in flight; as a
- * programmatic dependent the state goes first, before pdl_wait, the small part after it)
- * -> conv + SiLU (the v channels' new window stored at once) -> recurrence, each new state
- * row stored as computed -> cluster barrier (every block has read the old q/k window; rank
- * 0 then writes it) -> with a split head (nsplit > 1) the block's sum of o^2 goes to its
- * siblings with st.async, which complete the transaction count of their mbarrier (no
- * second cluster barrier) -> gated RMSNorm, output.
+ * this warp's state rows loaded straight into registers (st16 layout, predicated loads
+ * that nothing reads before the recurrence) -> [pdl_wait] -> cp.async of the small part
+ * (token input, window, taps, z) and the gates -> conv + SiLU (the v channels' new window
+ * stored at once) -> recurrence, each new state row stored as computed -> cluster barrier
+ * (every block has read the old q/k window; rank 0 then writes it) -> with a split head
+ * (nsplit > 1) the block's sum of o^2 goes to its siblings with st.async, which complete
+ * the transaction count of their mbarrier (no second cluster barrier) -> gated RMSNorm,
+ * output.
  * Measured against main's version (bench/RESULTS.md, session 4): the state through shared
  * memory, the stores after the barriers and a second cluster barrier for the norm each cost
- * 0.1-0.9 us at batch 1. */
+ * 0.1-0.9 us at batch 1. Also measured slower (0.1-0.5 us): the small part issued before the
+ * state (its conv window comes from DRAM too, and the state then starts ~0.5 us later), and
+ * the gates computed after the small part has landed. */
 template <int BV, int NT, typename ST>
 __global__ void __launch_bounds__(NT) gdn_dec1_cluster(const gdn_dec_params p) {
     using SL = dec1_stage<BV, ST>;
@@ -764,17 +764,6 @@ __global__ void __launch_bounds__(NT) gdn_dec1_cluster(const gdn_dec_params p) {
     const bool live = L.t1 > L.t0;
     ST *rows = dec1_rows_addr<BV, NT, ST>(p, L, n, v0);
     bf16_t *conv = dec1_conv_addr(p, L, n);
-    const size_t tg = (size_t)(live ? L.t0 : 0) * p.Hv + h;
-    /* A thread's global loads complete in the order issued (measured: a load issued after the
-     * state rows waits for them), so plainly launched the small part and the gate inputs go
-     * first, and the conv runs while the state is in flight; as a programmatic dependent the
-     * state goes first (before pdl_wait: it may arrive during the previous kernel). */
-    bf16_t b_in = bf16_t(), a_in = bf16_t();
-    if (!p.state_first) {
-        dec1_issue<BV, NT, ST>(p, L, g, h, v0, rows, conv, nullptr, small, false, true);
-        b_in = p.b[tg];
-        a_in = p.a[tg];
-    }
     st16raw<ST> rr[NG]; /* this warp's rows 4i + lane / 8 */
     {
         const bool has = live && L.np > 0;
@@ -783,17 +772,15 @@ __global__ void __launch_bounds__(NT) gdn_dec1_cluster(const gdn_dec_params p) {
     }
     GDN_TM(1);
     pdl_wait(); /* the step's inputs from here on */
-    if (p.state_first) {
-        dec1_issue<BV, NT, ST>(p, L, g, h, v0, rows, conv, nullptr, small, false, true);
-        b_in = p.b[tg];
-        a_in = p.a[tg];
-    }
+    dec1_issue<BV, NT, ST>(p, L, g, h, v0, rows, conv, nullptr, small, false, true);
+    const size_t tg = (size_t)(live ? L.t0 : 0) * p.Hv + h;
+    /* the gates, while the small part is in flight */
+    const float beta = sigmoid_f(bf2f(p.b[tg]));
+    const float eg = expf(-expf(A_log) * softplus_f(bf2f(p.a[tg]) + dtb));
     GDN_TM(2);
     cp_async_wait_all();
     __syncthreads();
     GDN_TM(3);
-    const float beta = sigmoid_f(bf2f(b_in));
-    const float eg = expf(-expf(A_log) * softplus_f(bf2f(a_in) + dtb));
     cluster_arrive_relaxed(); /* this block has read the old conv state (and set up xbar) */
     dec1_conv<BV, NT, ST>(p, small, conv, g, h, v0, live, false, qs, ks, vs);
     __syncthreads();
@@ -1146,14 +1133,6 @@ extern "C" int gdn_decode_launch(const void *qkv, const void *z, const void *b, 
     p.conv_page = st->conv_loc.page;
     p.conv_off = st->conv_loc.offset;
     p.n_groups = S * Hk;
-    {
-        static int sf = -1; /* HS_GDN_STATE_FIRST=1: the load order of a PDL launch also when launched plainly */
-        if (sf < 0) {
-            const char *e = getenv("HS_GDN_STATE_FIRST");
-            sf = e && atoi(e) > 0;
-        }
-        p.state_first = sf || gdn_pdl_on();
-    }
     cudaStream_t s = (cudaStream_t)stream;
     const bool f32 = st->ssm_dtype == HS_F32;
     /* one token per sequence: the decode kernels (cfg 8..19; with GDN_DEC1_AUTO, also cfg 0) */
@@ -1164,14 +1143,15 @@ extern "C" int gdn_decode_launch(const void *qkv, const void *z, const void *b, 
          * segment kernel was as fast or faster. Cluster shape (session 4, this kernel): 32
          * rows x 128 threads (4 blocks a head) for an fp32 state or 64 heads, 0.1-0.3 us
          * faster there than the session-3 rule (about 64 blocks: 32 rows x 256 threads at 16
-         * heads, 64 x 256 at 32, whole heads at 64), which stays for bf16 up to 32 heads and
-         * where a cluster of 16 blocks does not fit */
+         * heads, 64 x 256 at 32, whole heads at 64), which stays for bf16 up to 32 heads,
+         * where a cluster of 16 blocks does not fit, and for PDL launches (with PDL the
+         * session-3 shapes measured as fast or faster: 16/64 fp32 5.4 us vs 6.5) */
         const long heads = (long)S * Hv;
         int fallback = 0;
         if (heads <= 64) {
             const long per_head = 64 / heads; /* blocks per head for ~64 blocks */
             fallback = per_head >= 4 && p.r * 4 <= 8 ? 10 : per_head >= 2 && p.r * 2 <= 8 ? 11 : p.r <= 8 ? 18 : 0;
-            cfg1 = (f32 || heads > 32) && p.r * 4 <= 16 ? 9 : fallback;
+            cfg1 = !gdn_pdl_on() && (f32 || heads > 32) && p.r * 4 <= 16 ? 9 : fallback;
         } else if (!f32 && heads >= 1024) {
             cfg1 = 12;
         }
