@@ -100,20 +100,26 @@ template <> struct st_io<bf16_t> {
  * SSM state itself (written only by this layer's kernel in an earlier step, or by page
  * copies between steps). Both are no-ops in a kernel launched plainly. */
 
-/* GDN_DEC_TIMING (benchmark builds only): thread 0 of each block of gdn_dec1_cluster stamps
- * %globaltimer (ns) and clock64 at its phase boundaries; gdn_decode_timing() reads them. */
+/* GDN_DEC_TIMING (benchmark builds only): thread 0 of each block of gdn_dec1_cluster notes
+ * %globaltimer (ns) and clock64 at its phase boundaries in registers (GDN_TM) and stores them
+ * at its end (GDN_TM_FLUSH: no global store among the phases); gdn_decode_timing() reads them. */
 #ifdef GDN_DEC_TIMING
 #define GDN_TM_BLOCKS 1024
 __device__ unsigned long long g_gdn_tm[GDN_TM_BLOCKS][2][8];
+#define GDN_TM_DECL unsigned long long tm_t_[8], tm_c_[8]
 #define GDN_TM(i)                                                                                    \
     do {                                                                                             \
+        asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(tm_t_[i]));                                 \
+        tm_c_[i] = (unsigned long long)clock64();                                                    \
+    } while (0)
+#define GDN_TM_FLUSH()                                                                               \
+    do {                                                                                             \
         const unsigned blk_ = blockIdx.x + gridDim.x * (blockIdx.y + gridDim.y * blockIdx.z);        \
-        if (threadIdx.x == 0 && blk_ < GDN_TM_BLOCKS) {                                              \
-            unsigned long long t_;                                                                   \
-            asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t_));                                   \
-            g_gdn_tm[blk_][0][i] = t_;                                                               \
-            g_gdn_tm[blk_][1][i] = (unsigned long long)clock64();                                    \
-        }                                                                                            \
+        if (threadIdx.x == 0 && blk_ < GDN_TM_BLOCKS)                                                \
+            for (int i_ = 0; i_ < 8; i_++) {                                                         \
+                g_gdn_tm[blk_][0][i_] = tm_t_[i_];                                                   \
+                g_gdn_tm[blk_][1][i_] = tm_c_[i_];                                                   \
+            }                                                                                        \
     } while (0)
 static cudaError_t gdn_tm_clear(void) {
     void *d;
@@ -125,7 +131,9 @@ extern "C" int gdn_decode_timing(unsigned long long *h, int clear) {
     return cudaMemcpyFromSymbol(h, g_gdn_tm, sizeof g_gdn_tm) == cudaSuccess ? GDN_TM_BLOCKS : -1;
 }
 #else
+#define GDN_TM_DECL
 #define GDN_TM(i) ((void)0)
+#define GDN_TM_FLUSH() ((void)0)
 #endif
 
 __device__ __forceinline__ void cluster_arrive() { asm volatile("barrier.cluster.arrive.release.aligned;\n" ::: "memory"); }
@@ -343,19 +351,20 @@ __global__ void __launch_bounds__(NT, 1536 / NT) gdn_decode_kernel(const gdn_dec
  * One token per sequence (max_t == 1, plain decode): two kernels built from the same steps.
  *
  * Work item = (sequence n, v-head h, V-slice of BV rows). Everything an item reads is
- * copied into one shared-memory "stage" with cp.async before any of it is used, in one
- * round trip: the state slice (zero-filled through the src-size operand when n_past == 0,
- * so fresh sequences need no branch) and, per conv channel of the item (q and k of key
- * head g, then the BV v channels), the token's pre-conv input, the 3 window rows and the 4
- * taps, plus the BV z values. Addresses take one dependent load: lane l of every warp loads
- * page-table entry l of the request (E <= 32, else one more load), and the granule and conv
- * pages are picked out with a shuffle.
+ * issued before any of it is used, in one round trip: the state slice (zero-filled when
+ * n_past == 0, so fresh sequences need no branch) and, per conv channel of the item (q and
+ * k of key head g, then the BV v channels), the token's pre-conv input, the 3 window rows
+ * and the 4 taps, plus the BV z values (the "small part", cp.async into shared memory; the
+ * state: also into shared memory in the persistent kernel, into registers in the cluster
+ * kernel). Addresses take one dependent load: lane l of every warp loads page-table entry
+ * l of the request (E <= 32, else one more load), and the granule and conv pages are picked
+ * out with a shuffle.
  *
  * gdn_dec1_cluster (small batches): one item per block, grid (r * nsplit, Hk, S), a cluster
  * per (n, g) as in the segment kernel above (the q/k conv state is shared by the cluster,
  * rank 0 writes it after the cluster barrier; the gated RMSNorm's sum of squares goes to
- * the nsplit slices of a head through distributed shared memory). BV 16..64 gives 128+
- * blocks at batch 1.
+ * the nsplit slices of a head with st.async on an mbarrier). BV 16..64 gives 128+ blocks
+ * at batch 1.
  * gdn_dec1_persist (large batches): a persistent grid (as many blocks as fit) looping over
  * the key-head groups (n, g) given to it, all r heads of a group in a row, each head in
  * 128 / BVI items of BVI rows, STAGES deep: while item j is computed, items j+1 ..
@@ -370,22 +379,22 @@ __global__ void __launch_bounds__(NT, 1536 / NT) gdn_decode_kernel(const gdn_dec
  *
  * Status: cfg 8..19 select these kernels; cfg 0 picks them where they measured faster
  * (GDN_DEC1_AUTO, HS_GDN_DEC1=0 turns that off; see gdn_decode_launch and bench/RESULTS.md).
- * The cluster kernel issues no global write before its last cluster barrier (the new
- * state rows wait in registers; measured slower than storing early, see there).
  * ====================================================================================== */
 
-/* Byte layout of one stage for a BV-row item. */
+/* Byte layout of one stage for a BV-row item: the state slice, then the small part (token
+ * input, window, taps, z). Offsets X..Z are relative to the small part. */
 template <int BV, typename ST, bool TAPS = true> struct dec1_stage {
     static constexpr int NC = 2 * GDN_DK + BV;                          /* conv channels: q, k, v */
     static constexpr int ST_B = BV * GDN_DK * (int)sizeof(ST);          /* state slice [BV][128] */
-    static constexpr int X = ST_B;                                      /* bf16 [NC] token input */
+    static constexpr int X = 0;                                         /* bf16 [NC] token input */
     static constexpr int WIN = X + 2 * NC;                              /* bf16 [3][NC] old window */
     static constexpr int W = WIN + 6 * NC;                              /* uint2 [NC] conv taps (TAPS) */
     static constexpr int Z = W + (TAPS ? 8 * NC : 0);                   /* bf16 [BV] gate z */
-    static constexpr int BYTES = Z + 2 * BV;
+    static constexpr int SMALL = Z + 2 * BV;                            /* bytes of the small part */
+    static constexpr int BYTES = ST_B + SMALL;
     static constexpr int N_TAPS = TAPS ? NC / 2 : 0;
     static constexpr int N_SMALL = NC / 2 + N_TAPS + BV / 8;            /* 16-byte chunks besides the state */
-    static_assert(BV % 16 == 0 && BYTES % 16 == 0, "16-byte chunks");
+    static_assert(BV % 16 == 0 && SMALL % 16 == 0, "16-byte chunks");
 };
 
 /* cp.async of 16 bytes; src_bytes 0 zero-fills the destination (reads nothing). */
@@ -421,25 +430,33 @@ __device__ __forceinline__ int dec1_page(const gdn_dec_params &p, const dec1_ld 
     return page < 32 ? s : p.state_pages[(size_t)n * p.E + page];
 }
 
-/* Issue every cp.async of item (n, h, v0) into `stage`; returns (through the pointers)
- * the global address of this warp's first state row and of the request's conv granule. */
+/* Addresses of item (n, h, v0): this warp's first state row and the request's conv granule. */
+template <int BV, int NT, typename ST>
+__device__ __forceinline__ ST *dec1_rows_addr(const gdn_dec_params &p, const dec1_ld &L, int n, int v0) {
+    constexpr int RPW = BV / (NT / 32);
+    const int w = threadIdx.x >> 5;
+    return reinterpret_cast<ST *>(p.pool + (size_t)dec1_page(p, L, n, L.loc.page) * p.page_bytes + L.loc.offset) +
+           (size_t)((v0 + w * RPW) % p.slice_rows) * GDN_DK;
+}
+__device__ __forceinline__ bf16_t *dec1_conv_addr(const gdn_dec_params &p, const dec1_ld &L, int n) {
+    return reinterpret_cast<bf16_t *>(p.pool + (size_t)dec1_page(p, L, n, p.conv_page) * p.page_bytes + p.conv_off);
+}
+
+/* Issue the cp.async of item (n, h, v0): the state slice into `st_dst` (do_state; this
+ * warp's rows from `rows`), the small part into `small` (do_small; conv granule `conv`). */
 template <int BV, int NT, typename ST, bool TAPS = true>
-__device__ __forceinline__ void dec1_issue(const gdn_dec_params &p, const dec1_ld &L, int n, int g, int h, int v0,
-                                           unsigned char *stage, ST **rows_out, bf16_t **conv_out,
-                                           bool do_state = true, bool do_small = true) {
+__device__ __forceinline__ void dec1_issue(const gdn_dec_params &p, const dec1_ld &L, int g, int h, int v0,
+                                           const ST *rows, const bf16_t *conv, unsigned char *st_dst,
+                                           unsigned char *small, bool do_state, bool do_small) {
     using SL = dec1_stage<BV, ST, TAPS>;
     constexpr int NW = NT / 32, RPW = BV / NW, NC8 = SL::NC / 8;
     const int tid = threadIdx.x, lane = tid & 31, w = tid >> 5;
     const bool live = L.t1 > L.t0;
     const unsigned nb = L.np > 0 && live ? 16u : 0u, nx = live ? 16u : 0u;
     const int kd = p.Hk * GDN_DK, t = live ? L.t0 : 0;
-    bf16_t *conv = reinterpret_cast<bf16_t *>(p.pool + (size_t)dec1_page(p, L, n, p.conv_page) * p.page_bytes +
-                                              p.conv_off);
-    ST *rows = reinterpret_cast<ST *>(p.pool + (size_t)dec1_page(p, L, n, L.loc.page) * p.page_bytes + L.loc.offset) +
-               (size_t)((v0 + w * RPW) % p.slice_rows) * GDN_DK;
     if (do_state) {
         constexpr int CH = RPW * GDN_DK * (int)sizeof(ST) / 16;
-        unsigned char *dst = stage + (size_t)w * RPW * GDN_DK * sizeof(ST);
+        unsigned char *dst = st_dst + (size_t)w * RPW * GDN_DK * sizeof(ST);
         const unsigned char *src = reinterpret_cast<const unsigned char *>(rows);
 #pragma unroll
         for (int e = lane; e < CH; e += 32) cp_async16z(dst + 16 * e, src + 16 * e, nb);
@@ -447,30 +464,28 @@ __device__ __forceinline__ void dec1_issue(const gdn_dec_params &p, const dec1_l
     for (int e = tid; e < SL::N_SMALL && do_small; e += NT) {
         if (e < 4 * NC8) { /* token input (seg 0) or window row seg - 1 */
             const int seg = e / NC8, c = 8 * (e % NC8), ch = chan_of(c, g, h, v0, kd);
-            if (seg == 0) cp_async16z(stage + SL::X + 2 * c, p.qkv + (size_t)t * p.conv_dim + ch, nx);
-            else cp_async16z(stage + SL::WIN + (seg - 1) * 2 * SL::NC + 2 * c, conv + (size_t)(seg - 1) * p.conv_dim + ch, nb);
+            if (seg == 0) cp_async16z(small + SL::X + 2 * c, p.qkv + (size_t)t * p.conv_dim + ch, nx);
+            else cp_async16z(small + SL::WIN + (seg - 1) * 2 * SL::NC + 2 * c, conv + (size_t)(seg - 1) * p.conv_dim + ch, nb);
         } else if (e < 4 * NC8 + SL::N_TAPS) { /* taps of 2 channels */
             const int c = 2 * (e - 4 * NC8);
-            cp_async16z(stage + SL::W + 8 * c, p.conv_w + (size_t)chan_of(c, g, h, v0, kd) * GDN_KC, 16u);
+            cp_async16z(small + SL::W + 8 * c, p.conv_w + (size_t)chan_of(c, g, h, v0, kd) * GDN_KC, 16u);
         } else if (p.z) {
             const int i = e - 4 * NC8 - SL::N_TAPS;
-            cp_async16z(stage + SL::Z + 16 * i, p.z + (size_t)t * p.Hv * GDN_DK + h * GDN_DK + v0 + 8 * i, nx);
+            cp_async16z(small + SL::Z + 16 * i, p.z + (size_t)t * p.Hv * GDN_DK + h * GDN_DK + v0 + 8 * i, nx);
         }
     }
-    *rows_out = rows;
-    *conv_out = conv;
 }
 
 /* Conv + SiLU of the item's channels into qs/ks/vs; writes the new window of the v
  * channels (write_v) and of the q/k channels (write_qk) in place. */
 template <int BV, int NT, typename ST, bool TAPS = true>
-__device__ __forceinline__ void dec1_conv(const gdn_dec_params &p, const unsigned char *stage, bf16_t *conv, int g,
+__device__ __forceinline__ void dec1_conv(const gdn_dec_params &p, const unsigned char *small, bf16_t *conv, int g,
                                           int h, int v0, bool write_v, bool write_qk, float *qs, float *ks, float *vs,
                                           const uint2 *treg = nullptr) {
     using SL = dec1_stage<BV, ST, TAPS>;
-    const bf16_t *x = reinterpret_cast<const bf16_t *>(stage + SL::X);
-    const bf16_t *win = reinterpret_cast<const bf16_t *>(stage + SL::WIN);
-    const uint2 *wt = reinterpret_cast<const uint2 *>(stage + SL::W);
+    const bf16_t *x = reinterpret_cast<const bf16_t *>(small + SL::X);
+    const bf16_t *win = reinterpret_cast<const bf16_t *>(small + SL::WIN);
+    const uint2 *wt = reinterpret_cast<const uint2 *>(small + SL::W);
     const int kd = p.Hk * GDN_DK;
 #pragma unroll
     for (int k = 0; k < (SL::NC + NT - 1) / NT; k++) {
@@ -495,11 +510,11 @@ __device__ __forceinline__ void dec1_conv(const gdn_dec_params &p, const unsigne
 /* The new window of the item's conv channels [c0, c1) (cluster kernel, after its last
  * cluster barrier: the q/k channels by rank 0 alone, once every block has read them). */
 template <int BV, typename ST, bool TAPS = true>
-__device__ __forceinline__ void dec1_write_win(const gdn_dec_params &p, const unsigned char *stage, bf16_t *conv, int g,
+__device__ __forceinline__ void dec1_write_win(const gdn_dec_params &p, const unsigned char *small, bf16_t *conv, int g,
                                                int h, int v0, int c0, int c1, int NT) {
     using SL = dec1_stage<BV, ST, TAPS>;
-    const bf16_t *x = reinterpret_cast<const bf16_t *>(stage + SL::X);
-    const bf16_t *win = reinterpret_cast<const bf16_t *>(stage + SL::WIN);
+    const bf16_t *x = reinterpret_cast<const bf16_t *>(small + SL::X);
+    const bf16_t *win = reinterpret_cast<const bf16_t *>(small + SL::WIN);
     const int kd = p.Hk * GDN_DK;
     for (int c = c0 + (int)threadIdx.x; c < c1; c += NT) {
         const int ch = chan_of(c, g, h, v0, kd);
@@ -511,8 +526,15 @@ __device__ __forceinline__ void dec1_write_win(const gdn_dec_params &p, const un
 
 /* 16 columns of a state row per lane, 8 lanes a row (lane sub = lane & 7): as 4 float4 of
  * columns 4 * col4(m, sub), m = 0..3; 8 lanes read 128 contiguous bytes per access. */
+template <typename ST> struct st16raw { uint4 u[sizeof(ST)]; }; /* a lane's 16 columns as loaded */
 template <typename ST> struct st16;
 template <> struct st16<float> {
+    static __device__ __forceinline__ void unpack(const st16raw<float> &r, float4 v[4]) {
+#pragma unroll
+        for (int m = 0; m < 4; m++)
+            v[m] = make_float4(__uint_as_float(r.u[m].x), __uint_as_float(r.u[m].y), __uint_as_float(r.u[m].z),
+                               __uint_as_float(r.u[m].w));
+    }
     static __device__ __forceinline__ int col4(int m, int sub) { return sub + 8 * m; }
     static __device__ __forceinline__ void load(const float *row, int sub, float4 v[4]) {
 #pragma unroll
@@ -525,6 +547,15 @@ template <> struct st16<float> {
 };
 template <> struct st16<bf16_t> {
     static __device__ __forceinline__ int col4(int m, int sub) { return 2 * (sub + 8 * (m >> 1)) + (m & 1); }
+    static __device__ __forceinline__ void unpack(const st16raw<bf16_t> &r, float4 v[4]) {
+#pragma unroll
+        for (int m = 0; m < 2; m++) {
+            const uint4 u = r.u[m];
+            const float2 a = bf2x2_to_f2(u.x), b = bf2x2_to_f2(u.y), c = bf2x2_to_f2(u.z), d = bf2x2_to_f2(u.w);
+            v[2 * m] = make_float4(a.x, a.y, b.x, b.y);
+            v[2 * m + 1] = make_float4(c.x, c.y, d.x, d.y);
+        }
+    }
     static __device__ __forceinline__ void load(const bf16_t *row, int sub, float4 v[4]) {
 #pragma unroll
         for (int m = 0; m < 2; m++) {
@@ -546,6 +577,18 @@ template <> struct st16<bf16_t> {
         }
     }
 };
+/* A lane's 16 columns of `row` (st16 layout) loaded to registers, zeros where !has. The
+ * predicated loads are inline PTX with the zeros as their prior values: nothing consumes
+ * the registers before the recurrence (a C select would, stalling the thread on the load). */
+template <typename ST> __device__ __forceinline__ void st16_load_raw(const ST *row, int sub, bool has, st16raw<ST> &r) {
+#pragma unroll
+    for (int m = 0; m < (int)sizeof(ST); m++) {
+        r.u[m] = make_uint4(0u, 0u, 0u, 0u);
+        asm("{\n .reg .pred p;\n setp.ne.u32 p, %4, 0;\n @p ld.global.v4.u32 {%0, %1, %2, %3}, [%5];\n}\n"
+            : "+r"(r.u[m].x), "+r"(r.u[m].y), "+r"(r.u[m].z), "+r"(r.u[m].w)
+            : "r"((unsigned)has), "l"(reinterpret_cast<const char *>(row) + 16 * (sub + 8 * m)));
+    }
+}
 __device__ __forceinline__ float dot4(float4 a, float4 b) { return a.x * b.x + a.y * b.y + a.z * b.z + a.w * b.w; }
 /* sum over the 8 lanes of a row */
 __device__ __forceinline__ float sum8(float v) {
@@ -555,18 +598,20 @@ __device__ __forceinline__ float sum8(float v) {
     return v;
 }
 
-/* The recurrence over this warp's RPW rows (state in `sst`, shared memory), the new rows
- * written to `grow` (global, this warp's first row), o to o_s. A warp takes 4 rows at a
+/* The recurrence over this warp's RPW rows (state in `sst`, shared memory, or with REG in
+ * registers: rr[i] = rows 4i..4i+3 of the warp as st16_load_raw left them), the new rows
+ * written to `grow` (this warp's first row: global, or the stage itself), o to o_s. Gates:
+ * beta = sigmoid(b), eg = exp(-exp(A_log) softplus(a + dt_bias)). A warp takes 4 rows at a
  * time, 8 lanes a row, 16 columns a lane: both row reductions (S k, S q) cost 3 shuffle
  * steps. Returns this warp's sum of o^2 (same value in every lane). */
-template <int RPW, typename ST, bool DEFER = false>
+template <int RPW, typename ST, bool REG = false>
 __device__ __forceinline__ float dec1_rows(const ST *sst, ST *grow, const float *qs, const float *ks, const float *vs,
-                                           float bb, float aa, float Aexp, float dtb, bool live, float *o_s,
-                                           float4 (*keep)[4] = nullptr) {
+                                           float beta, float eg, bool live, float *o_s,
+                                           const st16raw<ST> *rr = nullptr) {
     static_assert(RPW % 4 == 0, "rows are processed in groups of 4");
     const int lane = threadIdx.x & 31, w = threadIdx.x >> 5, sub = lane & 7, rg = lane >> 3;
     float4 q4[4], k4[4];
-    float sq = 0.f, sk = 0.f;
+    float sq = 0.f, sk = 0.f, kq = 0.f;
 #pragma unroll
     for (int m = 0; m < 4; m++) {
         const int c = 4 * st16<ST>::col4(m, sub);
@@ -574,24 +619,26 @@ __device__ __forceinline__ float dec1_rows(const ST *sst, ST *grow, const float 
         k4[m] = *reinterpret_cast<const float4 *>(&ks[c]);
         sq += dot4(q4[m], q4[m]);
         sk += dot4(k4[m], k4[m]);
+        kq += dot4(k4[m], q4[m]);
     }
-    const float rq = rsqrtf(sum8(sq) + 1e-6f) * rsqrtf((float)GDN_DK), rk = rsqrtf(sum8(sk) + 1e-6f);
-    float kq = 0.f;
+    /* the three sums side by side; k.q of the normalized vectors is rk rq (k.q) */
+    sq = sum8(sq);
+    sk = sum8(sk);
+    kq = sum8(kq);
+    const float rq = rsqrtf(sq + 1e-6f) * rsqrtf((float)GDN_DK), rk = rsqrtf(sk + 1e-6f);
+    kq *= rq * rk;
 #pragma unroll
     for (int m = 0; m < 4; m++) {
         q4[m].x *= rq; q4[m].y *= rq; q4[m].z *= rq; q4[m].w *= rq;
         k4[m].x *= rk; k4[m].y *= rk; k4[m].z *= rk; k4[m].w *= rk;
-        kq += dot4(k4[m], q4[m]);
     }
-    kq = sum8(kq);
-    const float beta = sigmoid_f(bb);
-    const float eg = expf(-Aexp * softplus_f(aa + dtb));
     float ssq = 0.f;
 #pragma unroll
     for (int i0 = 0; i0 < RPW; i0 += 4) {
         const int row = w * RPW + i0 + rg;
         float4 s4[4];
-        st16<ST>::load(sst + (size_t)row * GDN_DK, sub, s4);
+        if (REG) st16<ST>::unpack(rr[i0 / 4], s4);
+        else st16<ST>::load(sst + (size_t)row * GDN_DK, sub, s4);
         float da = 0.f, db = 0.f;
 #pragma unroll
         for (int m = 0; m < 4; m++) {
@@ -613,48 +660,86 @@ __device__ __forceinline__ float dec1_rows(const ST *sst, ST *grow, const float 
             o_s[row] = o;
             ssq += o * o;
         }
-        if (DEFER) {
-#pragma unroll
-            for (int m = 0; m < 4; m++) keep[i0 / 4][m] = s4[m];
-        } else if (live) {
-            st16<ST>::store(grow + (size_t)(i0 + rg) * GDN_DK, sub, s4); /* in place */
-        }
+        if (live) st16<ST>::store(grow + (size_t)(i0 + rg) * GDN_DK, sub, s4); /* in place */
     }
     return warp_sum(ssq);
-}
-/* The rows dec1_rows<DEFER> kept in registers, stored in place. */
-template <int RPW, typename ST>
-__device__ __forceinline__ void dec1_store_rows(ST *grow, const float4 (*keep)[4]) {
-    const int lane = threadIdx.x & 31, sub = lane & 7, rg = lane >> 3;
-#pragma unroll
-    for (int i0 = 0; i0 < RPW; i0 += 4) st16<ST>::store(grow + (size_t)(i0 + rg) * GDN_DK, sub, keep[i0 / 4]);
 }
 
 /* Output of rows [0, BV) of the item: gated RMSNorm with the head's sum of squares `tot`
  * (or o itself without z). */
 template <int BV, typename ST, bool TAPS = true>
-__device__ __forceinline__ void dec1_out(const gdn_dec_params &p, const unsigned char *stage, const float *o_s,
+__device__ __forceinline__ void dec1_out(const gdn_dec_params &p, const unsigned char *small, const float *o_s,
                                          float tot, float nw, int t, int h, int v0) {
     using SL = dec1_stage<BV, ST, TAPS>;
     const int v = threadIdx.x;
     if (v >= BV || t < 0) return;
     const size_t o = (size_t)t * p.Hv * GDN_DK + h * GDN_DK + v0 + v;
     if (p.z) {
-        const float zz = bf2f(reinterpret_cast<const bf16_t *>(stage + SL::Z)[v]);
+        const float zz = bf2f(reinterpret_cast<const bf16_t *>(small + SL::Z)[v]);
         p.out[o] = f2bf(o_s[v] * rsqrtf(tot / (float)GDN_DK + p.eps) * nw * silu_f(zz));
     } else {
         p.out[o] = f2bf(o_s[v]);
     }
 }
 
+/* mbarrier / cluster helpers of gdn_dec1_cluster's split-norm exchange */
+__device__ __forceinline__ unsigned smem_u32(const void *p) { return (unsigned)__cvta_generic_to_shared(p); }
+__device__ __forceinline__ void cluster_arrive_relaxed() {
+    asm volatile("barrier.cluster.arrive.relaxed.aligned;\n" ::: "memory");
+}
+__device__ __forceinline__ void mbar_init(uint64_t *bar, unsigned count) {
+    asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" ::"r"(smem_u32(bar)), "r"(count) : "memory");
+}
+/* one arrival, and `bytes` more to come through complete_tx */
+__device__ __forceinline__ void mbar_arrive_expect_tx(uint64_t *bar, unsigned bytes) {
+    asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n" ::"r"(smem_u32(bar)), "r"(bytes) : "memory");
+}
+__device__ __forceinline__ void fence_mbar_init() { asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory"); }
+__device__ __forceinline__ void mbar_wait(uint64_t *bar, unsigned parity) {
+    const unsigned a = smem_u32(bar);
+    unsigned done;
+    do {
+        asm volatile("{\n .reg .pred p;\n mbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\n selp.u32 %0, 1, 0, p;\n}\n"
+                     : "=r"(done)
+                     : "r"(a), "r"(parity)
+                     : "memory");
+    } while (!done);
+}
+/* v into the float at local shared address `a` of block `rank` of the cluster; completes 4
+ * bytes of that block's mbarrier at local address `bar` */
+__device__ __forceinline__ void st_async_remote(unsigned a, unsigned bar, unsigned rank, float v) {
+    unsigned ra, rb;
+    asm volatile("mapa.shared::cluster.u32 %0, %1, %2;\n" : "=r"(ra) : "r"(a), "r"(rank));
+    asm volatile("mapa.shared::cluster.u32 %0, %1, %2;\n" : "=r"(rb) : "r"(bar), "r"(rank));
+    asm volatile("st.async.shared::cluster.mbarrier::complete_tx::bytes.b32 [%0], %1, [%2];\n" ::"r"(ra),
+                 "r"(__float_as_uint(v)), "r"(rb)
+                 : "memory");
+}
+
+/* gdn_dec1_cluster, one item (n, h, V-slice) per block. Order of a block:
+ * metadata (one dependent round trip: page table, granule map, tok_start, n_past) ->
+ * this warp's state rows loaded straight into registers (st16 layout, predicated loads
+ * that nothing reads before the recurrence) -> [pdl_wait] -> cp.async of the small part
+ * (token input, window, taps, z) and the gates -> conv + SiLU (the v channels' new window
+ * stored at once) -> recurrence, each new state row stored as computed -> cluster barrier
+ * (every block has read the old q/k window; rank 0 then writes it) -> with a split head
+ * (nsplit > 1) the block's sum of o^2 goes to its siblings with st.async, which complete
+ * the transaction count of their mbarrier (no second cluster barrier) -> gated RMSNorm,
+ * output.
+ * Measured against main's version (bench/RESULTS.md, session 4): the state through shared
+ * memory, the stores after the barriers and a second cluster barrier for the norm each cost
+ * 0.1-0.9 us at batch 1. Also measured slower (0.1-0.5 us): the small part issued before the
+ * state (its conv window comes from DRAM too, and the state then starts ~0.5 us later), and
+ * the gates computed after the small part has landed. */
 template <int BV, int NT, typename ST>
 __global__ void __launch_bounds__(NT) gdn_dec1_cluster(const gdn_dec_params p) {
     using SL = dec1_stage<BV, ST>;
-    constexpr int NW = NT / 32, RPW = BV / NW;
+    constexpr int NW = NT / 32, RPW = BV / NW, NG = RPW / 4;
     static_assert(BV <= NT, "one output row per thread");
     __shared__ __align__(16) float qs[GDN_DK], ks[GDN_DK], vs[BV], o_s[BV];
     __shared__ float ssq_w[NW], ssq_all[16];
-    extern __shared__ __align__(16) unsigned char dsm[];
+    __shared__ __align__(8) uint64_t xbar; /* the siblings' sums of o^2 have landed in ssq_all */
+    extern __shared__ __align__(16) unsigned char small[]; /* the item's small part (dec1_stage) */
 
     cg::cluster_group cluster = cg::this_cluster();
     const int rank = (int)cluster.block_rank();
@@ -662,38 +747,45 @@ __global__ void __launch_bounds__(NT) gdn_dec1_cluster(const gdn_dec_params p) {
     const int g = blockIdx.y, n = blockIdx.z;
     const int h = g * p.r + hl, v0 = slice * BV;
     const int tid = threadIdx.x, lane = tid & 31, w = tid >> 5;
+    const bool split_norm = p.z && p.nsplit > 1;
+    GDN_TM_DECL;
 
-    /* one round trip for the addresses, the gates alongside */
     GDN_TM(0);
     pdl_trigger();
+    if (split_norm && tid == 0) {
+        mbar_init(&xbar, 1);
+        mbar_arrive_expect_tx(&xbar, 4u * (unsigned)(p.nsplit - 1));
+        fence_mbar_init(); /* visible to the siblings before they pass the cluster barrier */
+    }
+    /* one round trip for the addresses, the gate constants alongside */
     const dec1_ld L = dec1_load(p, n, h, v0 + w * RPW);
-    const float Aexp = expf(p.A_log[h]), dtb = p.dt_bias[h];
+    const float A_log = p.A_log[h], dtb = p.dt_bias[h];
     const float nw = p.z && tid < BV ? p.norm_w[v0 + tid] : 0.f;
-    ST *rows;
-    bf16_t *conv;
-    dec1_issue<BV, NT, ST>(p, L, n, g, h, v0, dsm, &rows, &conv, true, false); /* the state slice */
+    const bool live = L.t1 > L.t0;
+    ST *rows = dec1_rows_addr<BV, NT, ST>(p, L, n, v0);
+    bf16_t *conv = dec1_conv_addr(p, L, n);
+    st16raw<ST> rr[NG]; /* this warp's rows 4i + lane / 8 */
+    {
+        const bool has = live && L.np > 0;
+#pragma unroll
+        for (int i = 0; i < NG; i++) st16_load_raw<ST>(rows + (size_t)(4 * i + (lane >> 3)) * GDN_DK, lane & 7, has, rr[i]);
+    }
     GDN_TM(1);
     pdl_wait(); /* the step's inputs from here on */
-    dec1_issue<BV, NT, ST>(p, L, n, g, h, v0, dsm, &rows, &conv, false, true);
-    const bool live = L.t1 > L.t0;
+    dec1_issue<BV, NT, ST>(p, L, g, h, v0, rows, conv, nullptr, small, false, true);
     const size_t tg = (size_t)(live ? L.t0 : 0) * p.Hv + h;
-    const float bb = bf2f(p.b[tg]), aa = bf2f(p.a[tg]);
+    /* the gates, while the small part is in flight */
+    const float beta = sigmoid_f(bf2f(p.b[tg]));
+    const float eg = expf(-expf(A_log) * softplus_f(bf2f(p.a[tg]) + dtb));
     GDN_TM(2);
     cp_async_wait_all();
     __syncthreads();
     GDN_TM(3);
-    cluster_arrive(); /* this block has read the old conv state */
-    /* no global write before the last cluster barrier (the new rows wait in registers).
-     * Measured afterwards (bench/RESULTS.md, session 3 call 3): 0.1-0.6 us SLOWER at batch 1
-     * than 597a9df, which stored each row as computed, before the barriers; kept because
-     * this is the version the whole-model tests ran with. Next: go back to the early stores
-     * (and run test_gpu_model / graphs / engine with them). */
-    dec1_conv<BV, NT, ST>(p, dsm, conv, g, h, v0, false, false, qs, ks, vs);
+    cluster_arrive_relaxed(); /* this block has read the old conv state (and set up xbar) */
+    dec1_conv<BV, NT, ST>(p, small, conv, g, h, v0, live, false, qs, ks, vs);
     __syncthreads();
     GDN_TM(4);
-    float4 keep[RPW / 4][4]; /* the new state rows, stored after the barriers */
-    const float ssq = dec1_rows<RPW, ST, true>(reinterpret_cast<const ST *>(dsm), rows, qs, ks, vs, bb, aa, Aexp,
-                                               dtb, live, o_s, keep);
+    const float ssq = dec1_rows<RPW, ST, true>(nullptr, rows, qs, ks, vs, beta, eg, live, o_s, rr);
     if (lane == 0) ssq_w[w] = ssq;
     __syncthreads();
     GDN_TM(5);
@@ -702,22 +794,18 @@ __global__ void __launch_bounds__(NT) gdn_dec1_cluster(const gdn_dec_params p) {
     for (int j = 0; j < NW; j++) tot += ssq_w[j];
     cluster_wait(); /* every block of the cluster has read the old q/k conv state (and has started) */
     GDN_TM(6);
-    const bool split_norm = p.z && p.nsplit > 1;
+    if (split_norm && tid < p.nsplit && tid != slice)
+        st_async_remote(smem_u32(&ssq_all[slice]), smem_u32(&xbar), (unsigned)(hl * p.nsplit + tid), tot);
+    if (live && rank == 0) dec1_write_win<BV, ST>(p, small, conv, g, h, v0, 0, 2 * GDN_DK, NT); /* q/k, read by all */
     if (split_norm) {
-        if (tid < p.nsplit) *cluster.map_shared_rank(&ssq_all[slice], hl * p.nsplit + tid) = tot;
-        cluster_arrive(); /* partial sums pushed to the siblings */
-        cluster_wait();
-        tot = 0.f;
-        for (int j = 0; j < p.nsplit; j++) tot += ssq_all[j];
+        mbar_wait(&xbar, 0);
+        float t2 = 0.f;
+        for (int j = 0; j < p.nsplit; j++) t2 += j == slice ? tot : ssq_all[j];
+        tot = t2;
     }
-    if (live) {
-        dec1_store_rows<RPW, ST>(rows, keep); /* in place */
-        dec1_write_win<BV, ST>(p, dsm, conv, g, h, v0, 2 * GDN_DK, SL::NC, NT); /* this block's v channels */
-        if (rank == 0) dec1_write_win<BV, ST>(p, dsm, conv, g, h, v0, 0, 2 * GDN_DK, NT); /* q/k, read by all */
-    }
-    (void)lane;
-    dec1_out<BV, ST>(p, dsm, o_s, tot, nw, live ? L.t0 : -1, h, v0);
+    dec1_out<BV, ST>(p, small, o_s, tot, nw, live ? L.t0 : -1, h, v0);
     GDN_TM(7);
+    GDN_TM_FLUSH();
 }
 
 template <int BVI, int NT, typename ST, int STAGES>
@@ -751,9 +839,10 @@ __global__ void __launch_bounds__(NT) gdn_dec1_persist(const gdn_dec_params p) {
     do {                                                                                              \
         DEC1_ITEM(j, n, g, h, v0);                                                                    \
         const int sn = (j) % STAGES;                                                                  \
-        ST *rows;                                                                                     \
-        bf16_t *conv;                                                                                 \
-        dec1_issue<BVI, NT, ST, false>(p, L, n, g, h, v0, dsm + (size_t)sn * SL::BYTES, &rows, &conv); \
+        ST *rows = dec1_rows_addr<BVI, NT, ST>(p, L, n, v0);                                          \
+        bf16_t *conv = dec1_conv_addr(p, L, n);                                                       \
+        unsigned char *st_ = dsm + (size_t)sn * SL::BYTES;                                            \
+        dec1_issue<BVI, NT, ST, false>(p, L, g, h, v0, rows, conv, st_, st_ + SL::ST_B, true, true);  \
         if (lane == 0) g_rows[sn][w] = rows;                                                          \
         if (tid == 0) g_conv[sn] = conv;                                                              \
         if (tid == 0) g_tok[sn] = (L).t1 > (L).t0 ? (L).t0 : -1;                                      \
@@ -808,15 +897,16 @@ __global__ void __launch_bounds__(NT) gdn_dec1_persist(const gdn_dec_params p) {
         const int s = j % STAGES, t = g_tok[s], sl = j % NSL;
         const bool last_slice = sl == NSL - 1;
         const unsigned char *stage = dsm + (size_t)s * SL::BYTES;
-        dec1_conv<BVI, NT, ST, false>(p, stage, g_conv[s], g, h, v0, t >= 0,
+        dec1_conv<BVI, NT, ST, false>(p, stage + SL::ST_B, g_conv[s], g, h, v0, t >= 0,
                                       t >= 0 && last_slice && (j / NSL) % r == r - 1, qs, ks, vs, tp);
-        if (p.z && tid < BVI) zf[v0 + tid] = bf2f(reinterpret_cast<const bf16_t *>(stage + SL::Z)[tid]);
+        if (p.z && tid < BVI) zf[v0 + tid] = bf2f(reinterpret_cast<const bf16_t *>(stage + SL::ST_B + SL::Z)[tid]);
         __syncthreads(); /* (also: g_tok of item j + 1, issued this step when STAGES == 2) */
         float bb2 = 0.f, aa2 = 0.f, Aexp2 = 0.f, dtb2 = 0.f;
         uint2 tp2[KIT];
         if (j + 1 < nj) DEC1_GATES(j + 1, bb2, aa2, Aexp2, dtb2, tp2);
-        const float ssq = dec1_rows<RPW, ST>(reinterpret_cast<const ST *>(stage), g_rows[s][w], qs, ks, vs, bb, aa,
-                                             Aexp, dtb, t >= 0, o_s + v0);
+        const float beta = sigmoid_f(bb), eg = expf(-Aexp * softplus_f(aa + dtb));
+        const float ssq = dec1_rows<RPW, ST>(reinterpret_cast<const ST *>(stage), g_rows[s][w], qs, ks, vs, beta, eg,
+                                             t >= 0, o_s + v0);
         if (lane == 0) ssq_w[sl][w] = ssq;
         if (last_slice) {
             __syncthreads();
@@ -885,16 +975,13 @@ static int launch_dec1_cluster(const gdn_dec_params &p, int S, cudaStream_t stre
     using SL = dec1_stage<BV, ST>;
     static bool attr_set = false;
     if (!attr_set) {
-        if (SL::BYTES > 48 * 1024)
-            HS_CUDA_TRY(cudaFuncSetAttribute(gdn_dec1_cluster<BV, NT, ST>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                             SL::BYTES));
         HS_CUDA_TRY(cudaFuncSetAttribute(gdn_dec1_cluster<BV, NT, ST>, cudaFuncAttributeNonPortableClusterSizeAllowed, 1));
         attr_set = true;
     }
     static int fits16 = -1; /* clusters of 9..16 blocks (non-portable): only where the device schedules them */
     cudaLaunchConfig_t cfg;
     cudaLaunchAttribute attr[2];
-    cluster_cfg(&cfg, attr, p, S, NT, SL::BYTES, stream);
+    cluster_cfg(&cfg, attr, p, S, NT, SL::SMALL, stream);
     if (p.r * p.nsplit > 8) {
         if (fits16 < 0) {
             cudaLaunchConfig_t c16 = cfg;
@@ -979,6 +1066,35 @@ static int launch_st(const gdn_dec_params &p, int S, int cfg, cudaStream_t strea
     }
 }
 
+/* One-token kernel `cfg` (8..19, see gdn_decode_launch). */
+static int launch_dec1(gdn_dec_params p, int S, int cfg, bool f32, int slice_rows, int dv, cudaStream_t s) {
+    static const int bv_of[20] = {0, 0, 0, 0, 0, 0, 0, 0, 16, 32, 32, 64, 0, 0, 0, 0, 0, 0, 128, 64};
+    static const int rpw_of[20] = {0, 0, 0, 0, 0, 0, 0, 0, 4, 8, 4, 8, 16, 16, 8, 16, 8, 8, 8, 4};
+    if (cfg < 8 || cfg > 19) return HS_ERR_INVALID;
+    if (slice_rows % rpw_of[cfg]) return HS_ERR_UNSUPPORTED; /* a warp's rows share a granule */
+    if (bv_of[cfg]) {
+        p.nsplit = dv / bv_of[cfg];
+        if (p.r * p.nsplit > 16) return HS_ERR_UNSUPPORTED;
+    } else {
+        p.nsplit = 1;
+    }
+    switch (cfg) {
+    case 8: return f32 ? launch_dec1_cluster<16, 128, float>(p, S, s) : launch_dec1_cluster<16, 128, bf16_t>(p, S, s);
+    case 9: return f32 ? launch_dec1_cluster<32, 128, float>(p, S, s) : launch_dec1_cluster<32, 128, bf16_t>(p, S, s);
+    case 10: return f32 ? launch_dec1_cluster<32, 256, float>(p, S, s) : launch_dec1_cluster<32, 256, bf16_t>(p, S, s);
+    case 11: return f32 ? launch_dec1_cluster<64, 256, float>(p, S, s) : launch_dec1_cluster<64, 256, bf16_t>(p, S, s);
+    case 12: return f32 ? launch_dec1_persist<128, 256, float, 2>(p, s) : launch_dec1_persist<128, 256, bf16_t, 2>(p, s);
+    case 13: return f32 ? launch_dec1_persist<128, 256, float, 3>(p, s) : launch_dec1_persist<128, 256, bf16_t, 3>(p, s);
+    case 14: return f32 ? launch_dec1_persist<64, 256, float, 2>(p, s) : launch_dec1_persist<64, 256, bf16_t, 2>(p, s);
+    case 15: return f32 ? launch_dec1_persist<64, 128, float, 2>(p, s) : launch_dec1_persist<64, 128, bf16_t, 2>(p, s);
+    case 16: return f32 ? launch_dec1_persist<32, 128, float, 2>(p, s) : launch_dec1_persist<32, 128, bf16_t, 2>(p, s);
+    case 17: return f32 ? launch_dec1_persist<64, 256, float, 3>(p, s) : launch_dec1_persist<64, 256, bf16_t, 3>(p, s);
+    case 18: return f32 ? launch_dec1_cluster<128, 512, float>(p, S, s) : launch_dec1_cluster<128, 512, bf16_t>(p, S, s);
+    case 19: return f32 ? launch_dec1_cluster<64, 512, float>(p, S, s) : launch_dec1_cluster<64, 512, bf16_t>(p, S, s);
+    default: return HS_ERR_INVALID;
+    }
+}
+
 extern "C" int gdn_decode_launch(const void *qkv, const void *z, const void *b, const void *a, const void *conv_w,
                                  const float *A_log, const float *dt_bias, const float *norm_w,
                                  const int32_t *tok_start, const int32_t *n_past, int S, int max_t, int Hk, int Hv,
@@ -1023,52 +1139,35 @@ extern "C" int gdn_decode_launch(const void *qkv, const void *z, const void *b, 
     int cfg1 = cfg_override >= 8 ? cfg_override : 0;
     if (max_t == 1 && !cfg_override && gdn_dec1_auto()) {
         /* from the H100 sweeps (bench/RESULTS.md, "GDN decode"): the cluster kernel up to 64
-         * heads, with about 64 blocks (batch 1: 0.4-1.0 us faster than the segment kernel; 32
-         * rows a block at 16 heads, 64 at 32, whole heads at 64: fewer, larger blocks won over
-         * 128+ small ones), the persistent one for bf16 state from 1024 heads on (+5..11%);
-         * elsewhere the segment kernel was as fast or faster */
+         * heads, the persistent one for bf16 state from 1024 heads on (+5..11%); elsewhere the
+         * segment kernel was as fast or faster. Cluster shape (session 4, this kernel): 32
+         * rows x 128 threads (4 blocks a head) for an fp32 state or 64 heads, 0.1-0.3 us
+         * faster there than the session-3 rule (about 64 blocks: 32 rows x 256 threads at 16
+         * heads, 64 x 256 at 32, whole heads at 64), which stays for bf16 up to 32 heads,
+         * where a cluster of 16 blocks does not fit, and for PDL launches (with PDL the
+         * session-3 shapes measured as fast or faster: 16/64 fp32 5.4 us vs 6.5) */
         const long heads = (long)S * Hv;
+        int fallback = 0;
         if (heads <= 64) {
             const long per_head = 64 / heads; /* blocks per head for ~64 blocks */
-            cfg1 = per_head >= 4 && p.r * 4 <= 8 ? 10 : per_head >= 2 && p.r * 2 <= 8 ? 11 : p.r <= 8 ? 18 : 0;
+            fallback = per_head >= 4 && p.r * 4 <= 8 ? 10 : per_head >= 2 && p.r * 2 <= 8 ? 11 : p.r <= 8 ? 18 : 0;
+            cfg1 = !gdn_pdl_on() && (f32 || heads > 32) && p.r * 4 <= 16 ? 9 : fallback;
         } else if (!f32 && heads >= 1024) {
             cfg1 = 12;
         }
         if (cfg1 && st->slice_rows % (cfg1 == 12 ? 16 : cfg1 == 10 ? 4 : 8)) cfg1 = 0;
-    }
-    if (max_t == 1 && cfg1) {
-        int cfg = cfg1;
-        static const int bv_of[20] = {0, 0, 0, 0, 0, 0, 0, 0, 16, 32, 32, 64, 0, 0, 0, 0, 0, 0, 128, 64};
-        static const int rpw_of[20] = {0, 0, 0, 0, 0, 0, 0, 0, 4, 8, 4, 8, 16, 16, 8, 16, 8, 8, 8, 4};
-        if (cfg > 19) return HS_ERR_INVALID;
-        if (st->slice_rows % rpw_of[cfg]) return HS_ERR_UNSUPPORTED; /* a warp's rows share a granule */
-        if (bv_of[cfg]) {
-            p.nsplit = dv / bv_of[cfg];
-            if (p.r * p.nsplit > 16) return HS_ERR_UNSUPPORTED;
-        } else {
-            p.nsplit = 1;
-        }
-        switch (cfg) {
-        case 8: return f32 ? launch_dec1_cluster<16, 128, float>(p, S, s) : launch_dec1_cluster<16, 128, bf16_t>(p, S, s);
-        case 9: return f32 ? launch_dec1_cluster<32, 128, float>(p, S, s) : launch_dec1_cluster<32, 128, bf16_t>(p, S, s);
-        case 10: return f32 ? launch_dec1_cluster<32, 256, float>(p, S, s) : launch_dec1_cluster<32, 256, bf16_t>(p, S, s);
-        case 11: return f32 ? launch_dec1_cluster<64, 256, float>(p, S, s) : launch_dec1_cluster<64, 256, bf16_t>(p, S, s);
-        case 12: return f32 ? launch_dec1_persist<128, 256, float, 2>(p, s) : launch_dec1_persist<128, 256, bf16_t, 2>(p, s);
-        case 13: return f32 ? launch_dec1_persist<128, 256, float, 3>(p, s) : launch_dec1_persist<128, 256, bf16_t, 3>(p, s);
-        case 14: return f32 ? launch_dec1_persist<64, 256, float, 2>(p, s) : launch_dec1_persist<64, 256, bf16_t, 2>(p, s);
-        case 15: return f32 ? launch_dec1_persist<64, 128, float, 2>(p, s) : launch_dec1_persist<64, 128, bf16_t, 2>(p, s);
-        case 16: return f32 ? launch_dec1_persist<32, 128, float, 2>(p, s) : launch_dec1_persist<32, 128, bf16_t, 2>(p, s);
-        case 17: return f32 ? launch_dec1_persist<64, 256, float, 3>(p, s) : launch_dec1_persist<64, 256, bf16_t, 3>(p, s);
-        case 18: return f32 ? launch_dec1_cluster<128, 512, float>(p, S, s) : launch_dec1_cluster<128, 512, bf16_t>(p, S, s);
-        case 19: return f32 ? launch_dec1_cluster<64, 512, float>(p, S, s) : launch_dec1_cluster<64, 512, bf16_t>(p, S, s);
-        default: return HS_ERR_INVALID;
+        if (cfg1) {
+            const int rc = launch_dec1(p, S, cfg1, f32, st->slice_rows, dv, s);
+            if (rc != HS_ERR_UNSUPPORTED || !fallback || fallback == cfg1) return rc;
+            return launch_dec1(p, S, fallback, f32, st->slice_rows, dv, s);
         }
     }
+    if (max_t == 1 && cfg1) return launch_dec1(p, S, cfg1, f32, st->slice_rows, dv, s);
     if (cfg_override >= 8) return HS_ERR_INVALID; /* (8..19 with more than one token) */
     if (p.r > 8) return HS_ERR_UNSUPPORTED;
     int cfg;
     if (cfg_override) {
-        if (cfg_override < 1 || cfg_override > 7) return HS_ERR_INVALID; /* 8..17: one token only */
+        if (cfg_override < 1 || cfg_override > 7) return HS_ERR_INVALID; /* 8..19: one token only */
         cfg = cfg_override;
     } else {
         const long heads = (long)S * Hv;
