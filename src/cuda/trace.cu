@@ -158,6 +158,17 @@ static void pretty(const char *mangled, char *out, size_t n) {
     free(d);
 }
 
+/* order[0 .. T.n_names) = the kernel name ids by device time t[id], descending (few
+ * names: insertion sort). */
+static void by_time(const double *t, int *order) {
+    for (int i = 0; i < T.n_names; i++) order[i] = i;
+    for (int i = 1; i < T.n_names; i++)
+        for (int j = i; j > 0 && t[order[j]] > t[order[j - 1]]; j--) {
+            const int x = order[j];
+            order[j] = order[j - 1], order[j - 1] = x;
+        }
+}
+
 /* The host's turn between two steps, [a, b): from the end of a step's last kernel to the
  * start of the next step's first. Each runtime-API call's share of it (clipped), the
  * copies' device time in it, and the time no call was open (the host's own code). One
@@ -227,6 +238,8 @@ static void host_report(size_t k) {
         fprintf(stderr, "    %-50s median %8.1f  mean %8.1f\n", nm, med, sum / 1e3 / (double)k);
     }
     free(tmp);
+    for (int i = 0; i <= TR_HOST_KEYS; i++) free(H.v[i]), H.v[i] = NULL;
+    H.n_steps = 0;
 }
 
 extern "C" void cuda_trace_report(void) {
@@ -296,12 +309,7 @@ extern "C" void cuda_trace_report(void) {
     fprintf(stderr, "  %-72s %8s %12s\n", "kernel (device time per step; PDL overlaps are counted twice)", "calls",
             "us/step");
     int order[TR_MAX_NAMES];
-    for (int i = 0; i < T.n_names; i++) order[i] = i;
-    for (int i = 1; i < T.n_names; i++) /* by time, descending (few names) */
-        for (int j = i; j > 0 && per_name[order[j]] > per_name[order[j - 1]]; j--) {
-            const int t = order[j];
-            order[j] = order[j - 1], order[j - 1] = t;
-        }
+    by_time(per_name, order);
     for (int i = 0; i < T.n_names; i++) {
         const int id = order[i];
         if (!calls[id]) continue;
@@ -312,7 +320,6 @@ extern "C" void cuda_trace_report(void) {
     host_report(k);
     /* the other steps (prefill chunks, batch-size changes): all together, top kernels */
     memset(per_name, 0, TR_MAX_NAMES * sizeof(double));
-    memset(calls, 0, TR_MAX_NAMES * sizeof(int));
     double other_span = 0;
     size_t n_other = 0;
     for (size_t s = 0; s + 1 < n_steps; s++) {
@@ -326,12 +333,7 @@ extern "C" void cuda_trace_report(void) {
         for (int i = 0; i < T.n_names; i++) all += per_name[i];
         fprintf(stderr, "  the other %zu steps: %.1f ms in all (span), kernels %.1f ms; top kernels (ms in all):\n",
                 n_other, other_span / 1e6, all / 1e6);
-        for (int i = 0; i < T.n_names; i++) order[i] = i;
-        for (int i = 1; i < T.n_names; i++)
-            for (int j = i; j > 0 && per_name[order[j]] > per_name[order[j - 1]]; j--) {
-                const int t = order[j];
-                order[j] = order[j - 1], order[j - 1] = t;
-            }
+        by_time(per_name, order);
         for (int i = 0; i < T.n_names && i < 14; i++) {
             const int id = order[i];
             if (per_name[id] <= 0) break;
