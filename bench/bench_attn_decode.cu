@@ -40,8 +40,8 @@ int main(int argc, char **argv) {
             uint16_t *hq = (uint16_t *)malloc(2 * (size_t)B * Hq * D);
             fill_bf16(hq, NULL, (size_t)B * Hq * D, 1.0);
             void *d_q = dupload(hq, 2 * (size_t)B * Hq * D), *d_g = dupload(hq, 2 * (size_t)B * Hq * D);
-            void *d_out = dmalloc(2 * (size_t)B * Hq * D), *d_ws = dmalloc(attn_decode_workspace_bytes(B, Hq, ctx) +
-                                                                     (size_t)B * Hq * split * 260 * 4);
+            void *d_out = dmalloc(2 * (size_t)B * Hq * D);
+            void *d_ws = dmalloc(attn_decode_workspace_bytes(B, Hq, ctx, split));
             void *pools[64];
             for (int c = 0; c < copies; c++) {
                 pools[c] = dmalloc(pool_bytes);

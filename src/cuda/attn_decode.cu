@@ -390,9 +390,10 @@ static int attn_max_splits(int S, int max_seq_len) {
     return n < CMB_MAX_SPLITS ? n : CMB_MAX_SPLITS;
 }
 
-extern "C" size_t attn_decode_workspace_bytes(int S, int Hq, int max_seq_len) {
+extern "C" size_t attn_decode_workspace_bytes(int S, int Hq, int max_seq_len, int split_override) {
     if (S <= 0 || max_seq_len <= 0) return 256;
-    return (size_t)S * Hq * attn_max_splits(S, max_seq_len) * PSTRIDE * sizeof(float) + 256;
+    const int heur = attn_max_splits(S, max_seq_len), n = split_override > heur ? split_override : heur;
+    return (size_t)S * Hq * n * PSTRIDE * sizeof(float) + 256;
 }
 
 extern "C" int attn_decode_launch(const void *q, const void *kv_base, size_t page_bytes, const int32_t *block_tables,

@@ -1035,9 +1035,7 @@ static void cu_attention(backend_t *bk, int a, void *qg, void *k, const void *v,
     int s0 = 0; /* sequences before s0 went through the decode kernel */
     if (c->n_decode > 0 && D == 256 && (G == 1 || G == 2 || G == 4 || G == 6 || G == 8)) {
         /* decode rows are tokens [0, n_decode), one per sequence, in row order */
-        size_t ws_bytes = attn_decode_workspace_bytes(c->n_decode, Hq, c->max_ctx);
-        const size_t ws_forced = (size_t)c->n_decode * Hq * (size_t)c->attn_split * 260 * 4 + 256;
-        if (ws_forced > ws_bytes) ws_bytes = ws_forced; /* HS_CUDA_ATTN_SPLIT (cuda_ops.h) */
+        const size_t ws_bytes = attn_decode_workspace_bytes(c->n_decode, Hq, c->max_ctx, c->attn_split);
         void *ws = scratch(c, SCR_ATTN_WS, ws_bytes);
         if (!(c->skip_attn && c->n_decode == c->S))
             CKL(attn_decode_launch(q, c->pool.base, c->pool.page_bytes, c->d_bt, c->max_blocks, c->d_seq_lens,

@@ -108,11 +108,11 @@ int gdn_gated_norm_launch(const void *o, const void *z, const float *w, int64_t 
  *   gate     bf16 [S][Hq][256] or NULL: out *= sigmoid(gate)
  *   out      bf16 [S][Hq][256]
  * max_seq_len (host) sizes the split-KV grid; ws: workspace of
- * attn_decode_workspace_bytes(S, Hq, max_seq_len) bytes (fp32 split partials);
- * split_override: 0 = heuristic (fills the resident block slots in waves), else the
- * split count (then ws must hold S * Hq * split_override * 260 floats). With several
- * splits a second kernel merges them (programmatic dependent launch). */
-size_t attn_decode_workspace_bytes(int S, int Hq, int max_seq_len);
+ * attn_decode_workspace_bytes(S, Hq, max_seq_len, split_override) bytes (fp32 split
+ * partials); split_override: 0 = heuristic (fills the resident block slots in waves), else
+ * the split count. With several splits a second kernel merges them (programmatic
+ * dependent launch). */
+size_t attn_decode_workspace_bytes(int S, int Hq, int max_seq_len, int split_override);
 int attn_decode_launch(const void *q, const void *kv_base, size_t page_bytes, const int32_t *block_tables,
                        int max_blocks, const int32_t *seq_lens, int S, int max_seq_len, size_t layer_off,
                        int block_size, int Hq, int Hkv, int D, float scale, const void *gate, void *ws, void *out,

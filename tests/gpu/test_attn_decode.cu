@@ -39,9 +39,7 @@ static double run_case(int Hq, int Hkv, const int *lens, int S, int bs, bool use
     void *d_gate = dupload(gate, 2 * (size_t)S * Hq * D);
     int32_t *d_bt = (int32_t *)dupload(bt, 4 * (size_t)S * max_blocks), *d_sl = (int32_t *)dupload(sl, 4 * S);
     void *d_out = dmalloc(2 * (size_t)S * Hq * D);
-    size_t wsb = attn_decode_workspace_bytes(S, Hq, max_len), wsf = (size_t)S * Hq * split * 260 * 4 + 256;
-    if (wsf > wsb) wsb = wsf;
-    void *d_ws = dmalloc(wsb);
+    void *d_ws = dmalloc(attn_decode_workspace_bytes(S, Hq, max_len, split));
     CK(cudaMemset(d_out, 0xff, 2 * (size_t)S * Hq * D));
     const float scale = 1.0f / 16.0f;
     CKRC(attn_decode_launch(d_q, d_pool, page_bytes, d_bt, max_blocks, d_sl, S, max_len, (size_t)a * layer_bytes, bs,
