@@ -140,6 +140,8 @@ typedef struct {
     char *h_stage, *d_stage;  /* pinned host staging and its device twin */
     size_t stage_cap;
     cudaEvent_t stage_done;   /* the staging copy has left h_stage */
+    size_t stage_used;        /* bytes of this step's staging */
+    bool stage_in_graph;      /* this step's staging copy is (to be) a node of its graph */
     int32_t *h_tok_start, *h_n_past, *h_seq_lens;
     size_t cap_h;
     /* step graphs */
@@ -154,7 +156,8 @@ typedef struct {
     long n_between;
     /* HS_CUDA_SKIP=gdn,attn (profiling only: wrong outputs): leave that decode kernel out
      * of pure decode steps, to measure what it costs on the step's critical path */
-    bool skip_gdn, skip_attn;
+    bool skip_gdn, skip_attn, skip_norm, skip_swiglu, skip_qk;
+    bool gdn_pf_next; /* HS_GDN_PF_NEXT=1: the batch-1 GDN kernel prefetches the next layer's state (experiment) */
     int attn_split; /* HS_CUDA_ATTN_SPLIT=n: decode attention split count forced (0: heuristic) */
     void *deferred[SCR_N + 1];/* buffers replaced during a capture, freed after it */
     int n_deferred;
@@ -644,6 +647,15 @@ static bool cu_weights_pack(backend_t *bk, bk_weight_t *const *w, int n) {
 
 /* ---- batch ------------------------------------------------------------------------ */
 
+/* The staging area to the device (in stream order), and the event the next step's
+ * set_batch waits on before it rewrites h_stage. */
+static void stage_copy(cu_ctx_t *c) {
+    CK(cudaMemcpyAsync(c->d_stage, c->h_stage, c->stage_used, cudaMemcpyHostToDevice, c->st));
+    if (!c->capturing) CK(cudaEventRecord(c->stage_done, c->st));
+}
+
+static cu_graph_t *graph_find(cu_ctx_t *c);
+
 /* Bytes of n int32 in the staging area, kept 16-byte aligned. */
 static size_t stage_bytes(size_t n) { return (n * 4 + 15) & ~(size_t)15; }
 
@@ -730,8 +742,7 @@ static void cu_set_batch(backend_t *bk, const bk_batch_t *b, const bk_pool_t *po
     }
     if (!b->ids) c->d_ids = NULL;
     c->h_ids_src = b->ids;
-    CK(cudaMemcpyAsync(c->d_stage, c->h_stage, off, cudaMemcpyHostToDevice, c->st));
-    CK(cudaEventRecord(c->stage_done, c->st));
+    c->stage_used = off;
     c->pool = *pool;
     c->has_pool = true;
     /* The state map's granule table, once per map. */
@@ -745,6 +756,11 @@ static void cu_set_batch(backend_t *bk, const bk_batch_t *b, const bk_pool_t *po
         CK(cudaMemcpy(c->d_ssm_loc, sm->ssm, n * sizeof(sm_loc_t), cudaMemcpyHostToDevice));
         c->ssm_loc_src = sm->ssm;
     }
+    /* A step that replays or records a graph has the staging copy as the graph's first
+     * node (one API call less per step): graph_find is non-NULL exactly when graph_launch
+     * or graph_begin will take the step, and the sizes (so stage_used) follow from its key. */
+    c->stage_in_graph = c->graphable && graph_find(c) != NULL;
+    if (!c->stage_in_graph) stage_copy(c);
 }
 
 /* ---- step graphs ------------------------------------------------------------------- */
@@ -781,7 +797,9 @@ static bool cu_graph_launch(backend_t *bk) {
     g->last = ++c->gclock;
     const double t0 = hs_now();
     if (c->t_synced > 0) c->between_s += t0 - c->t_synced, c->n_between++;
+    assert(c->stage_in_graph);
     CK(cudaGraphLaunch(g->exec, c->st));
+    CK(cudaEventRecord(c->stage_done, c->st));
     c->launch_s += hs_now() - t0;
     bk->graphs_replayed++;
     return true;
@@ -808,9 +826,10 @@ static bool cu_graph_begin(backend_t *bk) {
         slot->last = ++c->gclock;
         return false;
     }
-    assert(!g->exec);
+    assert(!g->exec && c->stage_in_graph);
     CK(cudaStreamBeginCapture(c->st, cudaStreamCaptureModeRelaxed));
     c->capturing = true;
+    stage_copy(c); /* the graph's root: it reads h_stage when the graph runs */
     return true;
 }
 
@@ -837,6 +856,7 @@ static bool cu_graph_end(backend_t *bk) {
         cudaGetLastError();
         c->graphs_on = false;
         graphs_clear(c);
+        stage_copy(c); /* the step now runs eagerly */
         return false;
     }
     cu_graph_t *g = graph_find(c);
@@ -850,6 +870,7 @@ static bool cu_graph_end(backend_t *bk) {
     g->exec = exec;
     g->last = ++c->gclock;
     CK(cudaGraphLaunch(exec, c->st));
+    CK(cudaEventRecord(c->stage_done, c->st));
     bk->graphs_recorded++;
     return true;
 }
@@ -967,10 +988,14 @@ static void cu_embed(backend_t *bk, const bk_weight_t *embed, const int32_t *ids
     LAUNCHED();
 }
 
+/* HS_CUDA_SKIP applies to pure decode steps */
+static bool skip_step(const cu_ctx_t *c) { return c->S > 0 && c->n_decode == c->S; }
+
 static void cu_rmsnorm(backend_t *bk, const void *x, void *residual, const bk_weight_t *w, float eps, bool plus_one,
                        int T, int n, void *out) {
     const uintptr_t al = (uintptr_t)x | (uintptr_t)residual | (uintptr_t)out;
     const bool v8 = n % 8 == 0 && n / 8 <= 1024 && n >= 256 && al % 16 == 0;
+    if (ctx(bk)->skip_norm && skip_step(ctx(bk))) return;
     CK(launch_pdl(v8 ? k_rmsnorm8 : k_rmsnorm, dim3(T), dim3(v8 ? n / 8 : 256), 0, ctx(bk)->st, (const bf16_t *)x,
                   (bf16_t *)residual, (const float *)w->f32, eps, (int)plus_one, n, (bf16_t *)out));
 }
@@ -984,6 +1009,7 @@ static void cu_add(backend_t *bk, void *y, const void *x, int T, int n) {
 static void cu_swiglu(backend_t *bk, const void *gu, int T, int I, void *out) {
     const int64_t N = (int64_t)T * I;
     const bool v8 = I % 8 == 0 && ((uintptr_t)gu | (uintptr_t)out) % 16 == 0;
+    if (ctx(bk)->skip_swiglu && skip_step(ctx(bk))) return;
     CK(launch_pdl(v8 ? k_swiglu8 : k_swiglu, dim3((unsigned)(((v8 ? N / 8 : N) + 255) / 256)), dim3(256), 0,
                   ctx(bk)->st, (const bf16_t *)gu, (int64_t)T, I, (bf16_t *)out));
 }
@@ -1028,6 +1054,7 @@ static void cu_attention(backend_t *bk, int a, void *qg, void *k, const void *v,
     p.pool = (char *)c->pool.base;
     p.page_bytes = c->pool.page_bytes;
     p.layer_off = layer_off;
+    if (!(c->skip_qk && skip_step(c)))
     CK(launch_pdl(k_qk_prep, dim3((unsigned)c->T, (unsigned)(Hq + Hkv)), dim3((unsigned)((D + 31) / 32 * 32)), 0,
                   c->st, p));
     const float scale = 1.f / sqrtf((float)D);
@@ -1063,6 +1090,7 @@ static void cu_gdn(backend_t *bk, int g, const void *qkv, const void *z, const v
     st.state_pages = c->d_sp;
     st.n_state_pages = c->E;
     st.ssm_loc = c->d_ssm_loc + (size_t)g * sm->hv * sm->n_slices;
+    st.ssm_loc_next = c->gdn_pf_next ? c->d_ssm_loc + (size_t)((g + 1) % sm->n_gdn) * sm->hv * sm->n_slices : NULL;
     st.slice_rows = sm->slice_rows;
     st.conv_loc = sm->conv[g];
     st.ssm_dtype = sm->ssm_dtype;
@@ -1473,6 +1501,10 @@ extern "C" backend_t *backend_cuda_create(int device, char *err, size_t n) {
     const char *sk = getenv("HS_CUDA_SKIP");
     c->skip_gdn = sk && strstr(sk, "gdn");
     c->skip_attn = sk && strstr(sk, "attn");
+    c->skip_norm = sk && strstr(sk, "norm");
+    c->skip_swiglu = sk && strstr(sk, "swiglu");
+    c->skip_qk = sk && strstr(sk, "qk");
+    c->gdn_pf_next = getenv("HS_GDN_PF_NEXT") && atoi(getenv("HS_GDN_PF_NEXT")) > 0;
     const char *as = getenv("HS_CUDA_ATTN_SPLIT");
     c->attn_split = as && atoi(as) > 0 ? atoi(as) : 0;
     if (sk) fprintf(stderr, "hyserve: warning: HS_CUDA_SKIP=%s: decode steps leave kernels out (timing only)\n", sk);

@@ -62,21 +62,37 @@ struct gemv_params {
     int n_groups, n_segs;
     unsigned pf;    /* bytes of each row of the block's first group to prefetch into L2 (16 | pf, pf <= 2K) */
     int trig_v;     /* pdl_trigger once the block's last group reaches this 16-byte column vector */
+    int pf_ef;      /* HS_GEMV_PF_EF=1: the prefetch marked evict-first too (experiment) */
+    int ef;         /* HS_GEMV_L2EF=1: weight loads marked evict-first in L2 (experiment) */
     gemv_seg_dev seg[GEMV_MAX_GROUP];
 };
 
-/* A 16-byte streaming load: read-only path, not kept in L1. */
-__device__ __forceinline__ uint4 ld_stream(const uint4 *p) {
+/* A 16-byte streaming load: read-only path, not kept in L1, under L2 cache policy `pol`
+ * (policy(): evict-normal, or evict-first with HS_GEMV_L2EF=1). */
+__device__ __forceinline__ uint4 ld_stream(const uint4 *p, uint64_t pol) {
     uint4 r;
-    asm("ld.global.nc.L1::no_allocate.v4.u32 {%0, %1, %2, %3}, [%4];"
+    asm("ld.global.nc.L1::no_allocate.L2::cache_hint.v4.u32 {%0, %1, %2, %3}, [%4], %5;"
         : "=r"(r.x), "=r"(r.y), "=r"(r.z), "=r"(r.w)
-        : "l"(p));
+        : "l"(p), "l"(pol));
     return r;
+}
+__device__ __forceinline__ uint64_t policy(int ef) {
+    uint64_t a, b;
+    asm("createpolicy.fractional.L2::evict_first.b64 %0, 1.0;" : "=l"(a));
+    asm("createpolicy.fractional.L2::evict_normal.b64 %0, 1.0;" : "=l"(b));
+    return ef ? a : b;
 }
 
 /* Ask L2 to fetch [p, p + bytes) (16-byte aligned, 16 | bytes); nothing to wait for. */
-__device__ __forceinline__ void prefetch_l2(const void *p, unsigned bytes) {
-    asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;" ::"l"(p), "r"(bytes) : "memory");
+__device__ __forceinline__ void prefetch_l2(const void *p, unsigned bytes, int ef) {
+    if (ef) {
+        uint64_t pol;
+        asm("createpolicy.fractional.L2::evict_first.b64 %0, 1.0;" : "=l"(pol));
+        asm volatile("cp.async.bulk.prefetch.L2.global.L2::cache_hint [%0], %1, %2;" ::"l"(p), "r"(bytes), "l"(pol)
+                     : "memory");
+    } else {
+        asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;" ::"l"(p), "r"(bytes) : "memory");
+    }
 }
 
 /* The segment that row group g belongs to. */
@@ -94,7 +110,7 @@ __device__ __forceinline__ void prefetch_group(const gemv_params &p, int g, int 
     if (p.pf == 0 || g >= p.n_groups || (int)threadIdx.x >= rows_per_group) return;
     const gemv_seg_dev &sg = seg_of(p, g);
     const int row = (g - sg.g0) * rows_per_group + (int)threadIdx.x;
-    if (row < sg.N) prefetch_l2(sg.w + (size_t)row * (p.K >> 3), p.pf);
+    if (row < sg.N) prefetch_l2(sg.w + (size_t)row * (p.K >> 3), p.pf, p.pf_ef);
 }
 
 __device__ __forceinline__ float dot2(uint32_t w, uint32_t x, float acc) {
@@ -127,6 +143,7 @@ __global__ void __launch_bounds__(GEMV_THREADS) k_gemv(const __grid_constant__ g
     const int Kv = p.K >> 3, ktv = p.kt >> 3;
     const bool once = ktv >= Kv;
     prefetch_group(p, blockIdx.x, GEMV_WARPS * R);
+    const uint64_t pol = policy(p.ef);
     pdl_wait(); /* x comes from the previous kernel; out may still be read by an earlier one */
     if (once) {
         stage_x<MT>(xs, p, 0, Kv, ktv);
@@ -163,7 +180,7 @@ __global__ void __launch_bounds__(GEMV_THREADS) k_gemv(const __grid_constant__ g
 #pragma unroll
                 for (int u = 0; u < U; u++)
 #pragma unroll
-                    for (int r = 0; r < R; r++) w[u][r] = ld_stream(wr[r] + v0 + v + 32 * u);
+                    for (int r = 0; r < R; r++) w[u][r] = ld_stream(wr[r] + v0 + v + 32 * u, pol);
 #pragma unroll
                 for (int u = 0; u < U; u++)
 #pragma unroll
@@ -176,7 +193,7 @@ __global__ void __launch_bounds__(GEMV_THREADS) k_gemv(const __grid_constant__ g
             for (; v < nv; v += 32) {
                 uint4 w[R];
 #pragma unroll
-                for (int r = 0; r < R; r++) w[r] = ld_stream(wr[r] + v0 + v);
+                for (int r = 0; r < R; r++) w[r] = ld_stream(wr[r] + v0 + v, pol);
 #pragma unroll
                 for (int m = 0; m < MT; m++) {
                     const uint4 xv = xs[m * ktv + v];
@@ -231,6 +248,7 @@ __global__ void __launch_bounds__(GEMV_THREADS) k_gemv_mma(const __grid_constant
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, c = lane & 3;
     const int tile = blockIdx.x;
     prefetch_group(p, tile, 16);
+    const uint64_t pol = policy(p.ef);
     pdl_wait(); /* x comes from the previous kernel; out may still be read by an earlier one */
     gemv_seg_dev sg = p.seg[0];
 #pragma unroll
@@ -259,8 +277,8 @@ __global__ void __launch_bounds__(GEMV_THREADS) k_gemv_mma(const __grid_constant
 #pragma unroll
         for (int u = 0; u < U; u++) {
             const int v = (s + GEMV_WARPS * u) * 4 + c, vc = min(v, Kv - 1);
-            a[u] = ld_stream(w0 + vc);
-            b[u] = ld_stream(w8 + vc);
+            a[u] = ld_stream(w0 + vc, pol);
+            b[u] = ld_stream(w8 + vc, pol);
 #pragma unroll
             for (int n = 0; n < NT; n++) {
                 xv[u][n] = __ldg(xr[n] + vc);
@@ -277,7 +295,7 @@ __global__ void __launch_bounds__(GEMV_THREADS) k_gemv_mma(const __grid_constant
     }
     for (; s < nsteps; s += GEMV_WARPS) {
         const int v = s * 4 + c, vc = min(v, Kv - 1);
-        const uint4 a = ld_stream(w0 + vc), b = ld_stream(w8 + vc);
+        const uint4 a = ld_stream(w0 + vc, pol), b = ld_stream(w8 + vc, pol);
 #pragma unroll
         for (int n = 0; n < NT; n++) {
             uint4 xv = __ldg(xr[n] + vc);
@@ -328,7 +346,7 @@ static size_t env_mb(const char *name, long def) {
  * 0 turns the prefetch off). */
 static size_t pf_budget(void) {
     static size_t b = SIZE_MAX;
-    if (b == SIZE_MAX) b = env_mb("HS_GEMV_PF_MB", 16);
+    if (b == SIZE_MAX) b = env_mb("HS_GEMV_PF_MB", 48);
     return b;
 }
 
@@ -354,6 +372,29 @@ static unsigned pf_bytes(int K, int blocks, int rows_per_group) {
     size_t b = pf_budget() / ((size_t)blocks * (size_t)rows_per_group) / 16 * 16;
     if (b > (size_t)K * 2) b = (size_t)K * 2;
     return (unsigned)b;
+}
+
+/* Experiment knobs (bench/RESULTS.md, session 5): HS_GEMV_L2EF=1 marks the weight
+ * stream evict-first in L2; HS_GEMV_BPS=n caps the CUDA-core kernel's resident blocks
+ * per SM (leaving room for the next kernel's blocks). */
+static int env_int(const char *name, int def) {
+    const char *v = getenv(name);
+    return v ? atoi(v) : def;
+}
+static int l2_ef(void) {
+    static int v = -1;
+    if (v < 0) v = env_int("HS_GEMV_L2EF", 1) > 0;
+    return v;
+}
+static int pf_ef(void) {
+    static int v = -1;
+    if (v < 0) v = env_int("HS_GEMV_PF_EF", 0) > 0;
+    return v;
+}
+static int bps_cap(void) {
+    static int v = -1;
+    if (v < 0) v = env_int("HS_GEMV_BPS", 0) > 0 ? env_int("HS_GEMV_BPS", 0) : 0;
+    return v;
 }
 
 typedef void (*gemv_kfn)(const gemv_params);
@@ -468,6 +509,8 @@ static int launch(const void *x, int M, int K, const gemv_seg_t *segs, int n_seg
     p.M = M;
     p.K = K;
     p.n_segs = n_segs;
+    p.ef = l2_ef();
+    p.pf_ef = pf_ef();
     const int rows_per_group = c->mma ? 16 : GEMV_WARPS * c->R;
     int groups = 0;
     for (int i = 0; i < n_segs; i++) {
@@ -511,6 +554,7 @@ static int launch(const void *x, int M, int K, const gemv_seg_t *segs, int n_seg
     if (rc != HS_OK) return rc;
     const int sms = n_sms();
     if (occ < 1 || sms < 1) return HS_ERR_INVALID;
+    if (bps_cap() > 0 && occ > bps_cap()) occ = bps_cap();
     int grid = occ * sms;
     if (grid > groups) grid = groups;
     p.pf = pf_bytes(K, grid, rows_per_group);
