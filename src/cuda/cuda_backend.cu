@@ -154,10 +154,10 @@ typedef struct {
     double launch_s;                 /* host time inside cudaGraphLaunch of replays */
     double between_s, t_synced;      /* host time from the last step's results to a replay */
     long n_between;
-    /* HS_CUDA_SKIP=gdn,attn (profiling only: wrong outputs): leave that decode kernel out
-     * of pure decode steps, to measure what it costs on the step's critical path */
+    /* HS_CUDA_SKIP=gdn,attn,qk,norm,swiglu (profiling only: wrong outputs): leave those
+     * kernels (GDN decode, attention decode + merge, q/k prep, RMSNorm, SwiGLU) out of pure
+     * decode steps, to measure what they cost on the step's critical path */
     bool skip_gdn, skip_attn, skip_norm, skip_swiglu, skip_qk;
-    bool gdn_pf_next; /* HS_GDN_PF_NEXT=1: the batch-1 GDN kernel prefetches the next layer's state (experiment) */
     int attn_split; /* HS_CUDA_ATTN_SPLIT=n: decode attention split count forced (0: heuristic) */
     void *deferred[SCR_N + 1];/* buffers replaced during a capture, freed after it */
     int n_deferred;
@@ -1055,8 +1055,8 @@ static void cu_attention(backend_t *bk, int a, void *qg, void *k, const void *v,
     p.page_bytes = c->pool.page_bytes;
     p.layer_off = layer_off;
     if (!(c->skip_qk && skip_step(c)))
-    CK(launch_pdl(k_qk_prep, dim3((unsigned)c->T, (unsigned)(Hq + Hkv)), dim3((unsigned)((D + 31) / 32 * 32)), 0,
-                  c->st, p));
+        CK(launch_pdl(k_qk_prep, dim3((unsigned)c->T, (unsigned)(Hq + Hkv)), dim3((unsigned)((D + 31) / 32 * 32)), 0,
+                      c->st, p));
     const float scale = 1.f / sqrtf((float)D);
     const int G = Hkv > 0 ? Hq / Hkv : 0;
     int s0 = 0; /* sequences before s0 went through the decode kernel */
@@ -1064,7 +1064,7 @@ static void cu_attention(backend_t *bk, int a, void *qg, void *k, const void *v,
         /* decode rows are tokens [0, n_decode), one per sequence, in row order */
         const size_t ws_bytes = attn_decode_workspace_bytes(c->n_decode, Hq, c->max_ctx, c->attn_split);
         void *ws = scratch(c, SCR_ATTN_WS, ws_bytes);
-        if (!(c->skip_attn && c->n_decode == c->S))
+        if (!(c->skip_attn && skip_step(c)))
             CKL(attn_decode_launch(q, c->pool.base, c->pool.page_bytes, c->d_bt, c->max_blocks, c->d_seq_lens,
                                    c->n_decode, c->max_ctx, layer_off, kv->block_size, Hq, Hkv, D, scale, gate, ws,
                                    out, c->attn_split, c->st));
@@ -1082,7 +1082,7 @@ static void cu_gdn(backend_t *bk, int g, const void *qkv, const void *z, const v
                    const bk_weight_t *conv_w, const bk_weight_t *A_log, const bk_weight_t *dt_bias,
                    const bk_weight_t *norm_w, int Hk, int Hv, int dk, int dv, int Kc, float eps, void *out) {
     cu_ctx_t *c = ctx(bk);
-    if (c->skip_gdn && c->S > 0 && c->n_decode == c->S) return;
+    if (c->skip_gdn && skip_step(c)) return;
     const statemap_t *sm = &c->pool.sm;
     gdn_state_t st;
     st.pool_base = c->pool.base;
@@ -1090,7 +1090,6 @@ static void cu_gdn(backend_t *bk, int g, const void *qkv, const void *z, const v
     st.state_pages = c->d_sp;
     st.n_state_pages = c->E;
     st.ssm_loc = c->d_ssm_loc + (size_t)g * sm->hv * sm->n_slices;
-    st.ssm_loc_next = c->gdn_pf_next ? c->d_ssm_loc + (size_t)((g + 1) % sm->n_gdn) * sm->hv * sm->n_slices : NULL;
     st.slice_rows = sm->slice_rows;
     st.conv_loc = sm->conv[g];
     st.ssm_dtype = sm->ssm_dtype;
@@ -1504,7 +1503,6 @@ extern "C" backend_t *backend_cuda_create(int device, char *err, size_t n) {
     c->skip_norm = sk && strstr(sk, "norm");
     c->skip_swiglu = sk && strstr(sk, "swiglu");
     c->skip_qk = sk && strstr(sk, "qk");
-    c->gdn_pf_next = getenv("HS_GDN_PF_NEXT") && atoi(getenv("HS_GDN_PF_NEXT")) > 0;
     const char *as = getenv("HS_CUDA_ATTN_SPLIT");
     c->attn_split = as && atoi(as) > 0 ? atoi(as) : 0;
     if (sk) fprintf(stderr, "hyserve: warning: HS_CUDA_SKIP=%s: decode steps leave kernels out (timing only)\n", sk);

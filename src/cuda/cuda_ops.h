@@ -40,8 +40,6 @@ typedef struct {
     int slice_rows;               /* V rows per ssm granule (dv % slice_rows == 0) */
     sm_loc_t conv_loc;            /* host value: this layer's conv granule [Kc-1][conv_dim] bf16 */
     hs_dtype_t ssm_dtype;         /* HS_F32 or HS_BF16 */
-    const sm_loc_t *ssm_loc_next; /* the next GDN layer's granules: the batch-1 kernel asks L2 to prefetch
-                                   * them (a hint: any valid map, or NULL for none) */
 } gdn_state_t;
 
 /* Largest number of tokens one sequence may have on the recurrent (decode) path. */

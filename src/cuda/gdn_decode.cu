@@ -67,7 +67,7 @@ struct gdn_dec_params {
     size_t page_bytes;
     const int32_t *state_pages;
     int E;
-    const sm_loc_t *ssm_loc, *ssm_loc_next;
+    const sm_loc_t *ssm_loc;
     int slice_rows, n_slices;
     int conv_page, conv_off;
     int n_groups; /* S * Hk (one-token kernels) */
@@ -804,16 +804,6 @@ __global__ void __launch_bounds__(NT) gdn_dec1_cluster(const gdn_dec_params p) {
         tot = t2;
     }
     dec1_out<BV, ST>(p, small, o_s, tot, nw, live ? L.t0 : -1, h, v0);
-    if (p.ssm_loc_next) { /* this warp's rows of the next GDN layer into L2 (a hint) */
-        const sm_loc_t ln = p.ssm_loc_next[h * p.n_slices + (v0 + w * RPW) / p.slice_rows];
-        const int pg = dec1_page(p, L, n, ln.page);
-        if (live && lane == 0)
-            asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;" ::"l"(
-                             p.pool + (size_t)pg * p.page_bytes + ln.offset +
-                             (size_t)((v0 + w * RPW) % p.slice_rows) * GDN_DK * sizeof(ST)),
-                         "r"((unsigned)(RPW * GDN_DK * sizeof(ST)))
-                         : "memory");
-    }
     GDN_TM(7);
     GDN_TM_FLUSH();
 }
@@ -1138,7 +1128,6 @@ extern "C" int gdn_decode_launch(const void *qkv, const void *z, const void *b, 
     p.state_pages = st->state_pages;
     p.E = st->n_state_pages;
     p.ssm_loc = st->ssm_loc;
-    p.ssm_loc_next = st->ssm_loc_next;
     p.slice_rows = st->slice_rows;
     p.n_slices = dv / st->slice_rows;
     p.conv_page = st->conv_loc.page;

@@ -8,7 +8,8 @@
  *     8*R rows); lane l reads 16 bytes (8 bf16) of each row at k = 8*l + 256*j, so one
  *     warp instruction covers 512 contiguous bytes of a row; U such 16-byte loads per row
  *     are issued before any use (R*U loads in flight per lane), with
- *     ld.global.nc.L1::no_allocate (weights are read once: keep them out of L1);
+ *     ld.global.nc.L1::no_allocate (weights are read once: keep them out of L1) under an
+ *     L2 evict-first cache policy (ld_stream: the stream does not push out prefetched rows);
  *   - x for all M rows sits in shared memory as bf16 (staged once per block when M*K*2
  *     fits the variant's cap, else tile by tile over K); a lane reads the same 16 bytes
  *     of x for its R rows, so shared-memory traffic is M/R times the weight bytes;
@@ -23,7 +24,8 @@
  *     depend on the previous kernel), so the weight stream starts during the previous
  *     kernel's tail and the small kernels between projections, and the x staging that
  *     follows the wait overlaps it. The launcher sizes pf so that one launch prefetches
- *     about HS_GEMV_PF_MB (default 16) MB in all, a third of the H100's L2.
+ *     about HS_GEMV_PF_MB (default 48) MB in all: with the stream marked evict-first the
+ *     prefetched rows survive until read (16 MB was the best budget before the mark).
  *   - the trigger that lets the next kernel launch (pdl_trigger) comes late: in the block's
  *     last row group, once the columns left would stream only about HS_GEMV_TAIL_MB
  *     (default 3) MB over the whole grid (p.trig_v). Triggered at the start instead, the
@@ -62,13 +64,15 @@ struct gemv_params {
     int n_groups, n_segs;
     unsigned pf;    /* bytes of each row of the block's first group to prefetch into L2 (16 | pf, pf <= 2K) */
     int trig_v;     /* pdl_trigger once the block's last group reaches this 16-byte column vector */
-    int pf_ef;      /* HS_GEMV_PF_EF=1: the prefetch marked evict-first too (experiment) */
-    int ef;         /* HS_GEMV_L2EF=1: weight loads marked evict-first in L2 (experiment) */
     gemv_seg_dev seg[GEMV_MAX_GROUP];
 };
 
-/* A 16-byte streaming load: read-only path, not kept in L1, under L2 cache policy `pol`
- * (policy(): evict-normal, or evict-first with HS_GEMV_L2EF=1). */
+/* A 16-byte streaming load: read-only path, not kept in L1, and marked evict-first in L2
+ * (cache policy `pol` from evict_first_policy()): the weights are read once per step, and
+ * lines so marked are the first to go when a set needs room, so rows that the next
+ * projection prefetched (normal priority, prefetch_l2) stay until they are read. Measured
+ * in one H100 call (bench/RESULTS.md, session 5, batch 1): unmarked with 16 MB of prefetch
+ * 6.02 ms; marked 6.01 (16 MB), 5.98 (24), 5.90 (32), 5.87 (48), 5.89 (64). */
 __device__ __forceinline__ uint4 ld_stream(const uint4 *p, uint64_t pol) {
     uint4 r;
     asm("ld.global.nc.L1::no_allocate.L2::cache_hint.v4.u32 {%0, %1, %2, %3}, [%4], %5;"
@@ -76,23 +80,15 @@ __device__ __forceinline__ uint4 ld_stream(const uint4 *p, uint64_t pol) {
         : "l"(p), "l"(pol));
     return r;
 }
-__device__ __forceinline__ uint64_t policy(int ef) {
-    uint64_t a, b;
-    asm("createpolicy.fractional.L2::evict_first.b64 %0, 1.0;" : "=l"(a));
-    asm("createpolicy.fractional.L2::evict_normal.b64 %0, 1.0;" : "=l"(b));
-    return ef ? a : b;
+__device__ __forceinline__ uint64_t evict_first_policy() {
+    uint64_t pol;
+    asm("createpolicy.fractional.L2::evict_first.b64 %0, 1.0;" : "=l"(pol));
+    return pol;
 }
 
 /* Ask L2 to fetch [p, p + bytes) (16-byte aligned, 16 | bytes); nothing to wait for. */
-__device__ __forceinline__ void prefetch_l2(const void *p, unsigned bytes, int ef) {
-    if (ef) {
-        uint64_t pol;
-        asm("createpolicy.fractional.L2::evict_first.b64 %0, 1.0;" : "=l"(pol));
-        asm volatile("cp.async.bulk.prefetch.L2.global.L2::cache_hint [%0], %1, %2;" ::"l"(p), "r"(bytes), "l"(pol)
-                     : "memory");
-    } else {
-        asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;" ::"l"(p), "r"(bytes) : "memory");
-    }
+__device__ __forceinline__ void prefetch_l2(const void *p, unsigned bytes) {
+    asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;" ::"l"(p), "r"(bytes) : "memory");
 }
 
 /* The segment that row group g belongs to. */
@@ -110,7 +106,7 @@ __device__ __forceinline__ void prefetch_group(const gemv_params &p, int g, int 
     if (p.pf == 0 || g >= p.n_groups || (int)threadIdx.x >= rows_per_group) return;
     const gemv_seg_dev &sg = seg_of(p, g);
     const int row = (g - sg.g0) * rows_per_group + (int)threadIdx.x;
-    if (row < sg.N) prefetch_l2(sg.w + (size_t)row * (p.K >> 3), p.pf, p.pf_ef);
+    if (row < sg.N) prefetch_l2(sg.w + (size_t)row * (p.K >> 3), p.pf);
 }
 
 __device__ __forceinline__ float dot2(uint32_t w, uint32_t x, float acc) {
@@ -143,7 +139,7 @@ __global__ void __launch_bounds__(GEMV_THREADS) k_gemv(const __grid_constant__ g
     const int Kv = p.K >> 3, ktv = p.kt >> 3;
     const bool once = ktv >= Kv;
     prefetch_group(p, blockIdx.x, GEMV_WARPS * R);
-    const uint64_t pol = policy(p.ef);
+    const uint64_t pol = evict_first_policy();
     pdl_wait(); /* x comes from the previous kernel; out may still be read by an earlier one */
     if (once) {
         stage_x<MT>(xs, p, 0, Kv, ktv);
@@ -248,7 +244,7 @@ __global__ void __launch_bounds__(GEMV_THREADS) k_gemv_mma(const __grid_constant
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, c = lane & 3;
     const int tile = blockIdx.x;
     prefetch_group(p, tile, 16);
-    const uint64_t pol = policy(p.ef);
+    const uint64_t pol = evict_first_policy();
     pdl_wait(); /* x comes from the previous kernel; out may still be read by an earlier one */
     gemv_seg_dev sg = p.seg[0];
 #pragma unroll
@@ -342,7 +338,7 @@ static size_t env_mb(const char *name, long def) {
     return mb > 0 ? (size_t)mb << 20 : 0;
 }
 
-/* Bytes one launch prefetches into L2 before its pdl_wait (HS_GEMV_PF_MB, default 16 MB;
+/* Bytes one launch prefetches into L2 before its pdl_wait (HS_GEMV_PF_MB, default 48 MB;
  * 0 turns the prefetch off). */
 static size_t pf_budget(void) {
     static size_t b = SIZE_MAX;
@@ -372,29 +368,6 @@ static unsigned pf_bytes(int K, int blocks, int rows_per_group) {
     size_t b = pf_budget() / ((size_t)blocks * (size_t)rows_per_group) / 16 * 16;
     if (b > (size_t)K * 2) b = (size_t)K * 2;
     return (unsigned)b;
-}
-
-/* Experiment knobs (bench/RESULTS.md, session 5): HS_GEMV_L2EF=1 marks the weight
- * stream evict-first in L2; HS_GEMV_BPS=n caps the CUDA-core kernel's resident blocks
- * per SM (leaving room for the next kernel's blocks). */
-static int env_int(const char *name, int def) {
-    const char *v = getenv(name);
-    return v ? atoi(v) : def;
-}
-static int l2_ef(void) {
-    static int v = -1;
-    if (v < 0) v = env_int("HS_GEMV_L2EF", 1) > 0;
-    return v;
-}
-static int pf_ef(void) {
-    static int v = -1;
-    if (v < 0) v = env_int("HS_GEMV_PF_EF", 0) > 0;
-    return v;
-}
-static int bps_cap(void) {
-    static int v = -1;
-    if (v < 0) v = env_int("HS_GEMV_BPS", 0) > 0 ? env_int("HS_GEMV_BPS", 0) : 0;
-    return v;
 }
 
 typedef void (*gemv_kfn)(const gemv_params);
@@ -509,8 +482,6 @@ static int launch(const void *x, int M, int K, const gemv_seg_t *segs, int n_seg
     p.M = M;
     p.K = K;
     p.n_segs = n_segs;
-    p.ef = l2_ef();
-    p.pf_ef = pf_ef();
     const int rows_per_group = c->mma ? 16 : GEMV_WARPS * c->R;
     int groups = 0;
     for (int i = 0; i < n_segs; i++) {
@@ -554,7 +525,6 @@ static int launch(const void *x, int M, int K, const gemv_seg_t *segs, int n_seg
     if (rc != HS_OK) return rc;
     const int sms = n_sms();
     if (occ < 1 || sms < 1) return HS_ERR_INVALID;
-    if (bps_cap() > 0 && occ > bps_cap()) occ = bps_cap();
     int grid = occ * sms;
     if (grid > groups) grid = groups;
     p.pf = pf_bytes(K, grid, rows_per_group);
