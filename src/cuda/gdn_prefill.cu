@@ -812,6 +812,27 @@ __device__ __forceinline__ void state_rows(const chunk_params &p, int s, int h, 
         }
 }
 
+/* acc[nb] += A[16 rb .., :] B[:, 8 (cb + nb) ..] over the k-steps 0..rb (A lower triangular
+ * in 16-row blocks: the chunk's 64x64 Tb or P, row stride LDC; B row stride LS), for the
+ * warp's row block rb and its NBH n-tiles from cb (cs_run's V' = Tb Y and O += P V'). */
+template <int NBH, int LS>
+__device__ __forceinline__ void mma_lower(float (&acc)[NBH][4], const bf16_t *A, const bf16_t *B, int rb, int cb,
+                                          int lane) {
+#pragma unroll
+    for (int kk = 0; kk < 4; kk++) {
+        if (kk > rb) break;
+        unsigned a[4];
+        lda(a, A + (16 * rb) * LDC + kk * 16, LDC, lane);
+#pragma unroll
+        for (int nb = 0; nb < NBH; nb += 2) {
+            unsigned bb[4];
+            ldb2_t(bb, B + (kk * 16) * LS + (cb + nb) * 8, LS, lane);
+            mma16816(acc[nb], a, bb[0], bb[1]);
+            mma16816(acc[nb + 1], a, bb[2], bb[3]);
+        }
+    }
+}
+
 /* The sequential pass of one (sequence s, v-head h, V-tile vt) on 256 threads (8 warps):
  * for the token-row products warp w takes rows [16 (w & 3), +16) and columns
  * [(w >> 2) * BV/2, +BV/2) of the tile; for the state update dk rows [16 w, +16).
@@ -930,19 +951,7 @@ __device__ __forceinline__ void cs_run(const chunk_params &p, cs_smem<BV> &sm, i
         for (int nb = 0; nb < NBH; nb++)
 #pragma unroll
             for (int i = 0; i < 4; i++) vp[nb][i] = 0.f;
-#pragma unroll
-        for (int kk = 0; kk < 4; kk++) {
-            if (kk > rb) break;
-            unsigned at[4];
-            lda(at, sm.Tb[st] + (16 * rb) * LDC + kk * 16, LDC, lane);
-#pragma unroll
-            for (int nb = 0; nb < NBH; nb += 2) {
-                unsigned bb[4];
-                ldb2_t(bb, sm.Y + (kk * 16) * LSV + (cb + nb) * 8, LSV, lane);
-                mma16816(vp[nb], at, bb[0], bb[1]);
-                mma16816(vp[nb + 1], at, bb[2], bb[3]);
-            }
-        }
+        mma_lower<NBH, LSV>(vp, sm.Tb[st], sm.Y, rb, cb, lane);
 #pragma unroll
         for (int nb = 0; nb < NBH; nb++)
 #pragma unroll
@@ -954,19 +963,7 @@ __device__ __forceinline__ void cs_run(const chunk_params &p, cs_smem<BV> &sm, i
             }
         bar_sync<ID, NT>();
         /* O = e^G Q S scale + P V' */
-#pragma unroll
-        for (int kk = 0; kk < 4; kk++) {
-            if (kk > rb) break;
-            unsigned ap[4];
-            lda(ap, sm.P[st] + (16 * rb) * LDC + kk * 16, LDC, lane);
-#pragma unroll
-            for (int nb = 0; nb < NBH; nb += 2) {
-                unsigned bb[4];
-                ldb2_t(bb, sm.Vp + (kk * 16) * LSV + (cb + nb) * 8, LSV, lane);
-                mma16816(qs_[nb], ap, bb[0], bb[1]);
-                mma16816(qs_[nb + 1], ap, bb[2], bb[3]);
-            }
-        }
+        mma_lower<NBH, LSV>(qs_, sm.P[st], sm.Vp, rb, cb, lane);
 #pragma unroll
         for (int nb = 0; nb < NBH; nb++)
 #pragma unroll
