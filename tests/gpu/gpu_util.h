@@ -192,6 +192,116 @@ static inline size_t fake_addr(const fake_map_t *m, int s, sm_loc_t loc) {
     return (size_t)m->pages[(size_t)s * m->E + loc.page] * m->page_bytes + (size_t)loc.offset;
 }
 
+static inline double silu_d(double x) { return x / (1.0 + exp(-x)); }
+static inline double softplus_d(double x) { return x > 20 ? x : log1p(exp(x)); }
+
+/* A float64 reference of one GDN layer over one sequence (model-spec §2.5, the recurrent
+ * form, dk = dv = 128), shared by test_gdn_decode and test_gdn_prefill. It carries the
+ * conv window win [3][conv_dim] and the state S [Hv][dv][dk]: gdn_ref_load reads them from
+ * request s's granules (zeros for a fresh sequence), gdn_ref_token advances them by token
+ * t of the inputs and leaves the raw output o [Hv][dv] and each head's 1 / rms(o) in
+ * rstd [Hv], gdn_ref_check compares the carried window and state with a pool read back
+ * from the device. */
+typedef struct {
+    int Hk, Hv, conv_dim;
+    double *win, *y, *S, *o, *rstd;
+} gdn_ref_t;
+
+static inline void gdn_ref_init(gdn_ref_t *R, int Hk, int Hv) {
+    R->Hk = Hk, R->Hv = Hv, R->conv_dim = 2 * Hk * 128 + Hv * 128;
+    R->win = (double *)malloc(sizeof(double) * 3 * R->conv_dim);
+    R->y = (double *)malloc(sizeof(double) * R->conv_dim);
+    R->S = (double *)malloc(sizeof(double) * (size_t)Hv * 128 * 128);
+    R->o = (double *)malloc(sizeof(double) * (size_t)Hv * 128);
+    R->rstd = (double *)malloc(sizeof(double) * Hv);
+}
+static inline void gdn_ref_free(gdn_ref_t *R) { free(R->win), free(R->y), free(R->S), free(R->o), free(R->rstd); }
+
+/* Element k of an SSM state row stored as sdt. */
+static inline double gdn_state_at(const uint8_t *row, hs_dtype_t sdt, int k) {
+    return sdt == HS_F32 ? (double)((const float *)row)[k] : bfv(((const uint16_t *)row)[k]);
+}
+/* The address of state row v of head h of request s in `pool`. */
+static inline const uint8_t *gdn_state_row(const fake_map_t *m, const uint8_t *pool, int s, int h, int v,
+                                           hs_dtype_t sdt) {
+    const sm_loc_t loc = m->ssm[h * m->n_slices + v / m->slice_rows];
+    return pool + fake_addr(m, s, loc) + (size_t)(v % m->slice_rows) * 128 * hs_dtype_size(sdt);
+}
+
+static inline void gdn_ref_load(gdn_ref_t *R, const fake_map_t *m, const uint8_t *pool, int s, bool has,
+                                hs_dtype_t sdt) {
+    const uint16_t *c = (const uint16_t *)(pool + fake_addr(m, s, m->conv));
+    for (int i = 0; i < 3 * R->conv_dim; i++) R->win[i] = has ? bfv(c[i]) : 0.0;
+    for (int h = 0; h < R->Hv; h++)
+        for (int v = 0; v < 128; v++) {
+            const uint8_t *row = gdn_state_row(m, pool, s, h, v, sdt);
+            for (int k = 0; k < 128; k++) R->S[((size_t)h * 128 + v) * 128 + k] = has ? gdn_state_at(row, sdt, k) : 0.0;
+        }
+}
+
+static inline void gdn_ref_token(gdn_ref_t *R, const gdn_inputs_t *in, int t) {
+    const int Hv = R->Hv, cd = R->conv_dim, kd = R->Hk * 128, r = Hv / R->Hk;
+    double *win = R->win, *y = R->y;
+    for (int ch = 0; ch < cd; ch++) { /* causal conv over the window and the token, SiLU; the window moves on */
+        const double x = bfv(in->qkv[(size_t)t * cd + ch]);
+        const uint16_t *w = in->cw + ch * 4;
+        const double acc = bfv(w[0]) * win[ch] + bfv(w[1]) * win[cd + ch] + bfv(w[2]) * win[2 * cd + ch] + bfv(w[3]) * x;
+        win[ch] = win[cd + ch];
+        win[cd + ch] = win[2 * cd + ch];
+        win[2 * cd + ch] = x;
+        y[ch] = silu_d(acc);
+    }
+    for (int h = 0; h < Hv; h++) {
+        const int g = h / r;
+        double q[128], k[128], sq = 0, sk = 0;
+        for (int i = 0; i < 128; i++) {
+            q[i] = y[g * 128 + i];
+            k[i] = y[kd + g * 128 + i];
+            sq += q[i] * q[i];
+            sk += k[i] * k[i];
+        }
+        for (int i = 0; i < 128; i++) {
+            q[i] /= sqrt(sq + 1e-6) * sqrt(128.0);
+            k[i] /= sqrt(sk + 1e-6);
+        }
+        const double beta = 1.0 / (1.0 + exp(-bfv(in->b[(size_t)t * Hv + h])));
+        const double eg = exp(-exp((double)in->Al[h]) * softplus_d(bfv(in->a[(size_t)t * Hv + h]) + (double)in->dtb[h]));
+        double ss = 0;
+        for (int v = 0; v < 128; v++) {
+            double *row = R->S + ((size_t)h * 128 + v) * 128, mm = 0, oo = 0;
+            for (int i = 0; i < 128; i++) {
+                row[i] *= eg;
+                mm += row[i] * k[i];
+            }
+            const double d = beta * (y[2 * kd + h * 128 + v] - mm);
+            for (int i = 0; i < 128; i++) {
+                row[i] += k[i] * d;
+                oo += row[i] * q[i];
+            }
+            R->o[h * 128 + v] = oo;
+            ss += oo * oo;
+        }
+        R->rstd[h] = 1.0 / sqrt(ss / 128 + 1e-6);
+    }
+}
+
+/* The gated RMSNorm of the reference's output o[h][v] at token t. */
+static inline double gdn_ref_gated(const gdn_ref_t *R, const gdn_inputs_t *in, int t, int h, int v) {
+    const double zz = bfv(in->z[(size_t)t * R->Hv * 128 + h * 128 + v]);
+    return R->o[h * 128 + v] * R->rstd[h] * (double)in->nw[v] * silu_d(zz);
+}
+
+static inline void gdn_ref_check(const gdn_ref_t *R, const fake_map_t *m, const uint8_t *pool2, int s, hs_dtype_t sdt,
+                                 relerr_t *ec, relerr_t *es) {
+    const uint16_t *c2 = (const uint16_t *)(pool2 + fake_addr(m, s, m->conv));
+    for (int i = 0; i < 3 * R->conv_dim; i++) relerr_add(ec, bfv(c2[i]), R->win[i]);
+    for (int h = 0; h < R->Hv; h++)
+        for (int v = 0; v < 128; v++) {
+            const uint8_t *row = gdn_state_row(m, pool2, s, h, v, sdt);
+            for (int k = 0; k < 128; k++) relerr_add(es, gdn_state_at(row, sdt, k), R->S[((size_t)h * 128 + v) * 128 + k]);
+        }
+}
+
 #ifdef __CUDACC__
 #include <cuda_bf16.h>
 

@@ -13,9 +13,6 @@
 #include "../../src/cuda/cuda_ops.h"
 #include "gpu_util.h"
 
-static double silu_d(double x) { return x / (1.0 + exp(-x)); }
-static double softplus_d(double x) { return x > 20 ? x : log1p(exp(x)); }
-
 typedef struct {
     double out, state, conv;
     bool declined; /* a forced shape the launcher does not serve here (HS_ERR_UNSUPPORTED) */
@@ -24,7 +21,7 @@ typedef struct {
 static errs_t run_case(int Hk, int Hv, int S, int maxtok, hs_dtype_t sdt, int slice_rows, int cfg, bool use_z,
                        uint64_t seed) {
     rng_seed(seed);
-    const int dk = 128, dv = 128, r = Hv / Hk, kd = Hk * dk, conv_dim = 2 * kd + Hv * dv, HD = Hv * dv;
+    const int dk = 128, dv = 128, kd = Hk * dk, conv_dim = 2 * kd + Hv * dv, HD = Hv * dv;
     const size_t se = hs_dtype_size(sdt);
     int32_t *ts = (int32_t *)malloc(sizeof(int32_t) * (S + 1)), *np = (int32_t *)malloc(sizeof(int32_t) * S);
     ts[0] = 0;
@@ -53,8 +50,6 @@ static errs_t run_case(int Hk, int Hv, int S, int maxtok, hs_dtype_t sdt, int sl
     }
     gdn_inputs_t in;
     gdn_inputs_make(&in, T, conv_dim, Hv, dv);
-    uint16_t *qkv = in.qkv, *z = in.z, *b = in.b, *a = in.a, *cw = in.cw;
-    float *Al = in.Al, *dtb = in.dtb, *nw = in.nw;
 
     /* device */
     void *d_pool = dupload(pool, pool_bytes);
@@ -81,90 +76,25 @@ static errs_t run_case(int Hk, int Hv, int S, int maxtok, hs_dtype_t sdt, int sl
 
     /* float64 reference */
     relerr_t eo = {0, 0}, es = {0, 0}, ec = {0, 0};
-    double *win = (double *)malloc(sizeof(double) * 3 * conv_dim), *y = (double *)malloc(sizeof(double) * conv_dim);
-    double *Sd = (double *)malloc(sizeof(double) * (size_t)Hv * dv * dk), o[128];
+    gdn_ref_t R;
+    gdn_ref_init(&R, Hk, Hv);
     for (int s = 0; s < S; s++) {
-        const bool has = np[s] > 0;
-        const uint16_t *c = (const uint16_t *)(pool + fake_addr(&m, s, m.conv));
-        for (int i = 0; i < 3 * conv_dim; i++) win[i] = has ? bfv(c[i]) : 0.0;
-        for (int h = 0; h < Hv; h++)
-            for (int v = 0; v < dv; v++) {
-                sm_loc_t loc = m.ssm[h * m.n_slices + v / slice_rows];
-                const uint8_t *rowp = pool + fake_addr(&m, s, loc) + (size_t)(v % slice_rows) * dk * se;
-                for (int k = 0; k < dk; k++)
-                    Sd[((size_t)h * dv + v) * dk + k] =
-                        !has ? 0.0 : sdt == HS_F32 ? (double)((const float *)rowp)[k] : bfv(((const uint16_t *)rowp)[k]);
-            }
+        gdn_ref_load(&R, &m, pool, s, np[s] > 0, sdt);
         for (int t = ts[s]; t < ts[s + 1]; t++) {
-            for (int ch = 0; ch < conv_dim; ch++) {
-                double x = bfv(qkv[(size_t)t * conv_dim + ch]);
-                double acc = bfv(cw[ch * 4 + 0]) * win[ch] + bfv(cw[ch * 4 + 1]) * win[conv_dim + ch] +
-                             bfv(cw[ch * 4 + 2]) * win[2 * conv_dim + ch] + bfv(cw[ch * 4 + 3]) * x;
-                win[ch] = win[conv_dim + ch];
-                win[conv_dim + ch] = win[2 * conv_dim + ch];
-                win[2 * conv_dim + ch] = x;
-                y[ch] = silu_d(acc);
-            }
-            for (int h = 0; h < Hv; h++) {
-                const int g = h / r;
-                double q[128], k[128], sq = 0, sk = 0, kq = 0;
-                for (int i = 0; i < dk; i++) {
-                    q[i] = y[g * dk + i];
-                    k[i] = y[kd + g * dk + i];
-                    sq += q[i] * q[i];
-                    sk += k[i] * k[i];
-                }
-                for (int i = 0; i < dk; i++) {
-                    q[i] /= sqrt(sq + 1e-6) * sqrt((double)dk);
-                    k[i] /= sqrt(sk + 1e-6);
-                    kq += k[i] * q[i];
-                }
-                (void)kq;
-                double beta = 1.0 / (1.0 + exp(-bfv(b[(size_t)t * Hv + h])));
-                double gg = -exp((double)Al[h]) * softplus_d(bfv(a[(size_t)t * Hv + h]) + (double)dtb[h]);
-                double eg = exp(gg), ss = 0;
-                for (int v = 0; v < dv; v++) {
-                    double *row = Sd + ((size_t)h * dv + v) * dk, mm = 0, oo = 0;
-                    for (int i = 0; i < dk; i++) {
-                        row[i] *= eg;
-                        mm += row[i] * k[i];
-                    }
-                    double d = beta * (y[2 * kd + h * dv + v] - mm);
-                    for (int i = 0; i < dk; i++) {
-                        row[i] += k[i] * d;
-                        oo += row[i] * q[i];
-                    }
-                    o[v] = oo;
-                    ss += oo * oo;
-                }
-                double rstd = 1.0 / sqrt(ss / dv + 1e-6);
-                for (int v = 0; v < dv; v++) {
-                    double want = o[v];
-                    if (use_z) {
-                        double zz = bfv(z[(size_t)t * HD + h * dv + v]);
-                        want = o[v] * rstd * (double)nw[v] * silu_d(zz);
-                    }
-                    relerr_add(&eo, bfv(out[(size_t)t * HD + h * dv + v]), want);
-                }
-            }
+            gdn_ref_token(&R, &in, t);
+            for (int h = 0; h < Hv; h++)
+                for (int v = 0; v < dv; v++)
+                    relerr_add(&eo, bfv(out[(size_t)t * HD + h * dv + v]),
+                               use_z ? gdn_ref_gated(&R, &in, t, h, v) : R.o[h * dv + v]);
         }
-        const uint16_t *c2 = (const uint16_t *)(pool2 + fake_addr(&m, s, m.conv));
-        for (int i = 0; i < 3 * conv_dim; i++) relerr_add(&ec, bfv(c2[i]), win[i]);
-        for (int h = 0; h < Hv; h++)
-            for (int v = 0; v < dv; v++) {
-                sm_loc_t loc = m.ssm[h * m.n_slices + v / slice_rows];
-                const uint8_t *rowp = pool2 + fake_addr(&m, s, loc) + (size_t)(v % slice_rows) * dk * se;
-                for (int k = 0; k < dk; k++) {
-                    double got = sdt == HS_F32 ? (double)((const float *)rowp)[k] : bfv(((const uint16_t *)rowp)[k]);
-                    relerr_add(&es, got, Sd[((size_t)h * dv + v) * dk + k]);
-                }
-            }
+        gdn_ref_check(&R, &m, pool2, s, sdt, &ec, &es);
     }
     errs_t e = {relerr(&eo), relerr(&es), relerr(&ec), rc != HS_OK};
     gdn_inputs_free(&in);
     cudaFree(d_pool); cudaFree(d_ts); cudaFree(d_np); cudaFree(d_pages);
     cudaFree(d_loc); cudaFree(d_out);
-    free(win); free(y); free(Sd); free(out); free(pool2); free(pool);
+    gdn_ref_free(&R);
+    free(out); free(pool2); free(pool);
     free(ts); free(np);
     fake_map_free(&m);
     return e;

@@ -15,9 +15,6 @@
 
 extern "C" int gdn_chunk_bench_fused; /* 0: chunk_prep and chunk_state as two kernels */
 
-static double silu_d(double x) { return x / (1.0 + exp(-x)); }
-static double softplus_d(double x) { return x > 20 ? x : log1p(exp(x)); }
-
 typedef struct {
     double out, state, conv;
 } errs_t;
@@ -25,7 +22,7 @@ typedef struct {
 static errs_t run_case(int Hk, int Hv, const int *lens, int S, hs_dtype_t sdt, int slice_rows, bool with_state,
                        uint64_t seed) {
     rng_seed(seed);
-    const int dk = 128, dv = 128, r = Hv / Hk, kd = Hk * dk, conv_dim = 2 * kd + Hv * dv, HD = Hv * dv;
+    const int dk = 128, dv = 128, kd = Hk * dk, conv_dim = 2 * kd + Hv * dv, HD = Hv * dv;
     const size_t se = hs_dtype_size(sdt);
     int32_t *ts = (int32_t *)malloc(sizeof(int32_t) * (S + 1)), *np = (int32_t *)malloc(sizeof(int32_t) * S);
     ts[0] = 0;
@@ -47,8 +44,6 @@ static errs_t run_case(int Hk, int Hv, const int *lens, int S, hs_dtype_t sdt, i
     }
     gdn_inputs_t in;
     gdn_inputs_make(&in, T, conv_dim, Hv, dv);
-    uint16_t *qkv = in.qkv, *z = in.z, *b = in.b, *a = in.a, *cw = in.cw;
-    float *Al = in.Al, *dtb = in.dtb, *nw = in.nw;
 
     void *d_pool = dupload(pool, pool_bytes);
     void *d_qkv = in.d_qkv, *d_z = in.d_z, *d_b = in.d_b, *d_a = in.d_a, *d_cw = in.d_cw;
@@ -78,79 +73,19 @@ static errs_t run_case(int Hk, int Hv, const int *lens, int S, hs_dtype_t sdt, i
     CK(cudaMemcpy(pool2, d_pool, pool_bytes, cudaMemcpyDeviceToHost));
 
     relerr_t eo = {0, 0}, es = {0, 0}, ec = {0, 0}, eraw = {0, 0};
-    double *win = (double *)malloc(sizeof(double) * 3 * conv_dim), *y = (double *)malloc(sizeof(double) * conv_dim);
-    double *Sd = (double *)malloc(sizeof(double) * (size_t)Hv * dv * dk), ob[128];
+    gdn_ref_t R;
+    gdn_ref_init(&R, Hk, Hv);
     for (int s = 0; s < S; s++) {
-        const bool has = with_state && np[s] > 0;
-        const uint16_t *c = (const uint16_t *)(pool + fake_addr(&m, s, m.conv));
-        for (int i = 0; i < 3 * conv_dim; i++) win[i] = has ? bfv(c[i]) : 0.0;
-        for (int h = 0; h < Hv; h++)
-            for (int v = 0; v < dv; v++) {
-                sm_loc_t loc = m.ssm[h * m.n_slices + v / slice_rows];
-                const uint8_t *rowp = pool + fake_addr(&m, s, loc) + (size_t)(v % slice_rows) * dk * se;
-                for (int k = 0; k < dk; k++)
-                    Sd[((size_t)h * dv + v) * dk + k] =
-                        !has ? 0.0 : sdt == HS_F32 ? (double)((const float *)rowp)[k] : bfv(((const uint16_t *)rowp)[k]);
-            }
+        gdn_ref_load(&R, &m, pool, s, with_state && np[s] > 0, sdt);
         for (int t = ts[s]; t < ts[s + 1]; t++) {
-            for (int ch = 0; ch < conv_dim; ch++) {
-                double x = bfv(qkv[(size_t)t * conv_dim + ch]);
-                double acc = bfv(cw[ch * 4 + 0]) * win[ch] + bfv(cw[ch * 4 + 1]) * win[conv_dim + ch] +
-                             bfv(cw[ch * 4 + 2]) * win[2 * conv_dim + ch] + bfv(cw[ch * 4 + 3]) * x;
-                win[ch] = win[conv_dim + ch];
-                win[conv_dim + ch] = win[2 * conv_dim + ch];
-                win[2 * conv_dim + ch] = x;
-                y[ch] = silu_d(acc);
-            }
-            for (int h = 0; h < Hv; h++) {
-                const int g = h / r;
-                double q[128], k[128], sq = 0, sk = 0;
-                for (int i = 0; i < dk; i++) {
-                    q[i] = y[g * dk + i];
-                    k[i] = y[kd + g * dk + i];
-                    sq += q[i] * q[i];
-                    sk += k[i] * k[i];
-                }
-                for (int i = 0; i < dk; i++) {
-                    q[i] /= sqrt(sq + 1e-6) * sqrt((double)dk);
-                    k[i] /= sqrt(sk + 1e-6);
-                }
-                double beta = 1.0 / (1.0 + exp(-bfv(b[(size_t)t * Hv + h])));
-                double eg = exp(-exp((double)Al[h]) * softplus_d(bfv(a[(size_t)t * Hv + h]) + (double)dtb[h])), ss = 0;
+            gdn_ref_token(&R, &in, t);
+            for (int h = 0; h < Hv; h++)
                 for (int v = 0; v < dv; v++) {
-                    double *row = Sd + ((size_t)h * dv + v) * dk, mm = 0, oo = 0;
-                    for (int i = 0; i < dk; i++) {
-                        row[i] *= eg;
-                        mm += row[i] * k[i];
-                    }
-                    double d = beta * (y[2 * kd + h * dv + v] - mm);
-                    for (int i = 0; i < dk; i++) {
-                        row[i] += k[i] * d;
-                        oo += row[i] * q[i];
-                    }
-                    ob[v] = oo;
-                    ss += oo * oo;
+                    relerr_add(&eo, bfv(out[(size_t)t * HD + h * dv + v]), gdn_ref_gated(&R, &in, t, h, v));
+                    relerr_add(&eraw, bfv(o[(size_t)t * HD + h * dv + v]), R.o[h * dv + v]);
                 }
-                double rstd = 1.0 / sqrt(ss / dv + 1e-6);
-                for (int v = 0; v < dv; v++) {
-                    double zz = bfv(z[(size_t)t * HD + h * dv + v]);
-                    relerr_add(&eo, bfv(out[(size_t)t * HD + h * dv + v]), ob[v] * rstd * (double)nw[v] * silu_d(zz));
-                    relerr_add(&eraw, bfv(o[(size_t)t * HD + h * dv + v]), ob[v]);
-                }
-            }
         }
-        if (!with_state) continue;
-        const uint16_t *c2 = (const uint16_t *)(pool2 + fake_addr(&m, s, m.conv));
-        for (int i = 0; i < 3 * conv_dim; i++) relerr_add(&ec, bfv(c2[i]), win[i]);
-        for (int h = 0; h < Hv; h++)
-            for (int v = 0; v < dv; v++) {
-                sm_loc_t loc = m.ssm[h * m.n_slices + v / slice_rows];
-                const uint8_t *rowp = pool2 + fake_addr(&m, s, loc) + (size_t)(v % slice_rows) * dk * se;
-                for (int k = 0; k < dk; k++) {
-                    double got = sdt == HS_F32 ? (double)((const float *)rowp)[k] : bfv(((const uint16_t *)rowp)[k]);
-                    relerr_add(&es, got, Sd[((size_t)h * dv + v) * dk + k]);
-                }
-            }
+        if (with_state) gdn_ref_check(&R, &m, pool2, s, sdt, &ec, &es);
     }
     printf("    (raw o before the gated norm: %.2e)\n", relerr(&eraw));
     errs_t e = {relerr(&eo), relerr(&es), relerr(&ec)};
@@ -158,7 +93,8 @@ static errs_t run_case(int Hk, int Hv, const int *lens, int S, hs_dtype_t sdt, i
     cudaFree(d_pool); cudaFree(d_ts); cudaFree(d_np); cudaFree(d_pages);
     cudaFree(d_loc); cudaFree(d_qn); cudaFree(d_kn); cudaFree(d_v); cudaFree(d_g); cudaFree(d_beta);
     cudaFree(d_o); cudaFree(d_out); cudaFree(d_ws);
-    free(win); free(y); free(Sd); free(out); free(o); free(pool2); free(pool);
+    gdn_ref_free(&R);
+    free(out); free(o); free(pool2); free(pool);
     free(ts); free(np);
     fake_map_free(&m);
     return e;
