@@ -373,6 +373,38 @@ __device__ __forceinline__ void split_store(bf16_t *Th, bf16_t *Tl, int row, int
     *reinterpret_cast<uint32_t *>(Th + swz(row, col)) = hi;
     *reinterpret_cast<uint32_t *>(Tl + swz(row, col)) = f2_to_bf2x2(a - h.x, b - h.y);
 }
+/* Block row lv's products z[j] (j < lv; this thread's rows ra, rb, columns 16 j + 8 nn +
+ * 2 tq) into the hi/lo planes. FINAL: they are the Z of T_lj = -T_ll Z_lj, so -z goes in,
+ * and -z * B[col] to the Tb rows of head h of the chunk at token t0 + c0 (rows < L). */
+template <bool FINAL>
+__device__ __forceinline__ void store_row_blocks(bf16_t *Th, bf16_t *Tl, const float (&z)[3][2][4], int lv, int ra,
+                                                 int rb, int tq, const chunk_params &p, const float *B, int t0, int c0,
+                                                 int h, int L) {
+#pragma unroll
+    for (int j = 0; j < 3; j++) {
+        if (j >= lv) break;
+#pragma unroll
+        for (int nn = 0; nn < 2; nn++) {
+            const int col = 16 * j + 8 * nn + 2 * tq;
+            const float *zz = z[j][nn];
+            if (!FINAL) {
+                split_store(Th, Tl, ra, col, zz[0], zz[1]);
+                split_store(Th, Tl, rb, col, zz[2], zz[3]);
+                continue;
+            }
+            const float b0 = B[col], b1 = B[col + 1];
+            split_store(Th, Tl, ra, col, -zz[0], -zz[1]);
+            split_store(Th, Tl, rb, col, -zz[2], -zz[3]);
+            if (ra < L)
+                *reinterpret_cast<uint32_t *>(p.Tb + (((size_t)t0 + c0 + ra) * p.Hv + h) * CH + col) =
+                    f2_to_bf2x2(-zz[0] * b0, -zz[1] * b1);
+            if (rb < L)
+                *reinterpret_cast<uint32_t *>(p.Tb + (((size_t)t0 + c0 + rb) * p.Hv + h) * CH + col) =
+                    f2_to_bf2x2(-zz[2] * b0, -zz[3] * b1);
+        }
+    }
+}
+
 /* A-operand (16 x 16) at (r0, c0) of a swizzled plane */
 __device__ __forceinline__ void lda_swz(unsigned *a, const bf16_t *X, int r0, int c0, int lane) {
     ldsm_x4(a[0], a[1], a[2], a[3], X + swz(r0 + (lane & 15), c0 + (lane >> 4) * 8));
@@ -642,16 +674,7 @@ __device__ __forceinline__ void pp_compute(pp_stage &ps, pp_aux &ax, const chunk
                     }
                 }
                 __syncwarp();
-#pragma unroll
-                for (int j = 0; j < 3; j++) {
-                    if (j >= lv) break;
-#pragma unroll
-                    for (int nn = 0; nn < 2; nn++) {
-                        const int col = 16 * j + 8 * nn + 2 * tq;
-                        split_store(Th, Tl, ra, col, z[j][nn][0], z[j][nn][1]);
-                        split_store(Th, Tl, rb, col, z[j][nn][2], z[j][nn][3]);
-                    }
-                }
+                store_row_blocks<false>(Th, Tl, z, lv, ra, rb, tq, p, nullptr, t0, c0, h, L);
                 __syncwarp();
                 unsigned th[4], tl[4];
                 lda_swz(th, Th, 16 * lv, 16 * lv, lane);
@@ -668,24 +691,7 @@ __device__ __forceinline__ void pp_compute(pp_stage &ps, pp_aux &ax, const chunk
                     mma3(z[j][1], th, tl, bh[2], bh[3], bl[2], bl[3]);
                 }
                 __syncwarp();
-#pragma unroll
-                for (int j = 0; j < 3; j++) {
-                    if (j >= lv) break;
-#pragma unroll
-                    for (int nn = 0; nn < 2; nn++) {
-                        const int col = 16 * j + 8 * nn + 2 * tq;
-                        const float b0 = ps.B[hh][col], b1 = ps.B[hh][col + 1];
-                        const float *zz = z[j][nn];
-                        split_store(Th, Tl, ra, col, -zz[0], -zz[1]);
-                        split_store(Th, Tl, rb, col, -zz[2], -zz[3]);
-                        if (ra < L)
-                            *reinterpret_cast<uint32_t *>(p.Tb + (((size_t)t0 + c0 + ra) * p.Hv + h) * CH + col) =
-                                f2_to_bf2x2(-zz[0] * b0, -zz[1] * b1);
-                        if (rb < L)
-                            *reinterpret_cast<uint32_t *>(p.Tb + (((size_t)t0 + c0 + rb) * p.Hv + h) * CH + col) =
-                                f2_to_bf2x2(-zz[2] * b0, -zz[3] * b1);
-                    }
-                }
+                store_row_blocks<true>(Th, Tl, z, lv, ra, rb, tq, p, ps.B[hh], t0, c0, h, L);
             }
             bar_sync<ID, 128>(); /* row lv of T is complete (the last: the scratch is free again) */
         }
