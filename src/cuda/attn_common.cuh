@@ -46,11 +46,6 @@ __device__ __forceinline__ void attn_mma(float *d, unsigned a0, unsigned a1, uns
                  : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
                  : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
 }
-/* Programmatic dependent launch: let the next kernel in the stream start launching now /
- * wait until the previous kernel has finished and its writes are visible. */
-__device__ __forceinline__ void attn_pdl_trigger() { asm volatile("griddepcontrol.launch_dependents;\n" ::: "memory"); }
-__device__ __forceinline__ void attn_pdl_wait() { asm volatile("griddepcontrol.wait;\n" ::: "memory"); }
-
 /* Index (in 16-byte chunks) of chunk c of row r in a swizzled tile of rows of `rc` chunks. */
 __device__ __forceinline__ int attn_swz(int r, int c, int rc) { return r * rc + (c ^ (r & 7)); }
 

@@ -78,10 +78,10 @@ __global__ void __launch_bounds__(128) attn_decode_kernel(const attn_dec_params 
     const int j = blockIdx.x, kh = blockIdx.y, s = blockIdx.z;
     const int tid = threadIdx.x, lane = tid & 31, w = tid >> 5;
     const int g = lane >> 2, c = lane & 3;
-    attn_pdl_trigger(); /* the combine kernel may start launching; it waits for our completion */
+    pdl_trigger(); /* the combine kernel may start launching; it waits for our completion */
     /* Launched as a programmatic dependent itself (launch_pdl, cuda_common.cuh): q and this
      * token's K/V come from the kernel before (k_qk_prep). */
-    attn_pdl_wait();
+    pdl_wait();
     const int len = p.seq_lens[s];
     const int t_begin = j * p.split_len;
     if (t_begin >= len) return; /* a split past this (shorter) sequence's end */
@@ -221,8 +221,8 @@ __global__ void __launch_bounds__(CMB_THREADS) attn_combine_kernel(const attn_de
     __shared__ float wsh[CMB_MAX_SPLITS];
     __shared__ float red[CMB_THREADS / 32];
     __shared__ __align__(16) float4 acc[CMB_THREADS / 64][AD / 4];
-    attn_pdl_trigger(); /* the next kernel (the o projection) may start its weight prefetch */
-    attn_pdl_wait();
+    pdl_trigger(); /* the next kernel (the o projection) may start its weight prefetch */
+    pdl_wait();
     const int qh = blockIdx.x, s = blockIdx.y, tid = threadIdx.x, lane = tid & 31, wid = tid >> 5;
     const int len = p.seq_lens[s];
     const int ns = min(p.nsplit, (len + p.split_len - 1) / p.split_len);
@@ -446,17 +446,13 @@ extern "C" int attn_decode_launch(const void *q, const void *kv_base, size_t pag
 #undef DEC_LAUNCH_CASE
     HS_CUDA_TRY(e);
     if (p.nsplit > 1) {
-        cudaLaunchConfig_t cfg = {};
-        cfg.gridDim = dim3((unsigned)Hq, (unsigned)S);
-        cfg.blockDim = dim3(CMB_THREADS);
-        cfg.dynamicSmemBytes = 0;
-        cfg.stream = st;
-        cudaLaunchAttribute at[1];
-        at[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-        at[0].val.programmaticStreamSerializationAllowed = dec_pdl && hs_cuda_pdl(-1);
-        cfg.attrs = at;
-        cfg.numAttrs = 1;
-        HS_CUDA_TRY(cudaLaunchKernelEx(&cfg, attn_combine_kernel, p));
+        const dim3 cgrid((unsigned)Hq, (unsigned)S);
+        if (dec_pdl) {
+            HS_CUDA_TRY(launch_pdl(attn_combine_kernel, cgrid, dim3(CMB_THREADS), 0, st, p));
+        } else {
+            attn_combine_kernel<<<cgrid, CMB_THREADS, 0, st>>>(p);
+            HS_CUDA_TRY(cudaGetLastError());
+        }
     }
     return HS_OK;
 }
