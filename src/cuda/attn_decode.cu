@@ -27,6 +27,8 @@
  * in waves at least 85% full.
  * Invariants: D = 256; G <= 8; seq_lens >= 1; block_tables hold every cached token's block.
  */
+#include <limits.h>
+
 #include "attn_common.cuh"
 #include "cuda_ops.h"
 
@@ -44,9 +46,26 @@ struct attn_dec_params {
     bf16_t *out;
 };
 
-/* Issue the cp.async of tile `tile` (tokens t0 .. t0+TOK-1, clamped to t_end-1) into stage buffer `sbuf`. */
+/* Block-table entries of a tile's tokens t0 + 32a + lane (the lane's share), loaded one
+ * tile ahead of their use so that no block-table round trip sits between two tiles.
+ * Entries past the sequence's row read as 0; their tokens are past t_end and never read. */
+template <int TOK> struct dec_blk {
+    int b[(TOK + 31) / 32];
+};
 template <int TOK>
-__device__ __forceinline__ void dec_load_tile(const attn_dec_params &p, uint4 *sbuf, const int32_t *bt, int kh,
+__device__ __forceinline__ void dec_tile_blocks(const attn_dec_params &p, const int32_t *bt, int t0, int t_lim,
+                                                int lane, dec_blk<TOK> &r) {
+#pragma unroll
+    for (int a = 0; a < (TOK + 31) / 32; a++) {
+        const int t = t0 + a * 32 + lane;
+        r.b[a] = a * 32 + lane < TOK && t < t_lim && t / p.bs < p.max_blocks ? __ldg(bt + t / p.bs) : 0;
+    }
+}
+
+/* Issue the cp.async of the tile of tokens t0 .. t0+TOK-1 into stage buffer `sbuf`;
+ * tokens at or past t_end are zero-filled (nothing read). */
+template <int TOK>
+__device__ __forceinline__ void dec_load_tile(const attn_dec_params &p, uint4 *sbuf, const dec_blk<TOK> &blk, int kh,
                                               int t0, int t_end, int lane, int w) {
     /* lane l resolves the row addresses of tokens t0 + l (+ 32 ...), the warps share them by shuffle */
     constexpr int NA = (TOK + 31) / 32;
@@ -54,21 +73,20 @@ __device__ __forceinline__ void dec_load_tile(const attn_dec_params &p, uint4 *s
     unsigned long long addr[NA];
 #pragma unroll
     for (int a = 0; a < NA; a++) {
-        addr[a] = 0;
-        if (a * 32 + lane < TOK) {
-            const int t = min(t0 + a * 32 + lane, t_end - 1);
-            const int blk = __ldg(bt + t / p.bs);
-            addr[a] = (unsigned long long)(p.kv + (size_t)blk * p.page_bytes + p.layer_off +
-                                           (size_t)(t % p.bs) * row_bytes + (size_t)kh * AD * 2);
-        }
+        const int t = t0 + a * 32 + lane;
+        addr[a] = a * 32 + lane < TOK && t < t_end
+                      ? (unsigned long long)(p.kv + (size_t)blk.b[a] * p.page_bytes + p.layer_off +
+                                             (size_t)(t % p.bs) * row_bytes + (size_t)kh * AD * 2)
+                      : 0ull;
     }
     uint4 *ks = sbuf, *vs = sbuf + TOK * 32;
 #pragma unroll
     for (int i = 0; i < TOK / 4; i++) {
         const int r = w + 4 * i; /* r / 32 == 4i / 32 since w < 4 */
-        const char *src = (const char *)__shfl_sync(0xffffffffu, addr[(4 * i) / 32], r & 31) + lane * 16;
-        attn_cp16(ks + attn_swz(r, lane, 32), src, true);
-        attn_cp16(vs + attn_swz(r, lane, 32), src + p.v_off, true);
+        const unsigned long long a = __shfl_sync(0xffffffffu, addr[(4 * i) / 32], r & 31);
+        const char *src = a ? (const char *)a + lane * 16 : p.kv;
+        attn_cp16(ks + attn_swz(r, lane, 32), src, a != 0);
+        attn_cp16(vs + attn_swz(r, lane, 32), a ? src + p.v_off : p.kv, a != 0);
     }
 }
 
@@ -82,19 +100,13 @@ __global__ void __launch_bounds__(128) attn_decode_kernel(const attn_dec_params 
     /* Launched as a programmatic dependent itself (launch_pdl, cuda_common.cuh): q and this
      * token's K/V come from the kernel before (k_qk_prep). */
     pdl_wait();
-    const int len = p.seq_lens[s];
-    const int t_begin = j * p.split_len;
-    if (t_begin >= len) return; /* a split past this (shorter) sequence's end */
-    const int t_end = min(len, t_begin + p.split_len);
-    const int ntile = (t_end - t_begin + TOK - 1) / TOK;
+    /* everything the first tiles need is requested at once: the block-table entries of
+     * the first NS-1 tiles, q and the sequence length (one round trip, not three) */
     const int32_t *bt = p.bt + (size_t)s * p.max_blocks;
-    constexpr int STAGE = 2 * TOK * 32; /* uint4 per stage */
-
+    const int t_begin = j * p.split_len;
+    dec_blk<TOK> blk[NS - 1];
 #pragma unroll
-    for (int i = 0; i < NS - 1; i++) {
-        if (i < ntile) dec_load_tile<TOK>(p, smem + i * STAGE, bt, kh, t_begin + i * TOK, t_end, lane, w);
-        attn_cp_commit();
-    }
+    for (int i = 0; i < NS - 1; i++) dec_tile_blocks<TOK>(p, bt, t_begin + i * TOK, INT_MAX, lane, blk[i]);
     /* Q fragments (A operand rows g < G; rows g+8 are padding): qa[kt] = Q[g][16kt + 2c, +1], [16kt + 8 + 2c, +1] */
     uint32_t qa[16][2];
     {
@@ -105,6 +117,19 @@ __global__ void __launch_bounds__(128) attn_decode_kernel(const attn_dec_params 
             qa[kt][1] = g < G ? __ldg(qr + kt * 8 + 4 + c) : 0u;
         }
     }
+    const int len = p.seq_lens[s];
+    if (t_begin >= len) return; /* a split past this (shorter) sequence's end */
+    const int t_end = min(len, t_begin + p.split_len);
+    const int ntile = (t_end - t_begin + TOK - 1) / TOK;
+    constexpr int STAGE = 2 * TOK * 32; /* uint4 per stage */
+
+#pragma unroll
+    for (int i = 0; i < NS - 1; i++) {
+        if (i < ntile) dec_load_tile<TOK>(p, smem + i * STAGE, blk[i], kh, t_begin + i * TOK, t_end, lane, w);
+        attn_cp_commit();
+    }
+    dec_blk<TOK> nxt; /* the entries of the tile the next iteration issues */
+    dec_tile_blocks<TOK>(p, bt, t_begin + (NS - 1) * TOK, t_end, lane, nxt);
     float o[8][4]; /* n-tile jn: O[g][64w + 8jn + 2c, +1] in [0], [1]; [2], [3] = padding rows */
 #pragma unroll
     for (int jn = 0; jn < 8; jn++) o[jn][0] = o[jn][1] = o[jn][2] = o[jn][3] = 0.f;
@@ -115,8 +140,9 @@ __global__ void __launch_bounds__(128) attn_decode_kernel(const attn_dec_params 
         __syncthreads(); /* tile `it` visible to all; stage (it-1)%NS free for reuse */
         {
             const int nt = it + NS - 1;
-            if (nt < ntile) dec_load_tile<TOK>(p, smem + (nt % NS) * STAGE, bt, kh, t_begin + nt * TOK, t_end, lane, w);
+            if (nt < ntile) dec_load_tile<TOK>(p, smem + (nt % NS) * STAGE, nxt, kh, t_begin + nt * TOK, t_end, lane, w);
             attn_cp_commit();
+            dec_tile_blocks<TOK>(p, bt, t_begin + (nt + 1) * TOK, t_end, lane, nxt);
         }
         const uint4 *ks = smem + (it % NS) * STAGE, *vs = ks + TOK * 32;
         const int t0 = t_begin + it * TOK;
@@ -211,70 +237,84 @@ __global__ void __launch_bounds__(128) attn_decode_kernel(const attn_dec_params 
 }
 
 /* Merge the splits of one (sequence, q head). Launched as a programmatic dependent of
- * attn_decode_kernel: waits for it before reading. 512 threads: the split maxima and
- * weights first (a thread per split), then 8 groups of 64 threads, each summing every
- * 8th split's partial O (4 dims a thread, loads unrolled so they are in flight together),
- * then the groups are added up. */
+ * attn_decode_kernel: waits for it before reading. 512 threads = 8 groups of 64, thread
+ * (group x, d4) owns dims [4 d4, 4 d4 + 4) of every 8th split from x. Every load of a
+ * thread (up to CMB_BATCH partials: 4 dims, m and l each; the sequence length; the gate)
+ * is issued before the first use, so the merge costs one round trip to L2, not one for
+ * the maxima, one for the weights and more for the partials; splits past the sequence's
+ * end (stale workspace) are masked after the loads. Each group keeps a running (m, l, O)
+ * as the splits do; the 8 groups are merged in shared memory at the end. */
 #define CMB_THREADS 512
+#define CMB_GROUPS (CMB_THREADS / 64)
+#define CMB_BATCH 8
 #define CMB_MAX_SPLITS 1024
 __global__ void __launch_bounds__(CMB_THREADS) attn_combine_kernel(const attn_dec_params p) {
-    __shared__ float wsh[CMB_MAX_SPLITS];
-    __shared__ float red[CMB_THREADS / 32];
-    __shared__ __align__(16) float4 acc[CMB_THREADS / 64][AD / 4];
+    __shared__ float gm[CMB_GROUPS], gl[CMB_GROUPS];
+    __shared__ __align__(16) float4 acc[CMB_GROUPS][AD / 4];
     pdl_trigger(); /* the next kernel (the o projection) may start its weight prefetch */
     pdl_wait();
-    const int qh = blockIdx.x, s = blockIdx.y, tid = threadIdx.x, lane = tid & 31, wid = tid >> 5;
-    const int len = p.seq_lens[s];
-    const int ns = min(p.nsplit, (len + p.split_len - 1) / p.split_len);
+    const int qh = blockIdx.x, s = blockIdx.y, tid = threadIdx.x, d4 = tid & 63, grp = tid >> 6;
+    const size_t off = ((size_t)s * p.Hq + qh) * AD + d4 * 4;
     const float *part = p.ws + ((size_t)s * p.Hq + qh) * p.nsplit * PSTRIDE;
-    float mx = -INFINITY;
-    for (int j = tid; j < ns; j += CMB_THREADS) mx = fmaxf(mx, part[(size_t)j * PSTRIDE + AD]);
-    mx = warp_max(mx);
-    if (lane == 0) red[wid] = mx;
-    __syncthreads();
-    float M = -INFINITY;
-#pragma unroll
-    for (int x = 0; x < CMB_THREADS / 32; x++) M = fmaxf(M, red[x]);
-    __syncthreads(); /* red is reused below */
-    float ls = 0.f;
-    for (int j = tid; j < ns; j += CMB_THREADS) {
-        const float f = exp2f(part[(size_t)j * PSTRIDE + AD] - M);
-        wsh[j] = f;
-        ls += part[(size_t)j * PSTRIDE + AD + 1] * f;
-    }
-    ls = warp_sum(ls);
-    if (lane == 0) red[wid] = ls;
-    __syncthreads();
-    float L = 0.f;
-#pragma unroll
-    for (int x = 0; x < CMB_THREADS / 32; x++) L += red[x];
-    const int d4 = tid & 63, grp = tid >> 6;
+    uint2 gu = make_uint2(0u, 0u);
+    if (p.gate && tid < 64) gu = *reinterpret_cast<const uint2 *>(p.gate + off);
+    const int len = p.seq_lens[s];
+    float mloc = -INFINITY, lloc = 0.f;
     float4 O = make_float4(0.f, 0.f, 0.f, 0.f);
-#pragma unroll 4
-    for (int j = grp; j < ns; j += CMB_THREADS / 64) {
-        const float f = wsh[j];
-        const float4 v = *reinterpret_cast<const float4 *>(part + (size_t)j * PSTRIDE + d4 * 4);
-        O.x += v.x * f;
-        O.y += v.y * f;
-        O.z += v.z * f;
-        O.w += v.w * f;
+    for (int j0 = grp; j0 < p.nsplit; j0 += CMB_GROUPS * CMB_BATCH) {
+        float4 v[CMB_BATCH];
+        float2 ml[CMB_BATCH]; /* (m, l) */
+#pragma unroll
+        for (int b = 0; b < CMB_BATCH; b++) {
+            const int j = j0 + CMB_GROUPS * b;
+            const float *pj = part + (size_t)min(j, p.nsplit - 1) * PSTRIDE;
+            v[b] = *reinterpret_cast<const float4 *>(pj + d4 * 4);
+            ml[b] = *reinterpret_cast<const float2 *>(pj + AD);
+        }
+        const int ns = min(p.nsplit, (len + p.split_len - 1) / p.split_len);
+        float mn = mloc;
+#pragma unroll
+        for (int b = 0; b < CMB_BATCH; b++) {
+            if (j0 + CMB_GROUPS * b >= ns) { /* past the sequence (or the splits): not a partial */
+                ml[b] = make_float2(-INFINITY, 0.f);
+                v[b] = make_float4(0.f, 0.f, 0.f, 0.f);
+            }
+            mn = fmaxf(mn, ml[b].x);
+        }
+        if (mn == -INFINITY) continue; /* nothing of this group's so far */
+        const float cr = exp2f(mloc - mn);
+        O.x *= cr, O.y *= cr, O.z *= cr, O.w *= cr;
+        lloc *= cr;
+#pragma unroll
+        for (int b = 0; b < CMB_BATCH; b++) {
+            const float f = exp2f(ml[b].x - mn);
+            O.x += v[b].x * f, O.y += v[b].y * f, O.z += v[b].z * f, O.w += v[b].w * f;
+            lloc += ml[b].y * f;
+        }
+        mloc = mn;
+    }
+    if (d4 == 0) {
+        gm[grp] = mloc;
+        gl[grp] = lloc;
     }
     acc[grp][d4] = O;
     __syncthreads();
     if (tid >= 64) return;
+    float M = -INFINITY;
 #pragma unroll
-    for (int x = 1; x < CMB_THREADS / 64; x++) {
-        const float4 v = acc[x][d4];
-        O.x += v.x;
-        O.y += v.y;
-        O.z += v.z;
-        O.w += v.w;
+    for (int x = 0; x < CMB_GROUPS; x++) M = fmaxf(M, gm[x]); /* finite: split 0 is in group 0 */
+    float L = 0.f;
+    O = make_float4(0.f, 0.f, 0.f, 0.f);
+#pragma unroll
+    for (int x = 0; x < CMB_GROUPS; x++) {
+        const float f = exp2f(gm[x] - M);
+        const float4 a = acc[x][d4];
+        O.x += a.x * f, O.y += a.y * f, O.z += a.z * f, O.w += a.w * f;
+        L += gl[x] * f;
     }
     const float inv = 1.f / L;
     float r[4] = {O.x * inv, O.y * inv, O.z * inv, O.w * inv};
-    const size_t off = ((size_t)s * p.Hq + qh) * AD + d4 * 4;
     if (p.gate) {
-        const uint2 gu = *reinterpret_cast<const uint2 *>(p.gate + off);
         const float2 g0 = bf2x2_to_f2(gu.x), g1 = bf2x2_to_f2(gu.y);
         r[0] *= sigmoid_f(g0.x);
         r[1] *= sigmoid_f(g0.y);

@@ -92,6 +92,7 @@ int main(void) {
         {16, 4, l1, 6, 16, true, 0}, {16, 4, l2, 3, 16, false, 0}, {16, 2, l2, 3, 16, true, 3},
         {8, 8, l1, 6, 16, true, 1},  {24, 4, l2, 3, 32, true, 0},  {16, 4, l3, 1, 16, true, 0},
         {32, 4, l1, 6, 16, false, 2}, {16, 4, l2, 3, 16, true, 7}, {16, 4, l4, 2, 16, true, 0},
+        {16, 4, l3, 1, 16, true, 200}, /* 128 splits: the merge's loads come in two batches */
     };
     const int n = (int)(sizeof cases / sizeof cases[0]);
     int fails = 0, total = 0;
