@@ -5,11 +5,63 @@
  * pool, median of 15 replays / launches. KV read rate = K and V bytes of every cached
  * token / time; also as a share of the copy rate measured first.
  * Usage: bench_attn_decode [variants, e.g. "012" (attn_decode_config; default "0")] [pdl 0|1] [split]
+ * Environment: HS_BENCH_CASE=B,ctx runs that shape alone; HS_BENCH_PROBE=L adds a row
+ * "probe": the same K/V bytes read by a kernel that only streams them (cp.async ring of
+ * NS x 32 tokens, NS = HS_BENCH_PROBE_NS (3 or 6, default 3), 128 threads, one block per
+ * L tokens of a (sequence, KV head), no math),
+ * launched the same way: the floor of this access pattern and grid.
  */
 #include <algorithm>
 
+#include "../src/cuda/cuda_common.cuh"
 #include "../src/cuda/cuda_ops.h"
 #include "../tests/gpu/gpu_util.h"
+
+/* The probe: split j of (sequence s, KV head kh) = tokens [j L, (j+1) L); the split's
+ * block-table entries go to shared memory first, then tiles of 32 tokens (K and V rows,
+ * 512 B each) stream through 3 stages, 2 in flight, and are dropped. */
+template <int NS>
+__global__ void __launch_bounds__(128) probe_stream(const char *kv, size_t page, size_t v_off, const int32_t *bt,
+                                                   int nb, int ctx, int L, int Hkv, unsigned *sink) {
+    extern __shared__ uint4 sm[];
+    __shared__ int sbt[1024];
+    const int j = blockIdx.x, kh = blockIdx.y, s = blockIdx.z, tid = threadIdx.x, lane = tid & 31, w = tid >> 5;
+    pdl_trigger();
+    pdl_wait();
+    const int t0 = j * L, t1 = min(ctx, t0 + L), ntile = (t1 - t0 + 31) / 32;
+    for (int i = tid; i < (L + 15) / 16 && t0 / 16 + i < nb; i += 128) sbt[i] = bt[(size_t)s * nb + t0 / 16 + i];
+    __syncthreads();
+    const size_t row = (size_t)Hkv * 512;
+    auto issue = [&](int it) {
+        uint4 *st = sm + (it % NS) * 2048;
+        for (int i = 0; i < 8; i++) {
+            const int r = w + 4 * i, t = t0 + it * 32 + r;
+            if (t < t1) {
+                const char *src = kv + (size_t)sbt[t / 16 - t0 / 16] * page + (size_t)(t % 16) * row +
+                                  (size_t)kh * 512 + lane * 16;
+                asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(
+                                 (unsigned)__cvta_generic_to_shared(st + r * 32 + lane)),
+                             "l"(src));
+                asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(
+                                 (unsigned)__cvta_generic_to_shared(st + 1024 + r * 32 + lane)),
+                             "l"(src + v_off));
+            }
+        }
+        asm volatile("cp.async.commit_group;\n" ::: "memory");
+    };
+    for (int i = 0; i < NS - 1; i++) {
+        if (i < ntile) issue(i);
+        else asm volatile("cp.async.commit_group;\n" ::: "memory");
+    }
+    for (int it = 0; it < ntile; it++) {
+        asm volatile("cp.async.wait_group %0;\n" ::"n"(NS - 2) : "memory");
+        __syncthreads();
+        if (it + NS - 1 < ntile) issue(it + NS - 1);
+        else asm volatile("cp.async.commit_group;\n" ::: "memory");
+    }
+    asm volatile("cp.async.wait_group 0;\n" ::: "memory");
+    if (tid == 0 && sm[0].x == 0x12345678u) atomicAdd(sink, 1u);
+}
 
 
 int main(int argc, char **argv) {
@@ -22,12 +74,20 @@ int main(int argc, char **argv) {
     const double copy_tbs = gpu_copy_tbs();
     printf("copy: %.3f TB/s (read + write)\n", copy_tbs);
     const int Hq = 16, Hkv = 4, D = 256, bs = 16, Bs[3] = {1, 32, 128}, Cs[2] = {2048, 8192};
+    const char *only = getenv("HS_BENCH_CASE"), *probe = getenv("HS_BENCH_PROBE");
+    int oB = 0, oC = 0;
+    if (only) sscanf(only, "%d,%d", &oB, &oC);
+    const int probe_L = probe ? atoi(probe) : 0;
+    const int probe_ns = getenv("HS_BENCH_PROBE_NS") && atoi(getenv("HS_BENCH_PROBE_NS")) == 6 ? 6 : 3;
+    void (*probe_k)(const char *, size_t, size_t, const int32_t *, int, int, int, int, unsigned *) =
+        probe_ns == 6 ? probe_stream<6> : probe_stream<3>;
     printf("%4s %5s %6s %10s %10s %7s\n", "var", "B", "ctx", "us", "KV TB/s", "% copy");
     for (int k = 0; k < 3 * 2 * (int)strlen(vars); k++) {
         {
             const int var = vars[k / 6] - '0', bi = k / 2 % 3, ci = k % 2;
             attn_decode_config(var, pdl);
             const int B = Bs[bi], ctx = Cs[ci], nb = ctx / bs;
+            if (only && (B != oB || ctx != oC)) continue;
             const size_t page = 2 * (size_t)bs * Hkv * D * 2; /* one attention layer per block */
             const size_t pool_bytes = (size_t)B * nb * page;
             int copies = (int)std::min<size_t>(64, std::max<size_t>(1, (size_t)4 * prop.l2CacheSize / pool_bytes + 1));
@@ -67,6 +127,26 @@ int main(int argc, char **argv) {
             const double tbs = bytes / (us * 1e-6) / 1e12;
             printf("%4d %5d %6d %10.2f %10.3f %6.1f%%\n", var, B, ctx, us, tbs, 100.0 * tbs / copy_tbs);
             fflush(stdout);
+            if (probe_L > 0 && probe_L <= 16 * 1024) {
+                unsigned *sink = (unsigned *)dmalloc(4);
+                const dim3 pg((unsigned)((ctx + probe_L - 1) / probe_L), (unsigned)Hkv, (unsigned)B);
+                CK(cudaFuncSetAttribute(probe_k, cudaFuncAttributeMaxDynamicSharedMemorySize, probe_ns * 32768));
+                cudaGraph_t pgr;
+                cudaGraphExec_t pge;
+                CK(cudaStreamBeginCapture(s, cudaStreamCaptureModeGlobal));
+                for (int i = 0; i < per; i++)
+                    CK(launch_pdl(probe_k, pg, dim3(128), probe_ns * 32768, s, (const char *)pools[i % copies], page,
+                                  (size_t)bs * Hkv * D * 2, (const int32_t *)d_bt, nb, ctx, probe_L, Hkv, sink));
+                CK(cudaStreamEndCapture(s, &pgr));
+                CK(cudaGraphInstantiate(&pge, pgr, 0));
+                const double pus = graph_median_ms(pge, s, 15) * 1e3 / per, ptbs = bytes / (pus * 1e-6) / 1e12;
+                printf("%4s %5d %6d %10.2f %10.3f %6.1f%%  (L %d, %u blocks, %d stages)\n", "prb", B, ctx, pus, ptbs,
+                       100.0 * ptbs / copy_tbs, probe_L, pg.x * pg.y * pg.z, probe_ns);
+                fflush(stdout);
+                CK(cudaGraphExecDestroy(pge));
+                CK(cudaGraphDestroy(pgr));
+                cudaFree(sink);
+            }
             CK(cudaGraphExecDestroy(ge));
             CK(cudaGraphDestroy(graph));
             CK(cudaStreamDestroy(s));

@@ -1505,6 +1505,8 @@ extern "C" backend_t *backend_cuda_create(int device, char *err, size_t n) {
     c->skip_qk = sk && strstr(sk, "qk");
     const char *as = getenv("HS_CUDA_ATTN_SPLIT");
     c->attn_split = as && atoi(as) > 0 ? atoi(as) : 0;
+    const char *av = getenv("HS_CUDA_ATTN_VARIANT"); /* attn_decode_config's variant (benchmarks) */
+    if (av) attn_decode_config(atoi(av), -1);
     if (sk) fprintf(stderr, "hyserve: warning: HS_CUDA_SKIP=%s: decode steps leave kernels out (timing only)\n", sk);
     backend_t *bk = (backend_t *)hs_calloc(1, sizeof *bk);
     bk->name = "cuda";
