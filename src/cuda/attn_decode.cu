@@ -27,12 +27,8 @@
  * in waves at least 85% full.
  * Invariants: D = 256; G <= 8; seq_lens >= 1; block_tables hold every cached token's block.
  */
-#include <cooperative_groups.h>
-
 #include "attn_common.cuh"
 #include "cuda_ops.h"
-
-namespace cg = cooperative_groups;
 
 #define AD 256
 #define PSTRIDE (AD + 4) /* floats per split partial: O[256], m, l, 2 pad (16-byte rows) */
@@ -76,80 +72,7 @@ __device__ __forceinline__ void dec_load_tile(const attn_dec_params &p, uint4 *s
     }
 }
 
-/* The cluster path's merge (CL): the nsplit blocks of (sequence s, KV head kh) form one
- * thread block cluster; each leaves its partial (O[G][256], m, l per query head; an empty
- * split m = -inf, l = 0, O = 0) in its own shared memory, the ring being drained, and after
- * the cluster barrier output float4 i of the G x 64 is merged by thread i / nsplit of block
- * i % nsplit from every block's shared memory (distributed shared memory loads, all in
- * flight together). No workspace, no second kernel. The second barrier keeps every
- * block's shared memory alive until the last remote read. */
-#define CL_MAX 16 /* the largest cluster (non-portable size) */
-template <int G>
-__device__ __forceinline__ void dec_cluster_merge(const attn_dec_params &p, uint4 *smem, const float (&o)[8][4], float m,
-                                                  float l, int j, int kh, int s) {
-    const int tid = threadIdx.x, lane = tid & 31, w = tid >> 5, g = lane >> 2, c = lane & 3;
-    const int ns = p.nsplit;
-    float *po = reinterpret_cast<float *>(smem); /* [G][AD] */
-    float *pml = po + G * AD;                    /* [G] x (m, l) */
-    /* this thread's first output (and its gate, fetched before the barriers) */
-    const int i0 = j + ns * tid;
-    const size_t base = ((size_t)s * p.Hq + kh * G) * AD;
-    uint2 gate0 = make_uint2(0u, 0u);
-    if (p.gate && i0 < G * 64) gate0 = *reinterpret_cast<const uint2 *>(p.gate + base + (size_t)i0 * 4);
-    __syncthreads(); /* every warp is past its last tile: the ring may be overwritten */
-    if (g < G) {
-#pragma unroll
-        for (int jn = 0; jn < 8; jn++)
-            *reinterpret_cast<float2 *>(po + g * AD + w * 64 + jn * 8 + 2 * c) = make_float2(o[jn][0], o[jn][1]);
-        if (w == 0 && c == 0) {
-            pml[2 * g] = m;
-            pml[2 * g + 1] = l;
-        }
-    }
-    cg::cluster_group cl = cg::this_cluster();
-    cl.sync();
-    for (int i = i0; i < G * 64; i += ns * 128) {
-        const int h = i >> 6, d4 = i & 63;
-        float2 ml[CL_MAX];
-        float4 v[CL_MAX];
-#pragma unroll
-        for (int k = 0; k < CL_MAX; k++) {
-            if (k < ns) {
-                ml[k] = *reinterpret_cast<const float2 *>(cl.map_shared_rank(pml + 2 * h, k));
-                v[k] = *reinterpret_cast<const float4 *>(cl.map_shared_rank(po + h * AD + d4 * 4, k));
-            } else {
-                ml[k] = make_float2(-INFINITY, 0.f);
-                v[k] = make_float4(0.f, 0.f, 0.f, 0.f);
-            }
-        }
-        float M = -INFINITY;
-#pragma unroll
-        for (int k = 0; k < CL_MAX; k++) M = fmaxf(M, ml[k].x); /* finite: split 0 holds token 0 */
-        float L = 0.f;
-        float4 O = make_float4(0.f, 0.f, 0.f, 0.f);
-#pragma unroll
-        for (int k = 0; k < CL_MAX; k++) {
-            const float f = exp2f(ml[k].x - M);
-            O.x += v[k].x * f, O.y += v[k].y * f, O.z += v[k].z * f, O.w += v[k].w * f;
-            L += ml[k].y * f;
-        }
-        const float inv = 1.f / L;
-        float r[4] = {O.x * inv, O.y * inv, O.z * inv, O.w * inv};
-        const size_t off = base + (size_t)i * 4;
-        if (p.gate) {
-            const uint2 gu = i == i0 ? gate0 : *reinterpret_cast<const uint2 *>(p.gate + off);
-            const float2 g0 = bf2x2_to_f2(gu.x), g1 = bf2x2_to_f2(gu.y);
-            r[0] *= sigmoid_f(g0.x);
-            r[1] *= sigmoid_f(g0.y);
-            r[2] *= sigmoid_f(g1.x);
-            r[3] *= sigmoid_f(g1.y);
-        }
-        *reinterpret_cast<uint2 *>(p.out + off) = make_uint2(f2_to_bf2x2(r[0], r[1]), f2_to_bf2x2(r[2], r[3]));
-    }
-    cl.sync();
-}
-
-template <int G, int TOK, int NS, bool CL>
+template <int G, int TOK, int NS>
 __global__ void __launch_bounds__(128) attn_decode_kernel(const attn_dec_params p) {
     extern __shared__ uint4 smem[]; /* NS stages x (K [TOK][32 chunks], V [TOK][32 chunks]) */
     const int j = blockIdx.x, kh = blockIdx.y, s = blockIdx.z;
@@ -161,11 +84,9 @@ __global__ void __launch_bounds__(128) attn_decode_kernel(const attn_dec_params 
     pdl_wait();
     const int len = p.seq_lens[s];
     const int t_begin = j * p.split_len;
-    /* a split past this (shorter) sequence's end: nothing to do, but a cluster's block
-     * still takes part in the merge (as an empty partial) */
-    if (!CL && t_begin >= len) return;
+    if (t_begin >= len) return; /* a split past this (shorter) sequence's end */
     const int t_end = min(len, t_begin + p.split_len);
-    const int ntile = t_begin < len ? (t_end - t_begin + TOK - 1) / TOK : 0;
+    const int ntile = (t_end - t_begin + TOK - 1) / TOK;
     const int32_t *bt = p.bt + (size_t)s * p.max_blocks;
     constexpr int STAGE = 2 * TOK * 32; /* uint4 per stage */
 
@@ -261,10 +182,6 @@ __global__ void __launch_bounds__(128) attn_decode_kernel(const attn_dec_params 
     attn_cp_wait<0>();
     l += __shfl_xor_sync(0xffffffffu, l, 1);
     l += __shfl_xor_sync(0xffffffffu, l, 2);
-    if (CL) {
-        dec_cluster_merge<G>(p, smem, o, m, l, j, kh, s);
-        return;
-    }
     if (g >= G) return;
     const int qh = kh * G + g;
     if (p.nsplit == 1) {
@@ -324,9 +241,9 @@ __global__ void __launch_bounds__(CMB_THREADS) attn_combine_kernel(const attn_de
 #pragma unroll
         for (int b = 0; b < CMB_BATCH; b++) {
             const int j = j0 + CMB_GROUPS * b;
-            const float *pj = part + (size_t)min(j, p.nsplit - 1) * PSTRIDE;
-            v[b] = *reinterpret_cast<const float4 *>(pj + d4 * 4);
-            ml[b] = *reinterpret_cast<const float2 *>(pj + AD);
+            const float *pj = part + (size_t)j * PSTRIDE;
+            v[b] = j < p.nsplit ? *reinterpret_cast<const float4 *>(pj + d4 * 4) : make_float4(0.f, 0.f, 0.f, 0.f);
+            ml[b] = j < p.nsplit ? *reinterpret_cast<const float2 *>(pj + AD) : make_float2(-INFINITY, 0.f);
         }
         const int ns = min(p.nsplit, (len + p.split_len - 1) / p.split_len);
         float mn = mloc;
@@ -384,14 +301,11 @@ __global__ void __launch_bounds__(CMB_THREADS) attn_combine_kernel(const attn_de
 /* ---- variants, split heuristic, launch ------------------------------------------- */
 
 /* Tile shapes (tokens per stage, stages): 0 = 32 x 3 (96 KiB, 2 blocks / SM), 1 = 16 x 4
- * (64 KiB, 3 / SM), 2 = 64 x 2 (128 KiB, 1 / SM); 3 = the cluster path (32 x 6, 192 KiB,
- * 1 / SM, splits merged in the cluster: dec_cluster_plan) where it applies, else 0. */
-#define DEC_NVAR 4
-static const int dec_tok[DEC_NVAR] = {32, 16, 64, 32}; /* stages: 3, 4, 2, 6 */
-static int dec_variant = 3, dec_pdl = 1;
+ * (64 KiB, 3 / SM), 2 = 64 x 2 (128 KiB, 1 / SM). */
+#define DEC_NVAR 3
+static const int dec_tok[DEC_NVAR] = {32, 16, 64}; /* stages: 3, 4, 2 */
+static int dec_variant = 0, dec_pdl = 1;
 #define DEC_MAX_SLOTS_PER_SM 4 /* the split heuristic assumes no more (bounds the workspace) */
-#define CL_TOK 32
-#define CL_NS 6
 
 extern "C" int attn_decode_config(int variant, int pdl) {
     const int old = dec_variant;
@@ -400,19 +314,16 @@ extern "C" int attn_decode_config(int variant, int pdl) {
     return old;
 }
 
-template <int G, int TOK, int NS, bool CL>
+template <int G, int TOK, int NS>
 static cudaError_t dec_prepare(int *slots_per_sm) {
     static int cached = 0;
     if (!cached) {
         const int smem = NS * 2 * TOK * 512;
-        cudaError_t e = cudaFuncSetAttribute(attn_decode_kernel<G, TOK, NS, CL>,
+        cudaError_t e = cudaFuncSetAttribute(attn_decode_kernel<G, TOK, NS>,
                                              cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
-        if (e == cudaSuccess && CL)
-            e = cudaFuncSetAttribute(attn_decode_kernel<G, TOK, NS, CL>,
-                                     cudaFuncAttributeNonPortableClusterSizeAllowed, 1);
         if (e != cudaSuccess) return e;
         int nb = 0;
-        e = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&nb, attn_decode_kernel<G, TOK, NS, CL>, 128, smem);
+        e = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&nb, attn_decode_kernel<G, TOK, NS>, 128, smem);
         if (e != cudaSuccess) return e;
         cached = nb < 1 ? 1 : nb;
     }
@@ -423,78 +334,19 @@ static cudaError_t dec_prepare(int *slots_per_sm) {
 template <int G, int TOK, int NS>
 static cudaError_t dec_launch(const attn_dec_params &p, dim3 grid, cudaStream_t st) {
     int unused;
-    cudaError_t e = dec_prepare<G, TOK, NS, false>(&unused);
+    cudaError_t e = dec_prepare<G, TOK, NS>(&unused);
     if (e != cudaSuccess) return e;
-    return launch_pdl(attn_decode_kernel<G, TOK, NS, false>, grid, dim3(128), (size_t)NS * 2 * TOK * 512, st, p);
+    return launch_pdl(attn_decode_kernel<G, TOK, NS>, grid, dim3(128), (size_t)NS * 2 * TOK * 512, st, p);
 }
 
-/* The cluster path's launch: grid (nsplit, Hkv, S), one cluster per (KV head, sequence),
- * a programmatic dependent like dec_launch. */
-static void dec_cluster_cfg(cudaLaunchConfig_t *cfg, cudaLaunchAttribute *at, dim3 grid, cudaStream_t st) {
-    *cfg = cudaLaunchConfig_t{};
-    cfg->gridDim = grid;
-    cfg->blockDim = dim3(128);
-    cfg->dynamicSmemBytes = (size_t)CL_NS * 2 * CL_TOK * 512;
-    cfg->stream = st;
-    at[0].id = cudaLaunchAttributeClusterDimension;
-    at[0].val.clusterDim.x = grid.x;
-    at[0].val.clusterDim.y = 1;
-    at[0].val.clusterDim.z = 1;
-    at[1].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-    at[1].val.programmaticStreamSerializationAllowed = hs_cuda_pdl(-1);
-    cfg->attrs = at;
-    cfg->numAttrs = 2;
-}
-
-/* Clusters of n blocks of the cluster kernel for G that the device holds at once
- * (cudaOccupancyMaxActiveClusters), cached per (G, n); 0 where none fits. */
-template <int G>
-static cudaError_t dec_cluster_fit(int n, int *fit) {
-    static int cache[CL_MAX + 1];
-    if (n < 2 || n > CL_MAX) {
-        *fit = 0;
-        return cudaSuccess;
-    }
-    if (!cache[n]) {
-        int unused;
-        cudaError_t e = dec_prepare<G, CL_TOK, CL_NS, true>(&unused);
-        if (e != cudaSuccess) return e;
-        cudaLaunchConfig_t cfg;
-        cudaLaunchAttribute at[2];
-        dec_cluster_cfg(&cfg, at, dim3((unsigned)n, 1, 1), 0);
-        cfg.numAttrs = 1;
-        int k = 0;
-        e = cudaOccupancyMaxActiveClusters(&k, attn_decode_kernel<G, CL_TOK, CL_NS, true>, &cfg);
-        if (e != cudaSuccess) {
-            (void)cudaGetLastError(); /* an unsupported size: not an error of the launch */
-            k = 0;
-        }
-        cache[n] = k + 1;
-    }
-    *fit = cache[n] - 1;
-    return cudaSuccess;
-}
-
-template <int G>
-static cudaError_t dec_cluster_launch(const attn_dec_params &p, dim3 grid, cudaStream_t st) {
-    int unused;
-    cudaError_t e = dec_prepare<G, CL_TOK, CL_NS, true>(&unused);
-    if (e != cudaSuccess) return e;
-    cudaLaunchConfig_t cfg;
-    cudaLaunchAttribute at[2];
-    dec_cluster_cfg(&cfg, at, grid, st);
-    return cudaLaunchKernelEx(&cfg, attn_decode_kernel<G, CL_TOK, CL_NS, true>, p);
-}
-
-/* Resident blocks per SM of the current variant's split-and-merge kernel for group size G
- * (<= DEC_MAX_SLOTS_PER_SM). */
+/* Resident blocks per SM of the current variant for group size G (<= DEC_MAX_SLOTS_PER_SM). */
 static cudaError_t dec_slots(int G, int *per_sm) {
     cudaError_t e = cudaErrorInvalidValue;
-#define DEC_SLOTS_CASE(GG)                                                         \
-    case GG:                                                                       \
-        if (dec_variant == 1) e = dec_prepare<GG, 16, 4, false>(per_sm);           \
-        else if (dec_variant == 2) e = dec_prepare<GG, 64, 2, false>(per_sm);      \
-        else e = dec_prepare<GG, 32, 3, false>(per_sm);                            \
+#define DEC_SLOTS_CASE(GG)                                                   \
+    case GG:                                                                 \
+        if (dec_variant == 0) e = dec_prepare<GG, 32, 3>(per_sm);            \
+        else if (dec_variant == 1) e = dec_prepare<GG, 16, 4>(per_sm);       \
+        else e = dec_prepare<GG, 64, 2>(per_sm);                             \
         break;
     switch (G) {
         DEC_SLOTS_CASE(1)
@@ -552,32 +404,6 @@ static int attn_max_splits(int S, int max_seq_len) {
     return n < CMB_MAX_SPLITS ? n : CMB_MAX_SPLITS;
 }
 
-/* The cluster path's split of `units` (sequence, KV head) pairs: c = min(CL_MAX, tiles,
- * SMs / units) blocks a pair, one block per SM, fewer while the device cannot hold every
- * pair's cluster at once. *nsplit = 0 where it does not apply (a single split needs no
- * merge; too many pairs for two blocks each). */
-template <int G>
-static cudaError_t dec_cluster_plan(int units, int max_seq_len, int *nsplit, int *split_len) {
-    *nsplit = 0;
-    const int ntiles = (max_seq_len + CL_TOK - 1) / CL_TOK;
-    int c = dec_num_sms() / units;
-    c = c < ntiles ? c : ntiles;
-    c = c < CL_MAX ? c : CL_MAX;
-    for (; c >= 2; c--) {
-        const int sl = (ntiles + c - 1) / c * CL_TOK, n = (max_seq_len + sl - 1) / sl;
-        if (n < 2) break;
-        int fit = 0;
-        cudaError_t e = dec_cluster_fit<G>(n, &fit);
-        if (e != cudaSuccess) return e;
-        if (fit >= units) {
-            *nsplit = n;
-            *split_len = sl;
-            break;
-        }
-    }
-    return cudaSuccess;
-}
-
 extern "C" size_t attn_decode_workspace_bytes(int S, int Hq, int max_seq_len, int split_override) {
     if (S <= 0 || max_seq_len <= 0) return 256;
     const int heur = attn_max_splits(S, max_seq_len), n = split_override > heur ? split_override : heur;
@@ -608,29 +434,6 @@ extern "C" int attn_decode_launch(const void *q, const void *kv_base, size_t pag
     p.scale_log2 = scale * 1.4426950408889634f;
     p.ws = (float *)ws;
     p.out = (bf16_t *)out;
-    cudaStream_t st = (cudaStream_t)stream;
-    cudaError_t e = cudaSuccess;
-    if (dec_variant == 3 && split_override <= 0) {
-        int n = 0;
-#define DEC_CLUSTER_CASE(GG)                                                                  \
-    case GG:                                                                                  \
-        e = dec_cluster_plan<GG>(S * Hkv, max_seq_len, &n, &p.split_len);                     \
-        if (e == cudaSuccess && n >= 2) {                                                     \
-            p.nsplit = n;                                                                     \
-            e = dec_cluster_launch<GG>(p, dim3((unsigned)n, (unsigned)Hkv, (unsigned)S), st); \
-        }                                                                                     \
-        break;
-        switch (G) {
-            DEC_CLUSTER_CASE(1)
-            DEC_CLUSTER_CASE(2)
-            DEC_CLUSTER_CASE(4)
-            DEC_CLUSTER_CASE(6)
-            DEC_CLUSTER_CASE(8)
-        }
-#undef DEC_CLUSTER_CASE
-        HS_CUDA_TRY(e);
-        if (n >= 2) return HS_OK;
-    }
     int per_sm = 1;
     HS_CUDA_TRY(dec_slots(G, &per_sm));
     const int tok = dec_tok[dec_variant];
@@ -638,12 +441,14 @@ extern "C" int attn_decode_launch(const void *q, const void *kv_base, size_t pag
     if (p.nsplit > 1 && split_override <= 0 && p.nsplit > attn_max_splits(S, max_seq_len))
         return HS_ERR_INVALID; /* cannot happen: the workspace bound covers the heuristic */
     if (p.nsplit > 1 && !ws) return HS_ERR_INVALID;
+    cudaStream_t st = (cudaStream_t)stream;
     const dim3 grid((unsigned)p.nsplit, (unsigned)Hkv, (unsigned)S);
+    cudaError_t e = cudaSuccess;
 #define DEC_LAUNCH_CASE(GG)                                                   \
     case GG:                                                                  \
-        if (dec_variant == 1) e = dec_launch<GG, 16, 4>(p, grid, st);         \
-        else if (dec_variant == 2) e = dec_launch<GG, 64, 2>(p, grid, st);    \
-        else e = dec_launch<GG, 32, 3>(p, grid, st);                          \
+        if (dec_variant == 0) e = dec_launch<GG, 32, 3>(p, grid, st);         \
+        else if (dec_variant == 1) e = dec_launch<GG, 16, 4>(p, grid, st);    \
+        else e = dec_launch<GG, 64, 2>(p, grid, st);                          \
         break;
     switch (G) {
         DEC_LAUNCH_CASE(1)
