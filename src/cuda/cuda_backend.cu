@@ -118,7 +118,8 @@ typedef struct {
 typedef struct {
     cu_gkey_t key;
     bool used;               /* slot in use */
-    cudaGraphExec_t exec;    /* NULL until recorded (the first sighting runs eagerly) */
+    cudaGraphExec_t exec;    /* NULL until recorded (the first sightings run eagerly) */
+    int seen;                /* steps of this shape so far, while not recorded */
     uint64_t last;           /* LRU clock */
 } cu_graph_t;
 
@@ -146,12 +147,15 @@ typedef struct {
     size_t cap_h;
     /* step graphs */
     bool graphs_on;           /* HS_CUDA_GRAPHS != 0 and not profiling */
+    int graph_after;          /* HS_CUDA_GRAPH_AFTER=n: record on the n-th sighting (0: graph_need's rule) */
     bool graphable;           /* this step: pure decode */
     bool capturing, stale;    /* stale: a buffer was replaced during capture */
     cu_gkey_t gkey;           /* this step's shape */
     cu_graph_t graphs[CU_MAX_GRAPHS];
     uint64_t gclock;
     double launch_s;                 /* host time inside cudaGraphLaunch of replays */
+    double record_s, t_rec0;         /* host time recording graphs (capture to first launch) */
+    long n_first;                    /* first sightings of a shape (run eagerly) */
     double between_s, t_synced;      /* host time from the last step's results to a replay */
     long n_between;
     /* HS_CUDA_SKIP=gdn,attn,qk,norm,swiglu (profiling only: wrong outputs): leave those
@@ -655,6 +659,7 @@ static void stage_copy(cu_ctx_t *c) {
 }
 
 static cu_graph_t *graph_find(cu_ctx_t *c);
+static int graph_need(const cu_ctx_t *c);
 
 /* Bytes of n int32 in the staging area, kept 16-byte aligned. */
 static size_t stage_bytes(size_t n) { return (n * 4 + 15) & ~(size_t)15; }
@@ -759,7 +764,8 @@ static void cu_set_batch(backend_t *bk, const bk_batch_t *b, const bk_pool_t *po
     /* A step that replays or records a graph has the staging copy as the graph's first
      * node (one API call less per step): graph_find is non-NULL exactly when graph_launch
      * or graph_begin will take the step, and the sizes (so stage_used) follow from its key. */
-    c->stage_in_graph = c->graphable && graph_find(c) != NULL;
+    const cu_graph_t *g = c->graphable ? graph_find(c) : NULL;
+    c->stage_in_graph = g && (g->exec || g->seen + 1 >= graph_need(c));
     if (!c->stage_in_graph) stage_copy(c);
 }
 
@@ -768,6 +774,18 @@ static void cu_set_batch(backend_t *bk, const bk_batch_t *b, const bk_pool_t *po
 static bool gkey_eq(const cu_gkey_t *a, const cu_gkey_t *b) {
     return a->S == b->S && a->max_blocks == b->max_blocks && a->E == b->E && a->max_ctx == b->max_ctx &&
            a->pool == b->pool;
+}
+
+/* The sighting of a shape on which its graph is recorded. A recording costs 3-4 ms of an
+ * idle GPU (capture, instantiate, first launch: H100, 280 nodes) and a replay saves
+ * ~0.1-0.15 ms a step, at batch 1 and at 114 rows alike (bench/RESULTS.md, "Session 6"),
+ * so a graph pays after some 30 replays. Small batches keep their shape for hundreds of
+ * steps: the second sighting. Large ones change shape whenever a request joins or
+ * leaves, and while a batch drains each size lasts a few steps: the eighth sighting, so
+ * shapes seen a few times are never recorded. */
+static int graph_need(const cu_ctx_t *c) {
+    if (c->graph_after > 0) return c->graph_after;
+    return c->S <= 16 ? 2 : 8;
 }
 
 static cu_graph_t *graph_find(cu_ctx_t *c) {
@@ -823,10 +841,19 @@ static bool cu_graph_begin(backend_t *bk) {
         }
         slot->used = true;
         slot->key = c->gkey;
+        slot->seen = 1;
         slot->last = ++c->gclock;
+        c->n_first++;
         return false;
     }
-    assert(!g->exec && c->stage_in_graph);
+    assert(!g->exec);
+    g->last = ++c->gclock;
+    if (++g->seen < graph_need(c)) { /* not yet: eagerly (set_batch copied the staging area) */
+        assert(!c->stage_in_graph);
+        return false;
+    }
+    assert(c->stage_in_graph);
+    c->t_rec0 = hs_now();
     CK(cudaStreamBeginCapture(c->st, cudaStreamCaptureModeRelaxed));
     c->capturing = true;
     stage_copy(c); /* the graph's root: it reads h_stage when the graph runs */
@@ -872,6 +899,7 @@ static bool cu_graph_end(backend_t *bk) {
     CK(cudaGraphLaunch(exec, c->st));
     CK(cudaEventRecord(c->stage_done, c->st));
     bk->graphs_recorded++;
+    c->record_s += hs_now() - c->t_rec0;
     return true;
 }
 
@@ -1417,9 +1445,11 @@ static void cu_destroy(backend_t *bk) {
     if (c && bk->graphs_replayed > 0 && getenv("HS_CUDA_LAUNCH_TIMES"))
         fprintf(stderr,
                 "hyserve: info: cuda: %ld graph replays, host time per replay: %.1f us inside cudaGraphLaunch, "
-                "%.1f us before it since the last step's results\n",
+                "%.1f us before it since the last step's results; %ld shapes first seen (run eagerly), %ld graphs "
+                "recorded, %.2f ms each (capture, instantiate, first launch)\n",
                 bk->graphs_replayed, c->launch_s * 1e6 / (double)bk->graphs_replayed,
-                c->n_between ? c->between_s * 1e6 / (double)c->n_between : 0.0);
+                c->n_between ? c->between_s * 1e6 / (double)c->n_between : 0.0, c->n_first,
+                (long)bk->graphs_recorded, bk->graphs_recorded ? c->record_s * 1e3 / (double)bk->graphs_recorded : 0.0);
     if (c) {
         cudaStreamSynchronize(c->st);
         for (int i = 0; i < SCR_N; i++)
@@ -1497,6 +1527,8 @@ extern "C" backend_t *backend_cuda_create(int device, char *err, size_t n) {
     if (getenv("HS_CUDA_TRACE")) cuda_trace_start(); /* kernel timeline at the end (trace.h) */
     const char *gv = getenv("HS_CUDA_GRAPHS");
     c->graphs_on = !(gv && strcmp(gv, "0") == 0);
+    const char *ga = getenv("HS_CUDA_GRAPH_AFTER");
+    c->graph_after = ga && atoi(ga) > 1 ? atoi(ga) : 0;
     const char *sk = getenv("HS_CUDA_SKIP");
     c->skip_gdn = sk && strstr(sk, "gdn");
     c->skip_attn = sk && strstr(sk, "attn");
