@@ -762,8 +762,9 @@ static void cu_set_batch(backend_t *bk, const bk_batch_t *b, const bk_pool_t *po
         c->ssm_loc_src = sm->ssm;
     }
     /* A step that replays or records a graph has the staging copy as the graph's first
-     * node (one API call less per step): graph_find is non-NULL exactly when graph_launch
-     * or graph_begin will take the step, and the sizes (so stage_used) follow from its key. */
+     * node (one API call less per step): its shape has a graph (graph_launch replays it),
+     * or has been seen graph_need - 1 times (graph_begin records it now); the sizes (so
+     * stage_used) follow from the key. Other steps run eagerly and copy here. */
     const cu_graph_t *g = c->graphable ? graph_find(c) : NULL;
     c->stage_in_graph = g && (g->exec || g->seen + 1 >= graph_need(c));
     if (!c->stage_in_graph) stage_copy(c);

@@ -9,8 +9,9 @@
  * (prompts of 250, 40 and 7 tokens) and then 24 decode steps. Along the way the longest
  * context crosses the 256-token bucket (a new graph), and after step 12 the third
  * sequence leaves (a batch of 2: another graph). A step replays only from the third
- * sighting of its shape (first eager, second recorded), so the run sees recordings,
- * replays and eager steps. Prints one line per step, then OK/FAIL.
+ * sighting of its shape (first eager, second recorded: batches of up to 16 sequences;
+ * larger ones are recorded on the eighth, graph_need in cuda_backend.cu), so the run
+ * sees recordings, replays and eager steps. Prints one line per step, then OK/FAIL.
  * Both sides use plain cuBLAS (HS_CUDA_GEMM_LT=0): the tuned cuBLASLt path times its
  * candidates per backend, and two backends may pick different (equally valid)
  * algorithms, whose roundings differ.
