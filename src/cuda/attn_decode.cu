@@ -67,8 +67,8 @@ __device__ __forceinline__ void dec_load_tile(const attn_dec_params &p, uint4 *s
     for (int i = 0; i < TOK / 4; i++) {
         const int r = w + 4 * i; /* r / 32 == 4i / 32 since w < 4 */
         const char *src = (const char *)__shfl_sync(0xffffffffu, addr[(4 * i) / 32], r & 31) + lane * 16;
-        attn_cp16(ks + attn_swz(r, lane, 32), src, true);
-        attn_cp16(vs + attn_swz(r, lane, 32), src + p.v_off, true);
+        cp_async16(ks + attn_swz(r, lane, 32), src, true);
+        cp_async16(vs + attn_swz(r, lane, 32), src + p.v_off, true);
     }
 }
 
@@ -93,7 +93,7 @@ __global__ void __launch_bounds__(128) attn_decode_kernel(const attn_dec_params 
 #pragma unroll
     for (int i = 0; i < NS - 1; i++) {
         if (i < ntile) dec_load_tile<TOK>(p, smem + i * STAGE, bt, kh, t_begin + i * TOK, t_end, lane, w);
-        attn_cp_commit();
+        cp_async_commit();
     }
     /* Q fragments (A operand rows g < G; rows g+8 are padding): qa[kt] = Q[g][16kt + 2c, +1], [16kt + 8 + 2c, +1] */
     uint32_t qa[16][2];
@@ -111,12 +111,12 @@ __global__ void __launch_bounds__(128) attn_decode_kernel(const attn_dec_params 
     float m = -INFINITY, l = 0.f;
 
     for (int it = 0; it < ntile; it++) {
-        attn_cp_wait<NS - 2>();
+        cp_async_wait<NS - 2>();
         __syncthreads(); /* tile `it` visible to all; stage (it-1)%NS free for reuse */
         {
             const int nt = it + NS - 1;
             if (nt < ntile) dec_load_tile<TOK>(p, smem + (nt % NS) * STAGE, bt, kh, t_begin + nt * TOK, t_end, lane, w);
-            attn_cp_commit();
+            cp_async_commit();
         }
         const uint4 *ks = smem + (it % NS) * STAGE, *vs = ks + TOK * 32;
         const int t0 = t_begin + it * TOK;
@@ -129,9 +129,9 @@ __global__ void __launch_bounds__(128) attn_decode_kernel(const attn_dec_params 
 #pragma unroll
             for (int nt = 0; nt < TOK / 8; nt++) {
                 unsigned b0, b1, b2, b3;
-                attn_ldsm_x4(b0, b1, b2, b3, ks + attn_swz(nt * 8 + (lane & 7), kp * 4 + (lane >> 3), 32));
-                attn_mma(sc[nt], qa[2 * kp][0], 0u, qa[2 * kp][1], 0u, b0, b1);
-                attn_mma(sc[nt], qa[2 * kp + 1][0], 0u, qa[2 * kp + 1][1], 0u, b2, b3);
+                ldsm_x4(b0, b1, b2, b3, ks + attn_swz(nt * 8 + (lane & 7), kp * 4 + (lane >> 3), 32));
+                mma_16816(sc[nt], qa[2 * kp][0], 0u, qa[2 * kp][1], 0u, b0, b1);
+                mma_16816(sc[nt], qa[2 * kp + 1][0], 0u, qa[2 * kp + 1][1], 0u, b2, b3);
             }
         }
         /* online softmax of row g over this tile (the 4 lanes of a quad hold its 32 tokens) */
@@ -173,13 +173,13 @@ __global__ void __launch_bounds__(128) attn_decode_kernel(const attn_dec_params 
             for (int jp = 0; jp < 4; jp++) {
                 unsigned b0, b1, b2, b3;
                 const int r = kt * 16 + (lane & 7) + ((lane >> 3) & 1) * 8;
-                attn_ldsm_x4_t(b0, b1, b2, b3, vs + attn_swz(r, w * 8 + jp * 2 + (lane >> 4), 32));
-                attn_mma(o[2 * jp], pa[kt][0], 0u, pa[kt][1], 0u, b0, b1);
-                attn_mma(o[2 * jp + 1], pa[kt][0], 0u, pa[kt][1], 0u, b2, b3);
+                ldsm_x4_t(b0, b1, b2, b3, vs + attn_swz(r, w * 8 + jp * 2 + (lane >> 4), 32));
+                mma_16816(o[2 * jp], pa[kt][0], 0u, pa[kt][1], 0u, b0, b1);
+                mma_16816(o[2 * jp + 1], pa[kt][0], 0u, pa[kt][1], 0u, b2, b3);
             }
         }
     }
-    attn_cp_wait<0>();
+    cp_async_wait<0>();
     l += __shfl_xor_sync(0xffffffffu, l, 1);
     l += __shfl_xor_sync(0xffffffffu, l, 2);
     if (g >= G) return;

@@ -67,8 +67,8 @@ __device__ __forceinline__ void pf_load_kv(const attn_pf_params &p, uint4 *ks, u
         const char *src =
             (const char *)__shfl_sync(0xffffffffu, addr[(C::NTH * k / C::CH) / 32], r & 31) + c * 16;
         const bool ok = c * 8 < p.D;
-        attn_cp16(ks + attn_swz(r, c, C::CH), src, ok);
-        attn_cp16(vs + attn_swz(r, c, C::CH), src + p.v_off, ok);
+        cp_async16(ks + attn_swz(r, c, C::CH), src, ok);
+        cp_async16(vs + attn_swz(r, c, C::CH), src + p.v_off, ok);
     }
 }
 
@@ -121,10 +121,10 @@ __global__ void __launch_bounds__(BM * 2, 128 / BM) attn_prefill_kernel(const at
         const int r = idx / CH, c = idx % CH;
         const int i = min(i_lo + min(r / p.G, p.M - 1), i_hi), h = r % p.G;
         const bf16_t *src = p.q + ((size_t)(t_first + i) * p.Hq + kh * p.G + h) * p.D + c * 8;
-        attn_cp16(qs + attn_swz(r, c, CH), c * 8 < p.D ? (const void *)src : (const void *)p.q, c * 8 < p.D);
+        cp_async16(qs + attn_swz(r, c, CH), c * 8 < p.D ? (const void *)src : (const void *)p.q, c * 8 < p.D);
     }
     pf_load_kv<DP, BM>(p, kbuf, vbuf, bt, kh, 0, kmax, tid);
-    attn_cp_commit();
+    cp_async_commit();
 
     /* this thread's rows: 16w + g and 16w + g + 8 -> key limits */
     int lim[2];
@@ -142,10 +142,10 @@ __global__ void __launch_bounds__(BM * 2, 128 / BM) attn_prefill_kernel(const at
         if (it + 1 < n_kt) {
             const int nb = (it + 1) & 1;
             pf_load_kv<DP, BM>(p, kbuf + nb * C::KV_CH, vbuf + nb * C::KV_CH, bt, kh, (it + 1) * BN, kmax, tid);
-            attn_cp_commit();
-            attn_cp_wait<1>();
+            cp_async_commit();
+            cp_async_wait<1>();
         } else {
-            attn_cp_wait<0>();
+            cp_async_wait<0>();
         }
         __syncthreads();
         const uint4 *ks = kbuf + (it & 1) * C::KV_CH, *vs = vbuf + (it & 1) * C::KV_CH;
@@ -156,14 +156,14 @@ __global__ void __launch_bounds__(BM * 2, 128 / BM) attn_prefill_kernel(const at
 #pragma unroll
         for (int kt = 0; kt < DP / 16; kt++) {
             unsigned a0, a1, a2, a3;
-            attn_ldsm_x4(a0, a1, a2, a3, qs + attn_swz(16 * w + (lane & 15), 2 * kt + (lane >> 4), CH));
+            ldsm_x4(a0, a1, a2, a3, qs + attn_swz(16 * w + (lane & 15), 2 * kt + (lane >> 4), CH));
 #pragma unroll
             for (int np2 = 0; np2 < NT / 2; np2++) {
                 unsigned b0, b1, b2, b3;
-                attn_ldsm_x4(b0, b1, b2, b3,
+                ldsm_x4(b0, b1, b2, b3,
                              ks + attn_swz(16 * np2 + (lane & 7) + ((lane >> 4) << 3), 2 * kt + ((lane >> 3) & 1), CH));
-                attn_mma(sc[2 * np2], a0, a1, a2, a3, b0, b1);
-                attn_mma(sc[2 * np2 + 1], a0, a1, a2, a3, b2, b3);
+                mma_16816(sc[2 * np2], a0, a1, a2, a3, b0, b1);
+                mma_16816(sc[2 * np2 + 1], a0, a1, a2, a3, b2, b3);
             }
         }
         const bool need_mask = kbase + BN - 1 > kmin_lim;
@@ -210,10 +210,10 @@ __global__ void __launch_bounds__(BM * 2, 128 / BM) attn_prefill_kernel(const at
 #pragma unroll
             for (int np2 = 0; np2 < NO / 2; np2++) {
                 unsigned b0, b1, b2, b3;
-                attn_ldsm_x4_t(b0, b1, b2, b3,
+                ldsm_x4_t(b0, b1, b2, b3,
                                vs + attn_swz(16 * kk + (lane & 7) + ((lane >> 3) & 1) * 8, 2 * np2 + (lane >> 4), CH));
-                attn_mma(o[2 * np2], a0, a1, a2, a3, b0, b1);
-                attn_mma(o[2 * np2 + 1], a0, a1, a2, a3, b2, b3);
+                mma_16816(o[2 * np2], a0, a1, a2, a3, b0, b1);
+                mma_16816(o[2 * np2 + 1], a0, a1, a2, a3, b2, b3);
             }
         }
         __syncthreads(); /* this stage is overwritten by the load issued next iteration */

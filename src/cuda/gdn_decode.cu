@@ -139,11 +139,6 @@ extern "C" int gdn_decode_timing(unsigned long long *h, int clear) {
 __device__ __forceinline__ void cluster_arrive() { asm volatile("barrier.cluster.arrive.release.aligned;\n" ::: "memory"); }
 __device__ __forceinline__ void cluster_wait() { asm volatile("barrier.cluster.wait.acquire.aligned;\n" ::: "memory"); }
 
-__device__ __forceinline__ void cp_async16(void *smem, const void *gmem) {
-    const unsigned sa = (unsigned)__cvta_generic_to_shared(smem);
-    asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(sa), "l"(gmem) : "memory");
-}
-__device__ __forceinline__ void cp_async_wait_all() { asm volatile("cp.async.wait_all;\n" ::: "memory"); }
 
 /* Global channel of block-local conv channel c: [q of key head g | k of g | v rows of the slice]. */
 __device__ __forceinline__ int chan_of(int c, int g, int h, int v0, int kd) {
@@ -397,15 +392,6 @@ template <int BV, typename ST, bool TAPS = true> struct dec1_stage {
     static_assert(BV % 16 == 0 && SMALL % 16 == 0, "16-byte chunks");
 };
 
-/* cp.async of 16 bytes; src_bytes 0 zero-fills the destination (reads nothing). */
-__device__ __forceinline__ void cp_async16z(void *smem, const void *gmem, unsigned src_bytes) {
-    const unsigned sa = (unsigned)__cvta_generic_to_shared(smem);
-    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(sa), "l"(gmem), "r"(src_bytes) : "memory");
-}
-__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
-template <int N> __device__ __forceinline__ void cp_async_wait_group() {
-    asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
-}
 
 /* Address values of one item, loaded before they are needed (no use of them stalls
  * until page_of): lane l's entry l of the request's page table, this warp's granule. */
@@ -452,26 +438,26 @@ __device__ __forceinline__ void dec1_issue(const gdn_dec_params &p, const dec1_l
     constexpr int NW = NT / 32, RPW = BV / NW, NC8 = SL::NC / 8;
     const int tid = threadIdx.x, lane = tid & 31, w = tid >> 5;
     const bool live = L.t1 > L.t0;
-    const unsigned nb = L.np > 0 && live ? 16u : 0u, nx = live ? 16u : 0u;
+    const unsigned nb = L.np > 0 && live ? 16u : 0u, nx = live ? 16u : 0u; /* 0: zero-filled */
     const int kd = p.Hk * GDN_DK, t = live ? L.t0 : 0;
     if (do_state) {
         constexpr int CH = RPW * GDN_DK * (int)sizeof(ST) / 16;
         unsigned char *dst = st_dst + (size_t)w * RPW * GDN_DK * sizeof(ST);
         const unsigned char *src = reinterpret_cast<const unsigned char *>(rows);
 #pragma unroll
-        for (int e = lane; e < CH; e += 32) cp_async16z(dst + 16 * e, src + 16 * e, nb);
+        for (int e = lane; e < CH; e += 32) cp_async16_bytes(dst + 16 * e, src + 16 * e, nb);
     }
     for (int e = tid; e < SL::N_SMALL && do_small; e += NT) {
         if (e < 4 * NC8) { /* token input (seg 0) or window row seg - 1 */
             const int seg = e / NC8, c = 8 * (e % NC8), ch = chan_of(c, g, h, v0, kd);
-            if (seg == 0) cp_async16z(small + SL::X + 2 * c, p.qkv + (size_t)t * p.conv_dim + ch, nx);
-            else cp_async16z(small + SL::WIN + (seg - 1) * 2 * SL::NC + 2 * c, conv + (size_t)(seg - 1) * p.conv_dim + ch, nb);
+            if (seg == 0) cp_async16_bytes(small + SL::X + 2 * c, p.qkv + (size_t)t * p.conv_dim + ch, nx);
+            else cp_async16_bytes(small + SL::WIN + (seg - 1) * 2 * SL::NC + 2 * c, conv + (size_t)(seg - 1) * p.conv_dim + ch, nb);
         } else if (e < 4 * NC8 + SL::N_TAPS) { /* taps of 2 channels */
             const int c = 2 * (e - 4 * NC8);
-            cp_async16z(small + SL::W + 8 * c, p.conv_w + (size_t)chan_of(c, g, h, v0, kd) * GDN_KC, 16u);
+            cp_async16_bytes(small + SL::W + 8 * c, p.conv_w + (size_t)chan_of(c, g, h, v0, kd) * GDN_KC, 16u);
         } else if (p.z) {
             const int i = e - 4 * NC8 - SL::N_TAPS;
-            cp_async16z(small + SL::Z + 16 * i, p.z + (size_t)t * p.Hv * GDN_DK + h * GDN_DK + v0 + 8 * i, nx);
+            cp_async16_bytes(small + SL::Z + 16 * i, p.z + (size_t)t * p.Hv * GDN_DK + h * GDN_DK + v0 + 8 * i, nx);
         }
     }
 }
@@ -683,7 +669,6 @@ __device__ __forceinline__ void dec1_out(const gdn_dec_params &p, const unsigned
 }
 
 /* mbarrier / cluster helpers of gdn_dec1_cluster's split-norm exchange */
-__device__ __forceinline__ unsigned smem_u32(const void *p) { return (unsigned)__cvta_generic_to_shared(p); }
 __device__ __forceinline__ void cluster_arrive_relaxed() {
     asm volatile("barrier.cluster.arrive.relaxed.aligned;\n" ::: "memory");
 }
@@ -884,7 +869,7 @@ __global__ void __launch_bounds__(NT) gdn_dec1_persist(const gdn_dec_params p) {
     uint2 tp[KIT];
     if (nj > 0) DEC1_GATES(0, bb, aa, Aexp, dtb, tp);
     for (int j = 0; j < nj; j++) {
-        cp_async_wait_group<STAGES - 2>();
+        cp_async_wait<STAGES - 2>();
         __syncthreads(); /* item j has landed; every thread is done with item j - 1's stage */
         if (j + STAGES - 1 < nj) DEC1_ISSUE(j + STAGES - 1, Lnext);
         cp_async_commit();

@@ -51,32 +51,7 @@
 #define CH 64
 
 /* ------------------------------------------------------------------------------------ */
-/* mma / ldmatrix / cp.async helpers                                                    */
-__device__ __forceinline__ unsigned smem_u32(const void *p) { return (unsigned)__cvta_generic_to_shared(p); }
-__device__ __forceinline__ void ldsm_x4(unsigned &r0, unsigned &r1, unsigned &r2, unsigned &r3, const void *p) {
-    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
-                 : "=r"(r0), "=r"(r1), "=r"(r2), "=r"(r3)
-                 : "r"(smem_u32(p)));
-}
-__device__ __forceinline__ void ldsm_x4_t(unsigned &r0, unsigned &r1, unsigned &r2, unsigned &r3, const void *p) {
-    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
-                 : "=r"(r0), "=r"(r1), "=r"(r2), "=r"(r3)
-                 : "r"(smem_u32(p)));
-}
-/* D += A(16x16 bf16) * B(16x8 bf16), fp32 accumulate */
-__device__ __forceinline__ void mma16816(float *d, const unsigned *a, unsigned b0, unsigned b1) {
-    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
-                 "{%0,%1,%2,%3};\n"
-                 : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-}
-__device__ __forceinline__ void cp16(void *smem, const void *gmem, bool valid) {
-    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(smem_u32(smem)), "l"(gmem),
-                 "r"(valid ? 16 : 0)
-                 : "memory");
-}
-__device__ __forceinline__ void cp_commit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
-__device__ __forceinline__ void cp_wait_all() { asm volatile("cp.async.wait_all;\n" ::: "memory"); }
+/* fragment and shared-memory helpers (cp.async, ldmatrix, mma: cuda_common.cuh)        */
 /* 16-byte shared load kept whole (the compiler split float4 loads whose lanes feed
  * separate chains into four 4-byte loads); volatile keeps it after the barriers. */
 __device__ __forceinline__ float4 lds128(const float *p) {
@@ -417,9 +392,9 @@ __device__ __forceinline__ void ldb2_swz(unsigned *b, const bf16_t *X, int r0, i
 /* d += (ah + al)(bh + bl) less al * bl */
 __device__ __forceinline__ void mma3(float *d, const unsigned *ah, const unsigned *al, unsigned bh0, unsigned bh1,
                                      unsigned bl0, unsigned bl1) {
-    mma16816(d, ah, bh0, bh1);
-    mma16816(d, ah, bl0, bl1);
-    mma16816(d, al, bh0, bh1);
+    mma_16816(d, ah, bh0, bh1);
+    mma_16816(d, ah, bl0, bl1);
+    mma_16816(d, al, bh0, bh1);
 }
 
 /* cp.async of the item's raw k, q rows and its r heads' g, beta (zero past L); one group. */
@@ -429,8 +404,8 @@ __device__ __forceinline__ void pp_load(pp_stage &ps, const chunk_params &p, int
         const int row = e >> 4, col = (e & 15) * 8;
         const bool ok = row < L;
         const size_t tok = (size_t)t0 + c0 + (ok ? row : 0);
-        cp16(&Ks[row * LDK + col], p.kn + (tok * p.Hk + kh) * DK + col, ok);
-        cp16(&Qs[row * LDK + col], p.qn + (tok * p.Hk + kh) * DK + col, ok);
+        cp_async16(&Ks[row * LDK + col], p.kn + (tok * p.Hk + kh) * DK + col, ok);
+        cp_async16(&Qs[row * LDK + col], p.qn + (tok * p.Hk + kh) * DK + col, ok);
     }
     for (int e = tid; e < p.r * CH; e += 128) {
         const int hh = e / CH, row = e % CH;
@@ -443,7 +418,7 @@ __device__ __forceinline__ void pp_load(pp_stage &ps, const chunk_params &p, int
                      "l"(p.beta + idx), "r"(ok ? 4 : 0)
                      : "memory");
     }
-    cp_commit();
+    cp_async_commit();
 }
 
 /* The item's blocks of warp w (slot 0 its diagonal block): see pp_compute. */
@@ -552,8 +527,8 @@ __device__ __forceinline__ void pp_compute(pp_stage &ps, pp_aux &ax, const chunk
         {
             unsigned bq[4];
             ldb2(bq, Qs + (16 * w) * LDK + ks * 16, LDK, lane);
-            mma16816(qq[0], aq, bq[0], bq[1]);
-            mma16816(qq[1], aq, bq[2], bq[3]);
+            mma_16816(qq[0], aq, bq[0], bq[1]);
+            mma_16816(qq[1], aq, bq[2], bq[3]);
         }
 #pragma unroll
         for (int b = 0; b < 3; b++) {
@@ -564,10 +539,10 @@ __device__ __forceinline__ void pp_compute(pp_stage &ps, pp_aux &ax, const chunk
             }
             unsigned bb[4];
             ldb2(bb, Ks + (16 * PP_BN(b)) * LDK + ks * 16, LDK, lane);
-            mma16816(kk[b][0], ak, bb[0], bb[1]);
-            mma16816(kk[b][1], ak, bb[2], bb[3]);
-            mma16816(qk[b][0], aq, bb[0], bb[1]);
-            mma16816(qk[b][1], aq, bb[2], bb[3]);
+            mma_16816(kk[b][0], ak, bb[0], bb[1]);
+            mma_16816(kk[b][1], ak, bb[2], bb[3]);
+            mma_16816(qk[b][0], aq, bb[0], bb[1]);
+            mma_16816(qk[b][1], aq, bb[2], bb[3]);
         }
     }
     const int g = lane >> 2, tq = lane & 3;
@@ -709,7 +684,7 @@ __global__ void __launch_bounds__(128, 3) gdn_chunk_prep_kernel(const chunk_para
     if (c0 >= len) return;
     const int L = min(CH, len - c0);
     pp_load(ps, p, t0, c0, L, kh, threadIdx.x);
-    cp_wait_all();
+    cp_async_wait_all();
     __syncthreads();
     pp_compute<0>(ps, ax, p, t0, c0, L, kh, threadIdx.x);
 }
@@ -740,21 +715,21 @@ __device__ __forceinline__ void cs_load_chunk(cs_smem<BV> &sm, int st, const chu
         const int row = e >> 4, col = (e & 15) * 8;
         const bool ok = row < L;
         const size_t tok = (size_t)t0 + c0 + (ok ? row : 0);
-        cp16(&sm.K[st][row * LDK + col], p.kn + (tok * p.Hk + kh) * DK + col, ok);
-        cp16(&sm.Q[st][row * LDK + col], p.qn + (tok * p.Hk + kh) * DK + col, ok);
+        cp_async16(&sm.K[st][row * LDK + col], p.kn + (tok * p.Hk + kh) * DK + col, ok);
+        cp_async16(&sm.Q[st][row * LDK + col], p.qn + (tok * p.Hk + kh) * DK + col, ok);
     }
     for (int e = tid; e < CH * 8; e += NT) {
         const int row = e >> 3, col = (e & 7) * 8;
         const bool ok = row < L;
         const size_t tok = (size_t)t0 + c0 + (ok ? row : 0);
-        cp16(&sm.Tb[st][row * LDC + col], p.Tb + (tok * p.Hv + h) * CH + col, ok);
-        cp16(&sm.P[st][row * LDC + col], p.P + (tok * p.Hv + h) * CH + col, ok);
+        cp_async16(&sm.Tb[st][row * LDC + col], p.Tb + (tok * p.Hv + h) * CH + col, ok);
+        cp_async16(&sm.P[st][row * LDC + col], p.P + (tok * p.Hv + h) * CH + col, ok);
     }
     for (int e = tid; e < CH * (BV / 8); e += NT) {
         const int row = e / (BV / 8), col = (e % (BV / 8)) * 8;
         const bool ok = row < L;
         const size_t tok = (size_t)t0 + c0 + (ok ? row : 0);
-        cp16(&sm.V[st][row * (BV + 8) + col], p.v + (tok * p.Hv + h) * DK + vt * BV + col, ok);
+        cp_async16(&sm.V[st][row * (BV + 8) + col], p.v + (tok * p.Hv + h) * DK + vt * BV + col, ok);
     }
     /* Gamma rows are Hv floats apart: 4-byte copies, zero past L (padded rows have zero
      * k, q, v, Tb, P rows, so any finite Gamma there is harmless) */
@@ -775,7 +750,7 @@ __device__ __forceinline__ void cs_load_chunk(cs_smem<BV> &sm, int st, const chu
                      "l"(p.RQ + tok * p.Hk + kh), "r"(ok ? 4 : 0)
                      : "memory");
     }
-    cp_commit();
+    cp_async_commit();
 }
 
 /* Fused pass: thread 0 makes sure chunk c (of nch) of (s, kh) is prepared; callers then
@@ -833,8 +808,8 @@ __device__ __forceinline__ void mma_lower(float (&acc)[NBH][4], const bf16_t *A,
         for (int nb = 0; nb < NBH; nb += 2) {
             unsigned bb[4];
             ldb2_t(bb, B + (kk * 16) * LS + (cb + nb) * 8, LS, lane);
-            mma16816(acc[nb], a, bb[0], bb[1]);
-            mma16816(acc[nb + 1], a, bb[2], bb[3]);
+            mma_16816(acc[nb], a, bb[0], bb[1]);
+            mma_16816(acc[nb + 1], a, bb[2], bb[3]);
         }
     }
 }
@@ -904,7 +879,7 @@ __device__ __forceinline__ void cs_run(const chunk_params &p, cs_smem<BV> &sm, i
                 const int k = 16 * w + (lane >> 2) + hf * 8, v = nb * 8 + (lane & 3) * 2;
                 *reinterpret_cast<uint32_t *>(&sm.Sk[k * LSV + v]) = f2_to_bf2x2(S[nb][2 * hf], S[nb][2 * hf + 1]);
             }
-        cp_wait_all();
+        cp_async_wait_all();
         if (c + 1 < nchunks) cs_wait_prepared(p, t0, s, c + 1, nchunks, kh, tid, ready);
         bar_sync<ID, NT>(); /* chunk c landed; Sk complete; previous chunk's readers done */
         if (c + 1 < nchunks) cs_load_chunk<BV, NT>(sm, st ^ 1, p, t0, c0 + CH, min(CH, len - c0 - CH), kh, h, vt, tid);
@@ -931,10 +906,10 @@ __device__ __forceinline__ void cs_run(const chunk_params &p, cs_smem<BV> &sm, i
             for (int nb = 0; nb < NBH; nb += 2) {
                 unsigned bb[4];
                 ldb2_t(bb, sm.Sk + (kk * 16) * LSV + (cb + nb) * 8, LSV, lane);
-                mma16816(ks_[nb], ak, bb[0], bb[1]);
-                mma16816(ks_[nb + 1], ak, bb[2], bb[3]);
-                mma16816(qs_[nb], aq, bb[0], bb[1]);
-                mma16816(qs_[nb + 1], aq, bb[2], bb[3]);
+                mma_16816(ks_[nb], ak, bb[0], bb[1]);
+                mma_16816(ks_[nb + 1], ak, bb[2], bb[3]);
+                mma_16816(qs_[nb], aq, bb[0], bb[1]);
+                mma_16816(qs_[nb + 1], aq, bb[2], bb[3]);
             }
         }
         /* Y = V - e^G KS -> Y;  QS *= e^G scale */
@@ -993,8 +968,8 @@ __device__ __forceinline__ void cs_run(const chunk_params &p, cs_smem<BV> &sm, i
             for (int nb = 0; nb < NB; nb += 2) {
                 unsigned bb[4];
                 ldb2_t(bb, sm.Vd + (kk * 16) * LSV + nb * 8, LSV, lane);
-                mma16816(S[nb], a, bb[0], bb[1]);
-                mma16816(S[nb + 1], a, bb[2], bb[3]);
+                mma_16816(S[nb], a, bb[0], bb[1]);
+                mma_16816(S[nb + 1], a, bb[2], bb[3]);
             }
         }
     }
@@ -1110,7 +1085,7 @@ __global__ void __launch_bounds__(384, 1) gdn_chunk_fused_kernel(const chunk_par
     }
     while (cur < p.n_items) {
         const int nxt = fz_claim(p, sm.ax, tid, ticket);
-        cp_wait_all();
+        cp_async_wait_all();
         bar_sync<2, 128>(); /* the current item's rows landed for every thread */
         if (nxt < p.n_items) {
             int s, c, kh, t0, L;

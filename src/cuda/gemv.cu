@@ -220,8 +220,11 @@ __global__ void __launch_bounds__(GEMV_THREADS) k_gemv(const __grid_constant__ g
 
 /* ---- tensor-core variant ------------------------------------------------------------ */
 
-/* d += A (16x16 bf16, row) * B (16x8 bf16, col), fp32 accumulate. */
-__device__ __forceinline__ void mma_16816(float (&d)[4], uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3,
+/* d += A (16x16 bf16, row) * B (16x8 bf16, col), fp32 accumulate: cuda_common.cuh's
+ * mma_16816 as a non-volatile asm, which the compiler may schedule among the loads (the
+ * form this kernel was measured with; the shared one is volatile, as the attention, GDN
+ * prefill and MoE kernels were measured with). */
+__device__ __forceinline__ void mma_16816_nv(float (&d)[4], uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3,
                                           uint32_t b0, uint32_t b1) {
     asm("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, "
                  "{%8, %9}, {%0, %1, %2, %3};"
@@ -285,8 +288,8 @@ __global__ void __launch_bounds__(GEMV_THREADS) k_gemv_mma(const __grid_constant
         for (int u = 0; u < U; u++)
 #pragma unroll
             for (int n = 0; n < NT; n++) {
-                mma_16816(d[n], a[u].x, b[u].x, a[u].y, b[u].y, xv[u][n].x, xv[u][n].y);
-                mma_16816(d[n], a[u].z, b[u].z, a[u].w, b[u].w, xv[u][n].z, xv[u][n].w);
+                mma_16816_nv(d[n], a[u].x, b[u].x, a[u].y, b[u].y, xv[u][n].x, xv[u][n].y);
+                mma_16816_nv(d[n], a[u].z, b[u].z, a[u].w, b[u].w, xv[u][n].z, xv[u][n].w);
             }
     }
     for (; s < nsteps; s += GEMV_WARPS) {
@@ -296,8 +299,8 @@ __global__ void __launch_bounds__(GEMV_THREADS) k_gemv_mma(const __grid_constant
         for (int n = 0; n < NT; n++) {
             uint4 xv = __ldg(xr[n] + vc);
             if (!has[n] || v >= Kv) xv = zero;
-            mma_16816(d[n], a.x, b.x, a.y, b.y, xv.x, xv.y);
-            mma_16816(d[n], a.z, b.z, a.w, b.w, xv.z, xv.w);
+            mma_16816_nv(d[n], a.x, b.x, a.y, b.y, xv.x, xv.y);
+            mma_16816_nv(d[n], a.z, b.z, a.w, b.w, xv.z, xv.w);
         }
     }
     pdl_trigger(); /* a trigger column past the loop */

@@ -60,28 +60,6 @@ static void *xcalloc(size_t n, size_t sz) {
     return q;
 }
 
-/* ---- device helpers ------------------------------------------------------------------ */
-
-__device__ __forceinline__ void cp_async16(void *smem, const void *gmem, bool valid) {
-    const unsigned s = (unsigned)__cvta_generic_to_shared(smem);
-    const int n = valid ? 16 : 0; /* 0: zero-fill, nothing read */
-    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(s), "l"(gmem), "r"(n));
-}
-__device__ __forceinline__ void cp_commit() { asm volatile("cp.async.commit_group;\n" ::); }
-template <int N> __device__ __forceinline__ void cp_wait() { asm volatile("cp.async.wait_group %0;\n" ::"n"(N)); }
-__device__ __forceinline__ void ldsm_x4(uint32_t &r0, uint32_t &r1, uint32_t &r2, uint32_t &r3, const void *p) {
-    const unsigned s = (unsigned)__cvta_generic_to_shared(p);
-    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
-                 : "=r"(r0), "=r"(r1), "=r"(r2), "=r"(r3)
-                 : "r"(s));
-}
-__device__ __forceinline__ void mma_bf16(float *c, const uint32_t *a, uint32_t b0, uint32_t b1) {
-    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
-                 "{%0,%1,%2,%3};\n"
-                 : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-}
-
 /* ---- routing ------------------------------------------------------------------------- */
 
 /* Router probabilities -> top-k ids and weights, one warp per token (E <= 1024, k <= 32);
@@ -285,7 +263,7 @@ __global__ void __launch_bounds__(WM *WN * 32) k_grouped_gemm(gemm_args p) {
 #pragma unroll
     for (int s = 0; s < ST - 1; s++) {
         if (s < KT) load(s, s);
-        cp_commit();
+        cp_async_commit();
     }
     const int warp = tid >> 5, lane = tid & 31, wm = warp / WN, wn = warp % WN;
     float acc[MI][NI][4];
@@ -296,12 +274,12 @@ __global__ void __launch_bounds__(WM *WN * 32) k_grouped_gemm(gemm_args p) {
 #pragma unroll
             for (int q = 0; q < 4; q++) acc[a][b][q] = 0.f;
     for (int kt = 0; kt < KT; kt++) {
-        cp_wait<ST - 2>();
+        cp_async_wait<ST - 2>();
         __syncthreads();
         {
             const int nk = kt + ST - 1;
             if (nk < KT) load(nk % ST, nk);
-            cp_commit();
+            cp_async_commit();
         }
         const bf16_t *as = As + (kt % ST) * BM * LDS, *bs = Bs + (kt % ST) * BN * LDS;
 #pragma unroll
@@ -318,10 +296,10 @@ __global__ void __launch_bounds__(WM *WN * 32) k_grouped_gemm(gemm_args p) {
 #pragma unroll
             for (int mi = 0; mi < MI; mi++)
 #pragma unroll
-                for (int ni = 0; ni < NI; ni++) mma_bf16(acc[mi][ni], af[mi], bfr[ni][0], bfr[ni][1]);
+                for (int ni = 0; ni < NI; ni++) mma_16816(acc[mi][ni], af[mi], bfr[ni][0], bfr[ni][1]);
         }
     }
-    cp_wait<0>();
+    cp_async_wait<0>();
     __syncthreads();
     /* epilogue through shared memory: fp32 tile, then coalesced bf16 rows */
     constexpr int LDC = BN + 4;
