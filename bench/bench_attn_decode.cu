@@ -39,27 +39,23 @@ __global__ void __launch_bounds__(128) probe_stream(const char *kv, size_t page,
             if (t < t1) {
                 const char *src = kv + (size_t)sbt[t / 16 - t0 / 16] * page + (size_t)(t % 16) * row +
                                   (size_t)kh * 512 + lane * 16;
-                asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(
-                                 (unsigned)__cvta_generic_to_shared(st + r * 32 + lane)),
-                             "l"(src));
-                asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(
-                                 (unsigned)__cvta_generic_to_shared(st + 1024 + r * 32 + lane)),
-                             "l"(src + v_off));
+                cp_async16(st + r * 32 + lane, src);
+                cp_async16(st + 1024 + r * 32 + lane, src + v_off);
             }
         }
-        asm volatile("cp.async.commit_group;\n" ::: "memory");
+        cp_async_commit();
     };
     for (int i = 0; i < NS - 1; i++) {
         if (i < ntile) issue(i);
-        else asm volatile("cp.async.commit_group;\n" ::: "memory");
+        else cp_async_commit();
     }
     for (int it = 0; it < ntile; it++) {
-        asm volatile("cp.async.wait_group %0;\n" ::"n"(NS - 2) : "memory");
+        cp_async_wait<NS - 2>();
         __syncthreads();
         if (it + NS - 1 < ntile) issue(it + NS - 1);
-        else asm volatile("cp.async.commit_group;\n" ::: "memory");
+        else cp_async_commit();
     }
-    asm volatile("cp.async.wait_group 0;\n" ::: "memory");
+    cp_async_wait<0>();
     if (tid == 0 && sm[0].x == 0x12345678u) atomicAdd(sink, 1u);
 }
 
