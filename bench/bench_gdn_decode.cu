@@ -30,6 +30,7 @@
 #include <algorithm>
 #include <vector>
 
+#include "../src/cuda/cuda_common.cuh"
 #include "../src/cuda/cuda_ops.h"
 #include "../tests/gpu/gpu_util.h"
 
@@ -82,30 +83,20 @@ __global__ void __launch_bounds__(256) k_flat(const uint4 *src, uint4 *dst, size
     }
 }
 /* ---- Hopper bulk copies (TMA, cp.async.bulk) of whole head slices: probes 90 and 89 ---- */
-__device__ __forceinline__ unsigned su32(const void *p) { return (unsigned)__cvta_generic_to_shared(p); }
 __device__ __forceinline__ void mb_init(uint64_t *b) {
-    asm volatile("mbarrier.init.shared::cta.b64 [%0], 1;\n" ::"r"(su32(b)) : "memory");
-    asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
-}
-__device__ __forceinline__ void mb_wait(uint64_t *b, unsigned parity) {
-    unsigned done;
-    do {
-        asm volatile("{\n .reg .pred p;\n mbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\n selp.u32 %0, 1, 0, p;\n}\n"
-                     : "=r"(done)
-                     : "r"(su32(b)), "r"(parity)
-                     : "memory");
-    } while (!done);
+    mbar_init(b, 1);
+    fence_mbar_init();
 }
 /* bytes from global g into shared s, completing on mbarrier b (which expects them) */
 __device__ __forceinline__ void bulk_load(void *s, const void *g, unsigned bytes, uint64_t *b) {
-    asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n" ::"r"(su32(b)), "r"(bytes) : "memory");
-    asm volatile("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];\n" ::"r"(su32(s)),
-                 "l"(g), "r"(bytes), "r"(su32(b))
+    mbar_arrive_expect_tx(b, bytes);
+    asm volatile("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];\n" ::"r"(smem_u32(s)),
+                 "l"(g), "r"(bytes), "r"(smem_u32(b))
                  : "memory");
 }
 /* shared s to global g, as one bulk group */
 __device__ __forceinline__ void bulk_store(void *g, const void *s, unsigned bytes) {
-    asm volatile("cp.async.bulk.global.shared::cta.bulk_group [%0], [%1], %2;\n" ::"l"(g), "r"(su32(s)), "r"(bytes) : "memory");
+    asm volatile("cp.async.bulk.global.shared::cta.bulk_group [%0], [%1], %2;\n" ::"l"(g), "r"(smem_u32(s)), "r"(bytes) : "memory");
     asm volatile("cp.async.bulk.commit_group;\n" ::: "memory");
 }
 template <int N> __device__ __forceinline__ void bulk_wait_read() {
@@ -119,7 +110,7 @@ __global__ void __launch_bounds__(32) k_bulk_head(char *pool, const size_t *head
     char *g = pool + head_off[blockIdx.x];
     mb_init(&bar);
     bulk_load(sb, g, hb, &bar);
-    mb_wait(&bar, 0);
+    mbar_wait(&bar, 0);
     bulk_store(g, sb, hb);
     bulk_wait_read<0>();
 }
@@ -137,7 +128,7 @@ __global__ void __launch_bounds__(32) k_bulk_pers(char *pool, const size_t *head
     for (int k = 0; k < S && k < nh; k++) bulk_load(sb + (size_t)k * hb, HEAD(k), hb, &bar[k]);
     for (int k = 0; k < nh; k++) {
         const int s = k % S;
-        mb_wait(&bar[s], (unsigned)(k / S) & 1u);
+        mbar_wait(&bar[s], (unsigned)(k / S) & 1u);
         bulk_store(HEAD(k), sb + (size_t)s * hb, hb);
         if (k >= 1 && k - 1 + S < nh) {
             bulk_wait_read<1>(); /* the store of head k - 1 has read its stage */

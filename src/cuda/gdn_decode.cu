@@ -668,27 +668,9 @@ __device__ __forceinline__ void dec1_out(const gdn_dec_params &p, const unsigned
     }
 }
 
-/* mbarrier / cluster helpers of gdn_dec1_cluster's split-norm exchange */
+/* cluster helpers of gdn_dec1_cluster's split-norm exchange (mbarriers: cuda_common.cuh) */
 __device__ __forceinline__ void cluster_arrive_relaxed() {
     asm volatile("barrier.cluster.arrive.relaxed.aligned;\n" ::: "memory");
-}
-__device__ __forceinline__ void mbar_init(uint64_t *bar, unsigned count) {
-    asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" ::"r"(smem_u32(bar)), "r"(count) : "memory");
-}
-/* one arrival, and `bytes` more to come through complete_tx */
-__device__ __forceinline__ void mbar_arrive_expect_tx(uint64_t *bar, unsigned bytes) {
-    asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n" ::"r"(smem_u32(bar)), "r"(bytes) : "memory");
-}
-__device__ __forceinline__ void fence_mbar_init() { asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory"); }
-__device__ __forceinline__ void mbar_wait(uint64_t *bar, unsigned parity) {
-    const unsigned a = smem_u32(bar);
-    unsigned done;
-    do {
-        asm volatile("{\n .reg .pred p;\n mbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\n selp.u32 %0, 1, 0, p;\n}\n"
-                     : "=r"(done)
-                     : "r"(a), "r"(parity)
-                     : "memory");
-    } while (!done);
 }
 /* v into the float at local shared address `a` of block `rank` of the cluster; completes 4
  * bytes of that block's mbarrier at local address `bar` */
