@@ -211,20 +211,21 @@ __global__ void __launch_bounds__(128) attn_decode_kernel(const attn_dec_params 
 }
 
 /* Merge the splits of one (sequence, q head). Launched as a programmatic dependent of
- * attn_decode_kernel: waits for it before reading. 512 threads = 8 groups of 64, thread
- * (group x, d4) owns dims [4 d4, 4 d4 + 4) of every 8th split from x. Every load of a
+ * attn_decode_kernel: waits for it before reading. NG groups of 64 threads (NG = 8, or
+ * the power of two covering the split count when it is smaller: no idle groups), thread
+ * (group x, d4) owns dims [4 d4, 4 d4 + 4) of every NG-th split from x. Every load of a
  * thread (up to CMB_BATCH partials: 4 dims, m and l each; the sequence length; the gate)
  * is issued before the first use, so the merge costs one round trip to L2, not one for
  * the maxima, one for the weights and more for the partials; splits past the sequence's
  * end (stale workspace) are masked after the loads. Each group keeps a running (m, l, O)
- * as the splits do; the 8 groups are merged in shared memory at the end. */
-#define CMB_THREADS 512
-#define CMB_GROUPS (CMB_THREADS / 64)
+ * as the splits do; the groups are merged in shared memory at the end. */
+#define CMB_GROUPS 8
 #define CMB_BATCH 8
 #define CMB_MAX_SPLITS 1024
-__global__ void __launch_bounds__(CMB_THREADS) attn_combine_kernel(const attn_dec_params p) {
-    __shared__ float gm[CMB_GROUPS], gl[CMB_GROUPS];
-    __shared__ __align__(16) float4 acc[CMB_GROUPS][AD / 4];
+template <int NG>
+__global__ void __launch_bounds__(64 * NG) attn_combine_kernel(const attn_dec_params p) {
+    __shared__ float gm[NG], gl[NG];
+    __shared__ __align__(16) float4 acc[NG][AD / 4];
     pdl_trigger(); /* the next kernel (the o projection) may start its weight prefetch */
     pdl_wait();
     const int qh = blockIdx.x, s = blockIdx.y, tid = threadIdx.x, d4 = tid & 63, grp = tid >> 6;
@@ -235,12 +236,12 @@ __global__ void __launch_bounds__(CMB_THREADS) attn_combine_kernel(const attn_de
     const int len = p.seq_lens[s];
     float mloc = -INFINITY, lloc = 0.f;
     float4 O = make_float4(0.f, 0.f, 0.f, 0.f);
-    for (int j0 = grp; j0 < p.nsplit; j0 += CMB_GROUPS * CMB_BATCH) {
+    for (int j0 = grp; j0 < p.nsplit; j0 += NG * CMB_BATCH) {
         float4 v[CMB_BATCH];
         float2 ml[CMB_BATCH]; /* (m, l) */
 #pragma unroll
         for (int b = 0; b < CMB_BATCH; b++) {
-            const int j = j0 + CMB_GROUPS * b;
+            const int j = j0 + NG * b;
             const float *pj = part + (size_t)j * PSTRIDE;
             v[b] = j < p.nsplit ? *reinterpret_cast<const float4 *>(pj + d4 * 4) : make_float4(0.f, 0.f, 0.f, 0.f);
             ml[b] = j < p.nsplit ? *reinterpret_cast<const float2 *>(pj + AD) : make_float2(-INFINITY, 0.f);
@@ -249,7 +250,7 @@ __global__ void __launch_bounds__(CMB_THREADS) attn_combine_kernel(const attn_de
         float mn = mloc;
 #pragma unroll
         for (int b = 0; b < CMB_BATCH; b++) {
-            if (j0 + CMB_GROUPS * b >= ns) { /* past the sequence (or the splits): not a partial */
+            if (j0 + NG * b >= ns) { /* past the sequence (or the splits): not a partial */
                 ml[b] = make_float2(-INFINITY, 0.f);
                 v[b] = make_float4(0.f, 0.f, 0.f, 0.f);
             }
@@ -276,11 +277,11 @@ __global__ void __launch_bounds__(CMB_THREADS) attn_combine_kernel(const attn_de
     if (tid >= 64) return;
     float M = -INFINITY;
 #pragma unroll
-    for (int x = 0; x < CMB_GROUPS; x++) M = fmaxf(M, gm[x]); /* finite: split 0 is in group 0 */
+    for (int x = 0; x < NG; x++) M = fmaxf(M, gm[x]); /* finite: split 0 is in group 0 */
     float L = 0.f;
     O = make_float4(0.f, 0.f, 0.f, 0.f);
 #pragma unroll
-    for (int x = 0; x < CMB_GROUPS; x++) {
+    for (int x = 0; x < NG; x++) {
         const float f = exp2f(gm[x] - M);
         const float4 a = acc[x][d4];
         O.x += a.x * f, O.y += a.y * f, O.z += a.z * f, O.w += a.w * f;
@@ -461,10 +462,14 @@ extern "C" int attn_decode_launch(const void *q, const void *kv_base, size_t pag
     HS_CUDA_TRY(e);
     if (p.nsplit > 1) {
         const dim3 cgrid((unsigned)Hq, (unsigned)S);
+        void (*k)(const attn_dec_params) = p.nsplit <= 2   ? attn_combine_kernel<2>
+                                           : p.nsplit <= 4 ? attn_combine_kernel<4>
+                                                           : attn_combine_kernel<CMB_GROUPS>;
+        const int nt = p.nsplit <= 2 ? 128 : p.nsplit <= 4 ? 256 : 64 * CMB_GROUPS;
         if (dec_pdl) {
-            HS_CUDA_TRY(launch_pdl(attn_combine_kernel, cgrid, dim3(CMB_THREADS), 0, st, p));
+            HS_CUDA_TRY(launch_pdl(k, cgrid, dim3(nt), 0, st, p));
         } else {
-            attn_combine_kernel<<<cgrid, CMB_THREADS, 0, st>>>(p);
+            k<<<cgrid, nt, 0, st>>>(p);
             HS_CUDA_TRY(cudaGetLastError());
         }
     }
