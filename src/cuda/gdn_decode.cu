@@ -71,6 +71,7 @@ struct gdn_dec_params {
     int slice_rows, n_slices;
     int conv_page, conv_off;
     int n_groups; /* S * Hk (one-token kernels) */
+    int small_first; /* segment kernel: small loads before the state copy (see the kernel) */
 };
 
 template <typename ST> struct st_io;
@@ -175,6 +176,32 @@ __global__ void __launch_bounds__(NT, 1536 / NT) gdn_decode_kernel(const gdn_dec
     /* 1. issue every independent load before the first use: the state slice (async
      * copy into shared memory, no registers held while in flight), this thread's conv
      * channels (taps, window, token-0 input) and the gate inputs */
+    /* small_first: this block's conv taps, window and token-0 input (and the gates) are loaded
+     * into registers before the state copy is issued, so that they do not queue behind it */
+    constexpr int NCT = (NC + NT - 1) / NT; /* conv channels per thread */
+    uint2 r_w[NCT];
+    bf16_t r_win[NCT][3], r_x[NCT];
+    float bb = 0.f, aa = 0.f;
+    bf16_t *conv = nullptr;
+    const bf16_t zero = __float2bfloat16_rn(0.f);
+    if (p.small_first) {
+        pdl_wait();
+        conv = reinterpret_cast<bf16_t *>(p.pool + (size_t)pages[p.conv_page] * p.page_bytes + p.conv_off);
+#pragma unroll
+        for (int j = 0; j < NCT; j++) {
+            const int c = tid + j * NT;
+            if (c < NC) {
+                const int ch = chan_of(c, g, h, v0, kd);
+                r_w[j] = *reinterpret_cast<const uint2 *>(p.conv_w + (size_t)ch * GDN_KC);
+                r_win[j][0] = has ? conv[ch] : zero;
+                r_win[j][1] = has ? conv[(size_t)p.conv_dim + ch] : zero;
+                r_win[j][2] = has ? conv[(size_t)2 * p.conv_dim + ch] : zero;
+                r_x[j] = nt > 0 ? p.qkv[(size_t)t0 * p.conv_dim + ch] : zero;
+            }
+        }
+        bb = nt > 0 ? bf2f(p.b[(size_t)t0 * p.Hv + h]) : 0.f;
+        aa = nt > 0 ? bf2f(p.a[(size_t)t0 * p.Hv + h]) : 0.f;
+    }
     ST *rowp; /* this warp's first row in global memory; a warp's rows share a granule */
     {
         const int v = v0 + w * RPW;
@@ -185,10 +212,15 @@ __global__ void __launch_bounds__(NT, 1536 / NT) gdn_decode_kernel(const gdn_dec
     {
         constexpr int CH_ROW = GDN_DK * (int)sizeof(ST) / 16; /* 16-byte chunks per row */
         if (has) {
+            /* rows_in_groups (small_first & 2): one commit group per 4 rows, so that the rows
+             * are worked on as they land (GROUPS groups, the first RPW/4 rows' group first) */
 #pragma unroll
-            for (int e = lane; e < RPW * CH_ROW; e += 32)
+            for (int k = 0; k * 32 < RPW * CH_ROW; k++) {
+                const int e = lane + 32 * k;
                 cp_async16(reinterpret_cast<char *>(s_st + (size_t)(w * RPW) * GDN_DK) + 16 * e,
                            reinterpret_cast<const char *>(rowp) + 16 * e);
+                if (((k + 1) * 32) % (4 * CH_ROW) == 0) cp_async_commit();
+            }
         } else {
 #pragma unroll
             for (int e = lane; e < RPW * CH_ROW; e += 32)
@@ -197,19 +229,32 @@ __global__ void __launch_bounds__(NT, 1536 / NT) gdn_decode_kernel(const gdn_dec
         }
     }
     rowp += 4 * lane;
-    pdl_wait(); /* inputs (and the conv state, read with them) from here on */
-
-    bf16_t *conv = reinterpret_cast<bf16_t *>(p.pool + (size_t)pages[p.conv_page] * p.page_bytes + p.conv_off);
-    for (int c = tid; c < NC; c += NT) {
-        const int ch = chan_of(c, g, h, v0, kd);
-        c_w[c] = *reinterpret_cast<const uint2 *>(p.conv_w + (size_t)ch * GDN_KC);
-        const bf16_t zero = __float2bfloat16_rn(0.f);
-        c_win[0][c] = has ? conv[ch] : zero;
-        c_win[1][c] = has ? conv[(size_t)p.conv_dim + ch] : zero;
-        c_win[2][c] = has ? conv[(size_t)2 * p.conv_dim + ch] : zero;
-        c_x[c] = nt > 0 ? p.qkv[(size_t)t0 * p.conv_dim + ch] : zero; /* token 0's input, with the window */
+    if (p.small_first) {
+#pragma unroll
+        for (int j = 0; j < NCT; j++) {
+            const int c = tid + j * NT;
+            if (c < NC) {
+                c_w[c] = r_w[j];
+                c_win[0][c] = r_win[j][0];
+                c_win[1][c] = r_win[j][1];
+                c_win[2][c] = r_win[j][2];
+                c_x[c] = r_x[j];
+            }
+        }
+    } else {
+        pdl_wait(); /* inputs (and the conv state, read with them) from here on */
+        conv = reinterpret_cast<bf16_t *>(p.pool + (size_t)pages[p.conv_page] * p.page_bytes + p.conv_off);
+        for (int c = tid; c < NC; c += NT) {
+            const int ch = chan_of(c, g, h, v0, kd);
+            c_w[c] = *reinterpret_cast<const uint2 *>(p.conv_w + (size_t)ch * GDN_KC);
+            c_win[0][c] = has ? conv[ch] : zero;
+            c_win[1][c] = has ? conv[(size_t)p.conv_dim + ch] : zero;
+            c_win[2][c] = has ? conv[(size_t)2 * p.conv_dim + ch] : zero;
+            c_x[c] = nt > 0 ? p.qkv[(size_t)t0 * p.conv_dim + ch] : zero; /* token 0's input, with the window */
+        }
+        bb = nt > 0 ? bf2f(p.b[(size_t)t0 * p.Hv + h]) : 0.f;
+        aa = nt > 0 ? bf2f(p.a[(size_t)t0 * p.Hv + h]) : 0.f;
     }
-    float bb = nt > 0 ? bf2f(p.b[(size_t)t0 * p.Hv + h]) : 0.f, aa = nt > 0 ? bf2f(p.a[(size_t)t0 * p.Hv + h]) : 0.f;
     const float Aexp = expf(p.A_log[h]), dtb = p.dt_bias[h];
     const float qscale = rsqrtf((float)GDN_DK);
 
@@ -247,12 +292,22 @@ __global__ void __launch_bounds__(NT, 1536 / NT) gdn_decode_kernel(const gdn_dec
         const float beta = sigmoid_f(bb);
         const float eg = expf(-Aexp * softplus_f(aa + dtb));
 
-        if (it == 0) {
+        const bool grouped = (p.small_first & 2) && has;
+        if (it == 0 && !grouped) {
             cp_async_wait_all();
             __syncwarp(); /* each warp reads only the rows it copied */
         }
 #pragma unroll
         for (int i0 = 0; i0 < RPW; i0 += 4) {
+            if (it == 0 && grouped) { /* this group of 4 rows has landed (later groups may be in flight) */
+                constexpr int G = RPW / 4;
+                const int later = G - 1 - i0 / 4;
+                if (later >= 3) cp_async_wait<3>();
+                else if (later == 2) cp_async_wait<2>();
+                else if (later == 1) cp_async_wait<1>();
+                else cp_async_wait<0>();
+                __syncwarp();
+            }
             float4 s4[4];
             float da[4], db[4];
 #pragma unroll
@@ -1100,6 +1155,9 @@ extern "C" int gdn_decode_launch(const void *qkv, const void *z, const void *b, 
     p.conv_page = st->conv_loc.page;
     p.conv_off = st->conv_loc.offset;
     p.n_groups = S * Hk;
+    static int small_first = -1; /* experiment: HS_GDN_SMALL_FIRST=1 */
+    if (small_first < 0) small_first = getenv("HS_GDN_SMALL_FIRST") ? atoi(getenv("HS_GDN_SMALL_FIRST")) : 0;
+    p.small_first = small_first;
     cudaStream_t s = (cudaStream_t)stream;
     const bool f32 = st->ssm_dtype == HS_F32;
     /* one token per sequence: the decode kernels (cfg 8..19; with GDN_DEC1_AUTO, also cfg 0) */
