@@ -71,7 +71,6 @@ struct gdn_dec_params {
     int slice_rows, n_slices;
     int conv_page, conv_off;
     int n_groups; /* S * Hk (one-token kernels) */
-    int small_first; /* segment kernel: small loads before the state copy (see the kernel) */
 };
 
 template <typename ST> struct st_io;
@@ -176,15 +175,22 @@ __global__ void __launch_bounds__(NT, 1536 / NT) gdn_decode_kernel(const gdn_dec
     /* 1. issue every independent load before the first use: the state slice (async
      * copy into shared memory, no registers held while in flight), this thread's conv
      * channels (taps, window, token-0 input) and the gate inputs */
-    /* small_first: this block's conv taps, window and token-0 input (and the gates) are loaded
-     * into registers before the state copy is issued, so that they do not queue behind it */
+    /* SMALL_FIRST (fp32 state): this block's conv taps, window and token-0 input, and the
+     * gate inputs, are loaded into registers before the state copy is issued. Issued after
+     * it, they queue behind its 64 KiB, and the conv, norms and gates wait for the whole
+     * state to land (ncu: the block's top stall). Loaded first, they are computed on while
+     * the state is in flight. At batch 114-512 x 16/32 heads: 2.53 -> 2.59-2.67 TB/s
+     * (bench/RESULTS.md, GDN decode, session 7); bf16 state measured no faster (its 32 KiB
+     * land sooner), so it keeps the old order. The wait for the previous kernel then comes
+     * before the state copy: this kernel is launched plainly unless HS_GDN_PDL=1. */
+    constexpr bool SMALL_FIRST = sizeof(ST) == 4;
     constexpr int NCT = (NC + NT - 1) / NT; /* conv channels per thread */
     uint2 r_w[NCT];
     bf16_t r_win[NCT][3], r_x[NCT];
     float bb = 0.f, aa = 0.f;
     bf16_t *conv = nullptr;
     const bf16_t zero = __float2bfloat16_rn(0.f);
-    if (p.small_first) {
+    if (SMALL_FIRST) {
         pdl_wait();
         conv = reinterpret_cast<bf16_t *>(p.pool + (size_t)pages[p.conv_page] * p.page_bytes + p.conv_off);
 #pragma unroll
@@ -212,15 +218,10 @@ __global__ void __launch_bounds__(NT, 1536 / NT) gdn_decode_kernel(const gdn_dec
     {
         constexpr int CH_ROW = GDN_DK * (int)sizeof(ST) / 16; /* 16-byte chunks per row */
         if (has) {
-            /* rows_in_groups (small_first & 2): one commit group per 4 rows, so that the rows
-             * are worked on as they land (GROUPS groups, the first RPW/4 rows' group first) */
 #pragma unroll
-            for (int k = 0; k * 32 < RPW * CH_ROW; k++) {
-                const int e = lane + 32 * k;
+            for (int e = lane; e < RPW * CH_ROW; e += 32)
                 cp_async16(reinterpret_cast<char *>(s_st + (size_t)(w * RPW) * GDN_DK) + 16 * e,
                            reinterpret_cast<const char *>(rowp) + 16 * e);
-                if (((k + 1) * 32) % (4 * CH_ROW) == 0) cp_async_commit();
-            }
         } else {
 #pragma unroll
             for (int e = lane; e < RPW * CH_ROW; e += 32)
@@ -229,7 +230,7 @@ __global__ void __launch_bounds__(NT, 1536 / NT) gdn_decode_kernel(const gdn_dec
         }
     }
     rowp += 4 * lane;
-    if (p.small_first) {
+    if (SMALL_FIRST) {
 #pragma unroll
         for (int j = 0; j < NCT; j++) {
             const int c = tid + j * NT;
@@ -292,22 +293,12 @@ __global__ void __launch_bounds__(NT, 1536 / NT) gdn_decode_kernel(const gdn_dec
         const float beta = sigmoid_f(bb);
         const float eg = expf(-Aexp * softplus_f(aa + dtb));
 
-        const bool grouped = (p.small_first & 2) && has;
-        if (it == 0 && !grouped) {
+        if (it == 0) {
             cp_async_wait_all();
             __syncwarp(); /* each warp reads only the rows it copied */
         }
 #pragma unroll
         for (int i0 = 0; i0 < RPW; i0 += 4) {
-            if (it == 0 && grouped) { /* this group of 4 rows has landed (later groups may be in flight) */
-                constexpr int G = RPW / 4;
-                const int later = G - 1 - i0 / 4;
-                if (later >= 3) cp_async_wait<3>();
-                else if (later == 2) cp_async_wait<2>();
-                else if (later == 1) cp_async_wait<1>();
-                else cp_async_wait<0>();
-                __syncwarp();
-            }
             float4 s4[4];
             float da[4], db[4];
 #pragma unroll
@@ -1155,9 +1146,6 @@ extern "C" int gdn_decode_launch(const void *qkv, const void *z, const void *b, 
     p.conv_page = st->conv_loc.page;
     p.conv_off = st->conv_loc.offset;
     p.n_groups = S * Hk;
-    static int small_first = -1; /* experiment: HS_GDN_SMALL_FIRST=1 */
-    if (small_first < 0) small_first = getenv("HS_GDN_SMALL_FIRST") ? atoi(getenv("HS_GDN_SMALL_FIRST")) : 0;
-    p.small_first = small_first;
     cudaStream_t s = (cudaStream_t)stream;
     const bool f32 = st->ssm_dtype == HS_F32;
     /* one token per sequence: the decode kernels (cfg 8..19; with GDN_DEC1_AUTO, also cfg 0) */
