@@ -172,42 +172,35 @@ __global__ void __launch_bounds__(NT, 1536 / NT) gdn_decode_kernel(const gdn_dec
     const int32_t *pages = p.state_pages + (size_t)n * p.E;
     const int kd = p.Hk * GDN_DK;
 
-    /* 1. issue every independent load before the first use: the state slice (async
-     * copy into shared memory, no registers held while in flight), this thread's conv
-     * channels (taps, window, token-0 input) and the gate inputs */
-    /* SMALL_FIRST (fp32 state): this block's conv taps, window and token-0 input, and the
-     * gate inputs, are loaded into registers before the state copy is issued. Issued after
-     * it, they queue behind its 64 KiB, and the conv, norms and gates wait for the whole
-     * state to land (ncu: the block's top stall). Loaded first, they are computed on while
-     * the state is in flight. At batch 114-512 x 16/32 heads: 2.53 -> 2.59-2.67 TB/s
-     * (bench/RESULTS.md, GDN decode, session 7); bf16 state measured no faster (its 32 KiB
-     * land sooner), so it keeps the old order. The wait for the previous kernel then comes
-     * before the state copy: this kernel is launched plainly unless HS_GDN_PDL=1. */
-    constexpr bool SMALL_FIRST = sizeof(ST) == 4;
+    /* 1. issue every independent load before the first use. First this thread's conv
+     * channels (taps, window, token-0 input) and the gate inputs, into registers; then the
+     * state slice (async copy into shared memory, no registers held while in flight).
+     * In the other order the small loads queue behind the slice's 32-64 KiB, and the conv,
+     * norms and gates, which every row needs, wait for the whole slice to land (ncu: the
+     * block's top stall); in this order they are computed while it is in flight
+     * (bench/RESULTS.md, GDN decode, session 7: fp32 2.53 -> 2.59-2.67 TB/s at batch
+     * 114-512, bf16 segment shapes +8-10%, batch 8-16 2-7% faster). The state copy comes
+     * after pdl_wait, so a PDL launch (HS_GDN_PDL=1) no longer overlaps it with the
+     * previous kernel; by default this kernel is launched plainly. */
     constexpr int NCT = (NC + NT - 1) / NT; /* conv channels per thread */
     uint2 r_w[NCT];
     bf16_t r_win[NCT][3], r_x[NCT];
-    float bb = 0.f, aa = 0.f;
-    bf16_t *conv = nullptr;
     const bf16_t zero = __float2bfloat16_rn(0.f);
-    if (SMALL_FIRST) {
-        pdl_wait();
-        conv = reinterpret_cast<bf16_t *>(p.pool + (size_t)pages[p.conv_page] * p.page_bytes + p.conv_off);
+    pdl_wait(); /* inputs (and the conv state, read with them) from here on */
+    bf16_t *conv = reinterpret_cast<bf16_t *>(p.pool + (size_t)pages[p.conv_page] * p.page_bytes + p.conv_off);
 #pragma unroll
-        for (int j = 0; j < NCT; j++) {
-            const int c = tid + j * NT;
-            if (c < NC) {
-                const int ch = chan_of(c, g, h, v0, kd);
-                r_w[j] = *reinterpret_cast<const uint2 *>(p.conv_w + (size_t)ch * GDN_KC);
-                r_win[j][0] = has ? conv[ch] : zero;
-                r_win[j][1] = has ? conv[(size_t)p.conv_dim + ch] : zero;
-                r_win[j][2] = has ? conv[(size_t)2 * p.conv_dim + ch] : zero;
-                r_x[j] = nt > 0 ? p.qkv[(size_t)t0 * p.conv_dim + ch] : zero;
-            }
+    for (int j = 0; j < NCT; j++) {
+        const int c = tid + j * NT;
+        if (c < NC) {
+            const int ch = chan_of(c, g, h, v0, kd);
+            r_w[j] = *reinterpret_cast<const uint2 *>(p.conv_w + (size_t)ch * GDN_KC);
+            r_win[j][0] = has ? conv[ch] : zero;
+            r_win[j][1] = has ? conv[(size_t)p.conv_dim + ch] : zero;
+            r_win[j][2] = has ? conv[(size_t)2 * p.conv_dim + ch] : zero;
+            r_x[j] = nt > 0 ? p.qkv[(size_t)t0 * p.conv_dim + ch] : zero;
         }
-        bb = nt > 0 ? bf2f(p.b[(size_t)t0 * p.Hv + h]) : 0.f;
-        aa = nt > 0 ? bf2f(p.a[(size_t)t0 * p.Hv + h]) : 0.f;
     }
+    float bb = nt > 0 ? bf2f(p.b[(size_t)t0 * p.Hv + h]) : 0.f, aa = nt > 0 ? bf2f(p.a[(size_t)t0 * p.Hv + h]) : 0.f;
     ST *rowp; /* this warp's first row in global memory; a warp's rows share a granule */
     {
         const int v = v0 + w * RPW;
@@ -230,31 +223,16 @@ __global__ void __launch_bounds__(NT, 1536 / NT) gdn_decode_kernel(const gdn_dec
         }
     }
     rowp += 4 * lane;
-    if (SMALL_FIRST) {
 #pragma unroll
-        for (int j = 0; j < NCT; j++) {
-            const int c = tid + j * NT;
-            if (c < NC) {
-                c_w[c] = r_w[j];
-                c_win[0][c] = r_win[j][0];
-                c_win[1][c] = r_win[j][1];
-                c_win[2][c] = r_win[j][2];
-                c_x[c] = r_x[j];
-            }
+    for (int j = 0; j < NCT; j++) {
+        const int c = tid + j * NT;
+        if (c < NC) {
+            c_w[c] = r_w[j];
+            c_win[0][c] = r_win[j][0];
+            c_win[1][c] = r_win[j][1];
+            c_win[2][c] = r_win[j][2];
+            c_x[c] = r_x[j];
         }
-    } else {
-        pdl_wait(); /* inputs (and the conv state, read with them) from here on */
-        conv = reinterpret_cast<bf16_t *>(p.pool + (size_t)pages[p.conv_page] * p.page_bytes + p.conv_off);
-        for (int c = tid; c < NC; c += NT) {
-            const int ch = chan_of(c, g, h, v0, kd);
-            c_w[c] = *reinterpret_cast<const uint2 *>(p.conv_w + (size_t)ch * GDN_KC);
-            c_win[0][c] = has ? conv[ch] : zero;
-            c_win[1][c] = has ? conv[(size_t)p.conv_dim + ch] : zero;
-            c_win[2][c] = has ? conv[(size_t)2 * p.conv_dim + ch] : zero;
-            c_x[c] = nt > 0 ? p.qkv[(size_t)t0 * p.conv_dim + ch] : zero; /* token 0's input, with the window */
-        }
-        bb = nt > 0 ? bf2f(p.b[(size_t)t0 * p.Hv + h]) : 0.f;
-        aa = nt > 0 ? bf2f(p.a[(size_t)t0 * p.Hv + h]) : 0.f;
     }
     const float Aexp = expf(p.A_log[h]), dtb = p.dt_bias[h];
     const float qscale = rsqrtf((float)GDN_DK);
