@@ -462,10 +462,11 @@ extern "C" int attn_decode_launch(const void *q, const void *kv_base, size_t pag
     HS_CUDA_TRY(e);
     if (p.nsplit > 1) {
         const dim3 cgrid((unsigned)Hq, (unsigned)S);
-        void (*k)(const attn_dec_params) = p.nsplit <= 2   ? attn_combine_kernel<2>
-                                           : p.nsplit <= 4 ? attn_combine_kernel<4>
-                                                           : attn_combine_kernel<CMB_GROUPS>;
-        const int nt = p.nsplit <= 2 ? 128 : p.nsplit <= 4 ? 256 : 64 * CMB_GROUPS;
+        const int ng = p.nsplit <= 2 ? 2 : p.nsplit <= 4 ? 4 : CMB_GROUPS; /* groups of 64 threads */
+        void (*k)(const attn_dec_params) = ng == 2   ? attn_combine_kernel<2>
+                                           : ng == 4 ? attn_combine_kernel<4>
+                                                     : attn_combine_kernel<CMB_GROUPS>;
+        const int nt = 64 * ng;
         if (dec_pdl) {
             HS_CUDA_TRY(launch_pdl(k, cgrid, dim3(nt), 0, st, p));
         } else {
