@@ -80,21 +80,32 @@ __global__ void __launch_bounds__(128) attn_decode_kernel(const attn_dec_params 
     const int g = lane >> 2, c = lane & 3;
     pdl_trigger(); /* the combine kernel may start launching; it waits for our completion */
     /* Launched as a programmatic dependent itself (launch_pdl, cuda_common.cuh): q and this
-     * token's K/V come from the kernel before (k_qk_prep). */
-    pdl_wait();
+     * step's K/V row (token len - 1) come from the kernel before (k_qk_prep). The length
+     * and the block table come from the step's staging copy, and the rows of the tokens
+     * cached before this step are not written during it, so the first tiles' loads go
+     * before pdl_wait when they hold only such tokens: under PDL they then stream while
+     * the kernels before finish (the previous layer's or launch's tail). */
     const int len = p.seq_lens[s];
     const int t_begin = j * p.split_len;
-    if (t_begin >= len) return; /* a split past this (shorter) sequence's end */
+    if (t_begin >= len) { /* a split past this (shorter) sequence's end */
+        pdl_wait();
+        return;
+    }
     const int t_end = min(len, t_begin + p.split_len);
     const int ntile = (t_end - t_begin + TOK - 1) / TOK;
     const int32_t *bt = p.bt + (size_t)s * p.max_blocks;
     constexpr int STAGE = 2 * TOK * 32; /* uint4 per stage */
-
+    auto prologue = [&]() {
 #pragma unroll
-    for (int i = 0; i < NS - 1; i++) {
-        if (i < ntile) dec_load_tile<TOK>(p, smem + i * STAGE, bt, kh, t_begin + i * TOK, t_end, lane, w);
-        cp_async_commit();
-    }
+        for (int i = 0; i < NS - 1; i++) {
+            if (i < ntile) dec_load_tile<TOK>(p, smem + i * STAGE, bt, kh, t_begin + i * TOK, t_end, lane, w);
+            cp_async_commit();
+        }
+    };
+    const bool early = min(t_end, t_begin + (NS - 1) * TOK) <= len - 1; /* the first tiles exclude token len - 1 */
+    if (early) prologue();
+    pdl_wait();
+    if (!early) prologue();
     /* Q fragments (A operand rows g < G; rows g+8 are padding): qa[kt] = Q[g][16kt + 2c, +1], [16kt + 8 + 2c, +1] */
     uint32_t qa[16][2];
     {

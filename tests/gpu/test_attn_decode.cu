@@ -5,11 +5,31 @@
  * block layout (two attention layers, the second tested), lengths around block and
  * tile edges, forced split counts, each tile-shape variant of the kernel (attn_decode_config).
  * Outputs are poisoned with NaN first. Reports ||out - ref|| / ||ref||.
+ * "late" cases: as in a model step, a kernel launched just before (programmatic dependent
+ * launch, like k_qk_prep) writes q and each sequence's newest K/V row (token len - 1), and
+ * writes them only after spinning 20 us, with the newest key made to dominate its head's
+ * scores; the decode kernel loads cached tokens before griddepcontrol.wait, so a tile that
+ * held the newest token and were loaded early would read the stale row and fail here.
  */
+#include "../../src/cuda/cuda_common.cuh"
 #include "../../src/cuda/cuda_ops.h"
 #include "gpu_util.h"
 
-static double run_case(int Hq, int Hkv, const int *lens, int S, int bs, bool use_gate, int split, uint64_t seed) {
+/* The late writer: triggers its dependents at once, spins, then copies n 16-byte chunks
+ * src[i] -> dst + off[i] (the newest K/V rows and q). */
+__global__ void late_writer(const uint4 *src, char *dst_pool, const size_t *off, int n_pool, const uint4 *q_src,
+                            uint4 *q_dst, int n_q, long long spin_ns) {
+    pdl_trigger();
+    pdl_wait();
+    unsigned long long t0, t;
+    asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t0));
+    do asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t)); while ((long long)(t - t0) < spin_ns);
+    for (int i = threadIdx.x; i < n_pool; i += blockDim.x) *reinterpret_cast<uint4 *>(dst_pool + off[i]) = src[i];
+    for (int i = threadIdx.x; i < n_q; i += blockDim.x) q_dst[i] = q_src[i];
+}
+
+static double run_case(int Hq, int Hkv, const int *lens, int S, int bs, bool use_gate, int split, bool late,
+                       uint64_t seed) {
     rng_seed(seed);
     const int D = 256, n_attn = 2, a = 1;
     size_t layer_bytes = 2 * (size_t)bs * Hkv * D * 2, page_bytes = n_attn * layer_bytes;
@@ -42,15 +62,54 @@ static double run_case(int Hq, int Hkv, const int *lens, int S, int bs, bool use
     void *d_ws = dmalloc(attn_decode_workspace_bytes(S, Hq, max_len, split));
     CK(cudaMemset(d_out, 0xff, 2 * (size_t)S * Hq * D));
     const float scale = 1.0f / 16.0f;
+    const int G = Hq / Hkv;
+    cudaStream_t st;
+    CK(cudaStreamCreate(&st));
+    void *late_bufs[4] = {NULL, NULL, NULL, NULL};
+    if (late) {
+        /* new host values (the reference's): q, and per (sequence, KV head) the newest K row =
+         * 2 x the group's first q row (its score dominates) and a V row of scale 4; the device
+         * keeps the old ones until the writer runs */
+        const int cpr = D * 2 / 16; /* 16-byte chunks per row */
+        const int n_pool = S * Hkv * 2 * cpr;
+        uint16_t *rows = (uint16_t *)malloc((size_t)n_pool * 16);
+        size_t *off = (size_t *)malloc(sizeof(size_t) * n_pool);
+        fill_bf16(q, NULL, (size_t)S * Hq * D, 1.0);
+        for (int s = 0; s < S; s++) {
+            const int t = lens[s] - 1;
+            for (int kh = 0; kh < Hkv; kh++)
+                for (int kv = 0; kv < 2; kv++) {
+                    const size_t e0 = ((size_t)bt[s * max_blocks + t / bs] * page_bytes + a * layer_bytes +
+                                       (size_t)kv * bs * Hkv * D * 2 + ((size_t)(t % bs) * Hkv + kh) * D * 2);
+                    const int r = (s * Hkv + kh) * 2 + kv;
+                    for (int i = 0; i < D; i++) {
+                        const uint16_t v = kv ? bfr(4.0 * rng_n()) : bfr(2.0 * bfv(q[((size_t)s * Hq + kh * G) * D + i]));
+                        rows[(size_t)r * D + i] = v;
+                        pool[e0 / 2 + i] = v;
+                    }
+                    for (int c = 0; c < cpr; c++) off[r * cpr + c] = e0 + 16 * (size_t)c;
+                }
+        }
+        late_bufs[0] = dupload(rows, (size_t)n_pool * 16);
+        late_bufs[1] = dupload(off, sizeof(size_t) * n_pool);
+        late_bufs[2] = dupload(q, 2 * (size_t)S * Hq * D);
+        CK(cudaStreamSynchronize(st));
+        CK(launch_pdl(late_writer, dim3(1), dim3(256), 0, st, (const uint4 *)late_bufs[0], (char *)d_pool,
+                      (const size_t *)late_bufs[1], n_pool, (const uint4 *)late_bufs[2], (uint4 *)d_q,
+                      S * Hq * D * 2 / 16, 20000ll));
+        free(rows);
+        free(off);
+    }
     CKRC(attn_decode_launch(d_q, d_pool, page_bytes, d_bt, max_blocks, d_sl, S, max_len, (size_t)a * layer_bytes, bs,
-                            Hq, Hkv, D, scale, use_gate ? d_gate : NULL, d_ws, d_out, split, NULL));
+                            Hq, Hkv, D, scale, use_gate ? d_gate : NULL, d_ws, d_out, split, st));
     CK(cudaGetLastError());
     CK(cudaDeviceSynchronize());
+    for (int i = 0; i < 4; i++) cudaFree(late_bufs[i]);
+    CK(cudaStreamDestroy(st));
     uint16_t *out = (uint16_t *)malloc(2 * (size_t)S * Hq * D);
     CK(cudaMemcpy(out, d_out, 2 * (size_t)S * Hq * D, cudaMemcpyDeviceToHost));
     relerr_t e = {0, 0};
     double *sc = (double *)malloc(sizeof(double) * max_len), o[256];
-    const int G = Hq / Hkv;
     for (int s = 0; s < S; s++)
         for (int h = 0; h < Hq; h++) {
             const int kh = h / G;
@@ -95,19 +154,23 @@ int main(void) {
         {16, 4, l3, 1, 16, true, 200}, /* 128 splits: the merge's loads come in two batches */
     };
     const int n = (int)(sizeof cases / sizeof cases[0]);
+    static const int late_cases[] = {0, 2, 5, 8, 9}; /* also run with the late writer */
+    const int nl = (int)(sizeof late_cases / sizeof late_cases[0]);
     int fails = 0, total = 0;
     printf("%-30s %10s  %s\n", "case", "out", "result");
     for (int var = 0; var < 3; var++) {
         attn_decode_config(var, 1);
-        for (int i = 0; i < n; i++) {
+        for (int k = 0; k < n + nl; k++) {
+            const bool late = k >= n;
+            const int i = late ? late_cases[k - n] : k;
             double e = run_case(cases[i].Hq, cases[i].Hkv, cases[i].lens, cases[i].S, cases[i].bs, cases[i].gate,
-                                cases[i].split, 3000 + i);
+                                cases[i].split, late, 3000 + i);
             bool ok = e < 8e-3 && !isnan(e);
             fails += !ok;
             total++;
             char name[64];
-            snprintf(name, sizeof name, "v%d %d/%d S%d bs%d%s sp%d", var, cases[i].Hq, cases[i].Hkv, cases[i].S,
-                     cases[i].bs, cases[i].gate ? " gate" : "", cases[i].split);
+            snprintf(name, sizeof name, "v%d %d/%d S%d bs%d%s sp%d%s", var, cases[i].Hq, cases[i].Hkv, cases[i].S,
+                     cases[i].bs, cases[i].gate ? " gate" : "", cases[i].split, late ? " late" : "");
             printf("%-30s %10.2e  %s\n", name, e, ok ? "ok" : "FAIL");
         }
     }
