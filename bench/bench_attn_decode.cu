@@ -4,12 +4,13 @@
  * Method: pools replicated to exceed 4x L2 and rotated; CUDA graph of one launch per
  * pool, median of 15 replays / launches. KV read rate = K and V bytes of every cached
  * token / time; also as a share of the copy rate measured first.
- * Usage: bench_attn_decode [variants, e.g. "012" (attn_decode_config; default "0")] [pdl 0|1] [split]
- * Environment: HS_BENCH_CASE=B,ctx runs that shape alone; HS_BENCH_PROBE=L adds a row
+ * Usage: bench_attn_decode [variants, e.g. "0123" (attn_decode_config; default "3", by batch)] [pdl 0|1] [split]
+ * Environment: HS_BENCH_CASE=B,ctx runs that shape alone; HS_BENCH_B=1,2,4 sets the batches; HS_BENCH_PROBE=L adds a row
  * "probe": the same K/V bytes read by a kernel that only streams them (cp.async ring of
  * NS x 32 tokens, NS = HS_BENCH_PROBE_NS (3 or 6, default 3), 128 threads, one block per
  * L tokens of a (sequence, KV head), no math),
- * launched the same way: the floor of this access pattern and grid.
+ * launched the same way: the floor of this access pattern and grid; HS_BENCH_PROBE_EARLY=1
+ * issues its first NS - 1 tiles before griddepcontrol.wait, as the kernel does.
  */
 #include <algorithm>
 
@@ -20,14 +21,14 @@
 /* The probe: split j of (sequence s, KV head kh) = tokens [j L, (j+1) L); the split's
  * block-table entries go to shared memory first, then tiles of 32 tokens (K and V rows,
  * 512 B each) stream through 3 stages, 2 in flight, and are dropped. */
-template <int NS>
+template <int NS, bool EARLY>
 __global__ void __launch_bounds__(128) probe_stream(const char *kv, size_t page, size_t v_off, const int32_t *bt,
                                                    int nb, int ctx, int L, int Hkv, unsigned *sink) {
     extern __shared__ uint4 sm[];
     __shared__ int sbt[1024];
     const int j = blockIdx.x, kh = blockIdx.y, s = blockIdx.z, tid = threadIdx.x, lane = tid & 31, w = tid >> 5;
     pdl_trigger();
-    pdl_wait();
+    if (!EARLY) pdl_wait();
     const int t0 = j * L, t1 = min(ctx, t0 + L), ntile = (t1 - t0 + 31) / 32;
     for (int i = tid; i < (L + 15) / 16 && t0 / 16 + i < nb; i += 128) sbt[i] = bt[(size_t)s * nb + t0 / 16 + i];
     __syncthreads();
@@ -49,6 +50,7 @@ __global__ void __launch_bounds__(128) probe_stream(const char *kv, size_t page,
         if (i < ntile) issue(i);
         else cp_async_commit();
     }
+    if (EARLY) pdl_wait();
     for (int it = 0; it < ntile; it++) {
         cp_async_wait<NS - 2>();
         __syncthreads();
@@ -61,7 +63,7 @@ __global__ void __launch_bounds__(128) probe_stream(const char *kv, size_t page,
 
 
 int main(int argc, char **argv) {
-    const char *vars = argc > 1 ? argv[1] : "0";
+    const char *vars = argc > 1 ? argv[1] : "3";
     const int pdl = argc > 2 ? atoi(argv[2]) : 1;
     const int split = argc > 3 ? atoi(argv[3]) : 0;
     cudaDeviceProp prop;
@@ -69,18 +71,26 @@ int main(int argc, char **argv) {
     printf("device: %s\n", prop.name);
     const double copy_tbs = gpu_copy_tbs();
     printf("copy: %.3f TB/s (read + write)\n", copy_tbs);
-    const int Hq = 16, Hkv = 4, D = 256, bs = 16, Bs[3] = {1, 32, 128}, Cs[2] = {2048, 8192};
+    const int Hq = 16, Hkv = 4, D = 256, bs = 16, Cs[2] = {2048, 8192};
+    int Bs[16] = {1, 32, 128}, nB = 3;
+    if (getenv("HS_BENCH_B")) {
+        nB = 0;
+        for (const char *c = getenv("HS_BENCH_B"); *c && nB < 16; c++)
+            if (c == getenv("HS_BENCH_B") || c[-1] == ',') Bs[nB++] = atoi(c);
+    }
     const char *only = getenv("HS_BENCH_CASE"), *probe = getenv("HS_BENCH_PROBE");
     int oB = 0, oC = 0;
     if (only) sscanf(only, "%d,%d", &oB, &oC);
     const int probe_L = probe ? atoi(probe) : 0;
     const int probe_ns = getenv("HS_BENCH_PROBE_NS") && atoi(getenv("HS_BENCH_PROBE_NS")) == 6 ? 6 : 3;
+    const bool probe_early = getenv("HS_BENCH_PROBE_EARLY") && atoi(getenv("HS_BENCH_PROBE_EARLY"));
     void (*probe_k)(const char *, size_t, size_t, const int32_t *, int, int, int, int, unsigned *) =
-        probe_ns == 6 ? probe_stream<6> : probe_stream<3>;
+        probe_ns == 6 ? (probe_early ? probe_stream<6, true> : probe_stream<6, false>)
+                      : (probe_early ? probe_stream<3, true> : probe_stream<3, false>);
     printf("%4s %5s %6s %10s %10s %7s\n", "var", "B", "ctx", "us", "KV TB/s", "% copy");
-    for (int k = 0; k < 3 * 2 * (int)strlen(vars); k++) {
+    for (int k = 0; k < nB * 2 * (int)strlen(vars); k++) {
         {
-            const int var = vars[k / 6] - '0', bi = k / 2 % 3, ci = k % 2;
+            const int var = vars[k / (2 * nB)] - '0', bi = k / 2 % nB, ci = k % 2;
             attn_decode_config(var, pdl);
             const int B = Bs[bi], ctx = Cs[ci], nb = ctx / bs;
             if (only && (B != oB || ctx != oC)) continue;

@@ -24,7 +24,12 @@
  *    of the main kernel.
  * Memory traffic: every cached K and V byte of the sequence once (+ q, out, and the fp32
  * partials of the splits). Split count: the smallest that fills the resident block slots
- * in waves at least 85% full.
+ * in waves at least 85% full (up to DEC_SMALL_PAIRS (sequence, KV head) pairs: 16-token
+ * tiles, 3 blocks a SM, splits sized for 2 a SM, leaving a slot for the next launch).
+ * Before pdl_wait a block issues its first tiles when they hold only tokens cached before
+ * this step (not token len - 1, which the kernel before writes): under PDL they stream
+ * while the kernels before finish (batch 1 at 8k: 17.0 -> 14.2 us with the tile shape
+ * above; bench/RESULTS.md, session 8).
  * Invariants: D = 256; G <= 8; seq_lens >= 1; block_tables hold every cached token's block.
  */
 #include "attn_common.cuh"
@@ -222,8 +227,10 @@ __global__ void __launch_bounds__(128) attn_decode_kernel(const attn_dec_params 
 }
 
 /* Merge the splits of one (sequence, q head). Launched as a programmatic dependent of
- * attn_decode_kernel: waits for it before reading. NG groups of 64 threads (NG = 8, or
- * the power of two covering the split count when it is smaller: no idle groups), thread
+ * attn_decode_kernel: waits for it before reading. A block owns DQ x 4 dims (all 256, or
+ * a quarter where there are too few (sequence, q head) pairs to spread the partials'
+ * loads over the SMs: batch 1-2 with 16 q heads). NG groups of DQ threads (NG = 8, or the
+ * power of two covering the split count when it is smaller: no idle groups), thread
  * (group x, d4) owns dims [4 d4, 4 d4 + 4) of every NG-th split from x. Every load of a
  * thread (up to CMB_BATCH partials: 4 dims, m and l each; the sequence length; the gate)
  * is issued before the first use, so the merge costs one round trip to L2, not one for
@@ -233,18 +240,19 @@ __global__ void __launch_bounds__(128) attn_decode_kernel(const attn_dec_params 
 #define CMB_GROUPS 8
 #define CMB_BATCH 8
 #define CMB_MAX_SPLITS 1024
-template <int NG>
-__global__ void __launch_bounds__(64 * NG) attn_combine_kernel(const attn_dec_params p) {
+template <int NG, int DQ>
+__global__ void __launch_bounds__(DQ * NG) attn_combine_kernel(const attn_dec_params p) {
     __shared__ float gm[NG], gl[NG];
-    __shared__ __align__(16) float4 acc[NG][AD / 4];
+    __shared__ __align__(16) float4 acc[NG][DQ];
     pdl_trigger(); /* the next kernel (the o projection) may start its weight prefetch */
+    const int qh = blockIdx.x, s = blockIdx.y, tid = threadIdx.x, grp = tid / DQ;
+    const int d4 = blockIdx.z * DQ + tid % DQ; /* this block's DQ x 4 dims: a slice of AD */
+    const int len = p.seq_lens[s]; /* the step's staging copy, not a kernel's output */
     pdl_wait();
-    const int qh = blockIdx.x, s = blockIdx.y, tid = threadIdx.x, d4 = tid & 63, grp = tid >> 6;
     const size_t off = ((size_t)s * p.Hq + qh) * AD + d4 * 4;
     const float *part = p.ws + ((size_t)s * p.Hq + qh) * p.nsplit * PSTRIDE;
     uint2 gu = make_uint2(0u, 0u);
-    if (p.gate && tid < 64) gu = *reinterpret_cast<const uint2 *>(p.gate + off);
-    const int len = p.seq_lens[s];
+    if (p.gate && tid < DQ) gu = *reinterpret_cast<const uint2 *>(p.gate + off);
     float mloc = -INFINITY, lloc = 0.f;
     float4 O = make_float4(0.f, 0.f, 0.f, 0.f);
     for (int j0 = grp; j0 < p.nsplit; j0 += NG * CMB_BATCH) {
@@ -279,13 +287,13 @@ __global__ void __launch_bounds__(64 * NG) attn_combine_kernel(const attn_dec_pa
         }
         mloc = mn;
     }
-    if (d4 == 0) {
+    if (tid % DQ == 0) {
         gm[grp] = mloc;
         gl[grp] = lloc;
     }
-    acc[grp][d4] = O;
+    acc[grp][tid % DQ] = O;
     __syncthreads();
-    if (tid >= 64) return;
+    if (tid >= DQ) return;
     float M = -INFINITY;
 #pragma unroll
     for (int x = 0; x < NG; x++) M = fmaxf(M, gm[x]); /* finite: split 0 is in group 0 */
@@ -294,7 +302,7 @@ __global__ void __launch_bounds__(64 * NG) attn_combine_kernel(const attn_dec_pa
 #pragma unroll
     for (int x = 0; x < NG; x++) {
         const float f = exp2f(gm[x] - M);
-        const float4 a = acc[x][d4];
+        const float4 a = acc[x][tid];
         O.x += a.x * f, O.y += a.y * f, O.z += a.z * f, O.w += a.w * f;
         L += gl[x] * f;
     }
@@ -315,13 +323,15 @@ __global__ void __launch_bounds__(64 * NG) attn_combine_kernel(const attn_dec_pa
 /* Tile shapes (tokens per stage, stages): 0 = 32 x 3 (96 KiB, 2 blocks / SM), 1 = 16 x 4
  * (64 KiB, 3 / SM), 2 = 64 x 2 (128 KiB, 1 / SM). */
 #define DEC_NVAR 3
+#define DEC_AUTO DEC_NVAR /* attn_decode_config: pick by batch (attn_decode_launch) */
 static const int dec_tok[DEC_NVAR] = {32, 16, 64}; /* stages: 3, 4, 2 */
-static int dec_variant = 0, dec_pdl = 1;
+static int dec_variant = DEC_AUTO, dec_pdl = 1;
 #define DEC_MAX_SLOTS_PER_SM 4 /* the split heuristic assumes no more (bounds the workspace) */
+#define DEC_SMALL_PAIRS 8      /* variant 3 (by batch): 16 x 4 tiles up to this many (sequence, KV head) pairs */
 
 extern "C" int attn_decode_config(int variant, int pdl) {
     const int old = dec_variant;
-    if (variant >= 0 && variant < DEC_NVAR) dec_variant = variant;
+    if (variant >= 0 && variant <= DEC_AUTO) dec_variant = variant;
     if (pdl >= 0) dec_pdl = pdl != 0;
     return old;
 }
@@ -351,13 +361,13 @@ static cudaError_t dec_launch(const attn_dec_params &p, dim3 grid, cudaStream_t 
     return launch_pdl(attn_decode_kernel<G, TOK, NS>, grid, dim3(128), (size_t)NS * 2 * TOK * 512, st, p);
 }
 
-/* Resident blocks per SM of the current variant for group size G (<= DEC_MAX_SLOTS_PER_SM). */
-static cudaError_t dec_slots(int G, int *per_sm) {
+/* Resident blocks per SM of variant var for group size G (<= DEC_MAX_SLOTS_PER_SM). */
+static cudaError_t dec_slots(int var, int G, int *per_sm) {
     cudaError_t e = cudaErrorInvalidValue;
 #define DEC_SLOTS_CASE(GG)                                                   \
     case GG:                                                                 \
-        if (dec_variant == 0) e = dec_prepare<GG, 32, 3>(per_sm);            \
-        else if (dec_variant == 1) e = dec_prepare<GG, 16, 4>(per_sm);       \
+        if (var == 0) e = dec_prepare<GG, 32, 3>(per_sm);                    \
+        else if (var == 1) e = dec_prepare<GG, 16, 4>(per_sm);               \
         else e = dec_prepare<GG, 64, 2>(per_sm);                             \
         break;
     switch (G) {
@@ -446,9 +456,17 @@ extern "C" int attn_decode_launch(const void *q, const void *kv_base, size_t pag
     p.scale_log2 = scale * 1.4426950408889634f;
     p.ws = (float *)ws;
     p.out = (bf16_t *)out;
+    /* By batch: up to DEC_SMALL_PAIRS (sequence, KV head) pairs run 16 x 4 tiles (3 blocks a
+     * SM) with the splits sized for 2 a SM, so that the next kernel's blocks find a free
+     * slot on every SM and load their first tiles before their pdl_wait; else 32 x 3.
+     * Measured (bench/RESULTS.md, session 8): batch 1 at 8k 15.3 -> 14.2 us, 2k 8.4 -> 6.6,
+     * batch 2 26.4 -> 26.2 / 10.5 -> 9.6; at batch 4 32 x 3 wins (50.2 against 59.2 at 8k). */
+    const bool small = S * Hkv <= DEC_SMALL_PAIRS;
+    const int var = dec_variant != DEC_AUTO ? dec_variant : small ? 1 : 0;
     int per_sm = 1;
-    HS_CUDA_TRY(dec_slots(G, &per_sm));
-    const int tok = dec_tok[dec_variant];
+    HS_CUDA_TRY(dec_slots(var, G, &per_sm));
+    if (dec_variant == DEC_AUTO && small && per_sm > 2) per_sm = 2;
+    const int tok = dec_tok[var];
     attn_split(S * Hkv, max_seq_len, split_override, tok, per_sm * dec_num_sms(), &p.nsplit, &p.split_len);
     if (p.nsplit > 1 && split_override <= 0 && p.nsplit > attn_max_splits(S, max_seq_len))
         return HS_ERR_INVALID; /* cannot happen: the workspace bound covers the heuristic */
@@ -458,8 +476,8 @@ extern "C" int attn_decode_launch(const void *q, const void *kv_base, size_t pag
     cudaError_t e = cudaSuccess;
 #define DEC_LAUNCH_CASE(GG)                                                   \
     case GG:                                                                  \
-        if (dec_variant == 0) e = dec_launch<GG, 32, 3>(p, grid, st);         \
-        else if (dec_variant == 1) e = dec_launch<GG, 16, 4>(p, grid, st);    \
+        if (var == 0) e = dec_launch<GG, 32, 3>(p, grid, st);                 \
+        else if (var == 1) e = dec_launch<GG, 16, 4>(p, grid, st);            \
         else e = dec_launch<GG, 64, 2>(p, grid, st);                          \
         break;
     switch (G) {
@@ -472,12 +490,15 @@ extern "C" int attn_decode_launch(const void *q, const void *kv_base, size_t pag
 #undef DEC_LAUNCH_CASE
     HS_CUDA_TRY(e);
     if (p.nsplit > 1) {
-        const dim3 cgrid((unsigned)Hq, (unsigned)S);
-        const int ng = p.nsplit <= 2 ? 2 : p.nsplit <= 4 ? 4 : CMB_GROUPS; /* groups of 64 threads */
-        void (*k)(const attn_dec_params) = ng == 2   ? attn_combine_kernel<2>
-                                           : ng == 4 ? attn_combine_kernel<4>
-                                                     : attn_combine_kernel<CMB_GROUPS>;
-        const int nt = 64 * ng;
+        /* dims per block: all 256, or a quarter where (sequence, q head) blocks are too few
+         * to spread the partials' loads over the SMs (batch 1-2: 16-32 blocks) */
+        const int dq = S * Hq * 4 <= dec_num_sms() ? 16 : 64;
+        const dim3 cgrid((unsigned)Hq, (unsigned)S, (unsigned)(AD / 4 / dq));
+        const int ng = p.nsplit <= 2 ? 2 : p.nsplit <= 4 ? 4 : CMB_GROUPS; /* groups of dq threads */
+        void (*k)(const attn_dec_params) =
+            dq == 16 ? (ng == 2 ? attn_combine_kernel<2, 16> : ng == 4 ? attn_combine_kernel<4, 16> : attn_combine_kernel<CMB_GROUPS, 16>)
+                     : (ng == 2 ? attn_combine_kernel<2, 64> : ng == 4 ? attn_combine_kernel<4, 64> : attn_combine_kernel<CMB_GROUPS, 64>);
+        const int nt = dq * ng;
         if (dec_pdl) {
             HS_CUDA_TRY(launch_pdl(k, cgrid, dim3(nt), 0, st, p));
         } else {
