@@ -5,7 +5,8 @@
  * pool, median of 15 replays / launches. KV read rate = K and V bytes of every cached
  * token / time; also as a share of the copy rate measured first.
  * Usage: bench_attn_decode [variants, e.g. "0123" (attn_decode_config; default "3", by batch)] [pdl 0|1] [split]
- * Environment: HS_BENCH_CASE=B,ctx runs that shape alone; HS_BENCH_B=1,2,4 sets the batches; HS_BENCH_PROBE=L adds a row
+ * Environment: HS_BENCH_CASE=B,ctx runs that shape alone; HS_BENCH_B=1,2,4 sets the batches;
+ * HS_BENCH_SPREAD_GB=N scatters the blocks over an N GB pool (one copy); HS_BENCH_PROBE=L adds a row
  * "probe": the same K/V bytes read by a kernel that only streams them (cp.async ring of
  * NS x 32 tokens, NS = HS_BENCH_PROBE_NS (3 or 6, default 3), 128 threads, one block per
  * L tokens of a (sequence, KV head), no math),
@@ -95,11 +96,15 @@ int main(int argc, char **argv) {
             const int B = Bs[bi], ctx = Cs[ci], nb = ctx / bs;
             if (only && (B != oB || ctx != oC)) continue;
             const size_t page = 2 * (size_t)bs * Hkv * D * 2; /* one attention layer per block */
-            const size_t pool_bytes = (size_t)B * nb * page;
+            /* HS_BENCH_SPREAD_GB: the blocks drawn from a pool of that size (as a model's pool
+             * spreads them: TLB reach), else a pool of just these blocks */
+            const double spread_gb = getenv("HS_BENCH_SPREAD_GB") ? atof(getenv("HS_BENCH_SPREAD_GB")) : 0.0;
+            const int64_t npool = std::max<int64_t>((int64_t)B * nb, (int64_t)(spread_gb * 1073741824.0 / (double)page));
+            const size_t pool_bytes = (size_t)npool * page;
             int copies = (int)std::min<size_t>(64, std::max<size_t>(1, (size_t)4 * prop.l2CacheSize / pool_bytes + 1));
             rng_seed(5);
-            int32_t *bt = (int32_t *)malloc(4 * (size_t)B * nb);
-            shuffled_ids(bt, (int64_t)B * nb);
+            int32_t *bt = (int32_t *)malloc(4 * (size_t)npool);
+            shuffled_ids(bt, npool); /* the first B * nb are the table */
             int32_t *sl = (int32_t *)malloc(4 * B);
             for (int i = 0; i < B; i++) sl[i] = ctx;
             int32_t *d_bt = (int32_t *)dupload(bt, 4 * (size_t)B * nb), *d_sl = (int32_t *)dupload(sl, 4 * B);

@@ -23,6 +23,7 @@
  * head's slice moved with Hopper bulk copies (cp.async.bulk global -> shared, mbarrier;
  * shared -> global bulk store), one block per head; 89 = the same, persistent (one block per
  * SM, 192 KiB of slices in flight, the next heads loading while the last ones store).
+ * HS_BENCH_SPREAD_GB=N: the requests' state pages scattered over an N GB pool (one copy).
  * HS_BENCH_MODE=flush|pf|model: kernels around each decode launch (see extra_launch below),
  * to time the decode as a model step sees it (cold L2; the out projection's L2 prefetch;
  * both projections).
@@ -390,7 +391,15 @@ int main(int argc, char **argv) {
                 fake_map_t m;
                 /* page = one head's state + room: conv granule in its own page region */
                 size_t page = (size_t)128 * 128 * se * 4;
+                /* HS_BENCH_SPREAD_GB: the request's pages drawn from a pool of that size (as a
+                 * model's pool spreads them: TLB reach), else a pool of just the batch's pages */
+                const double spread_gb = getenv("HS_BENCH_SPREAD_GB") ? atof(getenv("HS_BENCH_SPREAD_GB")) : 0.0;
+                const int64_t spread_pages = (int64_t)(spread_gb * 1073741824.0 / (double)page);
                 fake_map_init(&m, B, Hv, conv_dim, 128, se, page, 0);
+                if (spread_pages > m.n_pages) {
+                    fake_map_free(&m);
+                    fake_map_init(&m, B, Hv, conv_dim, 128, se, page, (int)(spread_pages - m.n_pages));
+                }
                 const size_t pool_bytes = (size_t)m.n_pages * m.page_bytes;
                 int copies = (int)std::min<size_t>(256, std::max<size_t>(1, (size_t)4 * prop.l2CacheSize / pool_bytes + 1));
                 /* device inputs (shared by the copies: they are < 2 KiB per head) */
