@@ -5,7 +5,8 @@
  * pool, median of 15 replays / launches. KV read rate = K and V bytes of every cached
  * token / time; also as a share of the copy rate measured first.
  * Usage: bench_attn_decode [variants, e.g. "0123" (attn_decode_config; default "3", by batch)] [pdl 0|1] [split]
- * Environment: HS_BENCH_CASE=B,ctx runs that shape alone; HS_BENCH_B=1,2,4 sets the batches;
+ * Environment: HS_BENCH_CASE=B,ctx runs that shape alone; HS_BENCH_B=1,2,4 and
+ * HS_BENCH_CTX=256,2048 set the batches and contexts (multiples of 16);
  * HS_BENCH_SPREAD_GB=N scatters the blocks over an N GB pool (one copy); HS_BENCH_PROBE=L adds a row
  * "probe": the same K/V bytes read by a kernel that only streams them (cp.async ring of
  * NS x 32 tokens, NS = HS_BENCH_PROBE_NS (3 or 6, default 3), 128 threads, one block per
@@ -72,13 +73,15 @@ int main(int argc, char **argv) {
     printf("device: %s\n", prop.name);
     const double copy_tbs = gpu_copy_tbs();
     printf("copy: %.3f TB/s (read + write)\n", copy_tbs);
-    const int Hq = 16, Hkv = 4, D = 256, bs = 16, Cs[2] = {2048, 8192};
-    int Bs[16] = {1, 32, 128}, nB = 3;
-    if (getenv("HS_BENCH_B")) {
-        nB = 0;
-        for (const char *c = getenv("HS_BENCH_B"); *c && nB < 16; c++)
-            if (c == getenv("HS_BENCH_B") || c[-1] == ',') Bs[nB++] = atoi(c);
-    }
+    const int Hq = 16, Hkv = 4, D = 256, bs = 16;
+    int Bs[16] = {1, 32, 128}, nB = 3, Cs[16] = {2048, 8192}, nC = 2;
+    const char *lb = getenv("HS_BENCH_B"), *lc = getenv("HS_BENCH_CTX");
+    if (lb) nB = 0;
+    for (const char *c = lb; c && *c && nB < 16; c++)
+        if (c == lb || c[-1] == ',') Bs[nB++] = atoi(c);
+    if (lc) nC = 0;
+    for (const char *c = lc; c && *c && nC < 16; c++)
+        if (c == lc || c[-1] == ',') Cs[nC++] = atoi(c);
     const char *only = getenv("HS_BENCH_CASE"), *probe = getenv("HS_BENCH_PROBE");
     int oB = 0, oC = 0;
     if (only) sscanf(only, "%d,%d", &oB, &oC);
@@ -89,9 +92,9 @@ int main(int argc, char **argv) {
         probe_ns == 6 ? (probe_early ? probe_stream<6, true> : probe_stream<6, false>)
                       : (probe_early ? probe_stream<3, true> : probe_stream<3, false>);
     printf("%4s %5s %6s %10s %10s %7s\n", "var", "B", "ctx", "us", "KV TB/s", "% copy");
-    for (int k = 0; k < nB * 2 * (int)strlen(vars); k++) {
+    for (int k = 0; k < nB * nC * (int)strlen(vars); k++) {
         {
-            const int var = vars[k / (2 * nB)] - '0', bi = k / 2 % nB, ci = k % 2;
+            const int var = vars[k / (nC * nB)] - '0', bi = k / nC % nB, ci = k % nC;
             attn_decode_config(var, pdl);
             const int B = Bs[bi], ctx = Cs[ci], nb = ctx / bs;
             if (only && (B != oB || ctx != oC)) continue;

@@ -24,8 +24,9 @@
  *    of the main kernel.
  * Memory traffic: every cached K and V byte of the sequence once (+ q, out, and the fp32
  * partials of the splits). Split count: the smallest that fills the resident block slots
- * in waves at least 85% full (up to DEC_SMALL_PAIRS (sequence, KV head) pairs: 16-token
- * tiles, 3 blocks a SM, splits sized for 2 a SM, leaving a slot for the next launch).
+ * in waves at least 85% full (up to DEC_SMALL_PAIRS (sequence, KV head) pairs with at least
+ * DEC_SMALL_MIN_CTX tokens: 16-token tiles, 3 blocks a SM, splits sized for 2 a SM, leaving
+ * a slot for the next launch).
  * Before pdl_wait a block issues its first tiles when they hold only tokens cached before
  * this step (not token len - 1, which the kernel before writes): under PDL they stream
  * while the kernels before finish (batch 1 at 8k: 17.0 -> 14.2 us with the tile shape
@@ -328,6 +329,7 @@ static const int dec_tok[DEC_NVAR] = {32, 16, 64}; /* stages: 3, 4, 2 */
 static int dec_variant = DEC_AUTO, dec_pdl = 1;
 #define DEC_MAX_SLOTS_PER_SM 4 /* the split heuristic assumes no more (bounds the workspace) */
 #define DEC_SMALL_PAIRS 8      /* variant 3 (by batch): 16 x 4 tiles up to this many (sequence, KV head) pairs */
+#define DEC_SMALL_MIN_CTX 1024 /* ... and from this context on */
 
 extern "C" int attn_decode_config(int variant, int pdl) {
     const int old = dec_variant;
@@ -456,12 +458,14 @@ extern "C" int attn_decode_launch(const void *q, const void *kv_base, size_t pag
     p.scale_log2 = scale * 1.4426950408889634f;
     p.ws = (float *)ws;
     p.out = (bf16_t *)out;
-    /* By batch: up to DEC_SMALL_PAIRS (sequence, KV head) pairs run 16 x 4 tiles (3 blocks a
-     * SM) with the splits sized for 2 a SM, so that the next kernel's blocks find a free
-     * slot on every SM and load their first tiles before their pdl_wait; else 32 x 3.
-     * Measured (bench/RESULTS.md, session 8): batch 1 at 8k 15.3 -> 14.2 us, 2k 8.4 -> 6.6,
-     * batch 2 26.4 -> 26.2 / 10.5 -> 9.6; at batch 4 32 x 3 wins (50.2 against 59.2 at 8k). */
-    const bool small = S * Hkv <= DEC_SMALL_PAIRS;
+    /* By batch: up to DEC_SMALL_PAIRS (sequence, KV head) pairs with a context of at least
+     * DEC_SMALL_MIN_CTX run 16 x 4 tiles (3 blocks a SM) with the splits sized for 2 a SM,
+     * so that the next kernel's blocks find a free slot on every SM and load their first
+     * tiles before their pdl_wait; else 32 x 3. Measured (bench/RESULTS.md, session 8):
+     * batch 1 at 8k 15.3 -> 14.2 us, 2k 8.4 -> 6.6, batch 2 26.4 -> 26.2 / 10.5 -> 9.6; at
+     * batch 4 32 x 3 wins (50.2 against 59.2 at 8k); end to end at batch 1 with 128-256
+     * tokens 16 x 4 was 0.01-0.04 ms a step slower (4 runs on two machines). */
+    const bool small = S * Hkv <= DEC_SMALL_PAIRS && max_seq_len >= DEC_SMALL_MIN_CTX;
     const int var = dec_variant != DEC_AUTO ? dec_variant : small ? 1 : 0;
     int per_sm = 1;
     HS_CUDA_TRY(dec_slots(var, G, &per_sm));
