@@ -118,8 +118,8 @@ int attn_decode_launch(const void *q, const void *kv_base, size_t page_bytes, co
                        int block_size, int Hq, int Hkv, int D, float scale, const void *gate, void *ws, void *out,
                        int split_override, void *stream);
 /* Tuning (benchmarks): tile shape variant 0 = 32 tokens x 3 stages, 1 = 16 x 4, 2 = 64 x 2,
- * 3 = by batch (the default: 1 for a few (sequence, KV head) pairs at long contexts, else 0); pdl 0/1 = merge
- * kernel without/with programmatic dependent launch (-1: keep).
+ * 3 = by batch (the default: 1 for a few (sequence, KV head) pairs at long contexts, else
+ * 0); pdl 0/1 = merge kernel without/with programmatic dependent launch (-1: keep).
  * Process-wide; returns the previous variant. */
 int attn_decode_config(int variant, int pdl);
 
