@@ -31,7 +31,9 @@
  * this step (not token len - 1, which the kernel before writes): under PDL they stream
  * while the kernels before finish (batch 1 at 8k: 17.0 -> 14.2 us with the tile shape
  * above; bench/RESULTS.md, session 8).
- * Invariants: D = 256; G <= 8; seq_lens >= 1; block_tables hold every cached token's block.
+ * Invariants: D = 256; G <= 8; seq_lens >= 1; block_tables hold every cached token's block;
+ * one new token per sequence (len - 1): no other K/V row of a sequence is written during the
+ * step (the early tiles rely on it).
  */
 #include "attn_common.cuh"
 #include "cuda_ops.h"
