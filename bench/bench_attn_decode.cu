@@ -102,7 +102,8 @@ int main(int argc, char **argv) {
             /* HS_BENCH_SPREAD_GB: the blocks drawn from a pool of that size (as a model's pool
              * spreads them: TLB reach), else a pool of just these blocks */
             const double spread_gb = getenv("HS_BENCH_SPREAD_GB") ? atof(getenv("HS_BENCH_SPREAD_GB")) : 0.0;
-            const int64_t npool = std::max<int64_t>((int64_t)B * nb, (int64_t)(spread_gb * 1073741824.0 / (double)page));
+            const int64_t npool =
+                std::max<int64_t>((int64_t)B * nb, (int64_t)(spread_gb * 1073741824.0 / (double)page));
             const size_t pool_bytes = (size_t)npool * page;
             int copies = (int)std::min<size_t>(64, std::max<size_t>(1, (size_t)4 * prop.l2CacheSize / pool_bytes + 1));
             rng_seed(5);

@@ -501,9 +501,10 @@ extern "C" int attn_decode_launch(const void *q, const void *kv_base, size_t pag
         const int dq = S * Hq * 4 <= dec_num_sms() ? 16 : 64;
         const dim3 cgrid((unsigned)Hq, (unsigned)S, (unsigned)(AD / 4 / dq));
         const int ng = p.nsplit <= 2 ? 2 : p.nsplit <= 4 ? 4 : CMB_GROUPS; /* groups of dq threads */
-        void (*k)(const attn_dec_params) =
-            dq == 16 ? (ng == 2 ? attn_combine_kernel<2, 16> : ng == 4 ? attn_combine_kernel<4, 16> : attn_combine_kernel<CMB_GROUPS, 16>)
-                     : (ng == 2 ? attn_combine_kernel<2, 64> : ng == 4 ? attn_combine_kernel<4, 64> : attn_combine_kernel<CMB_GROUPS, 64>);
+        void (*k)(const attn_dec_params) = attn_combine_kernel<CMB_GROUPS, 64>;
+        if (dq == 16) k = ng == 2 ? attn_combine_kernel<2, 16> : ng == 4 ? attn_combine_kernel<4, 16>
+                                                                 : attn_combine_kernel<CMB_GROUPS, 16>;
+        else if (ng < CMB_GROUPS) k = ng == 2 ? attn_combine_kernel<2, 64> : attn_combine_kernel<4, 64>;
         const int nt = dq * ng;
         if (dec_pdl) {
             HS_CUDA_TRY(launch_pdl(k, cgrid, dim3(nt), 0, st, p));

@@ -83,7 +83,8 @@ static double run_case(int Hq, int Hkv, const int *lens, int S, int bs, bool use
                                        (size_t)kv * bs * Hkv * D * 2 + ((size_t)(t % bs) * Hkv + kh) * D * 2);
                     const int r = (s * Hkv + kh) * 2 + kv;
                     for (int i = 0; i < D; i++) {
-                        const uint16_t v = kv ? bfr(4.0 * rng_n()) : bfr(2.0 * bfv(q[((size_t)s * Hq + kh * G) * D + i]));
+                        const double qv = bfv(q[((size_t)s * Hq + kh * G) * D + i]);
+                        const uint16_t v = kv ? bfr(4.0 * rng_n()) : bfr(2.0 * qv);
                         rows[(size_t)r * D + i] = v;
                         pool[e0 / 2 + i] = v;
                     }
