@@ -163,6 +163,7 @@ typedef struct {
      * decode steps, to measure what they cost on the step's critical path */
     bool skip_gdn, skip_attn, skip_norm, skip_swiglu, skip_qk;
     int attn_split; /* HS_CUDA_ATTN_SPLIT=n: decode attention split count forced (0: heuristic) */
+    int gdn_cfg;    /* HS_CUDA_GDN_CFG=n: GDN decode's block shape for one-token launches (0: its choice) */
     void *deferred[SCR_N + 1];/* buffers replaced during a capture, freed after it */
     int n_deferred;
     void *blas_ws;
@@ -1125,7 +1126,8 @@ static void cu_gdn(backend_t *bk, int g, const void *qkv, const void *z, const v
     (void)Kc;
     if (c->max_seg <= GDN_RECURRENT_MAX_T) {
         CKL(gdn_decode_launch(qkv, z, b, a, conv_w->bf, A_log->f32, dt_bias->f32, norm_w->f32, c->d_tok_start,
-                              c->d_n_past, c->S, c->max_seg, Hk, Hv, dk, dv, eps, &st, out, 0, c->st));
+                              c->d_n_past, c->S, c->max_seg, Hk, Hv, dk, dv, eps, &st, out,
+                              c->max_seg == 1 ? c->gdn_cfg : 0, c->st));
         return;
     }
     /* A step with long segments: its leading decode rows (one token each) take the
@@ -1134,7 +1136,7 @@ static void cu_gdn(backend_t *bk, int g, const void *qkv, const void *z, const v
     const int s0 = c->n_decode, t0 = c->n_decode; /* one token per decode row */
     if (s0 > 0)
         CKL(gdn_decode_launch(qkv, z, b, a, conv_w->bf, A_log->f32, dt_bias->f32, norm_w->f32, c->d_tok_start,
-                              c->d_n_past, s0, 1, Hk, Hv, dk, dv, eps, &st, out, 0, c->st));
+                              c->d_n_past, s0, 1, Hk, Hv, dk, dv, eps, &st, out, c->gdn_cfg, c->st));
     const int S = c->S - s0, Tn = c->T - t0;
     const size_t conv_dim = (size_t)2 * Hk * dk + (size_t)Hv * dv;
     qkv = (const bf16_t *)qkv + (size_t)t0 * conv_dim;
@@ -1538,6 +1540,8 @@ extern "C" backend_t *backend_cuda_create(int device, char *err, size_t n) {
     c->skip_qk = sk && strstr(sk, "qk");
     const char *as = getenv("HS_CUDA_ATTN_SPLIT");
     c->attn_split = as && atoi(as) > 0 ? atoi(as) : 0;
+    const char *gc = getenv("HS_CUDA_GDN_CFG"); /* gdn_decode_launch's cfg_override (benchmarks) */
+    c->gdn_cfg = gc && atoi(gc) > 0 ? atoi(gc) : 0;
     const char *av = getenv("HS_CUDA_ATTN_VARIANT"); /* attn_decode_config's variant (benchmarks) */
     if (av) attn_decode_config(atoi(av), -1);
     if (sk) fprintf(stderr, "hyserve: warning: HS_CUDA_SKIP=%s: decode steps leave kernels out (timing only)\n", sk);
