@@ -75,13 +75,8 @@ int main(int argc, char **argv) {
     printf("copy: %.3f TB/s (read + write)\n", copy_tbs);
     const int Hq = 16, Hkv = 4, D = 256, bs = 16;
     int Bs[16] = {1, 32, 128}, nB = 3, Cs[16] = {2048, 8192}, nC = 2;
-    const char *lb = getenv("HS_BENCH_B"), *lc = getenv("HS_BENCH_CTX");
-    if (lb) nB = 0;
-    for (const char *c = lb; c && *c && nB < 16; c++)
-        if (c == lb || c[-1] == ',') Bs[nB++] = atoi(c);
-    if (lc) nC = 0;
-    for (const char *c = lc; c && *c && nC < 16; c++)
-        if (c == lc || c[-1] == ',') Cs[nC++] = atoi(c);
+    if (getenv("HS_BENCH_B")) nB = int_list(getenv("HS_BENCH_B"), Bs, 16);
+    if (getenv("HS_BENCH_CTX")) nC = int_list(getenv("HS_BENCH_CTX"), Cs, 16);
     const char *only = getenv("HS_BENCH_CASE"), *probe = getenv("HS_BENCH_PROBE");
     int oB = 0, oC = 0;
     if (only) sscanf(only, "%d,%d", &oB, &oC);

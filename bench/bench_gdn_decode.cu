@@ -373,11 +373,7 @@ int main(int argc, char **argv) {
     }
     const int Hk = 16, Hvs[3] = {16, 32, 64};
     int Bs[16] = {1, 8, 32, 128, 512}, nB = 5;
-    if (strcmp(only_b, "0")) { /* any batch sizes, in the order given */
-        nB = 0;
-        for (const char *c = only_b; *c && nB < 16; c += strcspn(c, ",") + (c[strcspn(c, ",")] == ','))
-            Bs[nB++] = atoi(c);
-    }
+    if (strcmp(only_b, "0")) nB = int_list(only_b, Bs, 16); /* any batch sizes, in the order given */
     const hs_dtype_t dts[2] = {HS_F32, HS_BF16};
     printf("%-6s %-5s %5s %10s %10s\n", "Hk/Hv", "state", "B", "us", "TB/s");
     for (int hi = 0; hi < 3; hi++)

@@ -328,6 +328,13 @@ static inline void *dev_uniform_bf16(size_t n, uint64_t seed, float a) {
 
 /* ---- timing (benchmarks) ----------------------------------------------------------- */
 
+/* The integers of a comma list ("1,8,114") into out[0..max); returns how many. */
+static inline int int_list(const char *s, int *out, int max) {
+    int n = 0;
+    for (const char *c = s; *c && n < max; c += strcspn(c, ",") + (c[strcspn(c, ",")] == ',')) out[n++] = atoi(c);
+    return n;
+}
+
 /* Median of v[0..n) (sorts v). */
 static inline float median_f(float *v, int n) {
     for (int i = 1; i < n; i++)
