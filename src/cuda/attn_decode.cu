@@ -467,11 +467,11 @@ extern "C" int attn_decode_launch(const void *q, const void *kv_base, size_t pag
      * batch 1 at 8k 15.3 -> 14.2 us, 2k 8.4 -> 6.6, batch 2 26.4 -> 26.2 / 10.5 -> 9.6; at
      * batch 4 32 x 3 wins (50.2 against 59.2 at 8k); end to end at batch 1 with 128-256
      * tokens 16 x 4 was 0.01-0.04 ms a step slower (4 runs on two machines). */
-    const bool small = S * Hkv <= DEC_SMALL_PAIRS && max_seq_len >= DEC_SMALL_MIN_CTX;
-    const int var = dec_variant != DEC_AUTO ? dec_variant : small ? 1 : 0;
+    const bool small = dec_variant == DEC_AUTO && S * Hkv <= DEC_SMALL_PAIRS && max_seq_len >= DEC_SMALL_MIN_CTX;
+    const int var = small ? 1 : dec_variant == DEC_AUTO ? 0 : dec_variant;
     int per_sm = 1;
     HS_CUDA_TRY(dec_slots(var, G, &per_sm));
-    if (dec_variant == DEC_AUTO && small && per_sm > 2) per_sm = 2;
+    if (small && per_sm > 2) per_sm = 2;
     const int tok = dec_tok[var];
     attn_split(S * Hkv, max_seq_len, split_override, tok, per_sm * dec_num_sms(), &p.nsplit, &p.split_len);
     if (p.nsplit > 1 && split_override <= 0 && p.nsplit > attn_max_splits(S, max_seq_len))
