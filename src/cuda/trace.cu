@@ -33,6 +33,7 @@ typedef CUptiResult (*fn_cbname_t)(CUpti_CallbackDomain, uint32_t, const char **
 typedef struct {
     uint64_t t0, t1;
     int name;
+    int grid; /* kernels: gridX (k_embed's is the step's token count); else 0 */
 } tr_rec_t;
 
 static struct {
@@ -93,16 +94,16 @@ static void CUPTIAPI buf_complete(CUcontext ctx, uint32_t stream, uint8_t *buf, 
     while (T.next(buf, valid, &a) == CUPTI_SUCCESS) {
         if (a->kind == CUPTI_ACTIVITY_KIND_RUNTIME) {
             const CUpti_ActivityAPI *r = (const CUpti_ActivityAPI *)a;
-            push(&T.h, &T.hn, &T.hcap, tr_rec_t{r->start, r->end, (int)r->cbid});
+            push(&T.h, &T.hn, &T.hcap, tr_rec_t{r->start, r->end, (int)r->cbid, 0});
         } else if (a->kind == CUPTI_ACTIVITY_KIND_MEMCPY) {
             /* kind .. bytes, start, end sit at the same offsets in every version */
             const CUpti_ActivityMemcpy6 *m = (const CUpti_ActivityMemcpy6 *)a;
-            push(&T.h, &T.hn, &T.hcap, tr_rec_t{m->start, m->end, TR_MEMCPY});
+            push(&T.h, &T.hn, &T.hcap, tr_rec_t{m->start, m->end, TR_MEMCPY, 0});
         } else if (a->kind == CUPTI_ACTIVITY_KIND_CONCURRENT_KERNEL || a->kind == CUPTI_ACTIVITY_KIND_KERNEL) {
-            /* start, end and name sit at the same offsets in every kernel record version
-             * since CUPTI 9 (CUpti_ActivityKernel4 .. 10) */
+            /* start, end, gridX and name sit at the same offsets in every kernel record
+             * version since CUPTI 9 (CUpti_ActivityKernel4 .. 10) */
             const CUpti_ActivityKernel10 *k = (const CUpti_ActivityKernel10 *)a;
-            push(&T.r, &T.n, &T.cap, tr_rec_t{k->start, k->end, name_id(k->name)});
+            push(&T.r, &T.n, &T.cap, tr_rec_t{k->start, k->end, name_id(k->name), (int)k->gridX});
         }
     }
     pthread_mutex_unlock(&T.mu);
@@ -267,23 +268,29 @@ extern "C" void cuda_trace_report(void) {
         free(first);
         return;
     }
-    /* the most common kernel count among complete steps */
-    int *cnt = (int *)calloc(n_steps, sizeof(int));
+    /* the most common (kernel count, token count) among complete steps: steps of one batch
+     * size, so that per-step times can be turned into bytes a second; the count alone with
+     * HS_TRACE_ANY_ROWS=1 (every decode step, whatever its rows) */
+    const bool any_rows = getenv("HS_TRACE_ANY_ROWS") && atoi(getenv("HS_TRACE_ANY_ROWS"));
+    int *cnt = (int *)calloc(n_steps, sizeof(int)), *toks = (int *)calloc(n_steps, sizeof(int));
     size_t best = 0, best_n = 0;
-    for (size_t s = 0; s + 1 < n_steps; s++) cnt[s] = (int)(first[s + 1] - first[s]);
+    for (size_t s = 0; s + 1 < n_steps; s++) {
+        cnt[s] = (int)(first[s + 1] - first[s]);
+        toks[s] = any_rows ? 0 : T.r[first[s]].grid;
+    }
     for (size_t s = 0; s + 1 < n_steps; s++) {
         size_t same = 0;
-        for (size_t u = 0; u + 1 < n_steps; u++) same += cnt[u] == cnt[s];
+        for (size_t u = 0; u + 1 < n_steps; u++) same += cnt[u] == cnt[s] && toks[u] == toks[s];
         if (same > best_n) best_n = same, best = s;
     }
-    const int mode = cnt[best];
+    const int mode = cnt[best], mode_toks = toks[best];
     uint64_t *span = (uint64_t *)malloc(best_n * 8), *busy = (uint64_t *)malloc(best_n * 8),
              *inner = (uint64_t *)malloc(best_n * 8), *tail = (uint64_t *)malloc(best_n * 8);
     double *per_name = (double *)calloc(TR_MAX_NAMES, sizeof(double));
     int *calls = (int *)calloc(TR_MAX_NAMES, sizeof(int));
     size_t k = 0;
     for (size_t s = 0; s + 1 < n_steps; s++) {
-        if (cnt[s] != mode) continue;
+        if (cnt[s] != mode || toks[s] != mode_toks) continue;
         const uint64_t t0 = T.r[first[s]].t0, t_next = T.r[first[s + 1]].t0;
         uint64_t covered = 0, cur0 = t0, cur1 = t0, last = t0;
         for (size_t i = first[s]; i < first[s + 1]; i++) {
@@ -303,9 +310,9 @@ extern "C" void cuda_trace_report(void) {
         k++;
     }
     fprintf(stderr,
-            "  %zu steps of %d kernels (the most common count), medians: step %.1f us = kernels running %.1f us"
-            " + gaps between kernels %.1f us + after the last kernel (host) %.1f us\n",
-            k, mode, median_us(span, k), median_us(busy, k), median_us(inner, k), median_us(tail, k));
+            "  %zu steps of %d kernels and %d tokens (the most common pair; 0: any), medians: step %.1f us = kernels"
+            " running %.1f us + gaps between kernels %.1f us + after the last kernel (host) %.1f us\n",
+            k, mode, mode_toks, median_us(span, k), median_us(busy, k), median_us(inner, k), median_us(tail, k));
     fprintf(stderr, "  %-72s %8s %12s\n", "kernel (device time per step; PDL overlaps are counted twice)", "calls",
             "us/step");
     int order[TR_MAX_NAMES];
@@ -323,7 +330,7 @@ extern "C" void cuda_trace_report(void) {
     double other_span = 0;
     size_t n_other = 0;
     for (size_t s = 0; s + 1 < n_steps; s++) {
-        if (cnt[s] == mode) continue;
+        if (cnt[s] == mode && toks[s] == mode_toks) continue;
         n_other++;
         other_span += (double)(T.r[first[s + 1]].t0 - T.r[first[s]].t0);
         for (size_t i = first[s]; i < first[s + 1]; i++) per_name[T.r[i].name] += (double)(T.r[i].t1 - T.r[i].t0);
@@ -343,7 +350,7 @@ extern "C" void cuda_trace_report(void) {
         }
     }
     pthread_mutex_unlock(&T.mu);
-    free(first), free(cnt), free(span), free(busy), free(inner), free(tail), free(per_name), free(calls);
+    free(first), free(cnt), free(toks), free(span), free(busy), free(inner), free(tail), free(per_name), free(calls);
 }
 
 #else /* no CUPTI headers at build time */

@@ -9,8 +9,9 @@
  *     running (the union of kernel intervals), and the rest: gaps between kernels inside
  *     the step and the gap after its last kernel (the host's turn: sampling, scheduling);
  *   - per kernel (demangled name): calls and device time per step.
- * Only the steps with the most common kernel count are summarised (at a steady batch,
- * the pure decode steps). libcupti is loaded with dlopen when HS_CUDA_TRACE is set, so
+ * Only the steps with the most common (kernel count, token count) pair are summarised:
+ * the pure decode steps of the most common batch size, so per-step times convert to bytes
+ * a second (HS_TRACE_ANY_ROWS=1: the count alone, every pure decode step). libcupti is loaded with dlopen when HS_CUDA_TRACE is set, so
  * the binary needs nothing more otherwise; without it the run goes on untraced (a
  * warning says so).
  */
