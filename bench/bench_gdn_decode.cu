@@ -449,7 +449,7 @@ int main(int argc, char **argv) {
                     st.pool_base = pools[c];
                     rc = cfg >= 88 ? probe_launch(cfg, pools[c], d_off, B * Hv, se, d_out, s)
                                    : gdn_decode_launch(d_qkv, d_z, d_b, d_a, d_cw, d_Al, d_dtb, d_nw, d_ts, d_np, B, 1, Hk,
-                                                       Hv, dk, dv, 1e-6f, &st, d_out, cfg, s);
+                                                       Hv, dk, dv, 1e-6f, &st, d_out, cfg, 0, s);
                 }
                 CK(cudaStreamSynchronize(s));
                 if (rc != HS_OK) {
@@ -466,7 +466,7 @@ int main(int argc, char **argv) {
                         CKRC(before_launch(i, s));
                         CKRC(cfg >= 88 ? probe_launch(cfg, pools[i % copies], d_off, B * Hv, se, d_out, s)
                                        : gdn_decode_launch(d_qkv, d_z, d_b, d_a, d_cw, d_Al, d_dtb, d_nw, d_ts, d_np, B, 1,
-                                                           Hk, Hv, dk, dv, 1e-6f, &st, d_out, cfg, s));
+                                                           Hk, Hv, dk, dv, 1e-6f, &st, d_out, cfg, 0, s));
                         if (g_mode) CKRC(extra_launch(i, true, s));
                     }
                     CK(cudaStreamEndCapture(s, &graph));
@@ -500,7 +500,7 @@ int main(int argc, char **argv) {
                         gdn_decode_timing(NULL, 1);
                         st.pool_base = pools[per % copies];
                         CKRC(gdn_decode_launch(d_qkv, d_z, d_b, d_a, d_cw, d_Al, d_dtb, d_nw, d_ts, d_np, B, 1, Hk, Hv,
-                                               dk, dv, 1e-6f, &st, d_out, cfg, s));
+                                               dk, dv, 1e-6f, &st, d_out, cfg, 0, s));
                         CK(cudaStreamSynchronize(s));
                         print_timing();
                     }

@@ -140,10 +140,13 @@ struct backend {
     void (*embed)(backend_t *bk, const bk_weight_t *embed, const int32_t *ids, int T, void *out);
     /* out[T, N] = x[T, K] @ W[N, K]^T */
     void (*linear)(backend_t *bk, const void *x, const bk_weight_t *w, int T, void *out);
-    /* n projections of the same x: out[i][T, N_i] = x[T, K] @ w[i][N_i, K]^T, i < n (every
-     * w[i] has K columns). One grouped kernel on cuda at small T (a layer's q/k/v, GDN's
-     * qkv/z/b/a), else n linears. */
-    void (*linear_n)(backend_t *bk, const void *x, int n, const bk_weight_t *const *w, int T, void *const *out);
+    /* n projections of the same x into the column blocks of one buffer, in order:
+     * out[T, ld] with ld = N_0 + ... + N_{n-1}, out[t, o_i + j] = (x[t] . w[i][j]) for
+     * j < N_i, o_i = N_0 + ... + N_{i-1} (every w[i] has K columns). The ops that take
+     * a layer's projections (attention, gdn) read them in this layout, strided, so no
+     * copy separates them. On cuda one grouped kernel at small T, one product over
+     * packed weights (weights_pack) above, else n GEMMs into the blocks. */
+    void (*linear_n)(backend_t *bk, const void *x, int n, const bk_weight_t *const *w, int T, void *out);
     /* RMSNorm over rows of n: out = x * rsqrt(mean(x^2) + eps) * (plus_one ? 1 + w : w), fp32 math.
      * When residual != NULL: residual[T, n] += x first and the norm reads the sum
      * (residual is updated in place; x is untouched). out may alias x. */
@@ -153,19 +156,21 @@ struct backend {
     void (*add)(backend_t *bk, void *y, const void *x, int T, int n);
 
     /* Gated attention, one full-attention layer `a` (index among attention layers).
-     * qg[T, Hq*2D]: per head [q (D) | gate (D)] as q_proj emits it; k[T, Hkv*D], v[T, Hkv*D].
-     * Applies q_norm / k_norm (1+w, eps), partial rotate-half RoPE on the first rope_dim
+     * qkv[T, Hq*2D + 2*Hkv*D]: per token [qg | k | v] as linear_n over q_proj, k_proj and
+     * v_proj emits it: qg [Hq*2D], per head [q (D) | gate (D)]; k [Hkv*D]; v [Hkv*D].
+     * qkv is only read. Applies q_norm / k_norm (1+w, eps), partial rotate-half RoPE on the first rope_dim
      * dims (theta), writes k, v into the paged KV cache at each token's position, runs
      * causal GQA attention over the cached prefix plus the new tokens (scale D^-1/2,
      * softmax fp32) and multiplies by sigmoid(gate). out[T, Hq*D]. */
-    void (*attention)(backend_t *bk, int a, void *qg, void *k, const void *v, const bk_weight_t *q_norm,
-                      const bk_weight_t *k_norm, int Hq, int Hkv, int D, int rope_dim, float theta,
-                      float eps, void *out);
+    void (*attention)(backend_t *bk, int a, const void *qkv, const bk_weight_t *q_norm, const bk_weight_t *k_norm,
+                      int Hq, int Hkv, int D, int rope_dim, float theta, float eps, void *out);
 
     /* Gated DeltaNet mixer of GDN layer `g` (index among GDN layers), everything
-     * between the input projections and out_proj:
-     *   qkv[T, conv_dim] pre-conv channels [q | k | v] (this rank's shard),
-     *   z[T, Hv*dv], b[T, Hv], a[T, Hv] from the projections;
+     * between the input projections and out_proj, on in[T, conv_dim + Hv*dv + 2*Hv]: per
+     * token [qkv | z | b | a] as linear_n over in_proj_qkv, in_proj_z, in_proj_b and
+     * in_proj_a emits it (only read):
+     *   qkv [conv_dim] pre-conv channels [q | k | v] (this rank's shard),
+     *   z [Hv*dv], b [Hv], a [Hv];
      *   causal depthwise conv (Kc taps, weights conv_w [conv_dim, Kc]) with the conv state,
      *   SiLU; beta = sigmoid(b); g = -exp(A_log) * softplus(a + dt_bias) (fp32);
      *   L2-normalised q, k (eps 1e-6), q scaled by dk^-1/2; the gated delta rule with the
@@ -174,9 +179,9 @@ struct backend {
      *   with plain weight norm_w[dv] times SiLU(z).
      *   out[T, Hv*dv]. The conv and SSM states of every sequence are read and written
      *   in place through the batch's state pages and the pool's state map. */
-    void (*gdn)(backend_t *bk, int g, const void *qkv, const void *z, const void *b, const void *a,
-                const bk_weight_t *conv_w, const bk_weight_t *A_log, const bk_weight_t *dt_bias,
-                const bk_weight_t *norm_w, int Hk, int Hv, int dk, int dv, int Kc, float eps, void *out);
+    void (*gdn)(backend_t *bk, int g, const void *in, const bk_weight_t *conv_w, const bk_weight_t *A_log,
+                const bk_weight_t *dt_bias, const bk_weight_t *norm_w, int Hk, int Hv, int dk, int dv, int Kc, float eps,
+                void *out);
 
     /* out[T, I] = silu(gu[T, 0:I]) * gu[T, I:2I]   (gate first, then up) */
     void (*swiglu)(backend_t *bk, const void *gu, int T, int I, void *out);

@@ -35,12 +35,9 @@ struct model {
     void *resid;    /* [T, H] */
     void *normed;   /* [T, H] */
     void *mix;      /* [T, H] mixer / FFN output */
-    void *qg;       /* [T, Hq*2D] */
-    void *k, *v;    /* [T, Hkv*D] */
+    void *proj;     /* [T, max(attn_in, gdn_in)] a mixer's input projections, linear_n's
+                     * column blocks: attention [qg | k | v], GDN [qkv | z | b | a] */
     void *attn;     /* [T, Hq*D] attention output, gated */
-    void *qkv;      /* [T, conv_dim] */
-    void *z;        /* [T, Hv*dv] */
-    void *gb, *ga;  /* [T, Hv] */
     void *gdn;      /* [T, Hv*dv] */
     void *gu;       /* [T, 2I] dense FFN gate|up */
     void *act;      /* [T, I] */
@@ -158,19 +155,12 @@ int model_create(model_t **out, const wt_model_t *wc, backend_t *bk, const model
     m->resid = act_alloc(m, T, H, &fail);
     m->normed = act_alloc(m, T, H, &fail);
     m->mix = act_alloc(m, T, H, &fail);
-    if (c->n_attn > 0) {
-        m->qg = act_alloc(m, T, (size_t)c->n_heads * 2 * c->head_dim, &fail);
-        m->k = act_alloc(m, T, (size_t)c->n_kv_heads * c->head_dim, &fail);
-        m->v = act_alloc(m, T, (size_t)c->n_kv_heads * c->head_dim, &fail);
-        m->attn = act_alloc(m, T, (size_t)c->n_heads * c->head_dim, &fail);
-    }
-    if (c->n_gdn > 0) {
-        m->qkv = act_alloc(m, T, (size_t)mcfg_conv_dim(c), &fail);
-        m->z = act_alloc(m, T, (size_t)mcfg_value_dim(c), &fail);
-        m->gb = act_alloc(m, T, (size_t)c->lin_v_heads, &fail);
-        m->ga = act_alloc(m, T, (size_t)c->lin_v_heads, &fail);
-        m->gdn = act_alloc(m, T, (size_t)mcfg_value_dim(c), &fail);
-    }
+    const size_t attn_in = c->n_attn > 0 ? (size_t)(c->n_heads * 2 + c->n_kv_heads * 2) * c->head_dim : 0;
+    const size_t gdn_in =
+        c->n_gdn > 0 ? (size_t)mcfg_conv_dim(c) + (size_t)mcfg_value_dim(c) + 2 * (size_t)c->lin_v_heads : 0;
+    m->proj = act_alloc(m, T, attn_in > gdn_in ? attn_in : gdn_in, &fail);
+    if (c->n_attn > 0) m->attn = act_alloc(m, T, (size_t)c->n_heads * c->head_dim, &fail);
+    if (c->n_gdn > 0) m->gdn = act_alloc(m, T, (size_t)mcfg_value_dim(c), &fail);
     if (I > 0) {
         m->gu = act_alloc(m, T, 2 * (size_t)I, &fail);
         m->act = act_alloc(m, T, (size_t)I, &fail);
@@ -215,7 +205,7 @@ void model_destroy(model_t *m) {
     WF(m->final_norm);
     if (!m->tied) WF(m->lm_head);
 #undef WF
-    void *bufs[] = {m->resid, m->normed, m->mix, m->qg, m->k, m->v, m->attn, m->qkv, m->z, m->gb, m->ga,
+    void *bufs[] = {m->resid, m->normed, m->mix, m->proj, m->attn,
                     m->gdn, m->gu, m->act, m->rows, m->logits, m->pool.base};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
         if (bufs[i]) bk->free(bk, bufs[i]);
@@ -244,9 +234,8 @@ static void attention_layer(model_t *m, const layer_t *d, int a, int T) {
     backend_t *bk = m->bk;
     const mcfg_t *c = &m->cfg;
     const bk_weight_t *w[3] = {d->q_proj, d->k_proj, d->v_proj};
-    void *const out[3] = {m->qg, m->k, m->v};
-    bk->linear_n(bk, m->normed, 3, w, T, out);
-    bk->attention(bk, a, m->qg, m->k, m->v, d->q_norm, d->k_norm, c->n_heads, c->n_kv_heads, c->head_dim, c->rope_dim,
+    bk->linear_n(bk, m->normed, 3, w, T, m->proj);
+    bk->attention(bk, a, m->proj, d->q_norm, d->k_norm, c->n_heads, c->n_kv_heads, c->head_dim, c->rope_dim,
                   (float)c->rope_theta, (float)c->rms_eps, m->attn);
     bk->linear(bk, m->attn, d->o_proj, T, m->mix);
 }
@@ -255,9 +244,8 @@ static void gdn_layer(model_t *m, const layer_t *d, int g, int T) {
     backend_t *bk = m->bk;
     const mcfg_t *c = &m->cfg;
     const bk_weight_t *w[4] = {d->qkv, d->z, d->b, d->a};
-    void *const out[4] = {m->qkv, m->z, m->gb, m->ga};
-    bk->linear_n(bk, m->normed, 4, w, T, out);
-    bk->gdn(bk, g, m->qkv, m->z, m->gb, m->ga, d->conv, d->A_log, d->dt_bias, d->norm, c->lin_k_heads, c->lin_v_heads,
+    bk->linear_n(bk, m->normed, 4, w, T, m->proj);
+    bk->gdn(bk, g, m->proj, d->conv, d->A_log, d->dt_bias, d->norm, c->lin_k_heads, c->lin_v_heads,
             c->lin_k_dim, c->lin_v_dim, c->conv_kernel, (float)c->rms_eps, m->gdn);
     bk->linear(bk, m->gdn, d->out, T, m->mix);
 }

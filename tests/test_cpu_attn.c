@@ -10,6 +10,9 @@
  *    bounded by the storage rounding);
  *  - invariance: one-shot prefill == pieces of 1, 7, 64 == batched with others, bit
  *    for bit (each token's attention reads the same cache rows in the same order).
+ *  - the input layout: the op gets [qg | k | v] packed per token (linear_n's column
+ *    blocks) between NaN rows, the reference reads the separate per-sequence arrays;
+ *    the packed input is unchanged by the op.
  *
  * Tolerances (f32 KV): every output is a convex combination of O(1) values times a
  * gate in (0, 1); fp32 vs float64 over D-term dot products and <= 200-term softmax
@@ -80,8 +83,14 @@ static void attn_step(backend_t *bk, tpool_t *tp, const attn_m_t *m, int layer, 
     int qd = m->Hq * 2 * m->D, kd = m->Hkv * m->D, od = m->Hq * m->D;
     int32_t *ts = malloc(sizeof(int32_t) * (n + 1)), *np = malloc(sizeof(int32_t) * n);
     int32_t *pos = malloc(sizeof(int32_t) * (T + 1)), *bt = malloc(sizeof(int32_t) * n * MAXB);
-    float *qg = malloc(sizeof(float) * (T + 1) * qd), *k = malloc(sizeof(float) * (T + 1) * kd);
-    float *v = malloc(sizeof(float) * (T + 1) * kd), *out = malloc(sizeof(float) * (T + 1) * od);
+    /* the op's input as linear_n writes it: rows [qg | k | v] of ld, between a NaN row
+     * before and after, so a read outside the rows (or of a block with the wrong stride
+     * past the end) turns outputs into NaN; a copy checks that the op only reads it */
+    const int ld = qd + 2 * kd;
+    const size_t nbuf = (size_t)(T + 2) * ld;
+    float *buf = malloc(sizeof(float) * nbuf), *qkv = buf + ld, *copy = malloc(sizeof(float) * nbuf);
+    for (size_t i = 0; i < nbuf; i++) buf[i] = NAN;
+    float *out = malloc(sizeof(float) * (T + 1) * od);
     int t = 0;
     for (int i = 0; i < n; i++) {
         aseq_t *s = &seqs[idx[i]];
@@ -90,16 +99,19 @@ static void attn_step(backend_t *bk, tpool_t *tp, const attn_m_t *m, int layer, 
         for (int j = 0; j < cnt[i]; j++, t++) {
             int p = s->done + j;
             pos[t] = p;
-            memcpy(qg + (size_t)t * qd, s->qg + (size_t)p * qd, sizeof(float) * qd);
-            memcpy(k + (size_t)t * kd, s->k + (size_t)p * kd, sizeof(float) * kd);
-            memcpy(v + (size_t)t * kd, s->v + (size_t)p * kd, sizeof(float) * kd);
+            float *row = qkv + (size_t)t * ld;
+            memcpy(row, s->qg + (size_t)p * qd, sizeof(float) * qd);
+            memcpy(row + qd, s->k + (size_t)p * kd, sizeof(float) * kd);
+            memcpy(row + qd + kd, s->v + (size_t)p * kd, sizeof(float) * kd);
         }
     }
     ts[n] = T;
     bk_batch_t b = {.n_seqs = n, .n_tokens = T, .tok_start = ts, .n_past = np, .positions = pos,
                     .block_tables = bt, .max_blocks = MAXB};
     bk->set_batch(bk, &b, &tp->pool);
-    bk->attention(bk, layer, qg, k, v, m->wq, m->wk, m->Hq, m->Hkv, m->D, m->R, m->theta, m->eps, out);
+    memcpy(copy, buf, sizeof(float) * nbuf);
+    bk->attention(bk, layer, qkv, m->wq, m->wk, m->Hq, m->Hkv, m->D, m->R, m->theta, m->eps, out);
+    assert_memory_equal(buf, copy, sizeof(float) * nbuf);
     t = 0;
     for (int i = 0; i < n; i++) {
         aseq_t *s = &seqs[idx[i]];
@@ -107,7 +119,7 @@ static void attn_step(backend_t *bk, tpool_t *tp, const attn_m_t *m, int layer, 
         t += cnt[i];
         s->done += cnt[i];
     }
-    free(ts), free(np), free(pos), free(bt), free(qg), free(k), free(v), free(out);
+    free(ts), free(np), free(pos), free(bt), free(buf), free(copy), free(out);
 }
 
 static void ref_normrope(const attn_m_t *m, const float *x, const float *w, int pos, double *y) {

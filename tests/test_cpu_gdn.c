@@ -15,6 +15,9 @@
  *    sequence batched with others, bit for bit.
  *  - bf16 state storage: the stored state is exactly the bf16 rounding of the fp32
  *    state of an fp32-state run; a fresh sequence ignores stale page contents.
+ *  - the input layout: the op gets [qkv | z | b | a] packed per token (linear_n's
+ *    column blocks) between NaN rows, the reference reads the separate per-sequence
+ *    arrays; the packed input is unchanged by the op.
  *
  * Tolerances: every value is O(1) (unit-norm k, q scaled by dk^-1/2, |v| <= 1,
  * beta < 1, decays <= 1), so errors are compared absolutely against the scale
@@ -186,9 +189,13 @@ static void gdn_step(backend_t *bk, tpool_t *tp, const gdn_w_t *m, int layer, gs
     for (int i = 0; i < n; i++) T += cnt[i];
     int32_t *tok_start = malloc(sizeof(int32_t) * (n + 1)), *n_past = malloc(sizeof(int32_t) * n);
     int32_t *pos = malloc(sizeof(int32_t) * (T + 1)), *sp = malloc(sizeof(int32_t) * n * E);
-    int cd = m->conv_dim, vd = m->Hv * m->dv, Hv = m->Hv;
-    float *qkv = malloc(sizeof(float) * (T + 1) * cd), *z = malloc(sizeof(float) * (T + 1) * vd);
-    float *b = malloc(sizeof(float) * (T + 1) * Hv), *a = malloc(sizeof(float) * (T + 1) * Hv);
+    int cd = m->conv_dim, vd = m->Hv * m->dv, Hv = m->Hv, ld = cd + vd + 2 * Hv;
+    /* the op's input as linear_n writes it: rows [qkv | z | b | a] of ld, between a NaN
+     * row before and after, so a read outside the rows (or of a block with the wrong
+     * stride past the end) turns outputs into NaN; a copy checks that the op only reads it */
+    const size_t nbuf = (size_t)(T + 2) * ld;
+    float *buf = malloc(sizeof(float) * nbuf), *in = buf + ld, *copy = malloc(sizeof(float) * nbuf);
+    for (size_t i = 0; i < nbuf; i++) buf[i] = NAN;
     float *out = malloc(sizeof(float) * (T + 1) * vd);
     int t = 0;
     for (int i = 0; i < n; i++) {
@@ -199,17 +206,20 @@ static void gdn_step(backend_t *bk, tpool_t *tp, const gdn_w_t *m, int layer, gs
         for (int j = 0; j < cnt[i]; j++, t++) {
             int p = q->done + j;
             pos[t] = p;
-            memcpy(qkv + (size_t)t * cd, q->qkv + (size_t)p * cd, sizeof(float) * cd);
-            memcpy(z + (size_t)t * vd, q->z + (size_t)p * vd, sizeof(float) * vd);
-            memcpy(b + (size_t)t * Hv, q->b + (size_t)p * Hv, sizeof(float) * Hv);
-            memcpy(a + (size_t)t * Hv, q->a + (size_t)p * Hv, sizeof(float) * Hv);
+            float *row = in + (size_t)t * ld;
+            memcpy(row, q->qkv + (size_t)p * cd, sizeof(float) * cd);
+            memcpy(row + cd, q->z + (size_t)p * vd, sizeof(float) * vd);
+            memcpy(row + cd + vd, q->b + (size_t)p * Hv, sizeof(float) * Hv);
+            memcpy(row + cd + vd + Hv, q->a + (size_t)p * Hv, sizeof(float) * Hv);
         }
     }
     tok_start[n] = T;
     bk_batch_t bt = {.n_seqs = n, .n_tokens = T, .tok_start = tok_start, .n_past = n_past, .positions = pos,
                      .state_pages = sp, .n_state_pages = E};
     bk->set_batch(bk, &bt, &tp->pool);
-    bk->gdn(bk, layer, qkv, z, b, a, m->wconv, m->wA, m->wdt, m->wn, m->Hk, m->Hv, m->dk, m->dv, m->Kc, m->eps, out);
+    memcpy(copy, buf, sizeof(float) * nbuf);
+    bk->gdn(bk, layer, in, m->wconv, m->wA, m->wdt, m->wn, m->Hk, m->Hv, m->dk, m->dv, m->Kc, m->eps, out);
+    assert_memory_equal(buf, copy, sizeof(float) * nbuf);
     t = 0;
     for (int i = 0; i < n; i++) {
         gseq_t *q = &seqs[idx[i]];
@@ -217,7 +227,7 @@ static void gdn_step(backend_t *bk, tpool_t *tp, const gdn_w_t *m, int layer, gs
         t += cnt[i];
         q->done += cnt[i];
     }
-    free(tok_start), free(n_past), free(pos), free(sp), free(qkv), free(z), free(b), free(a), free(out);
+    free(tok_start), free(n_past), free(pos), free(sp), free(buf), free(copy), free(out);
 }
 
 /* Read a sequence's state of GDN layer `layer` from the pool: conv [W][cd], S^T [Hv][dv][dk]. */

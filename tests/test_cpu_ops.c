@@ -171,17 +171,22 @@ static void test_linear(void **state) {
     free(w8);
 }
 
-/* linear_n: the projections sharing one input; each output equals its own linear
- * (same weights, same rows), and none is written by another's (distinct widths). */
+/* linear_n: the projections sharing one input land in the column blocks of one buffer
+ * [T, ld], ld = sum N_i; each block equals its own linear bit for bit (the same GEMM,
+ * strided), every element is written, and nothing past the buffer is. T covers the
+ * one-GEMV-per-row path (1, 2) and the sgemm path; the widths differ (a block written
+ * with the wrong stride or offset lands on another's columns). */
 static void test_linear_n(void **state) {
     backend_t *bk = *state;
     trng_t r = {11};
-    enum { K = 96, T = 5, NW = 4 };
-    const int Ns[NW] = {64, 32, 3, 3};
+    enum { K = 96, NW = 4, TMAX = 9, GUARD = 16 };
+    const int Ns[NW] = {160, 32, 3, 5};
+    const int Ts[] = {1, 2, 5, TMAX};
     bk_weight_t *w[NW];
-    float *x = malloc(sizeof(float) * T * K), *outs[NW], *want[NW];
-    trng_fill(&r, x, (size_t)T * K, 1.0f);
+    float *x = malloc(sizeof(float) * TMAX * K), *want[NW];
+    trng_fill(&r, x, (size_t)TMAX * K, 1.0f);
     char err[128];
+    int ld = 0;
     for (int i = 0; i < NW; i++) {
         float *h = malloc(sizeof(float) * (size_t)Ns[i] * K);
         trng_fill(&r, h, (size_t)Ns[i] * K, 0.1f);
@@ -189,18 +194,28 @@ static void test_linear_n(void **state) {
         w[i] = bk->weight_load(bk, &ht, err, sizeof err);
         assert_non_null(w[i]);
         free(h);
-        outs[i] = malloc(sizeof(float) * T * (size_t)Ns[i]);
-        want[i] = malloc(sizeof(float) * T * (size_t)Ns[i]);
-        for (int j = 0; j < T * Ns[i]; j++) outs[i][j] = NAN;
-        bk->linear(bk, x, w[i], T, want[i]);
+        want[i] = malloc(sizeof(float) * TMAX * (size_t)Ns[i]);
+        ld += Ns[i];
     }
-    bk->linear_n(bk, x, NW, (const bk_weight_t *const *)w, T, (void *const *)outs);
+    float *out = malloc(sizeof(float) * ((size_t)TMAX * ld + GUARD));
+    for (size_t c = 0; c < sizeof Ts / sizeof Ts[0]; c++) {
+        const int T = Ts[c];
+        for (int i = 0; i < NW; i++) bk->linear(bk, x, w[i], T, want[i]);
+        for (size_t j = 0; j < (size_t)T * ld + GUARD; j++) out[j] = NAN;
+        bk->linear_n(bk, x, NW, (const bk_weight_t *const *)w, T, out);
+        for (int t = 0; t < T; t++)
+            for (int i = 0, o = 0; i < NW; o += Ns[i], i++)
+                assert_memory_equal(out + (size_t)t * ld + o, want[i] + (size_t)t * Ns[i], sizeof(float) * Ns[i]);
+        for (int j = 0; j < GUARD; j++) assert_true(isnan(out[(size_t)T * ld + j]));
+        /* n = 1: the block is the whole row, as linear writes it */
+        bk->linear_n(bk, x, 1, (const bk_weight_t *const *)w, T, out);
+        assert_memory_equal(out, want[0], sizeof(float) * T * (size_t)Ns[0]);
+    }
     for (int i = 0; i < NW; i++) {
-        assert_memory_equal(outs[i], want[i], sizeof(float) * T * (size_t)Ns[i]);
         bk->weight_free(bk, w[i]);
-        free(outs[i]);
         free(want[i]);
     }
+    free(out);
     free(x);
 }
 

@@ -2,6 +2,10 @@
  * cpu_attn: gated full attention over the paged KV cache (backend.h `attention`,
  * model-spec §2.6).
  *
+ * Input qkv [T, ld], ld = Hq*2D + 2*Hkv*D: per token the column blocks [qg | k | v] of
+ * linear_n (qg [Hq*2D], per head [q (D) | gate (D)]; k, v [Hkv*D]), read with the row
+ * stride ld and never written.
+ *
  * Per step (batch from set_batch, pool from set_batch):
  *   1. For every token t and query head h: q = qg[t, h*2D : h*2D+D], RMSNorm(1+w)
  *      with q_norm, rotate-half RoPE on the first rope_dim dims at positions[t]
@@ -90,9 +94,8 @@ static void kv_load(const void *src, const float *scale, hs_dtype_t t, float *x,
     }
 }
 
-void cpu_attention(backend_t *bk, int a, void *qg, void *k, const void *v, const bk_weight_t *q_norm,
-                   const bk_weight_t *k_norm, int Hq, int Hkv, int D, int rope_dim, float theta, float eps,
-                   void *out) {
+void cpu_attention(backend_t *bk, int a, const void *qkv, const bk_weight_t *q_norm, const bk_weight_t *k_norm,
+                   int Hq, int Hkv, int D, int rope_dim, float theta, float eps, void *out) {
     cpu_ctx_t *c = cpu_ctx(bk);
     assert(c->has_batch && c->has_pool);
     const kv_layout_t *kv = &c->pool.kv;
@@ -101,11 +104,13 @@ void cpu_attention(backend_t *bk, int a, void *qg, void *k, const void *v, const
     assert(q_norm->rows * q_norm->cols == D && k_norm->rows * k_norm->cols == D);
     assert(kv->kv_dtype == HS_F8_E4M3 || cpu_dtype_plain(kv->kv_dtype));
     const int T = c->n_tokens, S = c->n_seqs, nt = c->n_threads;
-    const float *QG = qg; /* [T, Hq, 2D] */
-    const float *K = k;   /* [T, Hkv, D] */
-    const float *V = v;   /* [T, Hkv, D] */
-    float *O = out;       /* [T, Hq, D] */
     if (T == 0) return;
+    /* qkv's column blocks, each read with the row stride ld */
+    const size_t ld = (size_t)Hq * 2 * D + 2 * (size_t)Hkv * D;
+    const float *QG = qkv;                    /* [T, Hq, 2D] */
+    const float *K = QG + (size_t)Hq * 2 * D; /* [T, Hkv, D] */
+    const float *V = K + (size_t)Hkv * D;     /* [T, Hkv, D] */
+    float *O = out;                           /* [T, Hq, D], contiguous */
     float *Q = cpu_scratch(c, CPU_SCR_A, (size_t)T * Hq * D * sizeof(float)); /* [T, Hq, D] */
     int max_ctx = 1;
     for (int s = 0; s < S; s++) {
@@ -131,20 +136,20 @@ void cpu_attention(backend_t *bk, int a, void *qg, void *k, const void *v, const
         assert(pos == c->n_past[s] + (t - c->tok_start[s]));
         for (int h = 0; h < Hq; h++) {
             float *q = Q + ((size_t)t * Hq + h) * D;
-            memcpy(q, QG + ((size_t)t * Hq + h) * 2 * D, (size_t)D * sizeof(float));
+            memcpy(q, QG + (size_t)t * ld + (size_t)h * 2 * D, (size_t)D * sizeof(float));
             head_norm(q, qw, D, eps);
             rope(q, rope_dim, pos, theta);
         }
         float kr[D > 0 ? D : 1];
         for (int h = 0; h < Hkv; h++) {
             float *sc;
-            memcpy(kr, K + ((size_t)t * Hkv + h) * D, (size_t)D * sizeof(float));
+            memcpy(kr, K + (size_t)t * ld + (size_t)h * D, (size_t)D * sizeof(float));
             head_norm(kr, kw, D, eps);
             rope(kr, rope_dim, pos, theta);
             char *dk = kv_addr(c, s, a, 0, pos, h, &sc);
             kv_store(dk, sc, kv->kv_dtype, kr, D);
             char *dv = kv_addr(c, s, a, 1, pos, h, &sc);
-            kv_store(dv, sc, kv->kv_dtype, V + ((size_t)t * Hkv + h) * D, D);
+            kv_store(dv, sc, kv->kv_dtype, V + (size_t)t * ld + (size_t)h * D, D);
         }
     }
 
@@ -184,7 +189,7 @@ void cpu_attention(backend_t *bk, int a, void *qg, void *k, const void *v, const
             float p = sc[j] / sum;
             for (int i = 0; i < D; i++) acc[i] += p * row[i];
         }
-        const float *gate = QG + ((size_t)t * Hq + h) * 2 * D + D;
+        const float *gate = QG + (size_t)t * ld + (size_t)h * 2 * D + D;
         float *o = O + ((size_t)t * Hq + h) * D;
         for (int i = 0; i < D; i++) o[i] = acc[i] * cpu_sigmoid(gate[i]);
     }

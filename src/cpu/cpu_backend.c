@@ -75,12 +75,14 @@ int cpu_gemm_threads = 1;
  * packing, against ~0.1 s of weight reads). */
 #define CPU_GEMV_ROWS 2
 
-/* out[M, N] = x[M, K] @ w[N, K]^T. OpenBLAS runs single-threaded (set at creation);
- * the threads here split N, so one thread pool (OpenMP) serves every loop of the
- * backend and no BLAS threads compete with it. Each output element is one dot
- * product over the whole of K computed by one call, whatever the split. */
-void cpu_gemm_xwt(const float *x, const float *w, int M, int N, int K, float *out) {
+/* out[M, N] (row stride ldo >= N) = x[M, K] @ w[N, K]^T; columns past N of each row are
+ * left alone. OpenBLAS runs single-threaded (set at creation); the threads here split N,
+ * so one thread pool (OpenMP) serves every loop of the backend and no BLAS threads
+ * compete with it. Each output element is one dot product over the whole of K computed
+ * by one call, whatever the split; the stride changes no arithmetic. */
+void cpu_gemm_xwt_ld(const float *x, const float *w, int M, int N, int K, float *out, int ldo) {
     if (M <= 0 || N <= 0) return;
+    assert(ldo >= N);
     const int nt = N >= 64 * cpu_gemm_threads ? cpu_gemm_threads : 1;
     const int per = (N + nt - 1) / nt;
     /* Batch-invariant mode: one GEMV per row, so a row's result never depends on how
@@ -94,12 +96,16 @@ void cpu_gemm_xwt(const float *x, const float *w, int M, int N, int K, float *ou
         if (rows) {
             for (int i = 0; i < M; i++)
                 cblas_sgemv(CblasRowMajor, CblasNoTrans, n, K, 1.0f, w + (size_t)j0 * K, K, x + (size_t)i * K, 1,
-                            0.0f, out + (size_t)i * N + j0, 1);
+                            0.0f, out + (size_t)i * ldo + j0, 1);
         } else {
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, M, n, K, 1.0f, x, K, w + (size_t)j0 * K, K, 0.0f,
-                        out + j0, N);
+                        out + j0, ldo);
         }
     }
+}
+
+void cpu_gemm_xwt(const float *x, const float *w, int M, int N, int K, float *out) {
+    cpu_gemm_xwt_ld(x, w, M, N, K, out, N);
 }
 
 /* ---- memory ------------------------------------------------------------------- */
@@ -241,11 +247,20 @@ static void cpu_linear(backend_t *bk, const void *x, const bk_weight_t *w, int T
     cpu_gemm_xwt(x, w->data, T, (int)w->rows, (int)w->cols, out);
 }
 
-static void cpu_linear_n(backend_t *bk, const void *x, int n, const bk_weight_t *const *w, int T, void *const *out) {
+/* One GEMM per weight into its column block: the same call as cpu_linear with the output
+ * strided, so each block is bit-identical to a separate linear. */
+static void cpu_linear_n(backend_t *bk, const void *x, int n, const bk_weight_t *const *w, int T, void *out) {
+    (void)bk;
     assert(n >= 1);
+    int ld = 0;
     for (int i = 0; i < n; i++) {
         assert(w[i]->cols == w[0]->cols);
-        cpu_linear(bk, x, w[i], T, out[i]);
+        ld += (int)w[i]->rows;
+    }
+    float *o = out;
+    for (int i = 0; i < n; i++) {
+        cpu_gemm_xwt_ld(x, w[i]->data, T, (int)w[i]->rows, (int)w[i]->cols, o, ld);
+        o += w[i]->rows;
     }
 }
 

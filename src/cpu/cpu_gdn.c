@@ -1,9 +1,10 @@
 /*
  * cpu_gdn: the Gated DeltaNet mixer (backend.h `gdn`, model-spec §2.5, §3).
  *
- * Inputs (fp32): qkv [T, conv_dim] pre-conv channels [q (Hk*dk) | k (Hk*dk) | v (Hv*dv)],
- * z [T, Hv*dv], b [T, Hv], a [T, Hv]; weights conv_w [conv_dim, Kc], A_log [Hv],
- * dt_bias [Hv], norm_w [dv]. Output out [T, Hv*dv].
+ * Input (fp32): in [T, ld], ld = conv_dim + Hv*dv + 2*Hv, per token the column blocks
+ * [qkv | z | b | a] of linear_n: qkv [conv_dim] pre-conv channels [q (Hk*dk) | k (Hk*dk) |
+ * v (Hv*dv)], z [Hv*dv], b [Hv], a [Hv]; every read of them uses the row stride ld.
+ * Weights conv_w [conv_dim, Kc], A_log [Hv], dt_bias [Hv], norm_w [dv]. Output out [T, Hv*dv].
  *
  * Per sequence s (tokens [t0, t1), n_past[s]):
  *   1. conv: window = conv state (conv_width pre-conv rows, token-major, oldest first;
@@ -173,9 +174,9 @@ static char *state_addr(const cpu_ctx_t *c, int s, sm_loc_t loc) {
     return (char *)c->pool.base + (size_t)page * c->pool.page_bytes + (size_t)loc.offset;
 }
 
-void cpu_gdn(backend_t *bk, int gl, const void *qkv, const void *z, const void *b, const void *a,
-             const bk_weight_t *conv_w, const bk_weight_t *A_log, const bk_weight_t *dt_bias,
-             const bk_weight_t *norm_w, int Hk, int Hv, int dk, int dv, int Kc, float eps, void *out) {
+void cpu_gdn(backend_t *bk, int gl, const void *in, const bk_weight_t *conv_w, const bk_weight_t *A_log,
+             const bk_weight_t *dt_bias, const bk_weight_t *norm_w, int Hk, int Hv, int dk, int dv, int Kc, float eps,
+             void *out) {
     cpu_ctx_t *c = cpu_ctx(bk);
     assert(c->has_batch && c->has_pool);
     const statemap_t *sm = &c->pool.sm;
@@ -188,12 +189,14 @@ void cpu_gdn(backend_t *bk, int gl, const void *qkv, const void *z, const void *
     assert(A_log->rows * A_log->cols == Hv && dt_bias->rows * dt_bias->cols == Hv);
     assert(norm_w->rows * norm_w->cols == dv);
     const int T = c->n_tokens, S = c->n_seqs, nt = c->n_threads, r = Hv / Hk, W = sm->conv_width;
-    const float *X = qkv; /* [T, conv_dim] */
-    const float *Z = z;   /* [T, Hv*dv] */
-    const float *B = b;   /* [T, Hv] */
-    const float *Aa = a;  /* [T, Hv] */
-    float *OUT = out;     /* [T, Hv*dv] */
     if (T == 0 && S == 0) return;
+    /* in's column blocks, each read with the row stride ld */
+    const size_t ld = (size_t)conv_dim + (size_t)Hv * dv + 2 * (size_t)Hv;
+    const float *X = in;                  /* [T, conv_dim] */
+    const float *Z = X + conv_dim;        /* [T, Hv*dv] */
+    const float *B = Z + (size_t)Hv * dv; /* [T, Hv] */
+    const float *Aa = B + Hv;             /* [T, Hv] */
+    float *OUT = out;                     /* [T, Hv*dv], contiguous */
     float *Y = cpu_scratch(c, CPU_SCR_A, ((size_t)T + 1) * conv_dim * sizeof(float)); /* [T, conv_dim] */
     float *gates = cpu_scratch(c, CPU_SCR_B, ((size_t)T + 1) * Hv * 2 * sizeof(float));
     float *gg = gates, *bb = gates + (size_t)T * Hv; /* [T, Hv] each */
@@ -214,7 +217,7 @@ void cpu_gdn(backend_t *bk, int gl, const void *qkv, const void *z, const void *
             const float *w = conv_w->data + (size_t)ch * Kc;
             /* value at window index i: i < W -> state row i, else token i - W */
 #define XWIN(i) ((i) < W ? (fresh ? 0.0f : cpu_load(cs, cdt, (size_t)(i) * conv_dim + ch)) \
-                         : X[(size_t)(t0 + (i) - W) * conv_dim + ch])
+                         : X[(size_t)(t0 + (i) - W) * ld + ch])
             for (int t = 0; t < Ts; t++) {
                 float acc = 0.0f;
                 for (int j = 0; j < Kc; j++) acc += w[j] * XWIN(W + t - (Kc - 1) + j);
@@ -244,9 +247,8 @@ void cpu_gdn(backend_t *bk, int gl, const void *qkv, const void *z, const void *
             for (int i = 0; i < dk; i++) x[i] *= inv;
         }
         for (int h = 0; h < Hv; h++) {
-            bb[(size_t)t * Hv + h] = cpu_sigmoid(B[(size_t)t * Hv + h]);
-            gg[(size_t)t * Hv + h] =
-                -expf(A_log->data[h]) * softplus_torch(Aa[(size_t)t * Hv + h] + dt_bias->data[h]);
+            bb[(size_t)t * Hv + h] = cpu_sigmoid(B[(size_t)t * ld + h]);
+            gg[(size_t)t * Hv + h] = -expf(A_log->data[h]) * softplus_torch(Aa[(size_t)t * ld + h] + dt_bias->data[h]);
         }
     }
 
@@ -293,7 +295,7 @@ void cpu_gdn(backend_t *bk, int gl, const void *qkv, const void *z, const void *
         /* 5. gated RMSNorm */
         for (int t = t0; t < t0 + Ts; t++) {
             const float *ot = O + ((size_t)t * Hv + h) * dv;
-            const float *zt = Z + ((size_t)t * Hv + h) * dv;
+            const float *zt = Z + (size_t)t * ld + (size_t)h * dv;
             float *yt = OUT + ((size_t)t * Hv + h) * dv;
             float ss = 0.0f;
             for (int j = 0; j < dv; j++) ss += ot[j] * ot[j];

@@ -78,6 +78,8 @@ static inline bool cpu_dtype_plain(hs_dtype_t t) { return t == HS_F32 || t == HS
 
 /* out[M, N] = x[M, K] @ W[N, K]^T via cblas_sgemm (beta = 0). */
 void cpu_gemm_xwt(const float *x, const float *w, int M, int N, int K, float *out);
+/* The same with output row stride ldo >= N (a column block of a wider buffer). */
+void cpu_gemm_xwt_ld(const float *x, const float *w, int M, int N, int K, float *out, int ldo);
 
 static inline float cpu_sigmoid(float x) { return 1.0f / (1.0f + expf(-x)); }
 static inline float cpu_silu(float x) { return x / (1.0f + expf(-x)); }
@@ -85,12 +87,11 @@ static inline float cpu_silu(float x) { return x / (1.0f + expf(-x)); }
 /* Ops implemented in the other files (signatures as in backend.h). */
 void cpu_rmsnorm(backend_t *bk, const void *x, void *residual, const bk_weight_t *w, float eps, bool plus_one,
                  int T, int n, void *out);
-void cpu_attention(backend_t *bk, int a, void *qg, void *k, const void *v, const bk_weight_t *q_norm,
-                   const bk_weight_t *k_norm, int Hq, int Hkv, int D, int rope_dim, float theta, float eps,
-                   void *out);
-void cpu_gdn(backend_t *bk, int g, const void *qkv, const void *z, const void *b, const void *a,
-             const bk_weight_t *conv_w, const bk_weight_t *A_log, const bk_weight_t *dt_bias,
-             const bk_weight_t *norm_w, int Hk, int Hv, int dk, int dv, int Kc, float eps, void *out);
+void cpu_attention(backend_t *bk, int a, const void *qkv, const bk_weight_t *q_norm, const bk_weight_t *k_norm,
+                   int Hq, int Hkv, int D, int rope_dim, float theta, float eps, void *out);
+void cpu_gdn(backend_t *bk, int g, const void *in, const bk_weight_t *conv_w, const bk_weight_t *A_log,
+             const bk_weight_t *dt_bias, const bk_weight_t *norm_w, int Hk, int Hv, int dk, int dv, int Kc, float eps,
+             void *out);
 /* bk->sample (cpu_sample.c). */
 void cpu_sample(backend_t *bk, const float *logits, int n, int V, const bk_sample_row_t *rows, bk_sample_out_t *out);
 void cpu_moe(backend_t *bk, const void *x, const bk_weight_t *router, bk_weight_t *const *experts_gate_up,

@@ -352,8 +352,9 @@ __global__ void k_gather_rows(const bf16_t *x, const int32_t *rows, int H, bf16_
 }
 
 struct qk_params {
-    bf16_t *qg;            /* [T][Hq*2D] */
-    const bf16_t *k, *v;   /* [T][Hkv*D] */
+    const bf16_t *qg;      /* [T][Hq*2D] (row stride ld) */
+    const bf16_t *k, *v;   /* [T][Hkv*D] (row stride ld) */
+    int64_t ld;            /* linear_n's row: [qg | k | v] */
     const float *qn_w, *kn_w;
     const int32_t *pos, *tok_start, *bt;
     int S, Hq, Hkv, D, rope_dim, max_blocks, block_size;
@@ -374,7 +375,7 @@ __global__ void k_qk_prep(const qk_params p) {
     pdl_wait();
     const bool isq = h < p.Hq;
     const int kh = h - p.Hq;
-    const bf16_t *src = isq ? p.qg + ((int64_t)t * p.Hq * 2 + (int64_t)h * 2) * p.D : p.k + ((int64_t)t * p.Hkv + kh) * p.D;
+    const bf16_t *src = isq ? p.qg + (int64_t)t * p.ld + (int64_t)h * 2 * p.D : p.k + (int64_t)t * p.ld + (int64_t)kh * p.D;
     const float x = i < p.D ? bf2f(src[i]) : 0.f;
     const float inv = rsqrtf(block_sum(x * x, sh) / p.D + p.eps);
     const float *w = isq ? p.qn_w : p.kn_w;
@@ -405,7 +406,78 @@ __global__ void k_qk_prep(const qk_params p) {
     bf16_t *kd = reinterpret_cast<bf16_t *>(base) + kv_row;
     bf16_t *vd = reinterpret_cast<bf16_t *>(base) + (size_t)p.block_size * p.Hkv * p.D + kv_row;
     kd[i] = f2bf(y);
-    vd[i] = p.v[((int64_t)t * p.Hkv + kh) * p.D + i];
+    vd[i] = p.v[(int64_t)t * p.ld + (int64_t)kh * p.D + i];
+}
+
+/* k_qk_prep for D = 256 with a warp per (token, head): each lane holds 8 neighbouring
+ * elements (one 16-byte load), the norm is a warp sum, and RoPE's partner of element i
+ * (i +- rope_dim/2) sits in lane l ^ (rope_dim/16) at the same slot: no shared memory, no
+ * block barrier. Needs rope_dim / 16 a power of two and rope_dim <= 256. Same results as
+ * k_qk_prep (same fp32 formulas, the normed value rounded to bf16 before RoPE). */
+__global__ void __launch_bounds__(128) k_qk_prep256(const qk_params p, int n_items) {
+    const int item = blockIdx.x * 4 + (threadIdx.x >> 5), lane = threadIdx.x & 31;
+    pdl_trigger();
+    if (item >= n_items) {
+        pdl_wait();
+        return;
+    }
+    const int nh = p.Hq + p.Hkv, t = item / nh, h = item % nh;
+    const bool isq = h < p.Hq;
+    const int kh = h - p.Hq;
+    /* the norm weights are no activation: loaded before the wait */
+    const float *wp = (isq ? p.qn_w : p.kn_w) + 8 * lane;
+    const float4 w0 = *reinterpret_cast<const float4 *>(wp), w1 = *reinterpret_cast<const float4 *>(wp + 4);
+    pdl_wait();
+    const bf16_t *src = isq ? p.qg + (int64_t)t * p.ld + (int64_t)h * 512 : p.k + (int64_t)t * p.ld + (int64_t)kh * 256;
+    const uint4 xv = reinterpret_cast<const uint4 *>(src)[lane];
+    float x[8];
+    const uint32_t xw[4] = {xv.x, xv.y, xv.z, xv.w};
+#pragma unroll
+    for (int i = 0; i < 4; i++) {
+        const float2 f = bf2x2_to_f2(xw[i]);
+        x[2 * i] = f.x, x[2 * i + 1] = f.y;
+    }
+    float ss = 0.f;
+#pragma unroll
+    for (int i = 0; i < 8; i++) ss += x[i] * x[i];
+    const float inv = rsqrtf(warp_sum(ss) / 256.f + p.eps);
+    const float w[8] = {w0.x, w0.y, w0.z, w0.w, w1.x, w1.y, w1.z, w1.w};
+#pragma unroll
+    for (int i = 0; i < 8; i++) x[i] = bf2f(f2bf(x[i] * inv * (1.f + w[i]))); /* HF rounds before RoPE */
+    const int half = p.rope_dim / 2, pl = half / 8; /* partner lane distance */
+    float y[8];
+#pragma unroll
+    for (int i = 0; i < 8; i++) y[i] = __shfl_xor_sync(0xffffffffu, x[i], pl);
+    if (8 * lane < p.rope_dim) {
+        const bool lo = 8 * lane < half;
+        const float pos = (float)p.pos[t];
+#pragma unroll
+        for (int i = 0; i < 8; i++) {
+            const int e = 8 * lane + i, j = lo ? e : e - half;
+            const float inv_freq = powf(p.theta, -2.f * (float)j / (float)p.rope_dim);
+            float sn, cs;
+            sincosf(pos * inv_freq, &sn, &cs);
+            x[i] = lo ? x[i] * cs - y[i] * sn : x[i] * cs + y[i] * sn;
+        }
+    }
+    uint4 ov;
+    ov.x = f2_to_bf2x2(x[0], x[1]), ov.y = f2_to_bf2x2(x[2], x[3]);
+    ov.z = f2_to_bf2x2(x[4], x[5]), ov.w = f2_to_bf2x2(x[6], x[7]);
+    if (isq) {
+        reinterpret_cast<uint4 *>(p.q_out + ((int64_t)t * p.Hq + h) * 256)[lane] = ov;
+        reinterpret_cast<uint4 *>(p.gate_out + ((int64_t)t * p.Hq + h) * 256)[lane] =
+            reinterpret_cast<const uint4 *>(src + 256)[lane];
+        return;
+    }
+    const int s = seq_of_token(p.tok_start, p.S, t);
+    const int position = p.pos[t];
+    const int blk = p.bt[(int64_t)s * p.max_blocks + position / p.block_size];
+    const int row = position % p.block_size;
+    char *base = p.pool + (size_t)blk * p.page_bytes + p.layer_off;
+    const size_t kv_row = ((size_t)row * p.Hkv + kh) * 256;
+    reinterpret_cast<uint4 *>(reinterpret_cast<bf16_t *>(base) + kv_row)[lane] = ov;
+    reinterpret_cast<uint4 *>(reinterpret_cast<bf16_t *>(base) + (size_t)p.block_size * p.Hkv * 256 + kv_row)[lane] =
+        reinterpret_cast<const uint4 *>(p.v + (int64_t)t * p.ld + (int64_t)kh * 256)[lane];
 }
 
 /* Per row of logits: argmax (lowest id on ties), max, log-sum-exp (fp32). Two stages:
@@ -938,27 +1010,6 @@ static void cu_logits(backend_t *bk, const void *x, const bk_weight_t *lm_head, 
     gemm(ctx(bk), x, lm_head, n, out, true);
 }
 
-/* n projections of one x: one grouped GEMV launch up to the T where that beats n cuBLAS
- * GEMMs (gemv_grouped_max_m), else one gemm each. */
-/* Columns of src [T][ld] into n outputs: out[i] [T][N[i]] = src[:, off[i] : off[i] + N[i]]. */
-struct split_params {
-    bf16_t *out[GEMV_MAX_GROUP];
-    int off[GEMV_MAX_GROUP], N[GEMV_MAX_GROUP];
-};
-__global__ void k_split_cols(const bf16_t *src, int64_t ld, const split_params p) {
-    const int64_t t = blockIdx.x;
-    const int i = blockIdx.y, N = p.N[i];
-    const bf16_t *s = src + t * ld + p.off[i];
-    bf16_t *d = p.out[i] + t * N;
-    const bool vec = ((ld | p.off[i] | N) & 7) == 0 && ((uintptr_t)src & 15) == 0 && ((uintptr_t)p.out[i] & 15) == 0;
-    if (vec) {
-        for (int j = threadIdx.x * 8; j < N; j += blockDim.x * 8)
-            *reinterpret_cast<uint4 *>(d + j) = *reinterpret_cast<const uint4 *>(s + j);
-    } else {
-        for (int j = threadIdx.x; j < N; j += blockDim.x) d[j] = s[j];
-    }
-}
-
 /* Are w[0..n) packed back to back (weights_pack), so that one product covers them? */
 static bool packed_run(const bk_weight_t *const *w, int n) {
     if (n < 2 || n > GEMV_MAX_GROUP || !w[0]->block_refs) return false;
@@ -968,39 +1019,42 @@ static bool packed_run(const bk_weight_t *const *w, int n) {
     return true;
 }
 
-static void cu_linear_n(backend_t *bk, const void *x, int n, const bk_weight_t *const *w, int T, void *const *out) {
+/* n projections of one x into the column blocks of out [T][sum N_i] (backend.h): one
+ * grouped GEMV launch up to the T where that beats cuBLAS (gemv_grouped_max_m), else one
+ * product over the packed weights, whose output rows are that layout already; unpacked
+ * weights (weights_pack failed) take one GEMM each and a strided copy into their block. */
+static void cu_linear_n(backend_t *bk, const void *x, int n, const bk_weight_t *const *w, int T, void *out) {
     cu_ctx_t *c = ctx(bk);
     const int K = n >= 1 ? (int)w[0]->cols : 0;
     bool same_k = n >= 1;
-    for (int i = 0; i < n; i++) same_k = same_k && w[i]->cols == K;
+    int64_t ld = 0;
+    for (int i = 0; i < n; i++) same_k = same_k && w[i]->cols == K, ld += w[i]->rows;
     if (!same_k) { /* a bug in the caller (backend.h: every w[i] has K columns) */
         fprintf(stderr, "hyserve: cuda: linear_n: %d weights of different widths\n", n);
         abort();
     }
+    bf16_t *o = (bf16_t *)out;
     const bool grouped = n <= GEMV_MAX_GROUP && T <= gemv_grouped_max_m(n, K);
     gemv_seg_t segs[GEMV_MAX_GROUP];
-    for (int i = 0; i < n && grouped; i++) segs[i] = gemv_seg_t{w[i]->bf, (int)w[i]->rows, out[i], 0};
+    for (int i = 0, off = 0; i < n && grouped; off += (int)w[i]->rows, i++)
+        segs[i] = gemv_seg_t{w[i]->bf, (int)w[i]->rows, o + off, 0, (int)ld};
     if (grouped && gemv_ran(gemv_grouped_launch(x, T, K, segs, n, 0, c->st), "gemv_grouped_launch")) return;
     if (packed_run(w, n)) {
-        /* One product over the packed rows (fewer, larger tiles than n small GEMMs: the
-         * 32-row b and a projections ride along), then the columns to their outputs. */
+        /* one product over the packed rows: fewer, larger tiles than n small GEMMs (the
+         * 32-row b and a projections ride along) */
         bk_weight_t all = *w[0];
-        split_params sp;
-        int64_t rows = 0;
-        for (int i = 0; i < n; i++) {
-            sp.out[i] = (bf16_t *)out[i];
-            sp.off[i] = (int)rows;
-            sp.N[i] = (int)w[i]->rows;
-            rows += w[i]->rows;
-        }
-        all.rows = rows;
-        bf16_t *tmp = (bf16_t *)scratch(c, SCR_LINN, (size_t)T * (size_t)rows * 2);
-        gemm(c, x, &all, T, tmp, false);
-        k_split_cols<<<dim3((unsigned)T, (unsigned)n), 128, 0, c->st>>>(tmp, rows, sp);
-        LAUNCHED();
+        all.rows = ld;
+        gemm(c, x, &all, T, out, false);
         return;
     }
-    for (int i = 0; i < n; i++) gemm(c, x, w[i], T, out[i], false);
+    size_t most = 0;
+    for (int i = 0; i < n; i++) most = (size_t)w[i]->rows > most ? (size_t)w[i]->rows : most;
+    bf16_t *tmp = (bf16_t *)scratch(c, SCR_LINN, (size_t)T * most * 2);
+    for (int i = 0, off = 0; i < n; off += (int)w[i]->rows, i++) {
+        const size_t N = (size_t)w[i]->rows;
+        gemm(c, x, w[i], T, tmp, false);
+        CK(cudaMemcpy2DAsync(o + off, (size_t)ld * 2, tmp, N * 2, N * 2, (size_t)T, cudaMemcpyDeviceToDevice, c->st));
+    }
 }
 
 /* ---- simple ops ------------------------------------------------------------------ */
@@ -1053,18 +1107,19 @@ static void cu_gather_rows(backend_t *bk, const void *x, int H, void *out) {
 
 /* ---- attention ------------------------------------------------------------------- */
 
-static void cu_attention(backend_t *bk, int a, void *qg, void *k, const void *v, const bk_weight_t *q_norm,
-                         const bk_weight_t *k_norm, int Hq, int Hkv, int D, int rope_dim, float theta, float eps,
-                         void *out) {
+static void cu_attention(backend_t *bk, int a, const void *qkv, const bk_weight_t *q_norm, const bk_weight_t *k_norm,
+                         int Hq, int Hkv, int D, int rope_dim, float theta, float eps, void *out) {
     cu_ctx_t *c = ctx(bk);
     const kv_layout_t *kv = &c->pool.kv;
     const size_t layer_off = kv_offset(kv, a, 0, 0, 0);
     bf16_t *q = (bf16_t *)scratch(c, SCR_Q, (size_t)c->T * Hq * D * 2);
     bf16_t *gate = (bf16_t *)scratch(c, SCR_GATE, (size_t)c->T * Hq * D * 2);
     qk_params p;
-    p.qg = (bf16_t *)qg;
-    p.k = (const bf16_t *)k;
-    p.v = (const bf16_t *)v;
+    /* the column blocks of linear_n's output rows [qg | k | v], read in place */
+    p.ld = (int64_t)(2 * Hq + 2 * Hkv) * D;
+    p.qg = (const bf16_t *)qkv;
+    p.k = p.qg + (size_t)2 * Hq * D;
+    p.v = p.k + (size_t)Hkv * D;
     p.qn_w = q_norm->f32;
     p.kn_w = k_norm->f32;
     p.pos = c->d_pos;
@@ -1084,7 +1139,14 @@ static void cu_attention(backend_t *bk, int a, void *qg, void *k, const void *v,
     p.pool = (char *)c->pool.base;
     p.page_bytes = c->pool.page_bytes;
     p.layer_off = layer_off;
-    if (!(c->skip_qk && skip_step(c)))
+    /* the warp-per-head kernel where the shape allows (16-byte rows, power-of-two RoPE lanes) */
+    const int rl = rope_dim / 16;
+    const bool w256 = D == 256 && rope_dim % 16 == 0 && rl >= 1 && (rl & (rl - 1)) == 0 && p.ld % 8 == 0 &&
+                      ((uintptr_t)qkv & 15) == 0;
+    const int items = c->T * (Hq + Hkv);
+    if (!(c->skip_qk && skip_step(c)) && w256)
+        CK(launch_pdl(k_qk_prep256, dim3((unsigned)((items + 3) / 4)), dim3(128), 0, c->st, p, items));
+    else if (!(c->skip_qk && skip_step(c)))
         CK(launch_pdl(k_qk_prep, dim3((unsigned)c->T, (unsigned)(Hq + Hkv)), dim3((unsigned)((D + 31) / 32 * 32)), 0,
                       c->st, p));
     const float scale = 1.f / sqrtf((float)D);
@@ -1108,10 +1170,13 @@ static void cu_attention(backend_t *bk, int a, void *qg, void *k, const void *v,
 
 /* ---- Gated DeltaNet ------------------------------------------------------------------ */
 
-static void cu_gdn(backend_t *bk, int g, const void *qkv, const void *z, const void *b, const void *a,
-                   const bk_weight_t *conv_w, const bk_weight_t *A_log, const bk_weight_t *dt_bias,
-                   const bk_weight_t *norm_w, int Hk, int Hv, int dk, int dv, int Kc, float eps, void *out) {
+static void cu_gdn(backend_t *bk, int g, const void *in, const bk_weight_t *conv_w, const bk_weight_t *A_log,
+                   const bk_weight_t *dt_bias, const bk_weight_t *norm_w, int Hk, int Hv, int dk, int dv, int Kc,
+                   float eps, void *out) {
     cu_ctx_t *c = ctx(bk);
+    /* the column blocks of linear_n's output rows [qkv | z | b | a], read in place */
+    const int conv_dim = 2 * Hk * dk + Hv * dv, ld = conv_dim + Hv * dv + 2 * Hv;
+    const bf16_t *qkv = (const bf16_t *)in, *z = qkv + conv_dim, *b = z + (size_t)Hv * dv, *a = b + Hv;
     if (c->skip_gdn && skip_step(c)) return;
     const statemap_t *sm = &c->pool.sm;
     gdn_state_t st;
@@ -1127,7 +1192,7 @@ static void cu_gdn(backend_t *bk, int g, const void *qkv, const void *z, const v
     if (c->max_seg <= GDN_RECURRENT_MAX_T) {
         CKL(gdn_decode_launch(qkv, z, b, a, conv_w->bf, A_log->f32, dt_bias->f32, norm_w->f32, c->d_tok_start,
                               c->d_n_past, c->S, c->max_seg, Hk, Hv, dk, dv, eps, &st, out,
-                              c->max_seg == 1 ? c->gdn_cfg : 0, c->st));
+                              c->max_seg == 1 ? c->gdn_cfg : 0, ld, c->st));
         return;
     }
     /* A step with long segments: its leading decode rows (one token each) take the
@@ -1136,13 +1201,12 @@ static void cu_gdn(backend_t *bk, int g, const void *qkv, const void *z, const v
     const int s0 = c->n_decode, t0 = c->n_decode; /* one token per decode row */
     if (s0 > 0)
         CKL(gdn_decode_launch(qkv, z, b, a, conv_w->bf, A_log->f32, dt_bias->f32, norm_w->f32, c->d_tok_start,
-                              c->d_n_past, s0, 1, Hk, Hv, dk, dv, eps, &st, out, c->gdn_cfg, c->st));
+                              c->d_n_past, s0, 1, Hk, Hv, dk, dv, eps, &st, out, c->gdn_cfg, ld, c->st));
     const int S = c->S - s0, Tn = c->T - t0;
-    const size_t conv_dim = (size_t)2 * Hk * dk + (size_t)Hv * dv;
-    qkv = (const bf16_t *)qkv + (size_t)t0 * conv_dim;
-    z = (const bf16_t *)z + (size_t)t0 * Hv * dv;
-    b = (const bf16_t *)b + (size_t)t0 * Hv;
-    a = (const bf16_t *)a + (size_t)t0 * Hv;
+    qkv += (size_t)t0 * ld;
+    z += (size_t)t0 * ld;
+    b += (size_t)t0 * ld;
+    a += (size_t)t0 * ld;
     out = (bf16_t *)out + (size_t)t0 * Hv * dv;
     st.state_pages = c->d_sp + (size_t)s0 * c->E;
     const int32_t *n_past = c->d_n_past + s0;
@@ -1155,10 +1219,10 @@ static void cu_gdn(backend_t *bk, int g, const void *qkv, const void *z, const v
     void *ws = scratch(c, SCR_CHUNK_WS, gdn_chunk_workspace_bytes(Tn, Hv));
     void *o = scratch(c, SCR_O, T * Hv * dv * 2);
     CKL(gdn_prefill_prep_launch(qkv, b, a, conv_w->bf, A_log->f32, dt_bias->f32, c->d_tok_pre, n_past, S, Tn, Hk, Hv,
-                                dk, dv, &st, qn, kn, vv, gg, beta, c->st));
+                                dk, dv, &st, qn, kn, vv, gg, beta, ld, c->st));
     CKL(gdn_chunk_launch(qn, kn, vv, gg, beta, c->d_tok_pre, c->h_tok_pre, n_past, S, Tn, Hk, Hv, &st, ws, o,
                          c->st));
-    CKL(gdn_gated_norm_launch(o, z, norm_w->f32, Tn, Hv, dv, eps, out, c->st));
+    CKL(gdn_gated_norm_launch(o, z, ld, norm_w->f32, Tn, Hv, dv, eps, out, c->st));
 }
 
 /* ---- MoE ----------------------------------------------------------------------------- */
@@ -1328,7 +1392,7 @@ static void pw_linear(backend_t *bk, const void *x, const bk_weight_t *w, int T,
               (long long)w->cols, tclass(T));
     PI.linear(bk, x, w, T, out);
 }
-static void pw_linear_n(backend_t *bk, const void *x, int n, const bk_weight_t *const *w, int T, void *const *out) {
+static void pw_linear_n(backend_t *bk, const void *x, int n, const bk_weight_t *const *w, int T, void *out) {
     double rows = 0;
     for (int i = 0; i < n; i++) rows += (double)w[i]->rows;
     prof_mark(ctx(bk), 2.0 * rows * (double)w[0]->cols, "linear_n %d: %.0fx%lld T %s", n, rows, (long long)w[0]->cols,
@@ -1344,17 +1408,17 @@ static void pw_add(backend_t *bk, void *y, const void *x, int T, int n) {
     prof_mark(ctx(bk), 0, "add");
     PI.add(bk, y, x, T, n);
 }
-static void pw_attention(backend_t *bk, int a, void *qg, void *k, const void *v, const bk_weight_t *qn,
-                         const bk_weight_t *kn, int Hq, int Hkv, int D, int rd, float th, float eps, void *out) {
+static void pw_attention(backend_t *bk, int a, const void *qkv, const bk_weight_t *qn, const bk_weight_t *kn, int Hq,
+                         int Hkv, int D, int rd, float th, float eps, void *out) {
     prof_mark(ctx(bk), 0, "attention");
-    PI.attention(bk, a, qg, k, v, qn, kn, Hq, Hkv, D, rd, th, eps, out);
+    PI.attention(bk, a, qkv, qn, kn, Hq, Hkv, D, rd, th, eps, out);
 }
-static void pw_gdn(backend_t *bk, int g, const void *qkv, const void *z, const void *b, const void *a,
-                   const bk_weight_t *cw, const bk_weight_t *al, const bk_weight_t *dt, const bk_weight_t *nw, int Hk,
-                   int Hv, int dk, int dv, int Kc, float eps, void *out) {
+static void pw_gdn(backend_t *bk, int g, const void *in, const bk_weight_t *cw, const bk_weight_t *al,
+                   const bk_weight_t *dt, const bk_weight_t *nw, int Hk, int Hv, int dk, int dv, int Kc, float eps,
+                   void *out) {
     cu_ctx_t *c = ctx(bk);
     prof_mark(c, 0, "gdn (%s)", c->max_seg <= GDN_RECURRENT_MAX_T ? "recurrent" : "chunked");
-    PI.gdn(bk, g, qkv, z, b, a, cw, al, dt, nw, Hk, Hv, dk, dv, Kc, eps, out);
+    PI.gdn(bk, g, in, cw, al, dt, nw, Hk, Hv, dk, dv, Kc, eps, out);
 }
 static void pw_swiglu(backend_t *bk, const void *gu, int T, int I, void *out) {
     prof_mark(ctx(bk), 0, "swiglu");

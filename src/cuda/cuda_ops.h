@@ -56,21 +56,26 @@ typedef struct {
  *   out     bf16 [T][Hv*dv]
  * max_t (host) bounds the tokens of any sequence (<= GDN_RECURRENT_MAX_T).
  * cfg_override: 0 = heuristic; 1..7 force a block shape (BV rows x threads: 128x512, 64x256,
- * 64x512, 32x256, 32x128, 16x128, 128x256) for tuning; granules need slice_rows % 8 == 0. */
+ * 64x512, 32x256, 32x128, 16x128, 128x256) for tuning; granules need slice_rows % 8 == 0.
+ * ld: 0 = qkv, z, b and a are contiguous as above; else they are column blocks of rows of
+ * ld elements (the backend's linear_n output [qkv | z | b | a]), ld >= conv_dim. qkv and z
+ * need 16-byte alignment and row strides that keep it. */
 int gdn_decode_launch(const void *qkv, const void *z, const void *b, const void *a, const void *conv_w,
                       const float *A_log, const float *dt_bias, const float *norm_w, const int32_t *tok_start,
                       const int32_t *n_past, int S, int max_t, int Hk, int Hv, int dk, int dv, float eps,
-                      const gdn_state_t *st, void *out, int cfg_override, void *stream);
+                      const gdn_state_t *st, void *out, int cfg_override, int ld, void *stream);
 
 /* ---- chunked prefill (chunk 64), model-spec §3.1 -------------------------------- */
 /* Pre-processing for prefill: causal conv (state as left context) + SiLU over qkv, gates.
  *   q, k bf16 [T][Hk*dk] (not L2-normalised: gdn_chunk_launch applies the norm);
  *   v bf16 [T][Hv*dv]; g f32 [T][Hv] log decay; beta f32 [T][Hv].
- * Then writes each sequence's new conv state (the last Kc-1 pre-conv inputs). */
+ * Then writes each sequence's new conv state (the last Kc-1 pre-conv inputs).
+ * ld: 0 = qkv [T][conv_dim], b and a [T][Hv] contiguous; else column blocks of rows of ld
+ * elements (gdn_decode_launch's ld). */
 int gdn_prefill_prep_launch(const void *qkv, const void *b, const void *a, const void *conv_w, const float *A_log,
                             const float *dt_bias, const int32_t *tok_start, const int32_t *n_past, int S, int T,
                             int Hk, int Hv, int dk, int dv, const gdn_state_t *st, void *qn, void *kn, void *v,
-                            float *g, float *beta, void *stream);
+                            float *g, float *beta, int ld, void *stream);
 
 /* In-place L2 normalisation of x bf16 [n_rows][128] (eps 1e-6 inside the sqrt). A utility:
  * the chunk path needs no separate pass (gdn_chunk_launch applies the norms itself). */
@@ -93,9 +98,10 @@ int gdn_chunk_launch(const void *qn, const void *kn, const void *v, const float 
                      int Hk, int Hv, const gdn_state_t *st, void *ws, void *o, void *stream);
 
 /* Gated RMSNorm: out[t][h][:] = o * rsqrt(mean(o^2) + eps) * w * silu(z), fp32 math.
- *   o, z, out bf16 [T][Hv][dv] (out may alias o); w f32 [dv]. dv = 128. */
-int gdn_gated_norm_launch(const void *o, const void *z, const float *w, int64_t T, int Hv, int dv, float eps,
-                          void *out, void *stream);
+ *   o, z, out bf16 [T][Hv][dv] (out may alias o); w f32 [dv]. dv = 128.
+ *   ldz: z's row stride in elements (0: Hv*dv, contiguous). */
+int gdn_gated_norm_launch(const void *o, const void *z, int64_t ldz, const float *w, int64_t T, int Hv, int dv,
+                          float eps, void *out, void *stream);
 
 /* ---- paged attention decode ------------------------------------------------------- */
 /* One query token per sequence, GQA (G = Hq / Hkv in {1, 2, 4, 6, 8}), head dim 256,

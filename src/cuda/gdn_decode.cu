@@ -62,6 +62,7 @@ struct gdn_dec_params {
     const int32_t *tok_start, *n_past;
     bf16_t *out;
     int Hk, Hv, r, nsplit, conv_dim, max_t;
+    int ldx, ldz, ldg; /* row strides (elements) of qkv, z and b / a */
     float eps;
     char *pool;
     size_t page_bytes;
@@ -197,10 +198,10 @@ __global__ void __launch_bounds__(NT, 1536 / NT) gdn_decode_kernel(const gdn_dec
             r_win[j][0] = has ? conv[ch] : zero;
             r_win[j][1] = has ? conv[(size_t)p.conv_dim + ch] : zero;
             r_win[j][2] = has ? conv[(size_t)2 * p.conv_dim + ch] : zero;
-            r_x[j] = nt > 0 ? p.qkv[(size_t)t0 * p.conv_dim + ch] : zero;
+            r_x[j] = nt > 0 ? p.qkv[(size_t)t0 * p.ldx + ch] : zero;
         }
     }
-    float bb = nt > 0 ? bf2f(p.b[(size_t)t0 * p.Hv + h]) : 0.f, aa = nt > 0 ? bf2f(p.a[(size_t)t0 * p.Hv + h]) : 0.f;
+    float bb = nt > 0 ? bf2f(p.b[(size_t)t0 * p.ldg + h]) : 0.f, aa = nt > 0 ? bf2f(p.a[(size_t)t0 * p.ldg + h]) : 0.f;
     ST *rowp; /* this warp's first row in global memory; a warp's rows share a granule */
     {
         const int v = v0 + w * RPW;
@@ -242,12 +243,12 @@ __global__ void __launch_bounds__(NT, 1536 / NT) gdn_decode_kernel(const gdn_dec
         const size_t t = (size_t)t0 + it;
         if (it > 0) __syncthreads(); /* previous token's readers of qs/ks/vs are done */
         if (it > 0) {
-            bb = bf2f(p.b[t * p.Hv + h]);
-            aa = bf2f(p.a[t * p.Hv + h]);
+            bb = bf2f(p.b[t * p.ldg + h]);
+            aa = bf2f(p.a[t * p.ldg + h]);
         }
         for (int c = tid; c < NC; c += NT) {
             const int ch = chan_of(c, g, h, v0, kd);
-            const bf16_t xb = it == 0 ? c_x[c] : p.qkv[t * p.conv_dim + ch];
+            const bf16_t xb = it == 0 ? c_x[c] : p.qkv[t * p.ldx + ch];
             const float2 w01 = bf2x2_to_f2(c_w[c].x), w23 = bf2x2_to_f2(c_w[c].y);
             const float acc = w01.x * bf2f(c_win[0][c]) + w01.y * bf2f(c_win[1][c]) + w23.x * bf2f(c_win[2][c]) +
                               w23.y * bf2f(xb);
@@ -355,7 +356,7 @@ __global__ void __launch_bounds__(NT, 1536 / NT) gdn_decode_kernel(const gdn_dec
             for (int j = 0; j < (split_norm ? p.nsplit : 1); j++) tot += ssq_all[j][it];
             const float rstd = rsqrtf(tot / (float)GDN_DK + p.eps);
             const size_t t = (size_t)t0 + it;
-            const float zz = bf2f(p.z[t * HD + h * GDN_DK + v0 + v]);
+            const float zz = bf2f(p.z[t * p.ldz + h * GDN_DK + v0 + v]);
             p.out[t * HD + h * GDN_DK + v0 + v] = f2bf(o_s[e] * rstd * p.norm_w[v0 + v] * silu_f(zz));
         }
     } else {
@@ -474,14 +475,14 @@ __device__ __forceinline__ void dec1_issue(const gdn_dec_params &p, const dec1_l
     for (int e = tid; e < SL::N_SMALL && do_small; e += NT) {
         if (e < 4 * NC8) { /* token input (seg 0) or window row seg - 1 */
             const int seg = e / NC8, c = 8 * (e % NC8), ch = chan_of(c, g, h, v0, kd);
-            if (seg == 0) cp_async16_bytes(small + SL::X + 2 * c, p.qkv + (size_t)t * p.conv_dim + ch, nx);
+            if (seg == 0) cp_async16_bytes(small + SL::X + 2 * c, p.qkv + (size_t)t * p.ldx + ch, nx);
             else cp_async16_bytes(small + SL::WIN + (seg - 1) * 2 * SL::NC + 2 * c, conv + (size_t)(seg - 1) * p.conv_dim + ch, nb);
         } else if (e < 4 * NC8 + SL::N_TAPS) { /* taps of 2 channels */
             const int c = 2 * (e - 4 * NC8);
             cp_async16_bytes(small + SL::W + 8 * c, p.conv_w + (size_t)chan_of(c, g, h, v0, kd) * GDN_KC, 16u);
         } else if (p.z) {
             const int i = e - 4 * NC8 - SL::N_TAPS;
-            cp_async16_bytes(small + SL::Z + 16 * i, p.z + (size_t)t * p.Hv * GDN_DK + h * GDN_DK + v0 + 8 * i, nx);
+            cp_async16_bytes(small + SL::Z + 16 * i, p.z + (size_t)t * p.ldz + h * GDN_DK + v0 + 8 * i, nx);
         }
     }
 }
@@ -764,7 +765,7 @@ __global__ void __launch_bounds__(NT) gdn_dec1_cluster(const gdn_dec_params p) {
     GDN_TM(1);
     pdl_wait(); /* the step's inputs from here on */
     dec1_issue<BV, NT, ST>(p, L, g, h, v0, rows, conv, nullptr, small, false, true);
-    const size_t tg = (size_t)(live ? L.t0 : 0) * p.Hv + h;
+    const size_t tg = (size_t)(live ? L.t0 : 0) * p.ldg + h;
     /* the gates, while the small part is in flight */
     const float beta = sigmoid_f(bf2f(p.b[tg]));
     const float eg = expf(-expf(A_log) * softplus_f(bf2f(p.a[tg]) + dtb));
@@ -844,7 +845,7 @@ __global__ void __launch_bounds__(NT) gdn_dec1_persist(const gdn_dec_params p) {
         DEC1_ITEM(j, n, g, h, v0);                                                          \
         (void)n;                                                                            \
         const int t_ = g_tok[(j) % STAGES];                                                 \
-        const size_t tg_ = (size_t)(t_ < 0 ? 0 : t_) * p.Hv + h;                            \
+        const size_t tg_ = (size_t)(t_ < 0 ? 0 : t_) * p.ldg + h;                           \
         bb_ = bf2f(p.b[tg_]);                                                               \
         aa_ = bf2f(p.a[tg_]);                                                               \
         Aexp_ = expf(p.A_log[h]);                                                           \
@@ -1090,13 +1091,20 @@ extern "C" int gdn_decode_launch(const void *qkv, const void *z, const void *b, 
                                  const float *A_log, const float *dt_bias, const float *norm_w,
                                  const int32_t *tok_start, const int32_t *n_past, int S, int max_t, int Hk, int Hv,
                                  int dk, int dv, float eps, const gdn_state_t *st, void *out, int cfg_override,
-                                 void *stream) {
+                                 int ld, void *stream) {
     if (S <= 0) return HS_OK;
     if (dk != GDN_DK || dv != GDN_DK || Hk <= 0 || Hv % Hk || max_t < 1 || max_t > GDN_RECURRENT_MAX_T || !st ||
         (st->ssm_dtype != HS_F32 && st->ssm_dtype != HS_BF16) || st->slice_rows <= 0 || dv % st->slice_rows)
         return HS_ERR_INVALID;
     if (st->slice_rows % 8) return HS_ERR_UNSUPPORTED; /* a warp's rows (4..16) must share a granule */
+    const int conv_dim = 2 * Hk * dk + Hv * dv;
+    if (ld < 0 || (ld > 0 && ld < conv_dim)) return HS_ERR_INVALID;
     gdn_dec_params p;
+    p.ldx = ld ? ld : conv_dim;
+    p.ldz = ld ? ld : Hv * dv;
+    p.ldg = ld ? ld : Hv;
+    /* 16-byte loads of the token's channels and z (cp.async) */
+    if ((((uintptr_t)qkv | (uintptr_t)(z ? z : qkv)) & 15) || (p.ldx & 7) || (p.ldz & 7)) return HS_ERR_UNSUPPORTED;
     p.qkv = (const bf16_t *)qkv;
     p.z = (const bf16_t *)z;
     p.b = (const bf16_t *)b;
@@ -1111,7 +1119,7 @@ extern "C" int gdn_decode_launch(const void *qkv, const void *z, const void *b, 
     p.Hk = Hk;
     p.Hv = Hv;
     p.r = Hv / Hk;
-    p.conv_dim = 2 * Hk * dk + Hv * dv;
+    p.conv_dim = conv_dim;
     p.max_t = max_t;
     p.eps = eps;
     p.pool = (char *)st->pool_base;

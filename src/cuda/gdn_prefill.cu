@@ -95,6 +95,7 @@ struct prep_params {
     const float *A_log, *dt_bias;
     const int32_t *tok_start, *n_past;
     int S, T, Hk, Hv, conv_dim;
+    int ldx, ldg; /* row strides (elements) of qkv and b / a */
     char *pool;
     size_t page_bytes;
     const int32_t *state_pages;
@@ -111,8 +112,9 @@ __global__ void __launch_bounds__(128) gdn_prep_kernel(const prep_params p) {
     const long e = (long)blockIdx.x * 128 + threadIdx.x;
     if (e < (long)p.T * p.Hv) {
         const int h = (int)(e % p.Hv);
-        p.beta[e] = sigmoid_f(bf2f(p.b[e]));
-        p.g[e] = -expf(p.A_log[h]) * softplus_f(bf2f(p.a[e]) + p.dt_bias[h]);
+        const size_t ei = (size_t)(e / p.Hv) * p.ldg + h;
+        p.beta[e] = sigmoid_f(bf2f(p.b[ei]));
+        p.g[e] = -expf(p.A_log[h]) * softplus_f(bf2f(p.a[ei]) + p.dt_bias[h]);
     }
     if (wid >= (long)p.T * nblk) return;
     const int t = (int)(wid / nblk), blk = (int)(wid % nblk);
@@ -137,7 +139,7 @@ __global__ void __launch_bounds__(128) gdn_prep_kernel(const prep_params p) {
     for (int j = 0; j < 4; j++) {
         const int pp = pos - 3 + j;
         uint2 u = make_uint2(0u, 0u);
-        if (pp >= 0) u = *reinterpret_cast<const uint2 *>(p.qkv + (size_t)(t - 3 + j) * p.conv_dim + ch0);
+        if (pp >= 0) u = *reinterpret_cast<const uint2 *>(p.qkv + (size_t)(t - 3 + j) * p.ldx + ch0);
         else if (has && conv) u = *reinterpret_cast<const uint2 *>(conv + (size_t)(3 + pp) * p.conv_dim + ch0);
         float2 lo = bf2x2_to_f2(u.x), hi = bf2x2_to_f2(u.y);
         acc[0] += w[0][j] * lo.x;
@@ -172,7 +174,7 @@ __global__ void gdn_conv_state_kernel(const prep_params p) {
     for (int j = 0; j < 3; j++) { /* row j reads old row len + j > j: rows are rewritten in order */
         const int pp = len - 3 + j;
         bf16_t x;
-        if (pp >= 0) x = p.qkv[(size_t)(t0 + pp) * p.conv_dim + ch];
+        if (pp >= 0) x = p.qkv[(size_t)(t0 + pp) * p.ldx + ch];
         else x = has ? conv[(size_t)(3 + pp) * p.conv_dim + ch] : __float2bfloat16_rn(0.f);
         conv[(size_t)j * p.conv_dim + ch] = x;
     }
@@ -182,10 +184,15 @@ extern "C" int gdn_prefill_prep_launch(const void *qkv, const void *b, const voi
                                        const float *A_log, const float *dt_bias, const int32_t *tok_start,
                                        const int32_t *n_past, int S, int T, int Hk, int Hv, int dk, int dv,
                                        const gdn_state_t *st, void *qn, void *kn, void *v, float *g, float *beta,
-                                       void *stream) {
+                                       int ld, void *stream) {
     if (T <= 0 || S <= 0) return HS_OK;
     if (dk != DK || dv != DK || Hk <= 0 || Hv % Hk) return HS_ERR_INVALID;
+    const int conv_dim = 2 * Hk * DK + Hv * DK;
+    if (ld < 0 || (ld > 0 && ld < conv_dim)) return HS_ERR_INVALID;
+    if (((uintptr_t)qkv & 7) || (ld & 3)) return HS_ERR_UNSUPPORTED; /* 8-byte loads of 4 channels */
     prep_params p;
+    p.ldx = ld ? ld : conv_dim;
+    p.ldg = ld ? ld : Hv;
     p.qkv = (const bf16_t *)qkv;
     p.b = (const bf16_t *)b;
     p.a = (const bf16_t *)a;
@@ -198,7 +205,7 @@ extern "C" int gdn_prefill_prep_launch(const void *qkv, const void *b, const voi
     p.T = T;
     p.Hk = Hk;
     p.Hv = Hv;
-    p.conv_dim = 2 * Hk * DK + Hv * DK;
+    p.conv_dim = conv_dim;
     p.pool = st ? (char *)st->pool_base : nullptr;
     p.page_bytes = st ? st->page_bytes : 0;
     p.state_pages = st ? st->state_pages : nullptr;
@@ -245,13 +252,13 @@ extern "C" int gdn_l2norm_launch(void *x, int64_t n_rows, void *stream) {
 }
 
 /* 5. gated RMSNorm, warp per (token, head) */
-__global__ void gdn_gated_norm_kernel(const bf16_t *o, const bf16_t *z, const float *w, int64_t rows, float eps,
-                                      bf16_t *out) {
+__global__ void gdn_gated_norm_kernel(const bf16_t *o, const bf16_t *z, int64_t ldz, int Hv, const float *w,
+                                      int64_t rows, float eps, bf16_t *out) {
     const int64_t row = (int64_t)blockIdx.x * 4 + (threadIdx.x >> 5);
     if (row >= rows) return;
     const int lane = threadIdx.x & 31;
     uint2 u = reinterpret_cast<const uint2 *>(o + row * DK)[lane];
-    uint2 zu = reinterpret_cast<const uint2 *>(z + row * DK)[lane];
+    uint2 zu = reinterpret_cast<const uint2 *>(z + (row / Hv) * ldz + (row % Hv) * DK)[lane];
     float2 lo = bf2x2_to_f2(u.x), hi = bf2x2_to_f2(u.y), zl = bf2x2_to_f2(zu.x), zh = bf2x2_to_f2(zu.y);
     const float ss = warp_sum(lo.x * lo.x + lo.y * lo.y + hi.x * hi.x + hi.y * hi.y);
     const float r = rsqrtf(ss / (float)DK + eps);
@@ -261,13 +268,14 @@ __global__ void gdn_gated_norm_kernel(const bf16_t *o, const bf16_t *z, const fl
     res.y = f2_to_bf2x2(hi.x * r * ww.z * silu_f(zh.x), hi.y * r * ww.w * silu_f(zh.y));
     reinterpret_cast<uint2 *>(out + row * DK)[lane] = res;
 }
-extern "C" int gdn_gated_norm_launch(const void *o, const void *z, const float *w, int64_t T, int Hv, int dv, float eps,
-                                     void *out, void *stream) {
-    if (dv != DK) return HS_ERR_INVALID;
+extern "C" int gdn_gated_norm_launch(const void *o, const void *z, int64_t ldz, const float *w, int64_t T, int Hv,
+                                     int dv, float eps, void *out, void *stream) {
+    if (dv != DK || ldz < 0 || (ldz > 0 && ldz < (int64_t)Hv * DK)) return HS_ERR_INVALID;
+    if (((uintptr_t)z & 7) || (ldz & 3)) return HS_ERR_UNSUPPORTED; /* 8-byte loads */
     const int64_t rows = T * Hv;
     if (rows <= 0) return HS_OK;
     gdn_gated_norm_kernel<<<(unsigned)((rows + 3) / 4), 128, 0, (cudaStream_t)stream>>>(
-        (const bf16_t *)o, (const bf16_t *)z, w, rows, eps, (bf16_t *)out);
+        (const bf16_t *)o, (const bf16_t *)z, ldz ? ldz : (int64_t)Hv * DK, Hv, w, rows, eps, (bf16_t *)out);
     HS_CUDA_LAUNCHED();
     return HS_OK;
 }

@@ -52,8 +52,9 @@
 
 struct gemv_seg_dev {
     const uint4 *w; /* [N][K/8] */
-    void *out;      /* [M][N] */
+    void *out;      /* [M][N], rows ld apart */
     int N, out_f32;
+    int ld;         /* the output's row stride in elements (>= N) */
     int g0;         /* first row group of this weight */
 };
 
@@ -209,9 +210,9 @@ __global__ void __launch_bounds__(GEMV_THREADS) k_gemv(const __grid_constant__ g
                 const int row = row0 + r;
                 if (lane == ((m * R + r) & 31) && row < sg.N) {
                     if (sg.out_f32)
-                        reinterpret_cast<float *>(sg.out)[(size_t)m * sg.N + row] = s;
+                        reinterpret_cast<float *>(sg.out)[(size_t)m * sg.ld + row] = s;
                     else
-                        reinterpret_cast<bf16_t *>(sg.out)[(size_t)m * sg.N + row] = f2bf(s);
+                        reinterpret_cast<bf16_t *>(sg.out)[(size_t)m * sg.ld + row] = f2bf(s);
                 }
             }
         }
@@ -315,9 +316,9 @@ __global__ void __launch_bounds__(GEMV_THREADS) k_gemv_mma(const __grid_constant
         const int row = row0 + (ln >> 2) + 8 * (i >> 1), tok = 8 * n + 2 * (ln & 3) + (i & 1);
         if (tok < p.M && row < sg.N) {
             if (sg.out_f32)
-                reinterpret_cast<float *>(sg.out)[(size_t)tok * sg.N + row] = sum;
+                reinterpret_cast<float *>(sg.out)[(size_t)tok * sg.ld + row] = sum;
             else
-                reinterpret_cast<bf16_t *>(sg.out)[(size_t)tok * sg.N + row] = f2bf(sum);
+                reinterpret_cast<bf16_t *>(sg.out)[(size_t)tok * sg.ld + row] = f2bf(sum);
         }
     }
 }
@@ -489,10 +490,12 @@ static int launch(const void *x, int M, int K, const gemv_seg_t *segs, int n_seg
     int groups = 0;
     for (int i = 0; i < n_segs; i++) {
         const gemv_seg_t *s = &segs[i];
-        if (!s->w || !s->out || s->N < 1 || ((uintptr_t)s->w & 15) != 0) return HS_ERR_INVALID;
+        if (!s->w || !s->out || s->N < 1 || ((uintptr_t)s->w & 15) != 0 || (s->ld != 0 && s->ld < s->N))
+            return HS_ERR_INVALID;
         p.seg[i].w = (const uint4 *)s->w;
         p.seg[i].out = s->out;
         p.seg[i].N = s->N;
+        p.seg[i].ld = s->ld ? s->ld : s->N;
         p.seg[i].out_f32 = s->out_f32 != 0;
         p.seg[i].g0 = groups;
         groups += (s->N + rows_per_group - 1) / rows_per_group;
@@ -538,7 +541,7 @@ static int launch(const void *x, int M, int K, const gemv_seg_t *segs, int n_seg
 
 extern "C" int gemv_launch(const void *x, int M, int K, const void *w, int N, void *out, int out_f32, int cfg,
                            void *stream) {
-    gemv_seg_t s = {w, N, out, out_f32};
+    gemv_seg_t s = {w, N, out, out_f32, 0};
     return launch(x, M, K, &s, 1, cfg, (cudaStream_t)stream);
 }
 

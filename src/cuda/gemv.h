@@ -24,12 +24,14 @@ extern "C" {
 #define GEMV_MAX_M 16
 #define GEMV_MAX_GROUP 8
 
-/* One weight of a grouped launch: W bf16 [N, K], out [M, N] bf16 (out_f32 = 0) or fp32. */
+/* One weight of a grouped launch: W bf16 [N, K], out [M, N] bf16 (out_f32 = 0) or fp32, its
+ * rows ld elements apart (0: N; e.g. column blocks of one buffer). */
 typedef struct {
     const void *w;
     int N;
     void *out;
     int out_f32;
+    int ld;
 } gemv_seg_t;
 
 /* cfg: 0 = heuristic; 1..gemv_n_cfgs() force a variant (rows per warp, loads in flight,

@@ -7,6 +7,8 @@
  * Shapes 8..19 are the one-token kernels: 8..11, 18, 19 the cluster kernel (16..128 rows a
  * block), 12..17 the persistent one (32..128 rows an item, 2 or 3 stages; enough sequences
  * that blocks loop over several items, and page tables longer than 32 entries).
+ * "packed" cases read their inputs as the backend passes them: column blocks of one buffer
+ * [T][ld] = [qkv | z | b | a | NaN padding] (linear_n's output), with the launcher's ld.
  * Reports ||out - ref|| / ||ref|| for the output, the SSM state and the conv state.
  * Exit 0 only when every case is under its tolerance. Needs a GPU.
  */
@@ -19,7 +21,7 @@ typedef struct {
 } errs_t;
 
 static errs_t run_case(int Hk, int Hv, int S, int maxtok, hs_dtype_t sdt, int slice_rows, int cfg, bool use_z,
-                       uint64_t seed) {
+                       bool packed, uint64_t seed) {
     rng_seed(seed);
     const int dk = 128, dv = 128, kd = Hk * dk, conv_dim = 2 * kd + Hv * dv, HD = Hv * dv;
     const size_t se = hs_dtype_size(sdt);
@@ -61,8 +63,23 @@ static errs_t run_case(int Hk, int Hv, int S, int maxtok, hs_dtype_t sdt, int sl
     void *d_out = dmalloc(2 * (size_t)T * HD);
     CK(cudaMemset(d_out, 0xff, 2 * (size_t)T * HD)); /* poison: bf16 NaN */
     gdn_state_t st = {d_pool, m.page_bytes, d_pages, m.E, d_loc, slice_rows, m.conv, sdt};
+    int ld = 0;
+    void *d_packed = NULL;
+    if (packed) { /* [qkv | z | b | a | 8 NaN] per row */
+        ld = conv_dim + HD + 2 * Hv + 8;
+        d_packed = dmalloc(2 * (size_t)T * ld);
+        CK(cudaMemset(d_packed, 0xff, 2 * (size_t)T * ld));
+        const size_t off[4] = {0, (size_t)conv_dim, (size_t)conv_dim + HD, (size_t)conv_dim + HD + Hv};
+        const size_t w[4] = {(size_t)conv_dim, (size_t)HD, (size_t)Hv, (size_t)Hv};
+        void *src[4] = {d_qkv, d_z, d_b, d_a};
+        for (int i = 0; i < 4; i++)
+            CK(cudaMemcpy2D((uint16_t *)d_packed + off[i], 2 * (size_t)ld, src[i], 2 * w[i], 2 * w[i], (size_t)T,
+                            cudaMemcpyDeviceToDevice));
+        d_qkv = d_packed, d_z = (uint16_t *)d_packed + off[1];
+        d_b = (uint16_t *)d_packed + off[2], d_a = (uint16_t *)d_packed + off[3];
+    }
     const int rc = gdn_decode_launch(d_qkv, use_z ? d_z : NULL, d_b, d_a, d_cw, d_Al, d_dtb, d_nw, d_ts, d_np, S,
-                                     maxtok, Hk, Hv, dk, dv, 1e-6f, &st, d_out, cfg, NULL);
+                                     maxtok, Hk, Hv, dk, dv, 1e-6f, &st, d_out, cfg, ld, NULL);
     if (rc != HS_OK && !(rc == HS_ERR_UNSUPPORTED && cfg)) {
         fprintf(stderr, "gdn_decode_launch returned %d\n", rc);
         exit(2);
@@ -92,7 +109,7 @@ static errs_t run_case(int Hk, int Hv, int S, int maxtok, hs_dtype_t sdt, int sl
     errs_t e = {relerr(&eo), relerr(&es), relerr(&ec), rc != HS_OK};
     gdn_inputs_free(&in);
     cudaFree(d_pool); cudaFree(d_ts); cudaFree(d_np); cudaFree(d_pages);
-    cudaFree(d_loc); cudaFree(d_out);
+    cudaFree(d_loc); cudaFree(d_out); cudaFree(d_packed);
     gdn_ref_free(&R);
     free(out); free(pool2); free(pool);
     free(ts); free(np);
@@ -104,7 +121,7 @@ int main(int argc, char **argv) {
     setvbuf(stdout, NULL, _IOLBF, 0);
     /* "quick": only the cases of at most 12 sequences (for compute-sanitizer runs) */
     const bool quick = argc > 1 && strcmp(argv[1], "quick") == 0;
-    struct { int Hk, Hv, S, maxtok; hs_dtype_t dt; int slice, cfg; bool z; } cases[] = {
+    struct { int Hk, Hv, S, maxtok; hs_dtype_t dt; int slice, cfg; bool z, packed; } cases[] = {
         {16, 32, 3, 1, HS_F32, 128, 0, true},  {16, 32, 5, 1, HS_BF16, 128, 0, true},
         {4, 8, 6, 1, HS_F32, 32, 1, true},     {4, 8, 6, 1, HS_F32, 32, 2, true},
         {4, 8, 6, 1, HS_F32, 32, 3, true},     {4, 8, 6, 1, HS_BF16, 32, 4, true},
@@ -127,6 +144,11 @@ int main(int argc, char **argv) {
         {16, 32, 1, 1, HS_F32, 128, 18, true}, {4, 8, 3, 1, HS_BF16, 32, 18, true},
         {16, 64, 1, 1, HS_BF16, 128, 19, true}, {4, 4, 5, 1, HS_F32, 16, 19, false},
         {16, 32, 1, 1, HS_BF16, 128, 0, true}, {16, 64, 1, 1, HS_F32, 128, 0, true},
+        /* packed inputs: every kernel family */
+        {16, 32, 3, 1, HS_F32, 128, 0, true, true},   {16, 32, 2, 1, HS_F32, 32, 9, true, true},
+        {16, 32, 12, 1, HS_F32, 128, 12, true, true}, {16, 32, 70, 1, HS_BF16, 128, 15, true, true},
+        {4, 8, 7, 6, HS_F32, 32, 0, true, true},      {16, 32, 200, 1, HS_F32, 128, 0, true, true},
+        {16, 64, 1, 1, HS_BF16, 128, 19, true, true}, {4, 8, 6, 1, HS_BF16, 32, 4, true, true},
     };
     const int n = (int)(sizeof cases / sizeof cases[0]);
     int fails = 0;
@@ -136,7 +158,7 @@ int main(int argc, char **argv) {
         if (quick && cases[i].S > 12) continue;
         ran++;
         errs_t e = run_case(cases[i].Hk, cases[i].Hv, cases[i].S, cases[i].maxtok, cases[i].dt, cases[i].slice,
-                            cases[i].cfg, cases[i].z, 1000 + i);
+                            cases[i].cfg, cases[i].z, cases[i].packed, 1000 + i);
         double tol_s = cases[i].dt == HS_F32 ? 1e-5 : 6e-3;
         if (e.declined) {
             printf("%d/%d S%d cfg %d: declined here (unsupported), skipped\n", cases[i].Hk, cases[i].Hv, cases[i].S,
@@ -146,8 +168,9 @@ int main(int argc, char **argv) {
         bool ok = e.out < 6e-3 && e.state < tol_s && e.conv == 0.0 && !isnan(e.out) && !isnan(e.state);
         fails += !ok;
         char name[64];
-        snprintf(name, sizeof name, "%d/%d S%d t%d %s s%d c%d%s", cases[i].Hk, cases[i].Hv, cases[i].S, cases[i].maxtok,
-                 hs_dtype_name(cases[i].dt), cases[i].slice, cases[i].cfg, cases[i].z ? "" : " noz");
+        snprintf(name, sizeof name, "%d/%d S%d t%d %s s%d c%d%s%s", cases[i].Hk, cases[i].Hv, cases[i].S,
+                 cases[i].maxtok, hs_dtype_name(cases[i].dt), cases[i].slice, cases[i].cfg, cases[i].z ? "" : " noz",
+                 cases[i].packed ? " ld" : "");
         printf("%-28s %10.2e %10.2e %10.2e  %s\n", name, e.out, e.state, e.conv, ok ? "ok" : "FAIL");
     }
     printf("test_gdn_decode: %d/%d cases passed\n", ran - fails, ran);

@@ -60,10 +60,10 @@ static errs_t run_case(int Hk, int Hv, const int *lens, int S, hs_dtype_t sdt, i
     CK(cudaMemset(d_ws, 0xff, gdn_chunk_workspace_bytes(T, Hv)));
     gdn_state_t st = {d_pool, m.page_bytes, d_pages, m.E, d_loc, slice_rows, m.conv, sdt};
     CKRC(gdn_prefill_prep_launch(d_qkv, d_b, d_a, d_cw, d_Al, d_dtb, d_ts, d_np, S, T, Hk, Hv, dk, dv,
-                                 with_state ? &st : NULL, d_qn, d_kn, d_v, d_g, d_beta, NULL));
+                                 with_state ? &st : NULL, d_qn, d_kn, d_v, d_g, d_beta, 0, NULL));
     CKRC(gdn_chunk_launch(d_qn, d_kn, d_v, d_g, d_beta, d_ts, ts, d_np, S, T, Hk, Hv, with_state ? &st : NULL, d_ws,
                           d_o, NULL));
-    CKRC(gdn_gated_norm_launch(d_o, d_z, d_nw, T, Hv, dv, 1e-6f, d_out, NULL));
+    CKRC(gdn_gated_norm_launch(d_o, d_z, 0, d_nw, T, Hv, dv, 1e-6f, d_out, NULL));
     CK(cudaGetLastError());
     CK(cudaDeviceSynchronize());
     uint16_t *out = (uint16_t *)malloc(2 * (size_t)T * HD), *o = (uint16_t *)malloc(2 * (size_t)T * HD);

@@ -90,30 +90,29 @@ int main(int argc, char **argv) {
         }
         report("linear [37x512] x [384x512]^T", o[0], o[1], (size_t)T * N, 1e-2, 0);
     }
-    /* linear_n: three projections of one input (q, k, v shapes / 16), the CUDA side packed
-     * (weights_pack: one product and a column split above the grouped GEMV's rows) */
-    for (int pass = 0; pass < 3; pass++) {
-        const int Tn = pass == 0 ? 1 : pass == 1 ? 8 : 100, Ns[3] = {512, 64, 64};
+    /* linear_n: three projections of one input (q, k, v shapes / 16) into the column blocks
+     * of one [T][640] buffer; the CUDA side packed (weights_pack: the grouped GEMV at small T,
+     * one product above) and, in the last pass, unpacked (a GEMM and a strided copy each) */
+    for (int pass = 0; pass < 4; pass++) {
+        const int Tn = pass == 0 ? 1 : pass == 1 ? 8 : 100, Ns[3] = {512, 64, 64}, ld = 640;
+        const bool pack = pass < 3;
         float *x = rnd((size_t)Tn * K, 1), *w[3];
-        void *o[2][3];
+        void *o[2];
         for (int i = 0; i < 3; i++) w[i] = rnd((size_t)Ns[i] * K, 0.05f);
         for (int b = 0; b < 2; b++) {
             void *xd = act(b, x, (size_t)Tn * K);
             bk_weight_t *wd[3];
-            for (int i = 0; i < 3; i++) {
-                wd[i] = wload(b, w[i], Ns[i], K);
-                o[b][i] = B[b]->alloc(B[b], (size_t)Tn * Ns[i] * 4);
-            }
-            if (b == 1 && (!B[1]->weights_pack || !B[1]->weights_pack(B[1], wd, 3)))
+            for (int i = 0; i < 3; i++) wd[i] = wload(b, w[i], Ns[i], K);
+            o[b] = B[b]->alloc(B[b], (size_t)Tn * ld * 4);
+            if (b == 1 && pack && (!B[1]->weights_pack || !B[1]->weights_pack(B[1], wd, 3)))
                 printf("  (weights_pack unavailable: linear_n runs unpacked)\n");
             B[b]->linear_n(B[b], xd, 3, (const bk_weight_t *const *)wd, Tn, o[b]);
             B[b]->sync(B[b]);
         }
-        for (int i = 0; i < 3; i++) {
-            char name[96];
-            snprintf(name, sizeof name, "linear_n packed T=%d, output %d [%dx%d]", Tn, i, Ns[i], K);
-            report(name, o[0][i], o[1][i], (size_t)Tn * Ns[i], 1e-2, 0);
-        }
+        char name[96];
+        snprintf(name, sizeof name, "linear_n %s T=%d, blocks [%d|%d|%d]x%d", pack ? "packed" : "unpacked", Tn, Ns[0],
+                 Ns[1], Ns[2], K);
+        report(name, o[0], o[1], (size_t)Tn * ld, 1e-2, 0);
     }
     /* rmsnorm: plain, (1+w) with residual */
     for (int pass = 0; pass < 2; pass++) {
@@ -255,10 +254,11 @@ int main(int argc, char **argv) {
             for (int t = 0; t < L1; t++) pos[L0 + t] = np[1] + t;
             for (int q = 0; q < 2; q++)
                 for (int i = 0; i < 16; i++) bt[q][i] = q * 16 + i;
-            float *qg = rnd((size_t)Tt * Hq * 2 * D, 1), *kk = rnd((size_t)Tt * Hkv * D, 1),
-                  *vv = rnd((size_t)Tt * Hkv * D, 1);
-            float *qkv = rnd((size_t)Tt * cd, 1), *z = rnd((size_t)Tt * Hv * dv, 1), *bb = rnd((size_t)Tt * Hv, 2),
-                  *aa = rnd((size_t)Tt * Hv, 2);
+            /* the ops' inputs as linear_n leaves them: [qg | k | v] and [qkv | z | b | a] rows */
+            const size_t lda = (size_t)(2 * Hq + 2 * Hkv) * D, ldg = (size_t)cd + (size_t)Hv * dv + 2 * (size_t)Hv;
+            float *qkva = rnd((size_t)Tt * lda, 1), *gin = rnd((size_t)Tt * ldg, 1);
+            for (int t = 0; t < Tt; t++) /* b and a: the wider spread of the gates' inputs */
+                for (size_t j = ldg - 2 * (size_t)Hv; j < ldg; j++) gin[(size_t)t * ldg + j] *= 2.f;
             void *oa[2], *og[2];
             for (int b = 0; b < 2; b++) {
                 const int E = pool[b].sm.n_pages;
@@ -270,14 +270,11 @@ int main(int argc, char **argv) {
                                    .n_state_pages = E, .logit_rows = rows, .n_logits = 2};
                 B[b]->set_batch(B[b], &bk_b, &pool[b]);
                 oa[b] = B[b]->alloc(B[b], (size_t)Tt * Hq * D * 4);
-                B[b]->attention(B[b], 1, act(b, qg, (size_t)Tt * Hq * 2 * D), act(b, kk, (size_t)Tt * Hkv * D),
-                                act(b, vv, (size_t)Tt * Hkv * D), wload(b, wq, 1, D), wload(b, wk, 1, D), Hq, Hkv, D,
-                                c.rope_dim, (float)c.rope_theta, 1e-6f, oa[b]);
+                B[b]->attention(B[b], 1, act(b, qkva, (size_t)Tt * lda), wload(b, wq, 1, D), wload(b, wk, 1, D), Hq,
+                                Hkv, D, c.rope_dim, (float)c.rope_theta, 1e-6f, oa[b]);
                 og[b] = B[b]->alloc(B[b], (size_t)Tt * Hv * dv * 4);
-                B[b]->gdn(B[b], 2, act(b, qkv, (size_t)Tt * cd), act(b, z, (size_t)Tt * Hv * dv),
-                          act(b, bb, (size_t)Tt * Hv), act(b, aa, (size_t)Tt * Hv), wload(b, cw, cd, 4),
-                          wload(b, alog, 1, Hv), wload(b, dtb, 1, Hv), wload(b, nw, 1, dv), Hk, Hv, dk, dv, 4, 1e-6f,
-                          og[b]);
+                B[b]->gdn(B[b], 2, act(b, gin, (size_t)Tt * ldg), wload(b, cw, cd, 4), wload(b, alog, 1, Hv),
+                          wload(b, dtb, 1, Hv), wload(b, nw, 1, dv), Hk, Hv, dk, dv, 4, 1e-6f, og[b]);
                 B[b]->sync(B[b]);
                 free(sp);
             }
