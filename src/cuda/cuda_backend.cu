@@ -412,8 +412,10 @@ __global__ void k_qk_prep(const qk_params p) {
 /* k_qk_prep for D = 256 with a warp per (token, head): each lane holds 8 neighbouring
  * elements (one 16-byte load), the norm is a warp sum, and RoPE's partner of element i
  * (i +- rope_dim/2) sits in lane l ^ (rope_dim/16) at the same slot: no shared memory, no
- * block barrier. Needs rope_dim / 16 a power of two and rope_dim <= 256. Same results as
- * k_qk_prep (same fp32 formulas, the normed value rounded to bf16 before RoPE). */
+ * block barrier. Lane j < rope_dim/2 computes frequency j's angle once and the rope lanes
+ * fetch theirs by shuffle (one powf and sincosf a lane, not eight in a row). Needs
+ * rope_dim in {16, 32, 64}. Same results as k_qk_prep (same fp32 formulas, the normed
+ * value rounded to bf16 before RoPE). */
 __global__ void __launch_bounds__(128) k_qk_prep256(const qk_params p, int n_items) {
     const int item = blockIdx.x * 4 + (threadIdx.x >> 5), lane = threadIdx.x & 31;
     pdl_trigger();
@@ -445,20 +447,18 @@ __global__ void __launch_bounds__(128) k_qk_prep256(const qk_params p, int n_ite
 #pragma unroll
     for (int i = 0; i < 8; i++) x[i] = bf2f(f2bf(x[i] * inv * (1.f + w[i]))); /* HF rounds before RoPE */
     const int half = p.rope_dim / 2, pl = half / 8; /* partner lane distance */
-    float y[8];
+    float sn_j = 0.f, cs_j = 1.f; /* frequency j = lane */
+    if (lane < half) {
+        const float inv_freq = powf(p.theta, -2.f * (float)lane / (float)p.rope_dim);
+        sincosf((float)p.pos[t] * inv_freq, &sn_j, &cs_j);
+    }
+    const bool lo = 8 * lane < half;
 #pragma unroll
-    for (int i = 0; i < 8; i++) y[i] = __shfl_xor_sync(0xffffffffu, x[i], pl);
-    if (8 * lane < p.rope_dim) {
-        const bool lo = 8 * lane < half;
-        const float pos = (float)p.pos[t];
-#pragma unroll
-        for (int i = 0; i < 8; i++) {
-            const int e = 8 * lane + i, j = lo ? e : e - half;
-            const float inv_freq = powf(p.theta, -2.f * (float)j / (float)p.rope_dim);
-            float sn, cs;
-            sincosf(pos * inv_freq, &sn, &cs);
-            x[i] = lo ? x[i] * cs - y[i] * sn : x[i] * cs + y[i] * sn;
-        }
+    for (int i = 0; i < 8; i++) {
+        const float y = __shfl_xor_sync(0xffffffffu, x[i], pl);
+        const int j = (8 * lane + i) & (half - 1);
+        const float cs = __shfl_sync(0xffffffffu, cs_j, j), sn = __shfl_sync(0xffffffffu, sn_j, j);
+        if (8 * lane < p.rope_dim) x[i] = lo ? x[i] * cs - y * sn : x[i] * cs + y * sn;
     }
     uint4 ov;
     ov.x = f2_to_bf2x2(x[0], x[1]), ov.y = f2_to_bf2x2(x[2], x[3]);
@@ -1141,7 +1141,7 @@ static void cu_attention(backend_t *bk, int a, const void *qkv, const bk_weight_
     p.layer_off = layer_off;
     /* the warp-per-head kernel where the shape allows (16-byte rows, power-of-two RoPE lanes) */
     const int rl = rope_dim / 16;
-    const bool w256 = D == 256 && rope_dim % 16 == 0 && rl >= 1 && (rl & (rl - 1)) == 0 && p.ld % 8 == 0 &&
+    const bool w256 = D == 256 && (rl == 1 || rl == 2 || rl == 4) && rope_dim % 16 == 0 && p.ld % 8 == 0 &&
                       ((uintptr_t)qkv & 15) == 0;
     const int items = c->T * (Hq + Hkv);
     if (!(c->skip_qk && skip_step(c)) && w256)
