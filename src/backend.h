@@ -180,8 +180,8 @@ struct backend {
      *   out[T, Hv*dv]. The conv and SSM states of every sequence are read and written
      *   in place through the batch's state pages and the pool's state map. */
     void (*gdn)(backend_t *bk, int g, const void *in, const bk_weight_t *conv_w, const bk_weight_t *A_log,
-                const bk_weight_t *dt_bias, const bk_weight_t *norm_w, int Hk, int Hv, int dk, int dv, int Kc, float eps,
-                void *out);
+                const bk_weight_t *dt_bias, const bk_weight_t *norm_w, int Hk, int Hv, int dk, int dv, int Kc,
+                float eps, void *out);
 
     /* out[T, I] = silu(gu[T, 0:I]) * gu[T, I:2I]   (gate first, then up) */
     void (*swiglu)(backend_t *bk, const void *gu, int T, int I, void *out);

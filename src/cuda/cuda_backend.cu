@@ -364,6 +364,17 @@ struct qk_params {
     size_t page_bytes, layer_off;
 };
 
+/* Token t's K row of KV head kh in the paged cache (its V row is block_size * Hkv * D
+ * elements further). */
+__device__ __forceinline__ bf16_t *qk_cache_row(const qk_params &p, int t, int kh) {
+    const int s = seq_of_token(p.tok_start, p.S, t);
+    const int position = p.pos[t];
+    const int blk = p.bt[(int64_t)s * p.max_blocks + position / p.block_size];
+    const int row = position % p.block_size;
+    char *base = p.pool + (size_t)blk * p.page_bytes + p.layer_off;
+    return reinterpret_cast<bf16_t *>(base) + ((size_t)row * p.Hkv + kh) * p.D;
+}
+
 /* One block per (token, head): heads [0, Hq) are query heads, [Hq, Hq+Hkv) KV heads.
  * blockDim = D rounded up to a warp. Norm (1+w) over D in fp32, rotate-half RoPE on the
  * first rope_dim dims, then q -> q_out (and the gate half -> gate_out), k and v -> cache. */
@@ -375,7 +386,8 @@ __global__ void k_qk_prep(const qk_params p) {
     pdl_wait();
     const bool isq = h < p.Hq;
     const int kh = h - p.Hq;
-    const bf16_t *src = isq ? p.qg + (int64_t)t * p.ld + (int64_t)h * 2 * p.D : p.k + (int64_t)t * p.ld + (int64_t)kh * p.D;
+    const bf16_t *src =
+        isq ? p.qg + (int64_t)t * p.ld + (int64_t)h * 2 * p.D : p.k + (int64_t)t * p.ld + (int64_t)kh * p.D;
     const float x = i < p.D ? bf2f(src[i]) : 0.f;
     const float inv = rsqrtf(block_sum(x * x, sh) / p.D + p.eps);
     const float *w = isq ? p.qn_w : p.kn_w;
@@ -397,14 +409,7 @@ __global__ void k_qk_prep(const qk_params p) {
         p.gate_out[((int64_t)t * p.Hq + h) * p.D + i] = src[p.D + i];
         return;
     }
-    const int s = seq_of_token(p.tok_start, p.S, t);
-    const int position = p.pos[t];
-    const int blk = p.bt[(int64_t)s * p.max_blocks + position / p.block_size];
-    const int row = position % p.block_size;
-    char *base = p.pool + (size_t)blk * p.page_bytes + p.layer_off;
-    const size_t kv_row = ((size_t)row * p.Hkv + kh) * p.D;
-    bf16_t *kd = reinterpret_cast<bf16_t *>(base) + kv_row;
-    bf16_t *vd = reinterpret_cast<bf16_t *>(base) + (size_t)p.block_size * p.Hkv * p.D + kv_row;
+    bf16_t *kd = qk_cache_row(p, t, kh), *vd = kd + (size_t)p.block_size * p.Hkv * p.D;
     kd[i] = f2bf(y);
     vd[i] = p.v[(int64_t)t * p.ld + (int64_t)kh * p.D + i];
 }
@@ -469,14 +474,9 @@ __global__ void __launch_bounds__(128) k_qk_prep256(const qk_params p, int n_ite
             reinterpret_cast<const uint4 *>(src + 256)[lane];
         return;
     }
-    const int s = seq_of_token(p.tok_start, p.S, t);
-    const int position = p.pos[t];
-    const int blk = p.bt[(int64_t)s * p.max_blocks + position / p.block_size];
-    const int row = position % p.block_size;
-    char *base = p.pool + (size_t)blk * p.page_bytes + p.layer_off;
-    const size_t kv_row = ((size_t)row * p.Hkv + kh) * 256;
-    reinterpret_cast<uint4 *>(reinterpret_cast<bf16_t *>(base) + kv_row)[lane] = ov;
-    reinterpret_cast<uint4 *>(reinterpret_cast<bf16_t *>(base) + (size_t)p.block_size * p.Hkv * 256 + kv_row)[lane] =
+    bf16_t *kd = qk_cache_row(p, t, kh), *vd = kd + (size_t)p.block_size * p.Hkv * 256;
+    reinterpret_cast<uint4 *>(kd)[lane] = ov;
+    reinterpret_cast<uint4 *>(vd)[lane] =
         reinterpret_cast<const uint4 *>(p.v + (int64_t)t * p.ld + (int64_t)kh * 256)[lane];
 }
 

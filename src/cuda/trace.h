@@ -11,9 +11,9 @@
  *   - per kernel (demangled name): calls and device time per step.
  * Only the steps with the most common (kernel count, token count) pair are summarised:
  * the pure decode steps of the most common batch size, so per-step times convert to bytes
- * a second (HS_TRACE_ANY_ROWS=1: the count alone, every pure decode step). libcupti is loaded with dlopen when HS_CUDA_TRACE is set, so
- * the binary needs nothing more otherwise; without it the run goes on untraced (a
- * warning says so).
+ * a second (HS_TRACE_ANY_ROWS=1: the count alone, every pure decode step). libcupti is
+ * loaded with dlopen when HS_CUDA_TRACE is set, so the binary needs nothing more
+ * otherwise; without it the run goes on untraced (a warning says so).
  */
 #ifndef HS_CUDA_TRACE_H
 #define HS_CUDA_TRACE_H
