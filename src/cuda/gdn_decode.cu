@@ -1138,9 +1138,10 @@ extern "C" int gdn_decode_launch(const void *qkv, const void *z, const void *b, 
     int cfg1 = cfg_override >= 8 ? cfg_override : 0;
     if (max_t == 1 && !cfg_override && gdn_dec1_auto()) {
         /* from the H100 sweeps (bench/RESULTS.md, "GDN decode"): the cluster kernel up to 64
-         * heads, the persistent one for bf16 state from 1024 heads on (+5..11%); elsewhere the
-         * segment kernel was as fast or faster. Cluster shape (session 4, this kernel): 32
-         * rows x 128 threads (4 blocks a head) for an fp32 state or 64 heads, 0.1-0.3 us
+         * heads; above, the segment kernel. (The persistent one, cfg 12, had been the default
+         * for a bf16 state from 1024 heads; in the model the segment kernel 128 x 256 is
+         * 1.5-2.1% faster at 2048 and 4096 heads, in the bench they tie: session 9.)
+         * Cluster shape (session 4, this kernel): 32 rows x 128 threads (4 blocks a head) for an fp32 state or 64 heads, 0.1-0.3 us
          * faster there than the session-3 rule (about 64 blocks: 32 rows x 256 threads at 16
          * heads, 64 x 256 at 32, whole heads at 64), which stays for bf16 up to 32 heads,
          * where a cluster of 16 blocks does not fit, and for PDL launches (with PDL the
@@ -1151,10 +1152,8 @@ extern "C" int gdn_decode_launch(const void *qkv, const void *z, const void *b, 
             const long per_head = 64 / heads; /* blocks per head for ~64 blocks */
             fallback = per_head >= 4 && p.r * 4 <= 8 ? 10 : per_head >= 2 && p.r * 2 <= 8 ? 11 : p.r <= 8 ? 18 : 0;
             cfg1 = !gdn_pdl_on() && (f32 || heads > 32) && p.r * 4 <= 16 ? 9 : fallback;
-        } else if (!f32 && heads >= 1024) {
-            cfg1 = 12;
         }
-        if (cfg1 && st->slice_rows % (cfg1 == 12 ? 16 : cfg1 == 10 ? 4 : 8)) cfg1 = 0;
+        if (cfg1 && st->slice_rows % (cfg1 == 10 ? 4 : 8)) cfg1 = 0;
         if (cfg1) {
             const int rc = launch_dec1(p, S, cfg1, f32, st->slice_rows, dv, s);
             if (rc != HS_ERR_UNSUPPORTED || !fallback || fallback == cfg1) return rc;
