@@ -273,14 +273,8 @@ __global__ void __launch_bounds__(1024) k_rmsnorm8(const bf16_t *x, bf16_t *res,
     const float4 w0 = *reinterpret_cast<const float4 *>(w + threadIdx.x * 8);
     const float4 w1 = *reinterpret_cast<const float4 *>(w + threadIdx.x * 8 + 4);
     pdl_wait();
-    const uint4 xv = *reinterpret_cast<const uint4 *>(x + off);
     float v[8];
-    const uint32_t xw[4] = {xv.x, xv.y, xv.z, xv.w};
-#pragma unroll
-    for (int i = 0; i < 4; i++) {
-        const float2 f = bf2x2_to_f2(xw[i]);
-        v[2 * i] = f.x, v[2 * i + 1] = f.y;
-    }
+    bf16x8_to_f(*reinterpret_cast<const uint4 *>(x + off), v);
     if (res) {
         const uint4 rv = *reinterpret_cast<const uint4 *>(res + off);
         const uint32_t rw[4] = {rv.x, rv.y, rv.z, rv.w};
@@ -436,14 +430,8 @@ __global__ void __launch_bounds__(128) k_qk_prep256(const qk_params p, int n_ite
     const float4 w0 = *reinterpret_cast<const float4 *>(wp), w1 = *reinterpret_cast<const float4 *>(wp + 4);
     pdl_wait();
     const bf16_t *src = isq ? p.qg + (int64_t)t * p.ld + (int64_t)h * 512 : p.k + (int64_t)t * p.ld + (int64_t)kh * 256;
-    const uint4 xv = reinterpret_cast<const uint4 *>(src)[lane];
     float x[8];
-    const uint32_t xw[4] = {xv.x, xv.y, xv.z, xv.w};
-#pragma unroll
-    for (int i = 0; i < 4; i++) {
-        const float2 f = bf2x2_to_f2(xw[i]);
-        x[2 * i] = f.x, x[2 * i + 1] = f.y;
-    }
+    bf16x8_to_f(reinterpret_cast<const uint4 *>(src)[lane], x);
     float ss = 0.f;
 #pragma unroll
     for (int i = 0; i < 8; i++) ss += x[i] * x[i];

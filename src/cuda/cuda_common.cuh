@@ -44,6 +44,15 @@ __device__ __forceinline__ float2 bf2x2_to_f2(uint32_t u) {
     r.y = __uint_as_float(u & 0xffff0000u);
     return r;
 }
+/* The 8 bf16 of one 16-byte load as floats, in order. */
+__device__ __forceinline__ void bf16x8_to_f(uint4 u, float *f) {
+    const uint32_t w[4] = {u.x, u.y, u.z, u.w};
+#pragma unroll
+    for (int i = 0; i < 4; i++) {
+        const float2 v = bf2x2_to_f2(w[i]);
+        f[2 * i] = v.x, f[2 * i + 1] = v.y;
+    }
+}
 __device__ __forceinline__ uint32_t f2_to_bf2x2(float lo, float hi) {
     __nv_bfloat162 h = __floats2bfloat162_rn(lo, hi);
     return *reinterpret_cast<uint32_t *>(&h);
