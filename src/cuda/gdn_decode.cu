@@ -1170,8 +1170,10 @@ extern "C" int gdn_decode_launch(const void *qkv, const void *z, const void *b, 
     } else {
         const long heads = (long)S * Hv;
         /* measured on H100 (bench/RESULTS.md): whole-head blocks win from 128 heads on;
-         * 256 threads (16 rows per warp) when the grid is large or the state bf16 */
-        cfg = heads >= 4096 || (st->ssm_dtype == HS_BF16 && heads >= 512) ? 7 : heads >= 128 ? 1 : 3;
+         * 256 threads (16 rows per warp) when the grid is large or the state bf16 (fp32: from
+         * 2048 heads, where in the model 128 x 256 beat 128 x 512 by 1.3-2.1% at 2048, 3584
+         * and 4096 heads, session 9; the bench had put the switch at 4096) */
+        cfg = heads >= 2048 || (st->ssm_dtype == HS_BF16 && heads >= 512) ? 7 : heads >= 128 ? 1 : 3;
     }
     while (p.r * (dv / k_cfg_bv[cfg]) > 8) cfg = cfg == 6 ? 4 : cfg == 4 || cfg == 5 ? 3 : 1; /* cluster <= 8 */
     if (st->slice_rows % k_cfg_rpw[cfg]) cfg = cfg == 7 ? 1 : 3; /* a warp's rows must share a granule */
