@@ -290,16 +290,6 @@ static void model_free(gmodel_t *m, backend_t *bk) {
     }
 }
 
-/* The mixers' input rows as linear_n lays them out: the n outputs src[i] [T, N[i]] side
- * by side in dst [T, N[0] + ... + N[n-1]]. */
-static void pack_cols(float *dst, int T, int n, float *const *src, const int *N) {
-    int ld = 0;
-    for (int i = 0; i < n; i++) ld += N[i];
-    for (int t = 0; t < T; t++)
-        for (int i = 0, o = 0; i < n; o += N[i], i++)
-            memcpy(dst + (size_t)t * ld + o, src[i] + (size_t)t * N[i], sizeof(float) * N[i]);
-}
-
 /* One step of one sequence: T tokens at n_past; logits [T, V] for every row. */
 static void forward(backend_t *bk, gmodel_t *m, tpool_t *tp, int32_t *pages, int E, int32_t *bt, int maxb,
                     const int32_t *ids, int T, int n_past, float *logits) {
@@ -317,29 +307,20 @@ static void forward(backend_t *bk, gmodel_t *m, tpool_t *tp, int32_t *pages, int
     float *in = malloc(sizeof(float) * T * (attn_in > gdn_in ? attn_in : gdn_in)); /* packed mixer input */
     float *x = malloc(sizeof(float) * T * H), *h = malloc(sizeof(float) * T * H), *y = malloc(sizeof(float) * T * H);
     float *w1 = malloc(sizeof(float) * T * wmax), *w2 = malloc(sizeof(float) * T * wmax);
-    float *w3 = malloc(sizeof(float) * T * wmax), *w4 = malloc(sizeof(float) * T * wmax), *w5 = malloc(sizeof(float) * T * wmax);
+    float *w4 = malloc(sizeof(float) * T * wmax), *w5 = malloc(sizeof(float) * T * wmax);
     bk->embed(bk, m->embed, ids, T, x);
     int ia = 0, ig = 0;
     for (int i = 0; i < c->L; i++) {
         glayer_t *l = &m->ly[i];
         bk->rmsnorm(bk, x, NULL, l->in_norm, (float)c->eps, true, T, H, h);
         if (c->is_attn[i]) {
-            bk->linear(bk, h, l->q, T, w1);
-            bk->linear(bk, h, l->k, T, w2);
-            bk->linear(bk, h, l->v, T, w3);
-            float *const src[3] = {w1, w2, w3};
-            const int N[3] = {2 * c->Hq * c->D, c->Hkv * c->D, c->Hkv * c->D};
-            pack_cols(in, T, 3, src, N);
+            const bk_weight_t *w[3] = {l->q, l->k, l->v}; /* the mixer's input rows [qg | k | v] */
+            bk->linear_n(bk, h, 3, w, T, in);
             bk->attention(bk, ia++, in, l->qn, l->kn, c->Hq, c->Hkv, c->D, c->R, (float)c->theta, (float)c->eps, w4);
             bk->linear(bk, w4, l->o, T, y);
         } else {
-            bk->linear(bk, h, l->qkv, T, w1);
-            bk->linear(bk, h, l->z, T, w2);
-            bk->linear(bk, h, l->b, T, w3);
-            bk->linear(bk, h, l->a, T, w4);
-            float *const src[4] = {w1, w2, w3, w4};
-            const int N[4] = {cd, vd, c->Hv, c->Hv};
-            pack_cols(in, T, 4, src, N);
+            const bk_weight_t *w[4] = {l->qkv, l->z, l->b, l->a}; /* [qkv | z | b | a] */
+            bk->linear_n(bk, h, 4, w, T, in);
             bk->gdn(bk, ig++, in, l->conv, l->A_log, l->dt_bias, l->gnorm, c->Hk, c->Hv, c->dk, c->dv, c->Kc,
                     (float)c->eps, w5);
             bk->linear(bk, w5, l->out, T, y);
@@ -359,7 +340,7 @@ static void forward(backend_t *bk, gmodel_t *m, tpool_t *tp, int32_t *pages, int
     bk->rmsnorm(bk, x, NULL, m->norm, (float)c->eps, true, T, H, h);
     bk->gather_rows(bk, h, H, y);
     bk->logits(bk, y, m->lm_head, T, logits);
-    free(pos), free(rows), free(x), free(h), free(y), free(w1), free(w2), free(w3), free(w4), free(w5), free(in);
+    free(pos), free(rows), free(x), free(h), free(y), free(w1), free(w2), free(w4), free(w5), free(in);
 }
 
 static void logsoftmax(const float *l, int V, double *out) {
