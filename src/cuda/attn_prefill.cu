@@ -161,7 +161,7 @@ __global__ void __launch_bounds__(BM * 2, 128 / BM) attn_prefill_kernel(const at
             for (int np2 = 0; np2 < NT / 2; np2++) {
                 unsigned b0, b1, b2, b3;
                 ldsm_x4(b0, b1, b2, b3,
-                             ks + attn_swz(16 * np2 + (lane & 7) + ((lane >> 4) << 3), 2 * kt + ((lane >> 3) & 1), CH));
+                        ks + attn_swz(16 * np2 + (lane & 7) + ((lane >> 4) << 3), 2 * kt + ((lane >> 3) & 1), CH));
                 mma_16816(sc[2 * np2], a0, a1, a2, a3, b0, b1);
                 mma_16816(sc[2 * np2 + 1], a0, a1, a2, a3, b2, b3);
             }
@@ -211,7 +211,7 @@ __global__ void __launch_bounds__(BM * 2, 128 / BM) attn_prefill_kernel(const at
             for (int np2 = 0; np2 < NO / 2; np2++) {
                 unsigned b0, b1, b2, b3;
                 ldsm_x4_t(b0, b1, b2, b3,
-                               vs + attn_swz(16 * kk + (lane & 7) + ((lane >> 3) & 1) * 8, 2 * np2 + (lane >> 4), CH));
+                          vs + attn_swz(16 * kk + (lane & 7) + ((lane >> 3) & 1) * 8, 2 * np2 + (lane >> 4), CH));
                 mma_16816(o[2 * np2], a0, a1, a2, a3, b0, b1);
                 mma_16816(o[2 * np2 + 1], a0, a1, a2, a3, b2, b3);
             }

@@ -1131,12 +1131,14 @@ static void cu_attention(backend_t *bk, int a, const void *qkv, const bk_weight_
     const int rl = rope_dim / 16;
     const bool w256 = D == 256 && (rl == 1 || rl == 2 || rl == 4) && rope_dim % 16 == 0 && p.ld % 8 == 0 &&
                       ((uintptr_t)qkv & 15) == 0;
-    const int items = c->T * (Hq + Hkv);
-    if (!(c->skip_qk && skip_step(c)) && w256)
-        CK(launch_pdl(k_qk_prep256, dim3((unsigned)((items + 3) / 4)), dim3(128), 0, c->st, p, items));
-    else if (!(c->skip_qk && skip_step(c)))
-        CK(launch_pdl(k_qk_prep, dim3((unsigned)c->T, (unsigned)(Hq + Hkv)), dim3((unsigned)((D + 31) / 32 * 32)), 0,
-                      c->st, p));
+    if (!(c->skip_qk && skip_step(c))) {
+        const int items = c->T * (Hq + Hkv);
+        if (w256)
+            CK(launch_pdl(k_qk_prep256, dim3((unsigned)((items + 3) / 4)), dim3(128), 0, c->st, p, items));
+        else
+            CK(launch_pdl(k_qk_prep, dim3((unsigned)c->T, (unsigned)(Hq + Hkv)),
+                          dim3((unsigned)((D + 31) / 32 * 32)), 0, c->st, p));
+    }
     const float scale = 1.f / sqrtf((float)D);
     const int G = Hkv > 0 ? Hq / Hkv : 0;
     int s0 = 0; /* sequences before s0 went through the decode kernel */

@@ -140,7 +140,6 @@ extern "C" int gdn_decode_timing(unsigned long long *h, int clear) {
 __device__ __forceinline__ void cluster_arrive() { asm volatile("barrier.cluster.arrive.release.aligned;\n" ::: "memory"); }
 __device__ __forceinline__ void cluster_wait() { asm volatile("barrier.cluster.wait.acquire.aligned;\n" ::: "memory"); }
 
-
 /* Global channel of block-local conv channel c: [q of key head g | k of g | v rows of the slice]. */
 __device__ __forceinline__ int chan_of(int c, int g, int h, int v0, int kd) {
     return c < GDN_DK ? g * GDN_DK + c
@@ -416,7 +415,6 @@ template <int BV, typename ST, bool TAPS = true> struct dec1_stage {
     static constexpr int N_SMALL = NC / 2 + N_TAPS + BV / 8;            /* 16-byte chunks besides the state */
     static_assert(BV % 16 == 0 && SMALL % 16 == 0, "16-byte chunks");
 };
-
 
 /* Address values of one item, loaded before they are needed (no use of them stalls
  * until page_of): lane l's entry l of the request's page table, this warp's granule. */
@@ -1141,9 +1139,10 @@ extern "C" int gdn_decode_launch(const void *qkv, const void *z, const void *b, 
          * heads; above, the segment kernel. (The persistent one, cfg 12, had been the default
          * for a bf16 state from 1024 heads; in the model the segment kernel 128 x 256 is
          * 1.5-2.1% faster at 2048 and 4096 heads, in the bench they tie: session 9.)
-         * Cluster shape (session 4, this kernel): 32 rows x 128 threads (4 blocks a head) for an fp32 state or 64 heads, 0.1-0.3 us
-         * faster there than the session-3 rule (about 64 blocks: 32 rows x 256 threads at 16
-         * heads, 64 x 256 at 32, whole heads at 64), which stays for bf16 up to 32 heads,
+         * Cluster shape (session 4, this kernel): 32 rows x 128 threads (4 blocks a head)
+         * for an fp32 state or 64 heads, 0.1-0.3 us faster there than the session-3 rule
+         * (about 64 blocks: 32 rows x 256 threads at 16 heads, 64 x 256 at 32, whole heads
+         * at 64), which stays for bf16 up to 32 heads,
          * where a cluster of 16 blocks does not fit, and for PDL launches (with PDL the
          * session-3 shapes measured as fast or faster: 16/64 fp32 5.4 us vs 6.5) */
         const long heads = (long)S * Hv;
