@@ -57,6 +57,8 @@ struct sched {
 
     sched_batch_t batch;
     bool pending;            /* a non-empty batch awaits sched_update */
+    seq_t **infl;            /* [max_num_seqs] in-flight rows (sched_advance), NULL once retired */
+    int n_infl;              /* > 0 while rows are in flight */
     int n_prefilling;        /* running sequences part-way through a prefill, seen this step */
     bool publish_output;     /* publish output blocks too (only when hits are usable) */
 
@@ -245,6 +247,7 @@ int sched_create(sched_t **out, const sched_config_t *cfg, pool_t *pool, char *e
     b->logit_rows = hs_calloc((size_t)T, sizeof *b->logit_rows);
     b->logit_start = hs_calloc((size_t)S + 1, sizeof *b->logit_start);
     b->n_state_pages = s->E;
+    s->infl = hs_calloc((size_t)S, sizeof *s->infl);
     map_grow(s);
     *out = s;
     return HS_OK;
@@ -280,6 +283,7 @@ void sched_destroy(sched_t *s) {
     hs_free(b->logit_rows);
     hs_free(b->logit_start);
     hs_free(s->map);
+    hs_free(s->infl);
     hs_free(s->ev);
     hs_free(s);
 }
@@ -324,6 +328,7 @@ static void retire(sched_t *s, seq_t *q) {
         (void)rc;
     }
     if (q->sched_row >= 0 && s->pending && s->batch.seqs[q->sched_row] == q) s->batch.seqs[q->sched_row] = NULL;
+    if (q->infl >= 0) s->infl[q->infl] = NULL;
     q_remove(qq, q);
     map_del(s, q->id);
     q->status = SEQ_FINISHED;
@@ -491,6 +496,10 @@ static int pass_decode(sched_t *s) {
             if (decode_fits_table(s, q)) break; /* no new block: cannot fail */
             int rc = pool_can_append(s->pool, q->id, 1, k, NULL, NULL, 0);
             if (rc == HS_OK) break;
+            if ((rc == HS_ERR_NO_MEMORY || rc == HS_ERR_INVALID) && q->n_pending) {
+                self_preempted = q_finished = true; /* decided once its token is known */
+                break;
+            }
             if (rc == HS_ERR_NO_MEMORY || rc == HS_ERR_INVALID) {
                 /* It can never grow further (its blocks would exceed the whole pool or
                  * the pool's token limit): it has reached its length. */
@@ -566,6 +575,7 @@ static void pass_admit(sched_t *s, bool whole) {
     while (!s->swapped.head && s->waiting.head && s->running.n < s->cfg.max_num_seqs && budget_left(s) > 0 &&
            b->n_seqs < s->cfg.max_num_seqs) {
         seq_t *q = s->waiting.head;
+        if (q->n_pending) break; /* preempted with its last token in flight: next step */
         const int32_t *toks = s->prefix_caching ? q->tokens : NULL;
         pool_admit_info_t info;
         int rc = pool_can_admit(s->pool, q->id, toks, q->n_tokens, &info, NULL, 0);
@@ -669,6 +679,7 @@ int sched_update(sched_t *s, const int32_t *new_tokens, const int32_t *n_new, co
         return b->n_seqs == 0 ? HS_OK : HS_ERR_STATE;
     }
     if (!new_tokens || !n_new) return HS_ERR_INVALID;
+    if (s->n_infl) return HS_ERR_STATE; /* overlapped steps resolve instead */
     int rc = check_update(s, new_tokens, n_new);
     if (rc != HS_OK) return rc;
     const int stride = 1 + s->cfg.k_spec;
@@ -721,6 +732,67 @@ int sched_update(sched_t *s, const int32_t *new_tokens, const int32_t *n_new, co
         }
         if (s->prefix_caching && q->n_computed / s->B > prev / s->B && (s->publish_output || prev < q->n_prompt))
             pool_publish(s->pool, q->id, q->tokens, q->n_computed, NULL, 0);
+    }
+    if (events) *events = s->ev;
+    if (n_events) *n_events = s->n_ev;
+    return HS_OK;
+}
+
+/* ---- overlapped steps (scheduler.h) --------------------------------------------- */
+
+int sched_advance(sched_t *s) {
+    sched_batch_t *b = &s->batch;
+    if (!s->pending || s->n_infl || s->cfg.k_spec) return HS_ERR_STATE;
+    s->pending = false;
+    for (int r = 0; r < b->n_seqs; r++) {
+        seq_t *q = b->seqs[r];
+        const bool has_logit = b->logit_start[r + 1] > b->logit_start[r];
+        if (has_logit) s->infl[b->logit_start[r]] = q;
+        if (!q) continue;
+        q->sched_row = -1;
+        const int prev = q->n_computed;
+        q->n_computed += q->n_sched;
+        assert(q->n_computed <= q->n_committed);
+        if (has_logit) {
+            assert(q->n_computed == q->n_committed && q->n_computed == q->n_tokens && !q->n_pending);
+            seq_append(q, SEQ_TOKEN_PENDING);
+            q->n_pending = 1;
+            q->infl = b->logit_start[r];
+            q->ending = seq_n_output(q) >= q->max_tokens || q->n_tokens >= s->cfg.max_model_len;
+        }
+        /* Blocks of known tokens only: [0, n_computed) excludes the pending one. */
+        if (s->prefix_caching && q->n_computed / s->B > prev / s->B && (s->publish_output || prev < q->n_prompt))
+            pool_publish(s->pool, q->id, q->tokens, q->n_computed, NULL, 0);
+    }
+    s->n_infl = b->n_logits;
+    return HS_OK;
+}
+
+int sched_resolve(sched_t *s, const int32_t *tokens, const sched_event_t **events, int *n_events) {
+    const int n = s->n_infl;
+    if (n > 0 && !tokens) return HS_ERR_INVALID;
+    s->n_infl = 0;
+    for (int i = 0; i < n; i++) {
+        seq_t *q = s->infl[i];
+        s->infl[i] = NULL;
+        if (!q) continue; /* cancelled, or finished meanwhile */
+        assert(q->n_pending == 1 && q->infl == i && q->tokens[q->n_tokens - 1] == SEQ_TOKEN_PENDING);
+        q->tokens[q->n_tokens - 1] = q->last = tokens[i];
+        q->n_pending = 0;
+        q->infl = -1;
+        sched_event_t *e = ev_push(s);
+        e->id = q->id;
+        e->kind = SCHED_EV_TOKEN;
+        e->token = tokens[i];
+        e->index = seq_n_output(q) - 1;
+        const seq_finish_t fin = seq_check_stop(q, s->cfg.max_model_len);
+        assert(fin != SEQ_FINISH_NONE || !q->ending);
+        if (fin != SEQ_FINISH_NONE) {
+            q->finish = fin;
+            ev_finish(s, q, fin);
+            s->st.n_finished++;
+            retire(s, q);
+        }
     }
     if (events) *events = s->ev;
     if (n_events) *n_events = s->n_ev;

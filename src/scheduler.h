@@ -177,6 +177,33 @@ int sched_step(sched_t *s, const sched_batch_t **out);
 int sched_update(sched_t *s, const int32_t *new_tokens, const int32_t *n_new, const sched_event_t **events,
                  int *n_events);
 
+/* Overlapped steps: sched_update in two halves, so that the next batch can be built and
+ * run before this one's tokens are known (the engine's async mode; k_spec must be 0).
+ *
+ *   sched_step(n+1) -> forward(n+1) -> sched_resolve(tokens of n) -> sched_advance()
+ *
+ * sched_advance, right after the forward of the last batch is issued: everything
+ * sched_update does that needs no token value. Rows count as computed (prefix blocks
+ * are published), and each row with a logit gets its sampled token appended as
+ * SEQ_TOKEN_PENDING. A request whose pending token is its last by length is marked
+ * ending, so it is not scheduled again. The rows with logits become the in-flight
+ * rows, in logit-row order. The next sched_step may then schedule those requests:
+ * their decode row runs the pending token (token_ids holds SEQ_TOKEN_PENDING, the
+ * caller supplies the value where it was sampled). HS_ERR_STATE when there is no
+ * batch to advance, when rows are already in flight, or when k_spec > 0.
+ *
+ * sched_resolve: tokens[i] is the token sampled for in-flight row i (logit row i of
+ * the advanced batch). Writes the values in, reports them as SCHED_EV_TOKEN, checks
+ * the stop conditions and frees finished requests. A finished request in the batch
+ * scheduled meanwhile has its row set to NULL: the row ran, its output is discarded
+ * (its pages may be reused only by a later forward). With nothing in flight it only
+ * returns the events of sched_step. *events as in sched_update.
+ *
+ * Waiting requests with a pending token are not admitted until it is resolved, and
+ * sched_step never finishes one (its token event would be lost). */
+int sched_advance(sched_t *s);
+int sched_resolve(sched_t *s, const int32_t *tokens, const sched_event_t **events, int *n_events);
+
 /* Drafts for the next decode of request id (n <= k; the rest stay placeholders).
  * Call between sched_update and the next sched_step. */
 int sched_set_drafts(sched_t *s, int64_t id, const int32_t *draft, int n);

@@ -86,6 +86,7 @@ int seq_create(seq_t **out, int64_t id, const int32_t *prompt, int n_prompt, con
     s->sp.stop_tokens = s->stop_tokens_own;
     s->sp.stop_lens = s->stop_lens_own;
     s->sched_row = -1;
+    s->infl = -1;
     *out = s;
     return HS_OK;
 }

@@ -20,8 +20,14 @@
  *                                    Stripped (n_spec = 0) on preemption.
  *
  * A running sequence is "decode-ready" when n_computed == n_committed == n_tokens - 1:
- * one token (the last sampled one) plus its drafts to run. Otherwise it is prefilling
- * [n_computed, n_committed).
+ * one token (the last sampled one) plus its drafts to run, and it is not ending.
+ * Otherwise it is prefilling [n_computed, n_committed).
+ *
+ * Overlapped steps (sched_advance / sched_resolve): a step's sampled token may be
+ * appended before its value is known, as SEQ_TOKEN_PENDING (n_pending = 1); the next
+ * step can already run it (the engine feeds the value from where it was sampled), and
+ * sched_resolve writes the value in. "ending": that pending token is the last the
+ * request can have (max_tokens or the model length), so it is not scheduled again.
  *
  * Ownership: a seq_t owns its token array, its draft array and deep copies of the
  * stop sequences; the sampling_params_t handed to seq_create is only read. The KV
@@ -38,6 +44,8 @@
 #include "util.h"
 
 #define SEQ_MAX_EOS 8
+/* The value of a token appended before it is known (sched_advance). */
+#define SEQ_TOKEN_PENDING (-1)
 
 typedef enum {
     SEQ_WAITING = 0, /* queued, holds no page (new, or preempted by recompute) */
@@ -99,6 +107,9 @@ struct seq {
     int32_t *spec;              /* [k_spec] draft token ids (placeholder value until set) */
     int32_t spec_placeholder;   /* value of an unfilled draft (first eos id, else 0) */
     int n_cached;
+    int n_pending;              /* 0 or 1: the last token is SEQ_TOKEN_PENDING (sched_advance) */
+    bool ending;                /* the pending token ends the request by length */
+    int infl;                   /* its entry in the scheduler's in-flight rows, -1 when none */
     uint64_t order;             /* submission order: the FIFO / age key (smaller = older) */
     seq_status_t status;
     seq_finish_t finish;
@@ -124,7 +135,7 @@ void seq_destroy(seq_t *s);
 
 static inline int seq_n_output(const seq_t *s) { return s->n_tokens - s->n_prompt; }
 static inline bool seq_decode_ready(const seq_t *s) {
-    return s->n_computed == s->n_committed && s->n_computed == s->n_tokens - 1;
+    return s->n_computed == s->n_committed && s->n_computed == s->n_tokens - 1 && !s->ending;
 }
 
 /* Append one committed token (amortised growth). */

@@ -39,6 +39,16 @@ typedef struct {
     char err[256];
     int64_t initial_capacity;
     bool check_every_step;
+    /* Overlapped steps (sched_advance / sched_resolve, k = 0): the forward of step n + 1
+     * runs before step n's tokens are resolved; pending tokens are fed from where they
+     * were "sampled", as the engine's device would. */
+    bool async;
+    int32_t *tok_prev, *tok_cur;  /* [max_num_seqs] token of each logit row: last step, this one */
+    int32_t *run_ids;             /* [max_num_batched_tokens] the batch's ids, pending ones filled in */
+    int32_t lrow[H_MAX_REQ];      /* logit row of each request in the step in flight, -1 */
+    int32_t lrow_cur[H_MAX_REQ];
+    int n_pending_fed;            /* pending tokens fed (the overlap happened) */
+    int n_wasted;                 /* rows run for a request that finished before they were resolved */
 } harness_t;
 
 /* Create everything; returns HS_OK or the first error (message in h->err). */
@@ -57,6 +67,10 @@ static inline int h_init(harness_t *h, const pool_config_t *pc, const sched_conf
     h->new_tokens = calloc((size_t)sc->max_num_seqs * (1 + sc->k_spec), sizeof(int32_t));
     h->n_new = calloc((size_t)sc->max_num_seqs, sizeof(int32_t));
     h->initial_capacity = pool_free_capacity(h->pool);
+    h->tok_prev = calloc((size_t)sc->max_num_seqs, sizeof(int32_t));
+    h->tok_cur = calloc((size_t)sc->max_num_seqs, sizeof(int32_t));
+    h->run_ids = calloc((size_t)sc->max_num_batched_tokens, sizeof(int32_t));
+    for (int i = 0; i < H_MAX_REQ; i++) h->lrow[i] = -1;
     return HS_OK;
 }
 
@@ -67,6 +81,9 @@ static inline void h_free(harness_t *h) {
     for (int i = 0; i < H_MAX_REQ; i++) free(h->req[i].prompt);
     free(h->new_tokens);
     free(h->n_new);
+    free(h->tok_prev);
+    free(h->tok_cur);
+    free(h->run_ids);
 }
 
 /* Submit request id with a prompt derived from (id, seed) of length n (or given). */
@@ -114,8 +131,65 @@ static inline void h_check_event(harness_t *h, const sched_event_t *e) {
     }
 }
 
+/* Overlapped: step n + 1, its fake forward (pending tokens fed from step n's logit rows),
+ * resolve step n, advance step n + 1. */
+static inline int h_step_async(harness_t *h, const sched_batch_t **bout) {
+    const sched_batch_t *b;
+    int rc = sched_step(h->s, &b);
+    if (rc != HS_OK) return rc;
+    if (bout) *bout = b;
+    if (h->check_every_step && sched_check(h->s, h->err, sizeof h->err) != HS_OK) return HS_ERR_STATE;
+    const int S = b->n_seqs;
+    sched_batch_t run = *b;
+    memcpy(h->run_ids, b->token_ids, (size_t)b->n_tokens * sizeof(int32_t));
+    for (int r = 0; r < S; r++) {
+        if (b->seqs[r] && h->req[b->ids[r]].first_step < 0) h->req[b->ids[r]].first_step = h->step;
+        for (int t = b->tok_start[r]; t < b->tok_start[r + 1]; t++) {
+            if (h->run_ids[t] != SEQ_TOKEN_PENDING) continue;
+            /* only a decode row's one token can be pending, from the step in flight */
+            const int lr = h->lrow[b->ids[r]];
+            if (r >= b->n_decode || t != b->tok_start[r] || lr < 0) {
+                snprintf(h->err, sizeof h->err, "id %lld: pending token at an unexpected place", (long long)b->ids[r]);
+                return HS_ERR_STATE;
+            }
+            h->run_ids[t] = h->tok_prev[lr];
+            h->n_pending_fed++;
+        }
+    }
+    run.token_ids = h->run_ids;
+    fake_forward(&h->mem, &run, 0, h->new_tokens, h->n_new);
+    for (int r = 0; r < S; r++) {
+        if (b->logit_start[r + 1] == b->logit_start[r]) continue;
+        h->tok_cur[b->logit_start[r]] = h->new_tokens[r];
+        h->lrow_cur[b->ids[r]] = b->logit_start[r];
+    }
+    const sched_event_t *ev;
+    int nev;
+    int live = 0;
+    for (int r = 0; r < S; r++) live += b->seqs[r] != NULL;
+    rc = sched_resolve(h->s, h->tok_prev, &ev, &nev);
+    if (rc != HS_OK) return rc;
+    for (int r = 0; r < S; r++) live -= b->seqs[r] != NULL;
+    h->n_wasted += live;
+    for (int i = 0; i < nev; i++) h_check_event(h, &ev[i]);
+    for (int i = 0; i < H_MAX_REQ; i++) h->lrow[i] = -1;
+    if (S > 0) {
+        rc = sched_advance(h->s);
+        if (rc != HS_OK) return rc;
+        for (int r = 0; r < S; r++)
+            if (b->logit_start[r + 1] > b->logit_start[r]) h->lrow[b->ids[r]] = h->lrow_cur[b->ids[r]];
+        int32_t *t = h->tok_prev;
+        h->tok_prev = h->tok_cur;
+        h->tok_cur = t;
+    }
+    if (h->check_every_step && sched_check(h->s, h->err, sizeof h->err) != HS_OK) return HS_ERR_STATE;
+    h->step++;
+    return S;
+}
+
 /* One step + fake forward + update. Returns the batch's row count, or < 0 on error. */
 static inline int h_step_ex(harness_t *h, const sched_batch_t **bout) {
+    if (h->async) return h_step_async(h, bout);
     const sched_batch_t *b;
     int rc = sched_step(h->s, &b);
     if (rc != HS_OK) return rc;

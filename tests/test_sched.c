@@ -365,13 +365,15 @@ static void test_stop_conditions(void **state) {
         memcpy(hist, p, sizeof p);
         for (int i = 0; i < 40; i++) hist[12 + i] = cont[i] = fake_oracle_next(hist, 12 + i);
     }
-    for (int k = 0; k <= 2; k += 2) {
+    for (int v = 0; v < 3; v++) { /* k = 0, k = 2, k = 0 with overlapped steps */
+        const int k = v == 1 ? 2 : 0;
         sched_config_t sc;
         sched_config_default(&sc);
         sc.max_num_seqs = 8;
         sc.max_num_batched_tokens = 64;
         sc.k_spec = k;
         harness_t *h = new_h(&pc, &sc);
+        h->async = v == 2;
         sampling_params_t sp = sp_len(20);
         /* 0: eos = the 4th output token */
         sp.eos_ids[0] = cont[3];
@@ -406,6 +408,8 @@ static void test_stop_conditions(void **state) {
         assert_int_equal(h->req[3].n_out, 5);
         assert_int_equal(h->req[4].finish, SEQ_FINISH_LENGTH);
         assert_int_equal(h->req[4].n_out, 64 - k - 12);
+        /* overlapped: the two stops ran one row each past their end; the length ends none */
+        if (h->async) assert_int_equal(h->n_wasted, 2);
         del_h(h);
     }
 }
@@ -421,16 +425,83 @@ static void test_outgrows_pool(void **state) {
     sc.max_num_seqs = 2;
     sc.max_num_batched_tokens = 64;
     sc.watermark = 0;
+    for (int async = 0; async <= 1; async++) {
+        harness_t *h = new_h(&pc, &sc);
+        h->async = async;
+        submit_n(h, 0, 10, 500);
+        assert_true(h_run(h, 200) > 0);
+        assert_true(sched_idle(h->s));
+        assert_int_equal(h->req[0].n_finish, 1);
+        assert_int_equal(h->req[0].finish, SEQ_FINISH_LENGTH);
+        assert_int_equal(h->req[0].n_out, 40 - 10 + 1); /* positions 0..39 computed, one more sampled */
+        assert_int_equal(h->oracle_errors, 0);
+        assert_true(h_all_returned(h));
+        del_h(h);
+    }
+}
+
+/* Overlapped steps: the calls' order is checked, and a batch of the same requests gives
+ * the same tokens as with sched_update (the harness checks each against the oracle). */
+static void test_overlap_api(void **state) {
+    (void)state;
+    pool_config_t pc;
+    h_pool_default(&pc, LAYOUT_PAGED, 100, 1, 4);
+    sched_config_t sc;
+    sched_config_default(&sc);
+    sc.max_num_seqs = 4;
+    sc.max_num_batched_tokens = 32;
     harness_t *h = new_h(&pc, &sc);
-    submit_n(h, 0, 10, 500);
-    assert_true(h_run(h, 200) > 0);
-    assert_true(sched_idle(h->s));
-    assert_int_equal(h->req[0].n_finish, 1);
-    assert_int_equal(h->req[0].finish, SEQ_FINISH_LENGTH);
-    assert_int_equal(h->req[0].n_out, 40 - 10 + 1); /* positions 0..39 computed, one more sampled */
-    assert_int_equal(h->oracle_errors, 0);
-    assert_true(h_all_returned(h));
+    assert_int_equal(sched_advance(h->s), HS_ERR_STATE); /* no batch */
+    submit_n(h, 0, 6, 3);
+    submit_n(h, 1, 9, 5);
+    const sched_batch_t *b;
+    assert_int_equal(sched_step(h->s, &b), HS_OK);
+    assert_int_equal(b->n_logits, 2);
+    assert_int_equal(sched_advance(h->s), HS_OK);
+    assert_int_equal(sched_advance(h->s), HS_ERR_STATE); /* twice */
+    const seq_t *q = sched_find(h->s, 0);
+    assert_int_equal(q->n_pending, 1);
+    assert_int_equal(q->tokens[q->n_tokens - 1], SEQ_TOKEN_PENDING);
+    /* the next batch runs both pending tokens */
+    assert_int_equal(sched_step(h->s, &b), HS_OK);
+    assert_int_equal(b->n_decode, 2);
+    assert_int_equal(b->token_ids[0], SEQ_TOKEN_PENDING);
+    assert_int_equal(b->token_ids[1], SEQ_TOKEN_PENDING);
+    int32_t tok[2] = {7, 8}, nn[2] = {1, 1};
+    assert_int_equal(sched_update(h->s, tok, nn, NULL, NULL), HS_ERR_STATE); /* rows in flight */
+    const sched_event_t *ev;
+    int nev;
+    assert_int_equal(sched_resolve(h->s, NULL, &ev, &nev), HS_ERR_INVALID);
+    assert_int_equal(sched_resolve(h->s, tok, &ev, &nev), HS_OK);
+    assert_int_equal(nev, 2);
+    assert_int_equal(ev[0].kind, SCHED_EV_TOKEN);
+    assert_int_equal(ev[0].token, 7);
+    assert_int_equal(ev[0].index, 0);
+    assert_int_equal(ev[1].token, 8);
+    assert_int_equal(q->tokens[q->n_tokens - 1], 7);
+    assert_int_equal(q->n_pending, 0);
+    assert_int_equal(sched_check(h->s, h->err, sizeof h->err), HS_OK);
+    assert_int_equal(sched_resolve(h->s, NULL, &ev, &nev), HS_OK); /* nothing in flight */
     del_h(h);
+    /* k > 0 has no overlapped mode */
+    sc.k_spec = 1;
+    h = new_h(&pc, &sc);
+    submit_n(h, 0, 6, 3);
+    assert_int_equal(sched_step(h->s, &b), HS_OK);
+    assert_int_equal(sched_advance(h->s), HS_ERR_STATE);
+    del_h(h);
+    /* the same workload, both ways: identical outputs */
+    for (int async = 0; async <= 1; async++) {
+        sc.k_spec = 0;
+        h = new_h(&pc, &sc);
+        h->async = async;
+        for (int i = 0; i < 10; i++) submit_n(h, i, 3 + 5 * i, 4 + i);
+        assert_true(h_run(h, 500) > 0);
+        for (int i = 0; i < 10; i++) assert_int_equal(h->req[i].n_out, 4 + i);
+        expect_clean_end(h, 10, 0);
+        if (async) assert_true(h->n_pending_fed > 10);
+        del_h(h);
+    }
 }
 
 /* ---- prefix caching and the hybrid rule --------------------------------------------------- */
@@ -680,6 +751,7 @@ int main(void) {
         cmocka_unit_test(test_cancel),
         cmocka_unit_test(test_errors),
         cmocka_unit_test(test_deterministic),
+        cmocka_unit_test(test_overlap_api),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
