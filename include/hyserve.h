@@ -50,6 +50,9 @@ typedef struct {
     int preempt_mode;             /* 0: recompute (default), 1: swap */
     size_t swap_bytes;            /* host bytes for swapped pages; default 0 (swap off) */
     bool enable_prefix_caching;   /* default true (hybrid models only use hits backed by state) */
+    int async_scheduling;         /* overlapped steps: the next step is scheduled and issued while the
+                                     device runs this one, its tokens fed on the device. 1 on, 0 off,
+                                     -1 (default) auto: on for cuda, off for cpu (nothing to overlap) */
 } hs_engine_config_t;
 
 typedef struct {

@@ -56,6 +56,9 @@ typedef struct {
     int n_logits;
     const int32_t *ids;            /* [T] the step's token ids, or NULL; when set, embed called with
                                       this same pointer may use the copy set_batch made */
+    const int32_t *prev_rows;      /* [T] or NULL: where prev_rows[t] >= 0, token t is the one the
+                                      last bk->pick chose for its logits row prev_rows[t] (ids[t] is
+                                      a placeholder); embed called with ids reads it there */
 } bk_batch_t;
 
 /* Where the KV blocks and recurrent state of all sequences live. */
@@ -214,6 +217,16 @@ struct backend {
      * for the result (one sync per call). */
     void (*sample)(backend_t *bk, const float *logits, int n, int V, const bk_sample_row_t *rows,
                    bk_sample_out_t *out);
+
+    /* Token choice without waiting, for overlapped steps. pick queues, for the n rows of
+     * logits[n, V]: logits_stats of every row and the draws of smp[0, n_smp) (bk->sample
+     * of rows naming logits rows). The chosen token of row i, the draw where smp names
+     * row i and else the argmax, stays in backend memory for the next step's embed
+     * (bk_batch_t.prev_rows). pick_wait waits for the last pick and writes its results
+     * to host arrays: argmax, max, lse [n] and smp_out [n_smp]. A pick must be waited
+     * for before the next pick; forwards may run between the two. */
+    void (*pick)(backend_t *bk, const float *logits, int n, int V, const bk_sample_row_t *smp, int n_smp);
+    void (*pick_wait)(backend_t *bk, int32_t *argmax, float *max, float *lse, bk_sample_out_t *smp_out);
 
     /* Copy whole pages between the pool and host memory (swap out / in). */
     void (*page_out)(backend_t *bk, const bk_pool_t *pool, int64_t page, void *host);

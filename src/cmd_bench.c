@@ -8,7 +8,8 @@
  *   hyserve bench --model NAME|DIR [--load-format dummy|auto] [--device cpu|cuda]
  *       [--input-len 1024] [--output-len 1024] [--range-ratio 0.8] [--num-prompts 1280]
  *       [--max-concurrency 128] [--max-num-seqs N] [--max-num-batched-tokens N]
- *       [--state-layout paged|slots|coupled] [--pool-gib G] [--threads N] [--seed S] [--json]
+ *       [--state-layout paged|slots|coupled] [--pool-gib G] [--threads N] [--seed S]
+ *       [--async-scheduling on|off|auto] [--json]
  *
  * Reported: requests, input and output tokens, wall time, total tokens/s ((input +
  * output) / duration, the seed's "Total Token throughput") and output tokens/s,
@@ -68,7 +69,8 @@ static void usage(FILE *f) {
     fprintf(f, "usage: hyserve bench --model NAME|DIR [options]  (see the header of src/cmd_bench.c or README)\n"
                "  --load-format dummy|auto  --device cpu|cuda  --input-len N  --output-len N  --range-ratio R\n"
                "  --num-prompts N  --max-concurrency N  --max-num-seqs N  --max-num-batched-tokens N\n"
-               "  --state-layout paged|slots|coupled  --pool-gib G  --threads N  --seed S  --json\n");
+               "  --state-layout paged|slots|coupled  --pool-gib G  --threads N  --seed S\n"
+               "  --async-scheduling on|off|auto (auto: on for cuda)  --json\n");
 }
 
 static int has_weights(const char *model) {
@@ -112,6 +114,7 @@ int cmd_bench(int argc, char **argv) {
         else if (!strcmp(a, "--state-layout")) cfg.state_layout = v;
         else if (!strcmp(a, "--kv-dtype")) cfg.kv_dtype = v;
         else if (!strcmp(a, "--state-dtype")) cfg.state_dtype = v;
+        else if (!strcmp(a, "--async-scheduling")) bad = hs_parse_onoff(v, &cfg.async_scheduling);
         else if (!strcmp(a, "--input-len")) bad = hs_parse_i64(v, 1, 1 << 22, &iv), in_len = (int)iv;
         else if (!strcmp(a, "--output-len")) bad = hs_parse_i64(v, 1, 1 << 22, &iv), out_len = (int)iv;
         else if (!strcmp(a, "--num-prompts")) bad = hs_parse_i64(v, 1, 1 << 24, &iv), n_prompts = (int)iv;

@@ -5,7 +5,7 @@
  *       [--temperature T] [--top-p P] [--top-k K] [--min-p P] [--seed S]
  *       [--top-logprobs K] [--ignore-eos] [--device cpu|cuda] [--load-format auto|dummy]
  *       [--threads N] [--state-layout paged|slots|coupled] [--state-dtype f32|bf16]
- *       [--kv-dtype auto|bf16|f32] [--json]
+ *       [--kv-dtype auto|bf16|f32] [--async-scheduling on|off|auto] [--json]
  *
  * Without --json the text (or, with no tokenizer, the ids) is streamed to stdout as
  * it is generated. With --json one object is printed at the end:
@@ -40,6 +40,7 @@ static void usage(FILE *f) {
             "  --state-layout paged|slots|coupled   pool layout (paged)\n"
             "  --state-dtype f32|bf16   SSM state storage (the config's mamba_ssm_dtype, else bf16)\n"
             "  --kv-dtype auto|bf16|f32 KV cache storage (auto: the backend's activation dtype)\n"
+            "  --async-scheduling on|off|auto   overlapped steps (auto: on for cuda)\n"
             "  --json                print one JSON object at the end\n");
 }
 
@@ -124,6 +125,9 @@ int cmd_generate(int argc, char **argv) {
         } else if (!strcmp(a, "--kv-dtype")) {
             NEED_VALUE;
             cfg.kv_dtype = v;
+        } else if (!strcmp(a, "--async-scheduling")) {
+            NEED_VALUE;
+            if (hs_parse_onoff(v, &cfg.async_scheduling)) BAD_VALUE;
         } else if (!strcmp(a, "--max-tokens")) {
             NEED_VALUE;
             if (hs_parse_i64(v, 1, 1 << 24, &iv)) BAD_VALUE;

@@ -51,7 +51,7 @@ int cmd_serve(int argc, char **argv) {
     int64_t block = ec->block_size, threads = 0, pool_mb = 0, max_conn = cfg.max_connections;
     double drain = 30, mem_util = 0.9;
     bool prefix = true;
-    const char *model = NULL;
+    const char *model = NULL, *async_s = NULL;
     const opt_t opts[] = {
         {"--model", "DIR", "model directory (config.json, safetensors, tokenizer) (required)", OPT_STR, &model, 0, 0},
         {"--tokenizer", "PATH", "tokenizer.json or its directory (default: the model directory)", OPT_STR, &cfg.tokenizer, 0, 0},
@@ -75,6 +75,8 @@ int cmd_serve(int argc, char **argv) {
         {"--gpu-memory-utilization", "F", "cuda: fraction of device memory to use (default 0.9)", OPT_F64, &mem_util, 0, 1},
         {"--threads", "N", "cpu: compute threads (default: all cores)", OPT_INT, &threads, 1, 4096},
         {"--no-prefix-caching", NULL, "turn the prefix cache off", OPT_FLAG_OFF, &prefix, 0, 0},
+        {"--async-scheduling", "on|off|auto", "schedule and issue the next step while the device runs this one "
+         "(default auto: on for cuda)", OPT_STR, &async_s, 0, 0},
         {"--max-connections", "N", "concurrent HTTP connections (default 1024)", OPT_INT, &max_conn, 1, 1 << 16},
         {"--drain-timeout", "S", "on SIGTERM: seconds in-flight requests get to finish (default 30)", OPT_F64, &drain, 0,
          3600},
@@ -130,6 +132,10 @@ int cmd_serve(int argc, char **argv) {
     ec->n_threads = (int)threads;
     ec->mem_util = mem_util;
     ec->enable_prefix_caching = prefix;
+    if (async_s && hs_parse_onoff(async_s, &ec->async_scheduling)) {
+        fprintf(stderr, "hyserve serve: --async-scheduling: expected on, off or auto, got '%s'\n", async_s);
+        return 2;
+    }
     if (pool_mb) ec->pool_bytes = (size_t)pool_mb << 20;
 
     /* SIGINT/SIGTERM are taken by sigwait below; every thread inherits the mask. */

@@ -2,9 +2,17 @@
  * engine: the loop behind include/hyserve.h.
  *
  *   submit ──▶ sched (waiting) ─┐
- *   step:  sched_step ──▶ batch ──▶ model_forward ──▶ logits ──▶ bk->sample / logits_stats
+ *   step:  sched_step ──▶ batch ──▶ model_forward ──▶ logits ──▶ bk->pick (stats, draws)
  *                         ▲                                        │
- *                         └──── sched_update (append, stop, free) ◀┘──▶ events ──▶ poll
+ *                         └── sched_advance / sched_resolve ◀──────┘──▶ events ──▶ poll
+ *
+ * Overlapped steps (async_scheduling): a step issues its forward and its pick, advances
+ * the scheduler (its tokens pending) and returns without waiting; the next step builds
+ * and issues its batch, whose rows read the pending tokens where the pick left them on
+ * the device (bk_batch_t.prev_rows), and only then waits for the last pick and resolves
+ * it. The host's turn (schedule, batch, launch, events) then runs while the device
+ * computes. Without overlap a step waits for its own pick. Either way the tokens are
+ * the same: the draw of a row depends on (seed, output index) only.
  *
  * The engine owns, in order of creation: the model config, the weights (host,
  * freed once uploaded), the backend, the state map and KV layout, the page pool
@@ -40,7 +48,7 @@ typedef struct {
     int n_prompt;
     int n_output;
     int n_cached;
-    int row;                  /* batch row sampled in the current step */
+    int row;                  /* logits row of its token in the pick in flight */
 } req_t;
 
 struct hs_engine {
@@ -68,14 +76,16 @@ struct hs_engine {
     int32_t *bt;              /* [max_seqs][bt_stride] */
     int bt_stride;
     int32_t *sp_rows;         /* [max_seqs][E] */
-    bk_sample_row_t *smp_rows;/* [max_seqs] rows for bk->sample (not plain greedy) */
+    bk_sample_row_t *smp_rows;/* [max_seqs] rows drawn by bk->pick (not plain greedy) */
     bk_sample_out_t *smp_out; /* [max_seqs] */
-    int32_t *smp_seq;         /* [max_seqs] batch row of each smp_rows entry */
     int32_t *lg_argmax;       /* [max_logits] per-row argmax, max and log-sum-exp */
     float *lg_max, *lg_lse;
-    int32_t *new_tokens;      /* [max_seqs] */
-    int32_t *n_new;           /* [max_seqs] */
-    smp_result_t *results;    /* [max_seqs] */
+    int32_t *tokens;          /* [max_logits] the token of each logits row of the resolved pick */
+    smp_result_t *results;    /* [max_logits] and its logprobs */
+    int32_t *prev_rows;       /* [max_num_batched_tokens] bk_batch_t.prev_rows */
+    bool async;               /* overlapped steps */
+    bool inflight;            /* a pick awaits pick_wait and sched_resolve */
+    int pick_n, pick_n_smp;   /* its logits rows and draws */
 
     /* events: ring buffer */
     hs_event_t *ev;
@@ -101,6 +111,7 @@ void hs_engine_config_default(hs_engine_config_t *cfg) {
     cfg->block_size = 16;
     cfg->mem_util = 0.9;
     cfg->enable_prefix_caching = true;
+    cfg->async_scheduling = -1;
 }
 
 /* ---- request table -------------------------------------------------------------- */
@@ -366,17 +377,17 @@ int hs_engine_create(const hs_engine_config_t *cfg, hs_engine_t **out, char *err
     e->sp_rows = hs_malloc(sizeof(int32_t) * (size_t)cfg->max_num_seqs * (size_t)(e->sm.n_pages + 1));
     e->smp_rows = hs_malloc(sizeof(bk_sample_row_t) * (size_t)cfg->max_num_seqs);
     e->smp_out = hs_malloc(sizeof(bk_sample_out_t) * (size_t)cfg->max_num_seqs);
-    e->smp_seq = hs_malloc(sizeof(int32_t) * (size_t)cfg->max_num_seqs);
     e->lg_argmax = hs_malloc(sizeof(int32_t) * (size_t)cfg->max_num_seqs);
     e->lg_max = hs_malloc(sizeof(float) * (size_t)cfg->max_num_seqs);
     e->lg_lse = hs_malloc(sizeof(float) * (size_t)cfg->max_num_seqs);
-    e->new_tokens = hs_malloc(sizeof(int32_t) * (size_t)cfg->max_num_seqs);
-    e->n_new = hs_malloc(sizeof(int32_t) * (size_t)cfg->max_num_seqs);
+    e->tokens = hs_malloc(sizeof(int32_t) * (size_t)cfg->max_num_seqs);
     e->results = hs_malloc(sizeof(smp_result_t) * (size_t)cfg->max_num_seqs);
+    e->prev_rows = hs_malloc(sizeof(int32_t) * (size_t)cfg->max_num_batched_tokens);
+    e->async = cfg->async_scheduling > 0 || (cfg->async_scheduling < 0 && !strcmp(e->bk->name, "cuda"));
     req_grow(e);
-    hs_info("engine: %s on %s, %s layout, %lld pages of %zu bytes, E = %d, max model len %d", c->model_type,
+    hs_info("engine: %s on %s, %s layout, %lld pages of %zu bytes, E = %d, max model len %d%s", c->model_type,
             e->bk->name, cfg->state_layout ? cfg->state_layout : "paged", (long long)n_pages, e->page_bytes,
-            e->sm.n_pages, e->max_model_len);
+            e->sm.n_pages, e->max_model_len, e->async ? ", overlapped steps" : "");
     *out = e;
     return HS_OK;
 fail:
@@ -388,8 +399,8 @@ fail:
 void hs_engine_destroy(hs_engine_t *e) {
     if (!e) return;
     if (e->times_on && e->steps > 0) {
-        static const char *nm[5] = {"schedule", "forward (enqueue)", "sample (waits for the device)", "update",
-                                    "events"};
+        static const char *nm[5] = {"schedule", "forward (enqueue)", "resolve the last pick (waits for the device)",
+                                    "pick (enqueue) and advance", "resolve without overlap"};
         fprintf(stderr, "hyserve: info: host time per step over %llu steps (HS_STEP_TIMES):",
                 (unsigned long long)e->steps);
         for (int i = 0; i < 5; i++) fprintf(stderr, " %s %.1f us%s", nm[i], e->t_phase[i] * 1e6 / (double)e->steps,
@@ -406,13 +417,12 @@ void hs_engine_destroy(hs_engine_t *e) {
     free(e->sp_rows);
     free(e->smp_rows);
     free(e->smp_out);
-    free(e->smp_seq);
     free(e->lg_argmax);
     free(e->lg_max);
     free(e->lg_lse);
-    free(e->new_tokens);
-    free(e->n_new);
+    free(e->tokens);
     free(e->results);
+    free(e->prev_rows);
     free(e->ev);
     free(e);
 }
@@ -488,98 +498,58 @@ static hs_finish_t finish_of(int f) {
     }
 }
 
-int hs_engine_step(hs_engine_t *e) {
-    const sched_batch_t *b;
-    double tp = e->times_on ? hs_now() : 0;
-#define PHASE(i)                                                                                                   \
-    do {                                                                                                           \
-        if (e->times_on) {                                                                                         \
-            const double t_ = hs_now();                                                                            \
-            e->t_phase[i] += t_ - tp;                                                                              \
-            tp = t_;                                                                                               \
-        }                                                                                                          \
-    } while (0)
-    int rc = sched_step(e->sched, &b);
-    if (rc != HS_OK) return rc;
-    e->preempt_total += b->n_preempt_recompute + b->n_preempt_swap;
-    if (b->n_seqs == 0) return HS_OK;
-    e->steps++;
-
-    /* Block tables into a dense [S][max_blocks] array. */
-    int mb = sched_batch_max_blocks(b);
-    if (mb > e->bt_stride) {
-        while (e->bt_stride < mb) e->bt_stride *= 2;
-        e->bt = hs_realloc(e->bt, sizeof(int32_t) * (size_t)e->cfg.max_num_seqs * (size_t)e->bt_stride);
-    }
-    bk_batch_t bb;
-    sched_batch_to_bk(b, e->bt, e->bt_stride, e->sp_rows, &bb);
-    PHASE(0);
-    const float *dev_logits = model_forward(e->model, &bb, b->token_ids);
-    PHASE(1);
-
-    /* Sample the rows that want logits (k = 0: one logit row per final row). Greedy
-     * rows without top_logprobs need only the argmax and the log-sum-exp; every other
-     * row goes to one bk->sample call; both run where the logits are. A row's draw is
-     * the one of (seed, index of the output token), so batching and preemption do not
-     * change it. */
-    const int V = e->mc.vocab;
-    int n_smp = 0, n_greedy = 0;
+/* Queue the token choice of the batch's logits rows (k = 0: row s has at most one, at
+ * logit_start[s]). Greedy rows without top_logprobs need only the argmax and the
+ * log-sum-exp; every other row gets a draw, of (seed, index of the output token), so
+ * batching, preemption and overlap do not change it. */
+static void pick_start(hs_engine_t *e, const sched_batch_t *b, const float *dev_logits) {
+    int n_smp = 0;
     for (int s = 0; s < b->n_seqs; s++) {
-        e->n_new[s] = 0;
-        e->new_tokens[s] = 0;
         if (b->logit_start[s + 1] == b->logit_start[s] || !b->seqs[s]) continue;
         req_t *r = req_find(e, (uint64_t)b->ids[s]);
         assert(r);
-        r->row = s;
-        const int row = b->logit_start[s];
-        if (r->sp.temperature == 0 && r->sp.top_logprobs == 0) {
-            n_greedy++;
-        } else {
-            e->smp_seq[n_smp] = s;
-            bk_sample_row_t *q = &e->smp_rows[n_smp++];
-            q->row = row;
-            q->temperature = r->sp.temperature;
-            q->top_k = r->sp.top_k;
-            q->top_p = r->sp.top_p;
-            q->min_p = r->sp.min_p;
-            q->n_top = r->sp.top_logprobs;
-            q->seed = r->seed;
-            q->step = (uint64_t)seq_n_output(b->seqs[s]);
-        }
-        e->n_new[s] = 1;
+        r->row = b->logit_start[s];
+        if (r->sp.temperature == 0 && r->sp.top_logprobs == 0) continue;
+        bk_sample_row_t *q = &e->smp_rows[n_smp++];
+        q->row = r->row;
+        q->temperature = r->sp.temperature;
+        q->top_k = r->sp.top_k;
+        q->top_p = r->sp.top_p;
+        q->min_p = r->sp.min_p;
+        q->n_top = r->sp.top_logprobs;
+        q->seed = r->seed;
+        q->step = (uint64_t)seq_n_output(b->seqs[s]);
     }
-    if (n_greedy > 0) {
-        e->bk->logits_stats(e->bk, dev_logits, b->n_logits, V, e->lg_argmax, e->lg_max, e->lg_lse);
-        for (int s = 0; s < b->n_seqs; s++) {
-            if (!e->n_new[s]) continue;
-            const req_t *r = req_find(e, (uint64_t)b->ids[s]);
-            if (r->sp.temperature != 0 || r->sp.top_logprobs != 0) continue;
-            const int row = b->logit_start[s];
-            smp_result_t *res = &e->results[s];
-            memset(res, 0, sizeof *res);
-            res->token = e->lg_argmax[row];
-            res->logprob = e->lg_max[row] - e->lg_lse[row];
-        }
+    e->bk->pick(e->bk, dev_logits, b->n_logits, e->mc.vocab, e->smp_rows, n_smp);
+    e->pick_n = b->n_logits;
+    e->pick_n_smp = n_smp;
+    e->inflight = true;
+}
+
+/* Wait for the pick in flight: each logits row's token and logprobs. */
+static void pick_collect(hs_engine_t *e) {
+    assert(e->inflight);
+    e->bk->pick_wait(e->bk, e->lg_argmax, e->lg_max, e->lg_lse, e->smp_out);
+    e->inflight = false;
+    for (int i = 0; i < e->pick_n; i++) {
+        smp_result_t *res = &e->results[i];
+        res->token = e->tokens[i] = e->lg_argmax[i];
+        res->logprob = e->lg_max[i] - e->lg_lse[i];
+        res->n_top = 0;
     }
-    if (n_smp > 0) e->bk->sample(e->bk, dev_logits, n_smp, V, e->smp_rows, e->smp_out);
-    for (int i = 0; i < n_smp; i++) {
+    for (int i = 0; i < e->pick_n_smp; i++) {
         const bk_sample_out_t *o = &e->smp_out[i];
-        smp_result_t *res = &e->results[e->smp_seq[i]];
-        res->token = o->token;
+        smp_result_t *res = &e->results[e->smp_rows[i].row];
+        res->token = e->tokens[e->smp_rows[i].row] = o->token;
         res->logprob = o->logprob;
         res->n_top = o->n_top;
         memcpy(res->top_ids, o->top_ids, sizeof(int32_t) * (size_t)o->n_top);
         memcpy(res->top_logprobs, o->top_logprobs, sizeof(float) * (size_t)o->n_top);
     }
-    for (int s = 0; s < b->n_seqs; s++)
-        if (e->n_new[s]) e->new_tokens[s] = e->results[s].token;
-    PHASE(2);
-    const sched_event_t *evs;
-    int n_ev;
-    rc = sched_update(e->sched, e->new_tokens, e->n_new, &evs, &n_ev);
-    if (rc != HS_OK) return rc;
-    PHASE(3);
+}
 
+/* The scheduler's events of this call (sched_step's, then the resolved tokens'). */
+static void emit_events(hs_engine_t *e, const sched_event_t *evs, int n_ev) {
     for (int i = 0; i < n_ev; i++) {
         const sched_event_t *se = &evs[i];
         req_t *r = req_find(e, (uint64_t)se->id);
@@ -590,8 +560,8 @@ int hs_engine_step(hs_engine_t *e) {
             ev.id = r->id;
             ev.token = se->token;
             ev.first = se->index == 0;
-            /* The row's sampling result carries the logprobs (k = 0: one token per row). */
-            assert(r->row >= 0 && b->ids[r->row] == se->id && e->n_new[r->row] == 1);
+            /* The row's pick result carries the logprobs (k = 0: one token per row). */
+            assert(r->row >= 0 && r->row < e->pick_n && e->tokens[r->row] == se->token);
             const smp_result_t *res = &e->results[r->row];
             ev.logprob = res->logprob;
             ev.n_top = r->sp.top_logprobs < res->n_top ? r->sp.top_logprobs : res->n_top;
@@ -609,7 +579,79 @@ int hs_engine_step(hs_engine_t *e) {
             finish_event(e, r, finish_of(se->finish));
         }
     }
-    e->prompt_tokens += (uint64_t)b->n_prefill_tokens;
+}
+
+/* Resolve the pick in flight, if any (else only sched_step's events): its tokens into
+ * the scheduler, its events out. */
+static int resolve(hs_engine_t *e) {
+    const bool had = e->inflight;
+    if (had) pick_collect(e);
+    const sched_event_t *evs;
+    int n_ev;
+    int rc = sched_resolve(e->sched, had ? e->tokens : NULL, &evs, &n_ev);
+    if (rc != HS_OK) return rc;
+    emit_events(e, evs, n_ev);
+    return HS_OK;
+}
+
+int hs_engine_step(hs_engine_t *e) {
+    const sched_batch_t *b;
+    double tp = e->times_on ? hs_now() : 0;
+#define PHASE(i)                                                                                                   \
+    do {                                                                                                           \
+        if (e->times_on) {                                                                                         \
+            const double t_ = hs_now();                                                                            \
+            e->t_phase[i] += t_ - tp;                                                                              \
+            tp = t_;                                                                                               \
+        }                                                                                                          \
+    } while (0)
+    int rc = sched_step(e->sched, &b);
+    if (rc != HS_OK) return rc;
+    e->preempt_total += b->n_preempt_recompute + b->n_preempt_swap;
+    const float *dev_logits = NULL;
+    if (b->n_seqs > 0) {
+        e->steps++;
+        /* Block tables into a dense [S][max_blocks] array. */
+        int mb = sched_batch_max_blocks(b);
+        if (mb > e->bt_stride) {
+            while (e->bt_stride < mb) e->bt_stride *= 2;
+            e->bt = hs_realloc(e->bt, sizeof(int32_t) * (size_t)e->cfg.max_num_seqs * (size_t)e->bt_stride);
+        }
+        bk_batch_t bb;
+        sched_batch_to_bk(b, e->bt, e->bt_stride, e->sp_rows, &bb);
+        /* Tokens still pending (a decode row's only token) are the pick's in flight. */
+        if (e->inflight) {
+            bool any = false;
+            for (int t = 0; t < b->n_tokens; t++) e->prev_rows[t] = -1;
+            for (int s = 0; s < b->n_decode; s++) {
+                const int t = b->tok_start[s];
+                if (b->token_ids[t] != SEQ_TOKEN_PENDING) continue;
+                const req_t *r = req_find(e, (uint64_t)b->ids[s]);
+                assert(r && r->row >= 0 && r->row < e->pick_n);
+                e->prev_rows[t] = r->row;
+                any = true;
+            }
+            if (any) bb.prev_rows = e->prev_rows;
+        }
+        PHASE(0);
+        dev_logits = model_forward(e->model, &bb, b->token_ids);
+        PHASE(1);
+    }
+    /* Overlapped: the last step's tokens, while this one runs. */
+    rc = resolve(e);
+    if (rc != HS_OK) return rc;
+    PHASE(2);
+    if (b->n_seqs > 0) {
+        pick_start(e, b, dev_logits);
+        rc = sched_advance(e->sched);
+        if (rc != HS_OK) return rc;
+        e->prompt_tokens += (uint64_t)b->n_prefill_tokens;
+        PHASE(3);
+        if (!e->async) {
+            rc = resolve(e);
+            if (rc != HS_OK) return rc;
+        }
+    }
     PHASE(4);
 #undef PHASE
     return HS_OK;

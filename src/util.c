@@ -218,6 +218,15 @@ int hs_parse_f64(const char *s, double *out) {
     return HS_OK;
 }
 
+int hs_parse_onoff(const char *s, int *out) {
+    if (!s) return HS_ERR_INVALID;
+    if (!strcmp(s, "on")) *out = 1;
+    else if (!strcmp(s, "off")) *out = 0;
+    else if (!strcmp(s, "auto")) *out = -1;
+    else return HS_ERR_INVALID;
+    return HS_OK;
+}
+
 static const struct { const char *name; size_t size; } dtypes[HS_DTYPE_COUNT] = {
     [HS_F32] = {"f32", 4},   [HS_BF16] = {"bf16", 2}, [HS_F16] = {"f16", 2},
     [HS_F8_E4M3] = {"fp8", 1}, [HS_F64] = {"f64", 8}, [HS_I32] = {"i32", 4},

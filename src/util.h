@@ -121,5 +121,7 @@ static inline float hs_fp8_block_elem(const uint8_t *q, const float *scale_inv, 
 /* Parse a decimal integer / float with full validation (whole string, range). */
 int hs_parse_i64(const char *s, int64_t lo, int64_t hi, int64_t *out);
 int hs_parse_f64(const char *s, double *out);
+/* "on" -> 1, "off" -> 0, "auto" -> -1; HS_ERR_INVALID otherwise. */
+int hs_parse_onoff(const char *s, int *out);
 
 #endif

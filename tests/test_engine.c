@@ -6,7 +6,10 @@
  *     token (max_num_batched_tokens = 1);
  *   - never preempted vs preempted by recompute and by swap (a pool too small for
  *     all requests at once);
- *   - paged vs slots vs coupled layouts.
+ *   - paged vs slots vs coupled layouts;
+ *   - overlapped steps (async_scheduling: the next step runs the pending tokens before
+ *     they are known) vs not, batched, chunked and preempted, and with seeded draws,
+ *     top log-probabilities and a stop sequence.
  * With HS_CPU_BATCH_INVARIANT=1 (GEMMs row by row, set by main() for the first
  * pass) every comparison is bit-identical: the CPU backend then does the same
  * operations in the same order for a row whatever the batch, the chunking or the
@@ -55,6 +58,11 @@ static void base_cfg(hs_engine_config_t *c) {
     c->state_dtype = "f32";
 }
 
+static out_t alone[MAX_REQ];
+/* Odd requests draw (temperature 0.8, top-k 40, seeded, 3 top logprobs); request 2 stops
+ * at a stop sequence of alone[2]'s tokens 10..11. */
+static bool g_sampled;
+
 static void prompt_of(int r, int32_t *p, int *n) {
     static const int lens[MAX_REQ] = {130, 5, 64, 65, 1, 33, 100, 17};
     *n = lens[r];
@@ -81,6 +89,19 @@ static void run(const hs_engine_config_t *cfg, const int *which, int n_which, ou
         sp.max_tokens = N_GEN;
         sp.ignore_eos = true;
         sp.logprobs = true;
+        if (g_sampled && which[i] % 2) {
+            sp.temperature = 0.8f;
+            sp.top_k = 40;
+            sp.seed = 77 + (uint64_t)which[i];
+            sp.has_seed = true;
+            sp.top_logprobs = 3;
+        }
+        if (g_sampled && which[i] == 2) {
+            sp.n_stop = 1;
+            sp.stop_len[0] = 2;
+            sp.stop[0][0] = alone[2].tok[10];
+            sp.stop[0][1] = alone[2].tok[11];
+        }
         if (hs_engine_submit(e, p, n, &sp, &ids[i], err, sizeof err)) fail_msg("%s", err);
         memset(&out[i], 0, sizeof out[i]);
     }
@@ -122,8 +143,6 @@ static void same(const out_t *a, const out_t *b, const char *what) {
             fail_msg("%s: logprob %d differs by %.3g (%.9f vs %.9f)", what, j, d, a->lp[j], b->lp[j]);
     }
 }
-
-static out_t alone[MAX_REQ];
 
 static int setup_alone(void **state) {
     (void)state;
@@ -192,6 +211,58 @@ static void test_layouts(void **state) {
         run(&c, all, MAX_REQ, o, NULL);
         for (int r = 0; r < MAX_REQ; r++) same(&alone[r], &o[r], layouts[k]);
     }
+}
+
+/* Overlapped steps against the alone runs (which do not overlap: cpu's default), then
+ * with draws and a stop, overlapped against not. */
+static void test_overlapped(void **state) {
+    (void)state;
+    int all[MAX_REQ] = {0, 1, 2, 3, 4, 5, 6, 7};
+    out_t o[MAX_REQ];
+    for (int v = 0; v < 4; v++) {
+        hs_engine_config_t c;
+        base_cfg(&c);
+        c.async_scheduling = 1;
+        if (v == 1) { /* chunks of 7 */
+            c.max_num_batched_tokens = 7;
+            c.max_num_seqs = 7;
+        }
+        if (v >= 2) { /* preempted: recompute, swap */
+            c.pool_bytes = 150 * 1024;
+            c.preempt_mode = v - 2;
+            c.swap_bytes = v == 3 ? 8u << 20 : 0;
+        }
+        int64_t pre = 0;
+        run(&c, all, MAX_REQ, o, &pre);
+        static const char *what[4] = {"overlapped", "overlapped, chunks of 7", "overlapped, recompute",
+                                      "overlapped, swap"};
+        for (int r = 0; r < MAX_REQ; r++) same(&alone[r], &o[r], what[v]);
+        if (v >= 2) assert_true(pre > 0);
+    }
+    g_sampled = true;
+    out_t a[MAX_REQ], b[MAX_REQ];
+    hs_engine_config_t c;
+    base_cfg(&c);
+    c.async_scheduling = 0;
+    run(&c, all, MAX_REQ, a, NULL);
+    c.async_scheduling = 1;
+    run(&c, all, MAX_REQ, b, NULL);
+    g_sampled = false;
+    for (int r = 0; r < MAX_REQ; r++) {
+        assert_int_equal(a[r].n, b[r].n);
+        assert_int_equal(a[r].finish, b[r].finish);
+        for (int j = 0; j < a[r].n; j++) {
+            assert_int_equal(a[r].tok[j], b[r].tok[j]);
+            if (g_tol == 0) assert_true(a[r].lp[j] == b[r].lp[j]);
+            else assert_true(fabs((double)a[r].lp[j] - (double)b[r].lp[j]) <= g_tol);
+        }
+    }
+    assert_int_equal(a[2].finish, HS_FINISH_STOP);
+    assert_true(a[2].n <= 12);
+    bool drew = false; /* the draws left the greedy path somewhere */
+    for (int r = 1; r < MAX_REQ; r += 2)
+        for (int j = 0; j < a[r].n; j++) drew |= a[r].tok[j] != alone[r].tok[j];
+    assert_true(drew);
 }
 
 static void test_api_errors(void **state) {
@@ -329,6 +400,7 @@ int main(void) {
             cmocka_unit_test(test_chunked_prefill),
             cmocka_unit_test(test_preemption),
             cmocka_unit_test(test_layouts),
+            cmocka_unit_test(test_overlapped),
         };
         fails += cmocka_run_group_tests(tests, setup_alone, NULL);
     }

@@ -218,6 +218,12 @@ static void cpu_set_batch(backend_t *bk, const bk_batch_t *b, const bk_pool_t *p
     copy_i32(c->block_tables, b->block_tables, nbt);
     copy_i32(c->state_pages, b->state_pages, nsp);
     copy_i32(c->logit_rows, b->logit_rows, nl);
+    c->has_prev = b->prev_rows != NULL;
+    if (c->has_prev) {
+        c->prev_rows = grow_i32(c->prev_rows, &c->cap_prev, T + 1);
+        copy_i32(c->prev_rows, b->prev_rows, T);
+    }
+    c->ids_src = b->ids;
     assert(S == 0 || (c->tok_start[0] == 0 && c->tok_start[S] == b->n_tokens));
     for (size_t s = 0; s < S; s++) assert(c->tok_start[s] <= c->tok_start[s + 1] && c->n_past[s] >= 0);
     c->has_batch = true;
@@ -233,12 +239,19 @@ static void cpu_set_batch(backend_t *bk, const bk_batch_t *b, const bk_pool_t *p
 /* ---- simple ops --------------------------------------------------------------- */
 
 static void cpu_embed(backend_t *bk, const bk_weight_t *embed, const int32_t *ids, int T, void *out) {
-    (void)bk;
+    const cpu_ctx_t *c = cpu_ctx(bk);
+    /* the batch's ids: tokens marked in prev_rows are the last pick's */
+    const int32_t *prev = c->has_prev && ids == c->ids_src && T == c->n_tokens ? c->prev_rows : NULL;
     float *o = out;
     size_t H = (size_t)embed->cols;
     for (int t = 0; t < T; t++) {
-        assert(ids[t] >= 0 && ids[t] < embed->rows);
-        memcpy(o + (size_t)t * H, embed->data + (size_t)ids[t] * H, H * sizeof(float));
+        int32_t id = ids[t];
+        if (prev && prev[t] >= 0) {
+            assert(prev[t] < c->pick_n);
+            id = c->pick_tok[prev[t]];
+        }
+        assert(id >= 0 && id < embed->rows);
+        memcpy(o + (size_t)t * H, embed->data + (size_t)id * H, H * sizeof(float));
     }
 }
 
@@ -318,6 +331,45 @@ static void cpu_logits_stats(backend_t *bk, const void *logits, int n, int V, in
     }
 }
 
+/* bk->pick runs at once (a host backend has nothing to overlap); its results wait in
+ * the context for pick_wait and its tokens for the next embed. */
+static void cpu_pick(backend_t *bk, const float *logits, int n, int V, const bk_sample_row_t *smp, int n_smp) {
+    cpu_ctx_t *c = cpu_ctx(bk);
+    assert(!c->pick_open && n >= 0 && n_smp >= 0);
+    if ((size_t)n > c->cap_pick) {
+        c->cap_pick = (size_t)n * 2;
+        c->pick_tok = hs_realloc(c->pick_tok, c->cap_pick * sizeof(int32_t));
+        c->pick_argmax = hs_realloc(c->pick_argmax, c->cap_pick * sizeof(int32_t));
+        c->pick_max = hs_realloc(c->pick_max, c->cap_pick * sizeof(float));
+        c->pick_lse = hs_realloc(c->pick_lse, c->cap_pick * sizeof(float));
+    }
+    if ((size_t)n_smp > c->cap_pick_smp) {
+        c->cap_pick_smp = (size_t)n_smp * 2;
+        c->pick_out = hs_realloc(c->pick_out, c->cap_pick_smp * sizeof(bk_sample_out_t));
+    }
+    cpu_logits_stats(bk, logits, n, V, c->pick_argmax, c->pick_max, c->pick_lse);
+    if (n_smp > 0) cpu_sample(bk, logits, n_smp, V, smp, c->pick_out);
+    memcpy(c->pick_tok, c->pick_argmax, (size_t)n * sizeof(int32_t));
+    for (int i = 0; i < n_smp; i++) {
+        assert(smp[i].row >= 0 && smp[i].row < n);
+        c->pick_tok[smp[i].row] = c->pick_out[i].token;
+    }
+    c->pick_n = n;
+    c->pick_n_smp = n_smp;
+    c->pick_open = true;
+}
+
+static void cpu_pick_wait(backend_t *bk, int32_t *argmax, float *max, float *lse, bk_sample_out_t *smp_out) {
+    cpu_ctx_t *c = cpu_ctx(bk);
+    assert(c->pick_open);
+    c->pick_open = false;
+    const size_t n = (size_t)c->pick_n;
+    memcpy(argmax, c->pick_argmax, n * sizeof(int32_t));
+    memcpy(max, c->pick_max, n * sizeof(float));
+    memcpy(lse, c->pick_lse, n * sizeof(float));
+    if (c->pick_n_smp > 0) memcpy(smp_out, c->pick_out, (size_t)c->pick_n_smp * sizeof(bk_sample_out_t));
+}
+
 static void cpu_page_out(backend_t *bk, const bk_pool_t *pool, int64_t page, void *host) {
     (void)bk;
     assert(page >= 0 && page < pool->n_pages);
@@ -342,6 +394,12 @@ static void cpu_destroy(backend_t *bk) {
         free(c->block_tables);
         free(c->state_pages);
         free(c->logit_rows);
+        free(c->prev_rows);
+        free(c->pick_tok);
+        free(c->pick_argmax);
+        free(c->pick_max);
+        free(c->pick_lse);
+        free(c->pick_out);
         for (int i = 0; i < CPU_SCR_N; i++) free(c->scr[i].p);
         free(c);
     }
@@ -390,6 +448,8 @@ backend_t *backend_cpu_create(int n_threads) {
     bk->logits = cpu_logits;
     bk->logits_stats = cpu_logits_stats;
     bk->sample = cpu_sample;
+    bk->pick = cpu_pick;
+    bk->pick_wait = cpu_pick_wait;
     bk->page_out = cpu_page_out;
     bk->page_in = cpu_page_in;
     bk->destroy = cpu_destroy;

@@ -52,6 +52,18 @@ typedef struct {
     size_t cap_seqs, cap_npast, cap_tokens, cap_bt, cap_sp, cap_logits; /* element capacities */
     bk_pool_t pool;            /* shallow copy; the caller keeps pool.sm's arrays alive */
     bool has_pool;
+    /* prev_rows of the batch (NULL when none) and the ids pointer they go with */
+    int32_t *prev_rows;        /* [T] */
+    size_t cap_prev;
+    const int32_t *ids_src;
+    bool has_prev;
+    /* the last bk->pick: its results until pick_wait; tokens for the next embed */
+    int pick_n, pick_n_smp;
+    bool pick_open;
+    int32_t *pick_tok, *pick_argmax; /* [n] */
+    float *pick_max, *pick_lse;      /* [n] */
+    bk_sample_out_t *pick_out;       /* [n_smp] */
+    size_t cap_pick, cap_pick_smp;
     cpu_scratch_t scr[CPU_SCR_N];
 } cpu_ctx_t;
 

@@ -100,7 +100,10 @@ struct bk_weight {
 };
 
 enum { SCR_IDS, SCR_Q, SCR_GATE, SCR_ATTN_WS, SCR_QN, SCR_KN, SCR_V, SCR_G, SCR_BETA, SCR_CHUNK_WS, SCR_O,
-       SCR_STATS, SCR_MOE, SCR_LINN, SCR_N };
+       SCR_STATS, SCR_MOE, SCR_LINN, SCR_SMP, SCR_N };
+
+/* Logits rows a bk->pick handles at most (its device buffers are fixed: graphs read them). */
+#define CU_PICK_MAX 65536
 
 typedef struct {
     void *p;
@@ -136,6 +139,7 @@ typedef struct {
     int max_ctx;          /* longest n_past + segment */
     /* device views into d_stage (one host-to-device copy per step) */
     int32_t *d_tok_start, *d_n_past, *d_pos, *d_bt, *d_sp, *d_logit_rows, *d_seq_lens, *d_ids;
+    int32_t *d_prev;          /* bk_batch_t.prev_rows staged (-1 everywhere when NULL) */
     int32_t *d_tok_pre, *h_tok_pre; /* cu_seqlens of the rows after the decode rows, from 0 */
     const int32_t *h_ids_src; /* the batch's host ids pointer (embed with it reads d_ids) */
     char *h_stage, *d_stage;  /* pinned host staging and its device twin */
@@ -171,6 +175,15 @@ typedef struct {
     int lt_max_m;             /* the most rows sent to lt (HS_CUDA_GEMM_LT=<rows>; 0: off) */
     char *h_stats;            /* pinned host copy of logits_stats results */
     size_t cap_h_stats;
+    /* bk->pick: stats [argmax n | max n | lse n] on the device, the argmax part then the
+     * chosen tokens (the next embed reads them), pinned host copies, and the event the
+     * copies end with */
+    char *d_pick;             /* CU_PICK_MAX * 12 bytes */
+    char *h_pick;             /* pinned: stats, then the sample outputs */
+    size_t cap_h_pick;
+    cudaEvent_t pick_done;
+    int pick_n, pick_n_smp;
+    bool pick_open;
     cu_prof_t *prof;          /* HS_CUDA_PROF=1: per-op timing */
     bk_pool_t pool;
     bool has_pool;
@@ -228,11 +241,14 @@ __device__ __forceinline__ float block_sum(float v, float *sh) {
  * in cuda_common.cuh): pdl_trigger() first, pdl_wait() before the first read of an
  * activation and before the first write. */
 
-__global__ void k_embed(const int32_t *ids, const bf16_t *table, int64_t H, bf16_t *out) {
+/* prev (may be NULL): where prev[t] >= 0 the token is picked[prev[t]], the last pick's. */
+__global__ void k_embed(const int32_t *ids, const int32_t *prev, const int32_t *picked, const bf16_t *table, int64_t H,
+                        bf16_t *out) {
     const int t = blockIdx.x;
     pdl_trigger();
     pdl_wait();
-    const bf16_t *src = table + (int64_t)ids[t] * H;
+    const int p = prev ? prev[t] : -1;
+    const bf16_t *src = table + (int64_t)(p >= 0 ? picked[p] : ids[t]) * H;
     for (int64_t i = threadIdx.x; i < H; i += blockDim.x) out[(int64_t)t * H + i] = src[i];
 }
 
@@ -716,7 +732,9 @@ static bool cu_weights_pack(backend_t *bk, bk_weight_t *const *w, int n) {
  * set_batch waits on before it rewrites h_stage. */
 static void stage_copy(cu_ctx_t *c) {
     CK(cudaMemcpyAsync(c->d_stage, c->h_stage, c->stage_used, cudaMemcpyHostToDevice, c->st));
-    if (!c->capturing) CK(cudaEventRecord(c->stage_done, c->st));
+    /* In a graph the event is a node right after the copy: a replay signals it as soon as
+     * the copy is done, so the next step's set_batch can run while this step does. */
+    CK(cudaEventRecordWithFlags(c->stage_done, c->st, c->capturing ? cudaEventRecordExternal : cudaEventRecordDefault));
 }
 
 static cu_graph_t *graph_find(cu_ctx_t *c);
@@ -781,13 +799,13 @@ static void cu_set_batch(backend_t *bk, const bk_batch_t *b, const bk_pool_t *po
     /* Every per-step array in one pinned staging area, one copy to the device. The
      * offsets depend only on the sizes, so a step of the same shape reuses them. */
     const size_t n_bt = (size_t)S * (size_t)b->max_blocks, n_sp = (size_t)S * (size_t)b->n_state_pages;
-    enum { NA = 9 };
+    enum { NA = 10 };
     const size_t sz[NA] = {(size_t)S + 1, (size_t)S, (size_t)T, n_bt, n_sp, (size_t)b->n_logits, (size_t)S, (size_t)T,
-                           (size_t)(S - c->n_decode) + 1};
+                           (size_t)(S - c->n_decode) + 1, (size_t)T};
     const int32_t *src[NA] = {b->tok_start, b->n_past, b->positions, b->block_tables, b->state_pages,
-                              b->logit_rows, c->h_seq_lens, b->ids, c->h_tok_pre};
+                              b->logit_rows, c->h_seq_lens, b->ids, c->h_tok_pre, b->prev_rows};
     int32_t **dst[NA] = {&c->d_tok_start, &c->d_n_past, &c->d_pos, &c->d_bt, &c->d_sp,
-                         &c->d_logit_rows, &c->d_seq_lens, &c->d_ids, &c->d_tok_pre};
+                         &c->d_logit_rows, &c->d_seq_lens, &c->d_ids, &c->d_tok_pre, &c->d_prev};
     size_t total = 0;
     for (int i = 0; i < NA; i++) total += stage_bytes(sz[i]);
     if (total > c->stage_cap) {
@@ -803,6 +821,7 @@ static void cu_set_batch(backend_t *bk, const bk_batch_t *b, const bk_pool_t *po
     size_t off = 0;
     for (int i = 0; i < NA; i++) {
         if (src[i] && sz[i]) memcpy(c->h_stage + off, src[i], sz[i] * 4);
+        else if (dst[i] == &c->d_prev) memset(c->h_stage + off, 0xff, sz[i] * 4); /* -1: no token from a pick */
         *dst[i] = (int32_t *)(c->d_stage + off);
         off += stage_bytes(sz[i]);
     }
@@ -878,8 +897,7 @@ static bool cu_graph_launch(backend_t *bk) {
     const double t0 = hs_now();
     if (c->t_synced > 0) c->between_s += t0 - c->t_synced, c->n_between++;
     assert(c->stage_in_graph);
-    CK(cudaGraphLaunch(g->exec, c->st));
-    CK(cudaEventRecord(c->stage_done, c->st));
+    CK(cudaGraphLaunch(g->exec, c->st)); /* its event node signals stage_done */
     c->launch_s += hs_now() - t0;
     bk->graphs_replayed++;
     return true;
@@ -959,7 +977,6 @@ static bool cu_graph_end(backend_t *bk) {
     g->exec = exec;
     g->last = ++c->gclock;
     CK(cudaGraphLaunch(exec, c->st));
-    CK(cudaEventRecord(c->stage_done, c->st));
     bk->graphs_recorded++;
     c->record_s += hs_now() - c->t_rec0;
     return true;
@@ -1050,13 +1067,15 @@ static void cu_linear_n(backend_t *bk, const void *x, int n, const bk_weight_t *
 static void cu_embed(backend_t *bk, const bk_weight_t *embed, const int32_t *ids, int T, void *out) {
     cu_ctx_t *c = ctx(bk);
     int32_t *d = c->d_ids;
+    const int32_t *prev = c->d_prev;
     if (ids != c->h_ids_src || !d || T != c->T) { /* not the batch's ids: copy them now */
         d = (int32_t *)scratch(c, SCR_IDS, (size_t)T * 4);
         CK(cudaMemcpyAsync(d, ids, (size_t)T * 4, cudaMemcpyHostToDevice, c->st));
         /* From pageable memory the copy has left `ids` when cudaMemcpyAsync returns. */
+        prev = NULL;
     }
     /* plain launch: the first kernel of a step (a graph's root) follows a copy, not a kernel */
-    k_embed<<<T, 256, 0, c->st>>>(d, embed->bf, embed->cols, (bf16_t *)out);
+    k_embed<<<T, 256, 0, c->st>>>(d, prev, (const int32_t *)c->d_pick, embed->bf, embed->cols, (bf16_t *)out);
     LAUNCHED();
 }
 
@@ -1241,19 +1260,26 @@ static void cu_moe(backend_t *bk, const void *x, const bk_weight_t *router, bk_w
     CKL(moe_forward(c->moe, &L, x, NULL, T, out, MOE_PATH_AUTO, scratch(c, SCR_MOE, wsb), wsb));
 }
 
-static void cu_logits_stats(backend_t *bk, const void *logits, int n, int V, int32_t *argmax, float *mx, float *lse) {
-    cu_ctx_t *c = ctx(bk);
-    if (n <= 0) return;
+/* The two stats kernels: [argmax n | max n | lse n] into d (device; NULL: scratch).
+ * Returns where they went. */
+static char *stats_launch(cu_ctx_t *c, const void *logits, int n, int V, char *d) {
     int nb = (4 * 132 + n - 1) / n; /* ranges per row: about 4 blocks per SM in all */
     if (nb > 64) nb = 64;
     if (nb < 1) nb = 1;
     int chunk = (V + nb - 1) / nb;
     if ((V & 3) == 0) chunk = (chunk + 1023) & ~1023; /* whole float4 rounds of 256 threads */
     stat3 *part = (stat3 *)scratch(c, SCR_STATS, (size_t)n * nb * sizeof(stat3) + (size_t)n * 12 + 16);
-    char *d = (char *)(part + (size_t)n * nb);
+    if (!d) d = (char *)(part + (size_t)n * nb);
     CK(launch_pdl(k_stats_part, dim3((unsigned)nb, (unsigned)n), dim3(256), 0, c->st, (const float *)logits, V, chunk,
                   part));
     CK(launch_pdl(k_stats_combine, dim3((unsigned)n), dim3(32), 0, c->st, (const stat3 *)part, nb, n, d));
+    return d;
+}
+
+static void cu_logits_stats(backend_t *bk, const void *logits, int n, int V, int32_t *argmax, float *mx, float *lse) {
+    cu_ctx_t *c = ctx(bk);
+    if (n <= 0) return;
+    const char *d = stats_launch(c, logits, n, V, NULL);
     if (c->cap_h_stats < (size_t)n * 12) {
         if (c->h_stats) CK(cudaFreeHost(c->h_stats));
         c->cap_h_stats = (size_t)n * 12 * 2;
@@ -1265,6 +1291,46 @@ static void cu_logits_stats(backend_t *bk, const void *logits, int n, int V, int
     memcpy(argmax, c->h_stats, (size_t)n * 4);
     memcpy(mx, c->h_stats + (size_t)n * 4, (size_t)n * 4);
     memcpy(lse, c->h_stats + (size_t)n * 8, (size_t)n * 4);
+}
+
+/* bk->pick: the stats into d_pick, copied to h_pick; then the draws, which also write
+ * their tokens over the argmax of their rows in d_pick (after the copy has read it),
+ * and their outputs behind the stats in h_pick; pick_done marks the end. */
+static void cu_pick(backend_t *bk, const float *logits, int n, int V, const bk_sample_row_t *smp, int n_smp) {
+    cu_ctx_t *c = ctx(bk);
+    assert(!c->pick_open && n >= 0 && n <= CU_PICK_MAX && n_smp >= 0 && n_smp <= n);
+    const size_t st_bytes = ((size_t)n * 12 + 15) & ~(size_t)15;
+    const size_t need = st_bytes + (size_t)n_smp * sizeof(bk_sample_out_t);
+    if (c->cap_h_pick < need) {
+        if (c->h_pick) CK(cudaFreeHost(c->h_pick));
+        c->cap_h_pick = need * 2 + 4096;
+        CK(cudaMallocHost((void **)&c->h_pick, c->cap_h_pick));
+    }
+    if (n > 0) {
+        stats_launch(c, logits, n, V, c->d_pick);
+        CK(cudaMemcpyAsync(c->h_pick, c->d_pick, (size_t)n * 12, cudaMemcpyDeviceToHost, c->st));
+    }
+    if (n_smp > 0)
+        CKL(sample_queue(logits, V, smp, n_smp, (bk_sample_out_t *)(c->h_pick + st_bytes),
+                         scratch(c, SCR_SMP, sample_ws_bytes(n_smp)), (int32_t *)c->d_pick, c->st));
+    CK(cudaEventRecord(c->pick_done, c->st));
+    c->pick_n = n;
+    c->pick_n_smp = n_smp;
+    c->pick_open = true;
+}
+
+static void cu_pick_wait(backend_t *bk, int32_t *argmax, float *mx, float *lse, bk_sample_out_t *smp_out) {
+    cu_ctx_t *c = ctx(bk);
+    assert(c->pick_open);
+    CK(cudaEventSynchronize(c->pick_done));
+    c->t_synced = hs_now();
+    c->pick_open = false;
+    const size_t n = (size_t)c->pick_n;
+    memcpy(argmax, c->h_pick, n * 4);
+    memcpy(mx, c->h_pick + n * 4, n * 4);
+    memcpy(lse, c->h_pick + n * 8, n * 4);
+    if (c->pick_n_smp > 0)
+        memcpy(smp_out, c->h_pick + ((n * 12 + 15) & ~(size_t)15), (size_t)c->pick_n_smp * sizeof(bk_sample_out_t));
 }
 
 /* ---- op timing (HS_CUDA_PROF=1) ---------------------------------------------------- */
@@ -1440,6 +1506,14 @@ static void pw_sample(backend_t *bk, const float *l, int n, int V, const bk_samp
     PI.sample(bk, l, n, V, rows, out);
     prof_flush(ctx(bk));
 }
+static void pw_pick(backend_t *bk, const float *l, int n, int V, const bk_sample_row_t *smp, int n_smp) {
+    prof_mark(ctx(bk), 0, "pick (stats, draws, copies to host)");
+    PI.pick(bk, l, n, V, smp, n_smp);
+}
+static void pw_pick_wait(backend_t *bk, int32_t *am, float *mx, float *lse, bk_sample_out_t *out) {
+    PI.pick_wait(bk, am, mx, lse, out);
+    prof_flush(ctx(bk));
+}
 static void pw_sync(backend_t *bk) {
     prof_flush(ctx(bk));
     PI.sync(bk);
@@ -1474,6 +1548,8 @@ static void prof_install(backend_t *bk) {
     bk->logits = pw_logits;
     bk->logits_stats = pw_logits_stats;
     if (bk->sample) bk->sample = pw_sample;
+    bk->pick = pw_pick;
+    bk->pick_wait = pw_pick_wait;
     bk->sync = pw_sync;
     bk->download = pw_download;
     bk->upload = pw_upload;
@@ -1521,6 +1597,9 @@ static void cu_destroy(backend_t *bk) {
         gemm_lt_destroy(c->lt);
         if (c->blas_ws) cudaFree(c->blas_ws);
         if (c->h_stats) cudaFreeHost(c->h_stats);
+        if (c->h_pick) cudaFreeHost(c->h_pick);
+        if (c->d_pick) cudaFree(c->d_pick);
+        if (c->pick_done) cudaEventDestroy(c->pick_done);
         if (c->d_ssm_loc) cudaFree(c->d_ssm_loc);
         free(c->h_tok_start);
         free(c->h_n_past);
@@ -1568,11 +1647,16 @@ extern "C" backend_t *backend_cuda_create(int device, char *err, size_t n) {
     /* cuBLAS gets a fixed workspace: it must not allocate while a graph is recorded. */
     const size_t blas_ws = 32u << 20;
     if (cudaEventCreateWithFlags(&c->stage_done, cudaEventDisableTiming) != cudaSuccess ||
+        cudaEventCreateWithFlags(&c->pick_done, cudaEventDisableTiming) != cudaSuccess ||
+        cudaMalloc(&c->d_pick, (size_t)CU_PICK_MAX * 12) != cudaSuccess ||
         cudaMalloc(&c->blas_ws, blas_ws) != cudaSuccess ||
         cublasSetWorkspace(c->blas, c->blas_ws, blas_ws) != CUBLAS_STATUS_SUCCESS) {
         hs_errf(err, n, HS_ERR_STATE, "cannot set up the cuBLAS workspace on device %d", device);
         cudaGetLastError();
         if (c->blas_ws) cudaFree(c->blas_ws);
+        if (c->d_pick) cudaFree(c->d_pick);
+        if (c->pick_done) cudaEventDestroy(c->pick_done);
+        if (c->stage_done) cudaEventDestroy(c->stage_done);
         cublasDestroy(c->blas);
         cudaStreamDestroy(c->st);
         free(c);
@@ -1629,6 +1713,8 @@ extern "C" backend_t *backend_cuda_create(int device, char *err, size_t n) {
     bk->gather_rows = cu_gather_rows;
     bk->logits = cu_logits;
     bk->logits_stats = cu_logits_stats;
+    bk->pick = cu_pick;
+    bk->pick_wait = cu_pick_wait;
     bk->sample = cu_sample;
     bk->page_out = cu_page_out;
     bk->page_in = cu_page_in;

@@ -29,6 +29,11 @@ size_t sample_ws_bytes(int n);
  * HS_ERR_STATE when a CUDA call failed. */
 int sample_run(const float *logits, int V, const bk_sample_row_t *rows, int n, bk_sample_out_t *out, void *d_ws,
                void *stream);
+/* sample_run without the wait: out must be pinned host memory, valid once the stream
+ * has passed the copy. tok_out (device, may be NULL): tok_out[rows[i].row] gets row i's
+ * token as well. */
+int sample_queue(const float *logits, int V, const bk_sample_row_t *rows, int n, bk_sample_out_t *out, void *d_ws,
+                 int32_t *tok_out, void *stream);
 
 #ifdef __cplusplus
 }

@@ -509,7 +509,7 @@ __device__ void top_k_sorted(const float *x, int V, int K, float mx, Smem &s) {
 }
 
 __global__ void __launch_bounds__(NT) k_sample(const float *logits, int V, const bk_sample_row_t *rows,
-                                               bk_sample_out_t *out) {
+                                               bk_sample_out_t *out, int32_t *tok_out) {
     extern __shared__ __align__(16) unsigned char smem_raw[];
     Smem &s = *reinterpret_cast<Smem *>(smem_raw);
     const bk_sample_row_t p = rows[blockIdx.x];
@@ -543,6 +543,7 @@ __global__ void __launch_bounds__(NT) k_sample(const float *logits, int V, const
         o->top_logprobs[threadIdx.x] = __ldg(x + key_id(kj)) - lse;
     }
     if (threadIdx.x == 0) {
+        if (tok_out) tok_out[p.row] = tok;
         o->token = tok;
         o->logprob = __ldg(x + tok) - lse;
         o->n_top = K;
@@ -556,8 +557,8 @@ extern "C" size_t sample_ws_bytes(int n) {
     return a + (size_t)n * sizeof(bk_sample_out_t) + 256;
 }
 
-extern "C" int sample_run(const float *logits, int V, const bk_sample_row_t *rows, int n, bk_sample_out_t *out,
-                          void *d_ws, void *stream) {
+extern "C" int sample_queue(const float *logits, int V, const bk_sample_row_t *rows, int n, bk_sample_out_t *out,
+                            void *d_ws, int32_t *tok_out, void *stream) {
     if (n < 0 || V < 1 || V >= SAMPLE_MAX_VOCAB || (n > 0 && (!logits || !rows || !out || !d_ws))) {
         fprintf(stderr, "hyserve: sample_run: bad sizes (n %d, V %d)\n", n, V);
         return HS_ERR_INVALID;
@@ -577,9 +578,16 @@ extern "C" int sample_run(const float *logits, int V, const bk_sample_row_t *row
         (bk_sample_out_t *)((char *)d_ws + (((size_t)n * sizeof(bk_sample_row_t) + 255) & ~(size_t)255));
     HS_CUDA_TRY(cudaFuncSetAttribute(k_sample, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)sizeof(Smem)));
     HS_CUDA_TRY(cudaMemcpyAsync(d_rows, rows, (size_t)n * sizeof *rows, cudaMemcpyHostToDevice, st));
-    k_sample<<<n, NT, sizeof(Smem), st>>>(logits, V, d_rows, d_out);
+    k_sample<<<n, NT, sizeof(Smem), st>>>(logits, V, d_rows, d_out, tok_out);
     HS_CUDA_LAUNCHED();
     HS_CUDA_TRY(cudaMemcpyAsync(out, d_out, (size_t)n * sizeof *out, cudaMemcpyDeviceToHost, st));
-    HS_CUDA_TRY(cudaStreamSynchronize(st));
+    return HS_OK;
+}
+
+extern "C" int sample_run(const float *logits, int V, const bk_sample_row_t *rows, int n, bk_sample_out_t *out,
+                          void *d_ws, void *stream) {
+    const int rc = sample_queue(logits, V, rows, n, out, d_ws, NULL, stream);
+    if (rc != HS_OK) return rc;
+    HS_CUDA_TRY(cudaStreamSynchronize((cudaStream_t)stream));
     return HS_OK;
 }
