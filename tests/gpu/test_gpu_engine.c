@@ -1,7 +1,8 @@
 /*
  * The engine's invariance tests (tests/test_engine.c) on the CUDA backend: a request
  * must get the same tokens however the engine schedules it — alone, batched with 7
- * others, with decode-step graphs off, with chunked prefill (chunks of 64, 7 and 1
+ * others, with decode-step graphs off, without overlapped steps (async_scheduling off;
+ * every other run overlaps, the cuda default), with chunked prefill (chunks of 64, 7 and 1
  * tokens), preempted by recompute and by swap, under the slots and coupled layouts.
  *
  * On the GPU these cannot be bit-identical: the GEMM kernels depend on the number of
@@ -183,6 +184,10 @@ int main(int argc, char **argv) {
     if (!run(&c, all, MAX_REQ, o, &st)) return printf("FAIL\n"), 1;
     compare(alone, o, MAX_REQ, "batched, no graphs");
     unsetenv("HS_CUDA_GRAPHS");
+    c.async_scheduling = 0;
+    if (!run(&c, all, MAX_REQ, o, &st)) return printf("FAIL\n"), 1;
+    compare(alone, o, MAX_REQ, "batched, not overlapped");
+    c.async_scheduling = -1;
 
     const int chunks[] = {64, 7, 1};
     for (int k = 0; k < 3; k++) {

@@ -178,6 +178,59 @@ int main(int argc, char **argv) {
         printf("  %-34s argmax agree %d/%d, max |lse diff| %.2e  %s\n", "logits_stats", same, n, dl,
                dl < 0.05 ? "ok" : "FAIL");
         fails += !(dl < 0.05);
+
+        /* pick (cuda): the results of logits_stats + sample exactly, and before pick_wait
+         * the next embed reads the chosen tokens where prev_rows says (rows 1 and 3 drawn,
+         * the others greedy; the last token is a plain id). */
+        bk_sample_row_t smp[2];
+        memset(smp, 0, sizeof smp);
+        for (int i = 0; i < 2; i++) {
+            smp[i].row = 1 + 2 * i;
+            smp[i].temperature = 0.7f;
+            smp[i].top_p = 1;
+            smp[i].n_top = 3;
+            smp[i].seed = 99 + (uint64_t)i;
+            smp[i].step = 4;
+        }
+        bk_sample_out_t ref[2], got[2];
+        B[1]->sample(B[1], o[1], 2, V, smp, ref);
+        const int H2 = 256, T2 = 6;
+        float *tbl = rnd((size_t)V * H2, 1);
+        bk_weight_t *wt = wload(1, tbl, V, H2);
+        B[1]->pick(B[1], o[1], n, V, smp, 2);
+        const int32_t ids[6] = {9, 9, 9, 9, 9, 7}, prev[6] = {0, 1, 2, 3, 4, -1}, ts[2] = {0, T2}, np[1] = {0};
+        const int32_t pos[6] = {0, 1, 2, 3, 4, 5}, bt[1] = {0}, lr[1] = {5};
+        bk_batch_t bb = {.n_seqs = 1, .n_tokens = T2, .tok_start = ts, .n_past = np, .positions = pos,
+                         .block_tables = bt, .max_blocks = 1, .logit_rows = lr, .n_logits = 1, .ids = ids,
+                         .prev_rows = prev};
+        bk_pool_t np0;
+        memset(&np0, 0, sizeof np0);
+        B[1]->set_batch(B[1], &bb, &np0);
+        void *eo = B[1]->alloc(B[1], (size_t)T2 * H2 * 2);
+        B[1]->embed(B[1], wt, ids, T2, eo);
+        int32_t am2[5];
+        float mx2[5], lse2[5];
+        B[1]->pick_wait(B[1], am2, mx2, lse2, got);
+        float *eh = malloc((size_t)T2 * H2 * sizeof(float));
+        B[1]->act_download(B[1], eh, eo, (size_t)T2 * H2);
+        int bad = 0;
+        for (int i = 0; i < n; i++) bad += am2[i] != am[1][i] || mx2[i] != mx[1][i] || lse2[i] != lse[1][i];
+        for (int i = 0; i < 2; i++) {
+            bad += got[i].token != ref[i].token || got[i].logprob != ref[i].logprob || got[i].n_top != ref[i].n_top;
+            for (int k = 0; k < ref[i].n_top; k++)
+                bad += got[i].top_ids[k] != ref[i].top_ids[k] || got[i].top_logprobs[k] != ref[i].top_logprobs[k];
+        }
+        int drew = 0, bad_rows = 0;
+        for (int t = 0; t < T2; t++) {
+            int want = t == 5 ? 7 : t == 1 ? ref[0].token : t == 3 ? ref[1].token : am[1][t];
+            if (t == 1 || t == 3) drew += want != am[1][t];
+            bad_rows += memcmp(eh + (size_t)t * H2, tbl + (size_t)want * H2, (size_t)H2 * sizeof(float)) != 0;
+        }
+        printf("  %-34s %d differences from stats + sample, %d/%d embedded rows wrong (%d draws off the argmax)  %s\n",
+               "pick, embed of its tokens", bad, bad_rows, T2, drew, bad || bad_rows ? "FAIL" : "ok");
+        fails += bad || bad_rows;
+        free(eh);
+        free(tbl);
     }
     /* logits_stats alone against float64 on the host: a vocabulary size that takes the
      * 16-byte path with full unrolled rounds (248320, the Qwen3.5 vocabulary) and an odd one
