@@ -480,3 +480,48 @@ def test_shutdown_under_load():
     assert len(outcomes) == 16  # every stream ended: finished, aborted or cut off
     with pytest.raises(OSError):
         socket.create_connection(("127.0.0.1", s.port), timeout=2).close()
+
+
+def test_overlapped_server(client):
+    """`--async-scheduling on` (overlapped steps; the cpu default is off): the same greedy
+    text and logprobs as the module's server, the same stop, seeded draws the same,
+    40 concurrent streams and 2 disconnects, then a clean pool."""
+    srv = Server("--async-scheduling", "on")
+    try:
+        assert any("overlapped steps" in line for line in srv.log), "".join(srv.log)
+        oc = srv.client()
+        for prompt in ["Once upon a time", "The capital of France is"]:
+            a = client.completions.create(model=MODEL_NAME, prompt=prompt, max_tokens=16, logprobs=2, **GREEDY)
+            b = oc.completions.create(model=MODEL_NAME, prompt=prompt, max_tokens=16, logprobs=2, **GREEDY)
+            assert b.choices[0].text == a.choices[0].text
+            assert b.choices[0].logprobs.tokens == a.choices[0].logprobs.tokens
+            for x, y in zip(a.choices[0].logprobs.token_logprobs, b.choices[0].logprobs.token_logprobs):
+                assert abs(x - y) <= 1e-4
+        ref = client.completions.create(model=MODEL_NAME, prompt="Stop here", max_tokens=24, **GREEDY).choices[0].text
+        stop, want = pick_stop(ref)
+        if stop is not None:
+            r = oc.completions.create(model=MODEL_NAME, prompt="Stop here", max_tokens=24, stop=[stop], **GREEDY)
+            assert r.choices[0].text == want and r.choices[0].finish_reason == "stop"
+        kw = dict(prompt="Draw", max_tokens=10, temperature=0.8, seed=5)
+        assert (oc.completions.create(model=MODEL_NAME, **kw).choices[0].text ==
+                client.completions.create(model=MODEL_NAME, **kw).choices[0].text)
+
+        def one(i):
+            _, text, finals = stream_completion(oc, prompt=f"request {i}:", max_tokens=6, **GREEDY)
+            return finals
+
+        with cf.ThreadPoolExecutor(max_workers=40) as ex:
+            assert all(f == ["length"] for f in ex.map(one, range(40), timeout=120))
+        socks = [raw_stream(srv.port, {"model": MODEL_NAME, "prompt": f"long {i}", "max_tokens": 480, "stream": True,
+                                       "ignore_eos": True}) for i in range(2)]
+        for s in socks:
+            got = b""
+            while got.count(b"data: ") < 2:
+                chunk = s.recv(65536)
+                assert chunk, "stream ended early"
+                got += chunk
+            s.close()
+        h = srv.wait_idle(timeout=20)
+        assert h["pool_check"] == "ok" and h["pages_in_use"] == 0 and h["requests_in_flight"] == 0, h
+    finally:
+        srv.stop()
