@@ -349,7 +349,7 @@ static void cpu_pick(backend_t *bk, const float *logits, int n, int V, const bk_
     }
     cpu_logits_stats(bk, logits, n, V, c->pick_argmax, c->pick_max, c->pick_lse);
     if (n_smp > 0) cpu_sample(bk, logits, n_smp, V, smp, c->pick_out);
-    memcpy(c->pick_tok, c->pick_argmax, (size_t)n * sizeof(int32_t));
+    if (n > 0) memcpy(c->pick_tok, c->pick_argmax, (size_t)n * sizeof(int32_t));
     for (int i = 0; i < n_smp; i++) {
         assert(smp[i].row >= 0 && smp[i].row < n);
         c->pick_tok[smp[i].row] = c->pick_out[i].token;
@@ -364,6 +364,7 @@ static void cpu_pick_wait(backend_t *bk, int32_t *argmax, float *max, float *lse
     assert(c->pick_open);
     c->pick_open = false;
     const size_t n = (size_t)c->pick_n;
+    if (n == 0) return; /* a step whose rows all continue a prefill */
     memcpy(argmax, c->pick_argmax, n * sizeof(int32_t));
     memcpy(max, c->pick_max, n * sizeof(float));
     memcpy(lse, c->pick_lse, n * sizeof(float));

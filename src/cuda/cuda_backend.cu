@@ -1326,6 +1326,7 @@ static void cu_pick_wait(backend_t *bk, int32_t *argmax, float *mx, float *lse, 
     c->t_synced = hs_now();
     c->pick_open = false;
     const size_t n = (size_t)c->pick_n;
+    if (n == 0) return; /* a step whose rows all continue a prefill */
     memcpy(argmax, c->h_pick, n * 4);
     memcpy(mx, c->h_pick + n * 4, n * 4);
     memcpy(lse, c->h_pick + n * 8, n * 4);
