@@ -18,6 +18,9 @@
  *   embed, rmsnorm (+residual add), add, swiglu, gather_rows     small kernels below
  *   logits_stats          argmax / max / log-sum-exp per row over ~4 blocks per SM, merged
  *   sample                sample.cu (temperature, top-k/p, min-p, counter-based draw)
+ *   pick / pick_wait      the two above queued without a wait: stats into d_pick, copied to
+ *                         pinned memory, then the draws over their rows' argmax in d_pick;
+ *                         the next embed reads the chosen tokens there (prev_rows)
  *   attention             k_qk_prep: q/k norm (1+w), partial rotate-half RoPE, K/V written
  *                         into the paged cache; then decode rows (1 token, history) through
  *                         attn_decode_launch (split-KV, D = 256, tensor cores) and every other
@@ -31,8 +34,9 @@
  *                         one grouped gate_up GEMM (SwiGLU fused) and one grouped down GEMM for
  *                         all experts (+ the shared expert), per-token weighted sum; no host sync
  *   page_out / page_in    cudaMemcpy of one page
- * The batch (set_batch) goes to the device in one copy from pinned staging; the host
- * keeps cu_seqlens, n_past and the derived sizes (decode rows, longest segment).
+ * The batch (set_batch) goes to the device in one copy from pinned staging (its event
+ * recorded right after the copy, inside a graph too); the host keeps cu_seqlens, n_past
+ * and the derived sizes (decode rows, longest segment).
  * Pure decode steps can be recorded and replayed as CUDA graphs (graph_launch /
  * graph_begin / graph_end); HS_CUDA_PROF=1 times every op (the wrappers at the end).
  *
