@@ -106,8 +106,8 @@ struct bk_weight {
 enum { SCR_IDS, SCR_Q, SCR_GATE, SCR_ATTN_WS, SCR_QN, SCR_KN, SCR_V, SCR_G, SCR_BETA, SCR_CHUNK_WS, SCR_O,
        SCR_STATS, SCR_MOE, SCR_LINN, SCR_SMP, SCR_N };
 
-/* Logits rows a bk->pick handles at most (its device buffers are fixed: graphs read them). */
-#define CU_PICK_MAX 65536
+/* Logits rows d_pick holds at first (it grows, dropping the graphs that read it). */
+#define CU_PICK_ROWS0 1024
 
 typedef struct {
     void *p;
@@ -182,7 +182,8 @@ typedef struct {
     /* bk->pick: stats [argmax n | max n | lse n] on the device, the argmax part then the
      * chosen tokens (the next embed reads them), pinned host copies, and the event the
      * copies end with */
-    char *d_pick;             /* CU_PICK_MAX * 12 bytes */
+    char *d_pick;             /* cap_pick rows of 12 bytes */
+    int cap_pick;
     char *h_pick;             /* pinned: stats, then the sample outputs */
     size_t cap_h_pick;
     cudaEvent_t pick_done;
@@ -1302,7 +1303,12 @@ static void cu_logits_stats(backend_t *bk, const void *logits, int n, int V, int
  * and their outputs behind the stats in h_pick; pick_done marks the end. */
 static void cu_pick(backend_t *bk, const float *logits, int n, int V, const bk_sample_row_t *smp, int n_smp) {
     cu_ctx_t *c = ctx(bk);
-    assert(!c->pick_open && n >= 0 && n <= CU_PICK_MAX && n_smp >= 0 && n_smp <= n);
+    assert(!c->pick_open && n >= 0 && n_smp >= 0 && n_smp <= n);
+    if (n > c->cap_pick) { /* the graphs' embeds read d_pick: they go (retire), the device is idle after */
+        retire(c, c->d_pick);
+        c->cap_pick = n * 2;
+        CK(cudaMalloc(&c->d_pick, (size_t)c->cap_pick * 12));
+    }
     const size_t st_bytes = ((size_t)n * 12 + 15) & ~(size_t)15;
     const size_t need = st_bytes + (size_t)n_smp * sizeof(bk_sample_out_t);
     if (c->cap_h_pick < need) {
@@ -1653,7 +1659,7 @@ extern "C" backend_t *backend_cuda_create(int device, char *err, size_t n) {
     const size_t blas_ws = 32u << 20;
     if (cudaEventCreateWithFlags(&c->stage_done, cudaEventDisableTiming) != cudaSuccess ||
         cudaEventCreateWithFlags(&c->pick_done, cudaEventDisableTiming) != cudaSuccess ||
-        cudaMalloc(&c->d_pick, (size_t)CU_PICK_MAX * 12) != cudaSuccess ||
+        cudaMalloc(&c->d_pick, (size_t)CU_PICK_ROWS0 * 12) != cudaSuccess ||
         cudaMalloc(&c->blas_ws, blas_ws) != cudaSuccess ||
         cublasSetWorkspace(c->blas, c->blas_ws, blas_ws) != CUBLAS_STATUS_SUCCESS) {
         hs_errf(err, n, HS_ERR_STATE, "cannot set up the cuBLAS workspace on device %d", device);
@@ -1667,6 +1673,7 @@ extern "C" backend_t *backend_cuda_create(int device, char *err, size_t n) {
         free(c);
         return NULL;
     }
+    c->cap_pick = CU_PICK_ROWS0;
     const char *lv = getenv("HS_CUDA_GEMM_LT"); /* unset: 2..256 rows */
     c->lt_max_m = lv ? atoi(lv) : 256; /* above, GemmEx's first choice was as fast (RESULTS.md) */
     if (c->lt_max_m > 0) c->lt = gemm_lt_create(c->blas_ws, blas_ws); /* NULL: cuBLAS alone */

@@ -229,6 +229,32 @@ int main(int argc, char **argv) {
         printf("  %-34s %d differences from stats + sample, %d/%d embedded rows wrong (%d draws off the argmax)  %s\n",
                "pick, embed of its tokens", bad, bad_rows, T2, drew, bad || bad_rows ? "FAIL" : "ok");
         fails += bad || bad_rows;
+        /* a pick of more rows than its device buffer had (it grows): rows far in */
+        {
+            const int nb = 1500;
+            float *lg = rnd((size_t)nb * V, 4);
+            void *dl = B[1]->alloc(B[1], (size_t)nb * V * 4);
+            B[1]->upload(B[1], dl, lg, (size_t)nb * V * 4);
+            int32_t *amb = malloc((size_t)nb * 4), *amc = malloc((size_t)nb * 4);
+            float *mxb = malloc((size_t)nb * 4), *lsb = malloc((size_t)nb * 4);
+            B[1]->logits_stats(B[1], dl, nb, V, amb, mxb, lsb);
+            B[1]->pick(B[1], dl, nb, V, NULL, 0);
+            const int32_t prev2[6] = {1499, 1200, 0, 777, -1, 1024};
+            bb.prev_rows = prev2;
+            B[1]->set_batch(B[1], &bb, &np0);
+            B[1]->embed(B[1], wt, ids, T2, eo);
+            B[1]->pick_wait(B[1], amc, mxb, lsb, NULL);
+            B[1]->act_download(B[1], eh, eo, (size_t)T2 * H2);
+            int wrong = 0;
+            for (int i = 0; i < nb; i++) wrong += amc[i] != amb[i];
+            for (int t = 0; t < T2; t++) {
+                const int want = prev2[t] >= 0 ? amb[prev2[t]] : ids[t];
+                wrong += memcmp(eh + (size_t)t * H2, tbl + (size_t)want * H2, (size_t)H2 * sizeof(float)) != 0;
+            }
+            printf("  %-34s %d wrong  %s\n", "pick of 1500 rows (buffer grown)", wrong, wrong ? "FAIL" : "ok");
+            fails += wrong != 0;
+            free(lg), free(amb), free(amc), free(mxb), free(lsb);
+        }
         free(eh);
         free(tbl);
     }
