@@ -8,6 +8,7 @@
  * Columns: ms = the launcher's choice (the fused pass, chunk_prep overlapped with
  * chunk_state, where it applies); split ms = chunk_prep then chunk_state as two kernels;
  * prep ms, state ms = each of those alone.
+ * `bench_gdn_prefill prep` times gdn_prefill_prep_launch alone instead (conv + SiLU, gates, conv states).
  * Usage: bench_gdn_prefill [-t] [bv [Hv S len]]: bv = chunk_state's V-tile (0 = the launcher's
  * choice); with Hv S len, one row of S sequences of len tokens only; -t: after each row one
  * more call with the fused pass's trace (per-item prep cycles, when chunks were published
@@ -147,6 +148,58 @@ static void bench_row(int Hk, int Hv, const int *lens, int S, const char *label)
     free(np);
 }
 
+/* gdn_prefill_prep_launch alone (causal conv with the conv state + SiLU, gates, the new
+ * conv states): sequences lens[0..S) continuing from a state, inputs in the model's packed
+ * rows [qkv | z | b | a]. Its bytes: qkv read and q, k, v written (bf16), b, a read and
+ * g, beta written. Median of 10 after 3 warm-ups (the 4096-token input, 100 MB with z,
+ * is beyond L2). */
+static void bench_prep(int Hk, int Hv, const int *lens, int S, const char *label) {
+    const int conv_dim = 2 * Hk * 128 + Hv * 128, ld = conv_dim + Hv * 128 + 2 * Hv;
+    int32_t *ts = (int32_t *)malloc(sizeof(int32_t) * (S + 1)), *np = (int32_t *)malloc(sizeof(int32_t) * S);
+    ts[0] = 0;
+    for (int s = 0; s < S; s++) ts[s + 1] = ts[s] + lens[s], np[s] = 17;
+    const int T = ts[S];
+    void *d_in = dev_uniform_bf16((size_t)T * ld, 7 + T, 1.732f);
+    const uint16_t *qkv = (const uint16_t *)d_in;
+    void *d_cw = dev_uniform_bf16((size_t)conv_dim * 4, 5, 0.5f);
+    float *Al = (float *)malloc(4 * Hv);
+    for (int h = 0; h < Hv; h++) Al[h] = (float)(0.1 * h);
+    float *d_Al = (float *)dupload(Al, 4 * Hv), *d_dtb = (float *)dupload(Al, 4 * Hv);
+    int32_t *d_ts = (int32_t *)dupload(ts, 4 * (S + 1)), *d_np = (int32_t *)dupload(np, 4 * S);
+    fake_map_t m;
+    fake_map_init(&m, S, Hv, conv_dim, 128, 4, 256 * 1024, 0);
+    void *d_pool = dmalloc((size_t)m.n_pages * m.page_bytes);
+    CK(cudaMemset(d_pool, 0x3c, (size_t)m.n_pages * m.page_bytes));
+    int32_t *d_pages = (int32_t *)dupload(m.pages, 4 * (size_t)S * m.E);
+    sm_loc_t *d_loc = (sm_loc_t *)dupload(m.ssm, sizeof(sm_loc_t) * Hv * m.n_slices);
+    gdn_state_t st = {d_pool, m.page_bytes, d_pages, m.E, d_loc, 128, m.conv, HS_F32};
+    void *d_qn = dmalloc(2 * (size_t)T * Hk * 128), *d_kn = dmalloc(2 * (size_t)T * Hk * 128);
+    void *d_v = dmalloc(2 * (size_t)T * Hv * 128);
+    float *d_g = (float *)dmalloc(4 * (size_t)T * Hv), *d_b = (float *)dmalloc(4 * (size_t)T * Hv);
+    cudaEvent_t e0, e1;
+    CK(cudaEventCreate(&e0));
+    CK(cudaEventCreate(&e1));
+    float tt[10];
+    for (int it = 0; it < 13; it++) {
+        CK(cudaEventRecord(e0));
+        CKRC(gdn_prefill_prep_launch(qkv, qkv + conv_dim + Hv * 128, qkv + conv_dim + Hv * 128 + Hv, d_cw, d_Al,
+                                     d_dtb, d_ts, d_np, S, T, Hk, Hv, 128, 128, &st, d_qn, d_kn, d_v, d_g, d_b, ld,
+                                     NULL));
+        CK(cudaEventRecord(e1));
+        CK(cudaEventSynchronize(e1));
+        if (it >= 3) CK(cudaEventElapsedTime(&tt[it - 3], e0, e1));
+    }
+    const float ms = median(tt, 10);
+    const double bytes = (double)T * (2.0 * conv_dim * 2 + 2 * Hv * 2 + 2 * Hv * 4);
+    printf("prep %2d/%-3d %-9s %7d %10.1f us %8.2f TB/s\n", Hk, Hv, label, T, ms * 1e3, bytes / (ms * 1e-3) / 1e12);
+    CK(cudaEventDestroy(e0));
+    CK(cudaEventDestroy(e1));
+    cudaFree(d_in), cudaFree(d_cw), cudaFree(d_Al), cudaFree(d_dtb), cudaFree(d_ts), cudaFree(d_np), cudaFree(d_pool);
+    cudaFree(d_pages), cudaFree(d_loc), cudaFree(d_qn), cudaFree(d_kn), cudaFree(d_v), cudaFree(d_g), cudaFree(d_b);
+    fake_map_free(&m);
+    free(Al), free(ts), free(np);
+}
+
 int main(int argc, char **argv) {
     if (argc > 1 && !strcmp(argv[1], "-t")) { /* -t first: the fused pass's trace per row */
         trace = true;
@@ -162,6 +215,17 @@ int main(int argc, char **argv) {
     printf("%-6s %-9s %7s %10s %12s %10s %10s %10s\n", "Hk/Hv", "seqs", "T", "ms", "Mtok/s", "split ms", "prep ms",
            "state ms");
     const int Hk = 16, Hvs[2] = {32, 64}, Ts[3] = {4096, 16384, 65536};
+    if (argc > 1 && !strcmp(argv[1], "prep")) { /* bench_gdn_prefill prep: gdn_prefill_prep_launch alone */
+        static const int one[1] = {4096}, v4p[4] = {1024, 1024, 1024, 1024}, v5p[5] = {1000, 700, 1200, 900, 296};
+        static const int one920[1] = {920}; /* the seed's typical prompt */
+        for (int hi = 0; hi < 2; hi++) {
+            bench_prep(Hk, Hvs[hi], one, 1, "1");
+            bench_prep(Hk, Hvs[hi], v4p, 4, "4x1024");
+            bench_prep(Hk, Hvs[hi], v5p, 5, "5 uneven");
+            bench_prep(Hk, Hvs[hi], one920, 1, "1");
+        }
+        return 0;
+    }
     if (argc > 4) { /* one row: bench_gdn_prefill bv Hv S len (S sequences of len tokens) */
         const int Hv = atoi(argv[2]), S = atoi(argv[3]), len = atoi(argv[4]);
         int *lens = (int *)malloc(sizeof(int) * S);
