@@ -104,6 +104,11 @@ struct prep_params {
     float *g, *beta;
 };
 
+/* A warp convolves PREP_TG consecutive tokens of one 128-channel block (4 channels a
+ * lane): the PREP_TG + 3 input rows of its window are loaded once into registers, where a
+ * warp per token loaded each row 4 times (once per tap). */
+#define PREP_TG 8
+
 __global__ void __launch_bounds__(128) gdn_prep_kernel(const prep_params p) {
     const int lane = threadIdx.x & 31;
     const int nblk = 2 * p.Hk + p.Hv;
@@ -116,49 +121,62 @@ __global__ void __launch_bounds__(128) gdn_prep_kernel(const prep_params p) {
         p.beta[e] = sigmoid_f(bf2f(p.b[ei]));
         p.g[e] = -expf(p.A_log[h]) * softplus_f(bf2f(p.a[ei]) + p.dt_bias[h]);
     }
-    if (wid >= (long)p.T * nblk) return;
-    const int t = (int)(wid / nblk), blk = (int)(wid % nblk);
-    const int s = seq_of_token(p.tok_start, p.S, t);
-    const int pos = t - p.tok_start[s];
-    const bool has = p.n_past[s] > 0;
+    const long n_groups = ((long)p.T + PREP_TG - 1) / PREP_TG;
+    if (wid >= n_groups * nblk) return;
+    const int t0 = (int)(wid / nblk) * PREP_TG, blk = (int)(wid % nblk);
     const int ch0 = blk * DK + 4 * lane;
-    const bf16_t *conv = p.pool ? reinterpret_cast<const bf16_t *>(
-                                      p.pool + (size_t)p.state_pages[(size_t)s * p.E + p.conv_page] * p.page_bytes +
-                                      p.conv_off)
-                                : nullptr;
-    float acc[4] = {0.f, 0.f, 0.f, 0.f};
-    const uint2 *wp = reinterpret_cast<const uint2 *>(p.conv_w + (size_t)ch0 * 4);
     float w[4][4];
+    const uint2 *wp = reinterpret_cast<const uint2 *>(p.conv_w + (size_t)ch0 * 4);
 #pragma unroll
     for (int c = 0; c < 4; c++) {
         uint2 u = wp[c];
         float2 lo = bf2x2_to_f2(u.x), hi = bf2x2_to_f2(u.y);
         w[c][0] = lo.x; w[c][1] = lo.y; w[c][2] = hi.x; w[c][3] = hi.y;
     }
+    /* the window: rows t0 - 3 .. t0 + PREP_TG - 1 (rows of an earlier sequence are loaded
+     * but only used where they are the same sequence's) */
+    uint2 x[PREP_TG + 3];
 #pragma unroll
-    for (int j = 0; j < 4; j++) {
-        const int pp = pos - 3 + j;
-        uint2 u = make_uint2(0u, 0u);
-        if (pp >= 0) u = *reinterpret_cast<const uint2 *>(p.qkv + (size_t)(t - 3 + j) * p.ldx + ch0);
-        else if (has && conv) u = *reinterpret_cast<const uint2 *>(conv + (size_t)(3 + pp) * p.conv_dim + ch0);
-        float2 lo = bf2x2_to_f2(u.x), hi = bf2x2_to_f2(u.y);
-        acc[0] += w[0][j] * lo.x;
-        acc[1] += w[1][j] * lo.y;
-        acc[2] += w[2][j] * hi.x;
-        acc[3] += w[3][j] * hi.y;
+    for (int i = 0; i < PREP_TG + 3; i++) {
+        const int r = t0 - 3 + i;
+        x[i] = r >= 0 && r < p.T ? *reinterpret_cast<const uint2 *>(p.qkv + (size_t)r * p.ldx + ch0) : make_uint2(0u, 0u);
     }
+    bf16_t *dst0;
+    size_t dstride;
+    if (blk < p.Hk) dst0 = p.qn + (size_t)blk * DK, dstride = (size_t)p.Hk * DK; /* (L2 norm: gdn_chunk_launch) */
+    else if (blk < 2 * p.Hk) dst0 = p.kn + (size_t)(blk - p.Hk) * DK, dstride = (size_t)p.Hk * DK;
+    else dst0 = p.v + (size_t)(blk - 2 * p.Hk) * DK, dstride = (size_t)p.Hv * DK;
+    int s = seq_of_token(p.tok_start, p.S, t0);
 #pragma unroll
-    for (int c = 0; c < 4; c++) acc[c] = silu_f(acc[c]);
-    bf16_t *dst;
-    if (blk < 2 * p.Hk) { /* (L2 norm: in gdn_chunk_launch) */
-        dst = (blk < p.Hk ? p.qn + ((size_t)t * p.Hk + blk) * DK : p.kn + ((size_t)t * p.Hk + blk - p.Hk) * DK);
-    } else {
-        dst = p.v + ((size_t)t * p.Hv + blk - 2 * p.Hk) * DK;
+    for (int i = 0; i < PREP_TG; i++) {
+        const int t = t0 + i;
+        if (t >= p.T) break;
+        while (p.tok_start[s + 1] <= t) s++;
+        const int pos = t - p.tok_start[s];
+        float acc[4] = {0.f, 0.f, 0.f, 0.f};
+#pragma unroll
+        for (int j = 0; j < 4; j++) {
+            const int pp = pos - 3 + j; /* the tap's position in the sequence */
+            uint2 u = x[i + j];
+            if (pp < 0) { /* before the sequence: its conv state, or zero for a fresh one */
+                u = make_uint2(0u, 0u);
+                if (p.pool && p.n_past[s] > 0) {
+                    const bf16_t *conv = reinterpret_cast<const bf16_t *>(
+                        p.pool + (size_t)p.state_pages[(size_t)s * p.E + p.conv_page] * p.page_bytes + p.conv_off);
+                    u = *reinterpret_cast<const uint2 *>(conv + (size_t)(3 + pp) * p.conv_dim + ch0);
+                }
+            }
+            float2 lo = bf2x2_to_f2(u.x), hi = bf2x2_to_f2(u.y);
+            acc[0] += w[0][j] * lo.x;
+            acc[1] += w[1][j] * lo.y;
+            acc[2] += w[2][j] * hi.x;
+            acc[3] += w[3][j] * hi.y;
+        }
+        uint2 o;
+        o.x = f2_to_bf2x2(silu_f(acc[0]), silu_f(acc[1]));
+        o.y = f2_to_bf2x2(silu_f(acc[2]), silu_f(acc[3]));
+        *reinterpret_cast<uint2 *>(dst0 + (size_t)t * dstride + 4 * lane) = o;
     }
-    uint2 o;
-    o.x = f2_to_bf2x2(acc[0], acc[1]);
-    o.y = f2_to_bf2x2(acc[2], acc[3]);
-    *reinterpret_cast<uint2 *>(dst + 4 * lane) = o;
 }
 
 /* 2. new conv state per sequence: rows j = 0..2 hold the inputs at positions len-3+j. */
@@ -218,7 +236,7 @@ extern "C" int gdn_prefill_prep_launch(const void *qkv, const void *b, const voi
     p.g = g;
     p.beta = beta;
     cudaStream_t s = (cudaStream_t)stream;
-    const long warps = (long)T * (2 * Hk + Hv);
+    const long warps = ((long)T + PREP_TG - 1) / PREP_TG * (2 * Hk + Hv);
     long blocks = (warps + 3) / 4;
     const long gblocks = ((long)T * Hv + 127) / 128;
     if (gblocks > blocks) blocks = gblocks;
