@@ -174,6 +174,15 @@ static sched_event_t *ev_push(sched_t *s) {
     return e;
 }
 
+/* q's last token, just appended (or resolved). */
+static void ev_token(sched_t *s, const seq_t *q) {
+    sched_event_t *e = ev_push(s);
+    e->id = q->id;
+    e->kind = SCHED_EV_TOKEN;
+    e->token = q->last;
+    e->index = seq_n_output(q) - 1;
+}
+
 static void ev_finish(sched_t *s, const seq_t *q, seq_finish_t why) {
     sched_event_t *e = ev_push(s);
     e->id = q->id;
@@ -333,6 +342,21 @@ static void retire(sched_t *s, seq_t *q) {
     map_del(s, q->id);
     q->status = SEQ_FINISHED;
     seq_destroy(q);
+}
+
+/* q ends with an event: freed and gone. */
+static void finish_seq(sched_t *s, seq_t *q, seq_finish_t why) {
+    q->finish = why;
+    ev_finish(s, q, why);
+    retire(s, q);
+    s->st.n_finished++;
+}
+
+/* Publish the full blocks q's last step completed ([0, n_computed) are known tokens). */
+static void publish_blocks(sched_t *s, seq_t *q, int prev_computed) {
+    if (s->prefix_caching && q->n_computed / s->B > prev_computed / s->B &&
+        (s->publish_output || prev_computed < q->n_prompt))
+        pool_publish(s->pool, q->id, q->tokens, q->n_computed, NULL, 0);
 }
 
 int sched_cancel(sched_t *s, int64_t id) {
@@ -496,17 +520,11 @@ static int pass_decode(sched_t *s) {
             if (decode_fits_table(s, q)) break; /* no new block: cannot fail */
             int rc = pool_can_append(s->pool, q->id, 1, k, NULL, NULL, 0);
             if (rc == HS_OK) break;
-            if ((rc == HS_ERR_NO_MEMORY || rc == HS_ERR_INVALID) && q->n_pending) {
-                self_preempted = q_finished = true; /* decided once its token is known */
-                break;
-            }
             if (rc == HS_ERR_NO_MEMORY || rc == HS_ERR_INVALID) {
                 /* It can never grow further (its blocks would exceed the whole pool or
-                 * the pool's token limit): it has reached its length. */
-                q->finish = SEQ_FINISH_LENGTH;
-                ev_finish(s, q, SEQ_FINISH_LENGTH);
-                retire(s, q);
-                s->st.n_finished++;
+                 * the pool's token limit): it has reached its length, decided once its
+                 * last token is known when that is pending. */
+                if (!seq_pending(q)) finish_seq(s, q, SEQ_FINISH_LENGTH);
                 self_preempted = q_finished = true; /* nothing to schedule for q */
                 break;
             }
@@ -575,17 +593,14 @@ static void pass_admit(sched_t *s, bool whole) {
     while (!s->swapped.head && s->waiting.head && s->running.n < s->cfg.max_num_seqs && budget_left(s) > 0 &&
            b->n_seqs < s->cfg.max_num_seqs) {
         seq_t *q = s->waiting.head;
-        if (q->n_pending) break; /* preempted with its last token in flight: next step */
+        if (seq_pending(q)) break; /* preempted with its last token in flight: next step */
         const int32_t *toks = s->prefix_caching ? q->tokens : NULL;
         pool_admit_info_t info;
         int rc = pool_can_admit(s->pool, q->id, toks, q->n_tokens, &info, NULL, 0);
         if (rc == HS_AGAIN) break;
         if (rc < 0) {
             /* Can never fit (e.g. grew past the pool by recompute): fail it, go on. */
-            q->finish = SEQ_FINISH_ERROR;
-            ev_finish(s, q, SEQ_FINISH_ERROR);
-            retire(s, q);
-            s->st.n_finished++;
+            finish_seq(s, q, SEQ_FINISH_ERROR);
             continue;
         }
         if (s->running.n > 0 && info.n_pages_avail - info.n_pages_needed < s->watermark_pages) break;
@@ -701,11 +716,7 @@ int sched_update(sched_t *s, const int32_t *new_tokens, const int32_t *n_new, co
         for (int j = 0; j < nn && fin == SEQ_FINISH_NONE; j++) {
             seq_append(q, nt[j]);
             appended++;
-            sched_event_t *e = ev_push(s);
-            e->id = q->id;
-            e->kind = SCHED_EV_TOKEN;
-            e->token = nt[j];
-            e->index = seq_n_output(q) - 1;
+            ev_token(s, q);
             fin = seq_check_stop(q, s->cfg.max_model_len);
         }
         if (r < b->n_decode) {
@@ -724,14 +735,10 @@ int sched_update(sched_t *s, const int32_t *new_tokens, const int32_t *n_new, co
         }
         (void)appended;
         if (fin != SEQ_FINISH_NONE) {
-            q->finish = fin;
-            ev_finish(s, q, fin);
-            s->st.n_finished++;
-            retire(s, q);
+            finish_seq(s, q, fin);
             continue;
         }
-        if (s->prefix_caching && q->n_computed / s->B > prev / s->B && (s->publish_output || prev < q->n_prompt))
-            pool_publish(s->pool, q->id, q->tokens, q->n_computed, NULL, 0);
+        publish_blocks(s, q, prev);
     }
     if (events) *events = s->ev;
     if (n_events) *n_events = s->n_ev;
@@ -754,15 +761,12 @@ int sched_advance(sched_t *s) {
         q->n_computed += q->n_sched;
         assert(q->n_computed <= q->n_committed);
         if (has_logit) {
-            assert(q->n_computed == q->n_committed && q->n_computed == q->n_tokens && !q->n_pending);
+            assert(q->n_computed == q->n_committed && q->n_computed == q->n_tokens && !seq_pending(q));
             seq_append(q, SEQ_TOKEN_PENDING);
-            q->n_pending = 1;
             q->infl = b->logit_start[r];
             q->ending = seq_n_output(q) >= q->max_tokens || q->n_tokens >= s->cfg.max_model_len;
         }
-        /* Blocks of known tokens only: [0, n_computed) excludes the pending one. */
-        if (s->prefix_caching && q->n_computed / s->B > prev / s->B && (s->publish_output || prev < q->n_prompt))
-            pool_publish(s->pool, q->id, q->tokens, q->n_computed, NULL, 0);
+        publish_blocks(s, q, prev); /* [0, n_computed) excludes the pending token */
     }
     s->n_infl = b->n_logits;
     return HS_OK;
@@ -776,23 +780,13 @@ int sched_resolve(sched_t *s, const int32_t *tokens, const sched_event_t **event
         seq_t *q = s->infl[i];
         s->infl[i] = NULL;
         if (!q) continue; /* cancelled, or finished meanwhile */
-        assert(q->n_pending == 1 && q->infl == i && q->tokens[q->n_tokens - 1] == SEQ_TOKEN_PENDING);
+        assert(q->infl == i && q->tokens[q->n_tokens - 1] == SEQ_TOKEN_PENDING);
         q->tokens[q->n_tokens - 1] = q->last = tokens[i];
-        q->n_pending = 0;
         q->infl = -1;
-        sched_event_t *e = ev_push(s);
-        e->id = q->id;
-        e->kind = SCHED_EV_TOKEN;
-        e->token = tokens[i];
-        e->index = seq_n_output(q) - 1;
+        ev_token(s, q);
         const seq_finish_t fin = seq_check_stop(q, s->cfg.max_model_len);
         assert(fin != SEQ_FINISH_NONE || !q->ending);
-        if (fin != SEQ_FINISH_NONE) {
-            q->finish = fin;
-            ev_finish(s, q, fin);
-            s->st.n_finished++;
-            retire(s, q);
-        }
+        if (fin != SEQ_FINISH_NONE) finish_seq(s, q, fin);
     }
     if (events) *events = s->ev;
     if (n_events) *n_events = s->n_ev;

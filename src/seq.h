@@ -24,7 +24,7 @@
  * Otherwise it is prefilling [n_computed, n_committed).
  *
  * Overlapped steps (sched_advance / sched_resolve): a step's sampled token may be
- * appended before its value is known, as SEQ_TOKEN_PENDING (n_pending = 1); the next
+ * appended before its value is known, as SEQ_TOKEN_PENDING (seq_pending); the next
  * step can already run it (the engine feeds the value from where it was sampled), and
  * sched_resolve writes the value in. "ending": that pending token is the last the
  * request can have (max_tokens or the model length), so it is not scheduled again.
@@ -107,9 +107,9 @@ struct seq {
     int32_t *spec;              /* [k_spec] draft token ids (placeholder value until set) */
     int32_t spec_placeholder;   /* value of an unfilled draft (first eos id, else 0) */
     int n_cached;
-    int n_pending;              /* 0 or 1: the last token is SEQ_TOKEN_PENDING (sched_advance) */
     bool ending;                /* the pending token ends the request by length */
-    int infl;                   /* its entry in the scheduler's in-flight rows, -1 when none */
+    int infl;                   /* its entry in the scheduler's in-flight rows, -1 when none: while
+                                   >= 0 the last token is SEQ_TOKEN_PENDING (sched_advance) */
     uint64_t order;             /* submission order: the FIFO / age key (smaller = older) */
     seq_status_t status;
     seq_finish_t finish;
@@ -134,6 +134,8 @@ int seq_create(seq_t **out, int64_t id, const int32_t *prompt, int n_prompt, con
 void seq_destroy(seq_t *s);
 
 static inline int seq_n_output(const seq_t *s) { return s->n_tokens - s->n_prompt; }
+/* The last token is appended but its value not yet known (sched_advance / sched_resolve). */
+static inline bool seq_pending(const seq_t *s) { return s->infl >= 0; }
 static inline bool seq_decode_ready(const seq_t *s) {
     return s->n_computed == s->n_committed && s->n_computed == s->n_tokens - 1 && !s->ending;
 }

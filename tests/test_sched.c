@@ -460,7 +460,7 @@ static void test_overlap_api(void **state) {
     assert_int_equal(sched_advance(h->s), HS_OK);
     assert_int_equal(sched_advance(h->s), HS_ERR_STATE); /* twice */
     const seq_t *q = sched_find(h->s, 0);
-    assert_int_equal(q->n_pending, 1);
+    assert_true(seq_pending(q));
     assert_int_equal(q->tokens[q->n_tokens - 1], SEQ_TOKEN_PENDING);
     /* the next batch runs both pending tokens */
     assert_int_equal(sched_step(h->s, &b), HS_OK);
@@ -479,7 +479,7 @@ static void test_overlap_api(void **state) {
     assert_int_equal(ev[0].index, 0);
     assert_int_equal(ev[1].token, 8);
     assert_int_equal(q->tokens[q->n_tokens - 1], 7);
-    assert_int_equal(q->n_pending, 0);
+    assert_false(seq_pending(q));
     assert_int_equal(sched_check(h->s, h->err, sizeof h->err), HS_OK);
     assert_int_equal(sched_resolve(h->s, NULL, &ev, &nev), HS_OK); /* nothing in flight */
     del_h(h);
