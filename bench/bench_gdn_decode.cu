@@ -22,7 +22,10 @@
  * kernel of 128 blocks in clusters of 8 (the launch floor of a cluster launch); 90 = every
  * head's slice moved with Hopper bulk copies (cp.async.bulk global -> shared, mbarrier;
  * shared -> global bulk store), one block per head; 89 = the same, persistent (one block per
- * SM, 192 KiB of slices in flight, the next heads loading while the last ones store).
+ * SM, 192 KiB of slices in flight, the next heads loading while the last ones store);
+ * 88 = cudaMemcpyAsync device-to-device of the state's bytes to another buffer (the driver's
+ * copy of that many bytes in one call, launch included: what any kernel moving the state
+ * once cannot beat).
  * HS_BENCH_SPREAD_GB=N: the requests' state pages scattered over an N GB pool (one copy).
  * HS_BENCH_MODE=flush|pf|model: kernels around each decode launch (see extra_launch below),
  * to time the decode as a model step sees it (cold L2; the out projection's L2 prefetch;
@@ -256,7 +259,7 @@ static size_t g_scratch_bytes;
 static int probe_launch(int cfg, void *pool, const size_t *d_off, int heads, size_t se, void *out, cudaStream_t s) {
     const size_t n16 = (size_t)heads * 128 * 128 * se / 16;
     uint4 *p = (uint4 *)pool;
-    if ((cfg == 95 || cfg == 92) && g_scratch_bytes < n16 * 16) { /* (only in the warm-up: the size is per shape) */
+    if ((cfg == 95 || cfg == 92 || cfg == 88) && g_scratch_bytes < n16 * 16) { /* (only in the warm-up: the size is per shape) */
         if (g_scratch) cudaFree(g_scratch);
         g_scratch = dmalloc(n16 * 16);
         g_scratch_bytes = n16 * 16;
@@ -274,6 +277,9 @@ static int probe_launch(int cfg, void *pool, const size_t *d_off, int heads, siz
         break;
     }
     case 98: k_floor<<<128, 128, 0, s>>>((uint16_t *)out); break;
+    case 88:
+        if (cudaMemcpyAsync(g_scratch, pool, n16 * 16, cudaMemcpyDeviceToDevice, s) != cudaSuccess) return HS_ERR_STATE;
+        break;
     case 91: { /* (a runtime cluster attribute: this file is not built for sm_90 alone) */
         cudaLaunchConfig_t c = {};
         c.gridDim = dim3(128);

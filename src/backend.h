@@ -203,12 +203,6 @@ struct backend {
     /* logits[n, V] fp32 = x[n, H] @ W[V, H]^T (backend buffer, always fp32). */
     void (*logits)(backend_t *bk, const void *x, const bk_weight_t *lm_head, int n, void *out_f32);
 
-    /* Per row of logits[n, V] (backend memory, fp32): the argmax (lowest id on ties),
-     * the max and log-sum-exp, written to host arrays [n]. Lets the engine serve greedy
-     * rows without moving the vocabulary to the host. */
-    void (*logits_stats)(backend_t *bk, const void *logits_f32, int n, int V, int32_t *argmax, float *max,
-                         float *lse);
-
     /* Sample n rows of logits[*, V] (backend memory, fp32): rows[i] names the logits row
      * and its parameters, out[i] (host) receives the token, its logprob and the top
      * log-probabilities. Semantics of sample.h (temperature, top-k, top-p, min-p, the
@@ -219,12 +213,14 @@ struct backend {
                    bk_sample_out_t *out);
 
     /* Token choice without waiting, for overlapped steps. pick queues, for the n rows of
-     * logits[n, V]: logits_stats of every row and the draws of smp[0, n_smp) (bk->sample
-     * of rows naming logits rows). The chosen token of row i, the draw where smp names
-     * row i and else the argmax, stays in backend memory for the next step's embed
-     * (bk_batch_t.prev_rows). pick_wait waits for the last pick and writes its results
-     * to host arrays: argmax, max, lse [n] and smp_out [n_smp]. A pick must be waited
-     * for before the next pick; forwards may run between the two. */
+     * logits[n, V] (backend memory, fp32): per row the argmax (lowest id on ties), the max
+     * and the log-sum-exp, so greedy rows are served without moving the vocabulary to the
+     * host; and the draws of smp[0, n_smp) (bk->sample of rows naming logits rows). The
+     * chosen token of row i, the draw where smp names row i and else the argmax, stays in
+     * backend memory for the next step's embed (bk_batch_t.prev_rows). pick_wait waits
+     * for the last pick and writes its results to host arrays: argmax, max, lse [n] and
+     * smp_out [n_smp]. A pick must be waited for before the next pick; forwards may run
+     * between the two. */
     void (*pick)(backend_t *bk, const float *logits, int n, int V, const bk_sample_row_t *smp, int n_smp);
     void (*pick_wait)(backend_t *bk, int32_t *argmax, float *max, float *lse, bk_sample_out_t *smp_out);
 

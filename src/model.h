@@ -48,7 +48,7 @@ void model_destroy(model_t *m);
 /* Run one step: ids[T] (host) are the batch's tokens; the caller has validated them.
  * Returns the logits of the rows b->logit_rows asks for, [n_logits, V] fp32 in backend
  * memory, valid until the next model_forward (read them with bk->download or
- * bk->logits_stats). */
+ * bk->pick). */
 const float *model_forward(model_t *m, const bk_batch_t *b, const int32_t *ids);
 
 /* The pool's memory and layout (for swap copies through the backend). */

@@ -315,9 +315,8 @@ static void cpu_logits(backend_t *bk, const void *x, const bk_weight_t *lm_head,
     cpu_gemm_xwt(x, lm_head->data, n, (int)lm_head->rows, (int)lm_head->cols, out_f32);
 }
 
-static void cpu_logits_stats(backend_t *bk, const void *logits, int n, int V, int32_t *argmax, float *max,
-                             float *lse) {
-    (void)bk;
+/* Per row: the argmax (lowest id on ties), the max and the log-sum-exp (bk->pick). */
+static void cpu_logits_stats(const void *logits, int n, int V, int32_t *argmax, float *max, float *lse) {
     for (int r = 0; r < n; r++) {
         const float *x = (const float *)logits + (size_t)r * (size_t)V;
         int a = 0;
@@ -347,7 +346,7 @@ static void cpu_pick(backend_t *bk, const float *logits, int n, int V, const bk_
         c->cap_pick_smp = (size_t)n_smp * 2;
         c->pick_out = hs_realloc(c->pick_out, c->cap_pick_smp * sizeof(bk_sample_out_t));
     }
-    cpu_logits_stats(bk, logits, n, V, c->pick_argmax, c->pick_max, c->pick_lse);
+    cpu_logits_stats(logits, n, V, c->pick_argmax, c->pick_max, c->pick_lse);
     if (n_smp > 0) cpu_sample(bk, logits, n_smp, V, smp, c->pick_out);
     if (n > 0) memcpy(c->pick_tok, c->pick_argmax, (size_t)n * sizeof(int32_t));
     for (int i = 0; i < n_smp; i++) {
@@ -447,7 +446,6 @@ backend_t *backend_cpu_create(int n_threads) {
     bk->moe = cpu_moe;
     bk->gather_rows = cpu_gather_rows;
     bk->logits = cpu_logits;
-    bk->logits_stats = cpu_logits_stats;
     bk->sample = cpu_sample;
     bk->pick = cpu_pick;
     bk->pick_wait = cpu_pick_wait;

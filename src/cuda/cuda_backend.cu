@@ -16,11 +16,12 @@
  *   linear_n              the projections sharing one input in one grouped GEMV launch at a
  *                         few rows, else one gemm() each
  *   embed, rmsnorm (+residual add), add, swiglu, gather_rows     small kernels below
- *   logits_stats          argmax / max / log-sum-exp per row over ~4 blocks per SM, merged
  *   sample                sample.cu (temperature, top-k/p, min-p, counter-based draw)
- *   pick / pick_wait      the two above queued without a wait: stats into d_pick, copied to
- *                         pinned memory, then the draws over their rows' argmax in d_pick;
- *                         the next embed reads the chosen tokens there (prev_rows)
+ *   pick / pick_wait      argmax / max / log-sum-exp per row (k_stats_part over ~4 blocks
+ *                         per SM, then k_stats_combine) and sample's draws, queued without
+ *                         a wait: stats into d_pick, copied to pinned memory, then the draws
+ *                         over their rows' argmax in d_pick; the next embed reads the chosen
+ *                         tokens there (prev_rows)
  *   attention             k_qk_prep: q/k norm (1+w), partial rotate-half RoPE, K/V written
  *                         into the paged cache; then decode rows (1 token, history) through
  *                         attn_decode_launch (split-KV, D = 256, tensor cores) and every other
@@ -177,8 +178,6 @@ typedef struct {
     void *blas_ws;
     gemm_lt_t *lt;            /* cuBLASLt with tuned algorithms (shares blas_ws: one stream) */
     int lt_max_m;             /* the most rows sent to lt (HS_CUDA_GEMM_LT=<rows>; 0: off) */
-    char *h_stats;            /* pinned host copy of logits_stats results */
-    size_t cap_h_stats;
     /* bk->pick: stats [argmax n | max n | lse n] on the device, the argmax part then the
      * chosen tokens (the next embed reads them), pinned host copies, and the event the
      * copies end with */
@@ -1265,37 +1264,17 @@ static void cu_moe(backend_t *bk, const void *x, const bk_weight_t *router, bk_w
     CKL(moe_forward(c->moe, &L, x, NULL, T, out, MOE_PATH_AUTO, scratch(c, SCR_MOE, wsb), wsb));
 }
 
-/* The two stats kernels: [argmax n | max n | lse n] into d (device; NULL: scratch).
- * Returns where they went. */
-static char *stats_launch(cu_ctx_t *c, const void *logits, int n, int V, char *d) {
+/* The two stats kernels of pick: [argmax n | max n | lse n] into d (device). */
+static void stats_launch(cu_ctx_t *c, const void *logits, int n, int V, char *d) {
     int nb = (4 * 132 + n - 1) / n; /* ranges per row: about 4 blocks per SM in all */
     if (nb > 64) nb = 64;
     if (nb < 1) nb = 1;
     int chunk = (V + nb - 1) / nb;
     if ((V & 3) == 0) chunk = (chunk + 1023) & ~1023; /* whole float4 rounds of 256 threads */
-    stat3 *part = (stat3 *)scratch(c, SCR_STATS, (size_t)n * nb * sizeof(stat3) + (size_t)n * 12 + 16);
-    if (!d) d = (char *)(part + (size_t)n * nb);
+    stat3 *part = (stat3 *)scratch(c, SCR_STATS, (size_t)n * nb * sizeof(stat3));
     CK(launch_pdl(k_stats_part, dim3((unsigned)nb, (unsigned)n), dim3(256), 0, c->st, (const float *)logits, V, chunk,
                   part));
     CK(launch_pdl(k_stats_combine, dim3((unsigned)n), dim3(32), 0, c->st, (const stat3 *)part, nb, n, d));
-    return d;
-}
-
-static void cu_logits_stats(backend_t *bk, const void *logits, int n, int V, int32_t *argmax, float *mx, float *lse) {
-    cu_ctx_t *c = ctx(bk);
-    if (n <= 0) return;
-    const char *d = stats_launch(c, logits, n, V, NULL);
-    if (c->cap_h_stats < (size_t)n * 12) {
-        if (c->h_stats) CK(cudaFreeHost(c->h_stats));
-        c->cap_h_stats = (size_t)n * 12 * 2;
-        CK(cudaMallocHost((void **)&c->h_stats, c->cap_h_stats));
-    }
-    CK(cudaMemcpyAsync(c->h_stats, d, (size_t)n * 12, cudaMemcpyDeviceToHost, c->st));
-    CK(cudaStreamSynchronize(c->st));
-    c->t_synced = hs_now();
-    memcpy(argmax, c->h_stats, (size_t)n * 4);
-    memcpy(mx, c->h_stats + (size_t)n * 4, (size_t)n * 4);
-    memcpy(lse, c->h_stats + (size_t)n * 8, (size_t)n * 4);
 }
 
 /* bk->pick: the stats into d_pick, copied to h_pick; then the draws, which also write
@@ -1506,11 +1485,6 @@ static void pw_logits(backend_t *bk, const void *x, const bk_weight_t *w, int n,
               (long long)w->cols, tclass(n));
     PI.logits(bk, x, w, n, out);
 }
-static void pw_logits_stats(backend_t *bk, const void *l, int n, int V, int32_t *am, float *mx, float *lse) {
-    prof_mark(ctx(bk), 0, "logits_stats + copy to host");
-    PI.logits_stats(bk, l, n, V, am, mx, lse);
-    prof_flush(ctx(bk));
-}
 static void pw_sample(backend_t *bk, const float *l, int n, int V, const bk_sample_row_t *rows,
                       bk_sample_out_t *out) {
     prof_mark(ctx(bk), 0, "sample + copy to host");
@@ -1557,7 +1531,6 @@ static void prof_install(backend_t *bk) {
     bk->moe = pw_moe;
     bk->gather_rows = pw_gather_rows;
     bk->logits = pw_logits;
-    bk->logits_stats = pw_logits_stats;
     if (bk->sample) bk->sample = pw_sample;
     bk->pick = pw_pick;
     bk->pick_wait = pw_pick_wait;
@@ -1567,7 +1540,8 @@ static void prof_install(backend_t *bk) {
 }
 #undef PI
 
-/* bk->sample (sample.cu); its workspace is SCR_STATS, free again once logits_stats returned. */
+/* bk->sample (sample.cu); its workspace is SCR_STATS, shared with pick's stats kernels (one
+ * stream orders them). */
 static void cu_sample(backend_t *bk, const float *logits, int n, int V, const bk_sample_row_t *rows,
                       bk_sample_out_t *out) {
     cu_ctx_t *c = ctx(bk);
@@ -1607,7 +1581,6 @@ static void cu_destroy(backend_t *bk) {
         if (c->stage_done) cudaEventDestroy(c->stage_done);
         gemm_lt_destroy(c->lt);
         if (c->blas_ws) cudaFree(c->blas_ws);
-        if (c->h_stats) cudaFreeHost(c->h_stats);
         if (c->h_pick) cudaFreeHost(c->h_pick);
         if (c->d_pick) cudaFree(c->d_pick);
         if (c->pick_done) cudaEventDestroy(c->pick_done);
@@ -1724,7 +1697,6 @@ extern "C" backend_t *backend_cuda_create(int device, char *err, size_t n) {
     bk->moe = cu_moe;
     bk->gather_rows = cu_gather_rows;
     bk->logits = cu_logits;
-    bk->logits_stats = cu_logits_stats;
     bk->pick = cu_pick;
     bk->pick_wait = cu_pick_wait;
     bk->sample = cu_sample;

@@ -46,6 +46,13 @@ static bk_weight_t *wload(int b, const float *x, int64_t rows, int64_t cols) {
     free(h);
     return w;
 }
+/* Per row of logits[n, V] (backend memory): argmax, max, log-sum-exp, through a pick with
+ * no draws. */
+static void logits_stats(backend_t *bk, const void *l, int n, int V, int32_t *am, float *mx, float *lse) {
+    bk->pick(bk, (const float *)l, n, V, NULL, 0);
+    bk->pick_wait(bk, am, mx, lse, NULL);
+}
+
 static void report(const char *name, void *o0, void *o1, size_t n, double tol, int f32) {
     float *a = malloc(n * 4), *g = malloc(n * 4);
     if (f32) {
@@ -169,7 +176,7 @@ int main(int argc, char **argv) {
         for (int b = 0; b < 2; b++) {
             o[b] = B[b]->alloc(B[b], (size_t)n * V * 4);
             B[b]->logits(B[b], act(b, x, (size_t)n * H), wload(b, w, V, H), n, o[b]);
-            B[b]->logits_stats(B[b], o[b], n, V, am[b], mx[b], lse[b]);
+            logits_stats(B[b], o[b], n, V, am[b], mx[b], lse[b]);
         }
         report("logits (fp32 out)", o[0], o[1], (size_t)n * V, 1e-2, 1);
         double dl = 0;
@@ -179,7 +186,7 @@ int main(int argc, char **argv) {
                dl < 0.05 ? "ok" : "FAIL");
         fails += !(dl < 0.05);
 
-        /* pick (cuda): the results of logits_stats + sample exactly, and before pick_wait
+        /* pick (cuda) with draws: the results of a pick without them + sample exactly, and before pick_wait
          * the next embed reads the chosen tokens where prev_rows says (rows 1 and 3 drawn,
          * the others greedy; the last token is a plain id). */
         bk_sample_row_t smp[2];
@@ -237,14 +244,14 @@ int main(int argc, char **argv) {
             B[1]->upload(B[1], dl, lg, (size_t)nb * V * 4);
             int32_t *amb = malloc((size_t)nb * 4), *amc = malloc((size_t)nb * 4);
             float *mxb = malloc((size_t)nb * 4), *lsb = malloc((size_t)nb * 4);
-            B[1]->logits_stats(B[1], dl, nb, V, amb, mxb, lsb);
-            B[1]->pick(B[1], dl, nb, V, NULL, 0);
+            B[1]->pick(B[1], dl, nb, V, NULL, 0); /* grows the buffer */
             const int32_t prev2[6] = {1499, 1200, 0, 777, -1, 1024};
             bb.prev_rows = prev2;
             B[1]->set_batch(B[1], &bb, &np0);
             B[1]->embed(B[1], wt, ids, T2, eo);
             B[1]->pick_wait(B[1], amc, mxb, lsb, NULL);
             B[1]->act_download(B[1], eh, eo, (size_t)T2 * H2);
+            logits_stats(B[1], dl, nb, V, amb, mxb, lsb); /* again, into the grown buffer */
             int wrong = 0;
             for (int i = 0; i < nb; i++) wrong += amc[i] != amb[i];
             for (int t = 0; t < T2; t++) {
@@ -258,7 +265,7 @@ int main(int argc, char **argv) {
         free(eh);
         free(tbl);
     }
-    /* logits_stats alone against float64 on the host: a vocabulary size that takes the
+    /* the pick's stats alone against float64 on the host: a vocabulary size that takes the
      * 16-byte path with full unrolled rounds (248320, the Qwen3.5 vocabulary) and an odd one
      * (the scalar path); ties of the max (the lowest id wins), -inf entries, one row all
      * -inf but one, a batch that splits rows over many blocks and one over few */
@@ -280,7 +287,7 @@ int main(int argc, char **argv) {
                 B[1]->upload(B[1], d, l, (size_t)n * V * 4);
                 int32_t *am = malloc((size_t)n * 4);
                 float *mx = malloc((size_t)n * 4), *lse = malloc((size_t)n * 4);
-                B[1]->logits_stats(B[1], d, n, V, am, mx, lse);
+                logits_stats(B[1], d, n, V, am, mx, lse);
                 int bad = 0;
                 double worst = 0;
                 for (int r = 0; r < n; r++) {
